@@ -1,0 +1,220 @@
+//! The live, indexed view of [`Tables`] that request handlers validate against.
+
+use crate::model::{Change, SnapshotGroupRec, SnapshotRec, Tables, VolumeGroupRec, VolumeRec};
+use std::collections::{BTreeSet, HashMap};
+use volbridge_proto::csp::{Host, BACKGROUND_STATUS, BACKGROUND_COMPLETED};
+
+type Index = HashMap<String, BTreeSet<String>>;
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub t: Tables,
+    vol_by_name: HashMap<String, String>,
+    snaps_by_name: Index,
+    snaps_of_volume: Index,
+    clones_of_snapshot: Index,
+    vg_by_name: HashMap<String, String>,
+    sg_by_name: HashMap<String, String>,
+    members_of_vg: Index,
+    sgs_of_vg: Index,
+}
+
+fn add(ix: &mut Index, key: &str, id: &str) {
+    if !key.is_empty() {
+        ix.entry(key.to_owned()).or_default().insert(id.to_owned());
+    }
+}
+
+fn del(ix: &mut Index, key: &str, id: &str) {
+    if let Some(set) = ix.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            ix.remove(key);
+        }
+    }
+}
+
+fn list<'a>(ix: &'a Index, key: &str) -> impl Iterator<Item = &'a String> {
+    ix.get(key).into_iter().flatten()
+}
+
+impl State {
+    pub fn new(t: Tables) -> State {
+        let mut s = State::default();
+        for v in t.volumes.values() {
+            s.index_volume(v);
+        }
+        for v in t.snapshots.values() {
+            s.index_snapshot(v);
+        }
+        for g in t.volume_groups.values() {
+            s.vg_by_name.insert(g.name.clone(), g.id.clone());
+        }
+        for g in t.snapshot_groups.values() {
+            s.index_sg(g);
+        }
+        s.t = t;
+        s
+    }
+
+    fn index_volume(&mut self, v: &VolumeRec) {
+        self.vol_by_name.insert(v.name.clone(), v.id.clone());
+        add(&mut self.clones_of_snapshot, &v.base_snapshot_id, &v.id);
+        add(&mut self.members_of_vg, &v.volume_group_id, &v.id);
+    }
+    fn unindex_volume(&mut self, v: &VolumeRec) {
+        if self.vol_by_name.get(&v.name) == Some(&v.id) {
+            self.vol_by_name.remove(&v.name);
+        }
+        del(&mut self.clones_of_snapshot, &v.base_snapshot_id, &v.id);
+        del(&mut self.members_of_vg, &v.volume_group_id, &v.id);
+    }
+    fn index_snapshot(&mut self, s: &SnapshotRec) {
+        add(&mut self.snaps_by_name, &s.name, &s.id);
+        add(&mut self.snaps_of_volume, &s.volume_id, &s.id);
+    }
+    fn unindex_snapshot(&mut self, s: &SnapshotRec) {
+        del(&mut self.snaps_by_name, &s.name, &s.id);
+        del(&mut self.snaps_of_volume, &s.volume_id, &s.id);
+    }
+    fn index_sg(&mut self, g: &SnapshotGroupRec) {
+        self.sg_by_name.insert(g.name.clone(), g.id.clone());
+        add(&mut self.sgs_of_vg, &g.volume_group_id, &g.id);
+    }
+    fn unindex_sg(&mut self, g: &SnapshotGroupRec) {
+        if self.sg_by_name.get(&g.name) == Some(&g.id) {
+            self.sg_by_name.remove(&g.name);
+        }
+        del(&mut self.sgs_of_vg, &g.volume_group_id, &g.id);
+    }
+
+    pub fn apply(&mut self, change: Change) {
+        match &change {
+            Change::PutVolume(v) => {
+                if let Some(old) = self.t.volumes.get(&v.id).cloned() {
+                    self.unindex_volume(&old);
+                }
+                self.index_volume(v);
+            }
+            Change::DeleteVolume { id, .. } => {
+                if let Some(old) = self.t.volumes.get(id).cloned() {
+                    self.unindex_volume(&old);
+                }
+            }
+            Change::PutSnapshot(s) => {
+                if let Some(old) = self.t.snapshots.get(&s.id).cloned() {
+                    self.unindex_snapshot(&old);
+                }
+                self.index_snapshot(s);
+            }
+            Change::DeleteSnapshot(id) => {
+                if let Some(old) = self.t.snapshots.get(id).cloned() {
+                    self.unindex_snapshot(&old);
+                }
+            }
+            Change::PutVolumeGroup(g) => {
+                if let Some(old) = self.t.volume_groups.get(&g.id) {
+                    if self.vg_by_name.get(&old.name) == Some(&old.id) {
+                        let name = old.name.clone();
+                        self.vg_by_name.remove(&name);
+                    }
+                }
+                self.vg_by_name.insert(g.name.clone(), g.id.clone());
+            }
+            Change::DeleteVolumeGroup(id) => {
+                if let Some(old) = self.t.volume_groups.get(id) {
+                    if self.vg_by_name.get(&old.name) == Some(id) {
+                        let name = old.name.clone();
+                        self.vg_by_name.remove(&name);
+                    }
+                }
+            }
+            Change::PutSnapshotGroup(g) => {
+                if let Some(old) = self.t.snapshot_groups.get(&g.id).cloned() {
+                    self.unindex_sg(&old);
+                }
+                self.index_sg(g);
+            }
+            Change::DeleteSnapshotGroup(id) => {
+                if let Some(old) = self.t.snapshot_groups.get(id).cloned() {
+                    self.unindex_sg(&old);
+                }
+            }
+            Change::PutHost(_) | Change::DeleteHost(_) | Change::ForgetRetained(_) => {}
+        }
+        self.t.apply(change);
+    }
+
+    pub fn volume(&self, id: &str) -> Option<&VolumeRec> {
+        self.t.volumes.get(id)
+    }
+    pub fn volume_by_name(&self, name: &str) -> Option<&VolumeRec> {
+        self.vol_by_name.get(name).and_then(|id| self.t.volumes.get(id))
+    }
+    pub fn snapshot(&self, id: &str) -> Option<&SnapshotRec> {
+        self.t.snapshots.get(id)
+    }
+    pub fn snapshots_named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a SnapshotRec> {
+        list(&self.snaps_by_name, name).filter_map(|id| self.t.snapshots.get(id))
+    }
+    pub fn snapshots_of<'a>(&'a self, volume_id: &str) -> impl Iterator<Item = &'a SnapshotRec> {
+        list(&self.snaps_of_volume, volume_id).filter_map(|id| self.t.snapshots.get(id))
+    }
+    pub fn clones_of<'a>(&'a self, snapshot_id: &str) -> impl Iterator<Item = &'a VolumeRec> {
+        list(&self.clones_of_snapshot, snapshot_id).filter_map(|id| self.t.volumes.get(id))
+    }
+    pub fn host(&self, uuid: &str) -> Option<&Host> {
+        self.t.hosts.get(uuid)
+    }
+    pub fn volume_group(&self, id: &str) -> Option<&VolumeGroupRec> {
+        self.t.volume_groups.get(id)
+    }
+    pub fn volume_group_by_name(&self, name: &str) -> Option<&VolumeGroupRec> {
+        self.vg_by_name.get(name).and_then(|id| self.t.volume_groups.get(id))
+    }
+    pub fn members_of<'a>(&'a self, group_id: &str) -> impl Iterator<Item = &'a VolumeRec> {
+        list(&self.members_of_vg, group_id).filter_map(|id| self.t.volumes.get(id))
+    }
+    pub fn snapshot_group(&self, id: &str) -> Option<&SnapshotGroupRec> {
+        self.t.snapshot_groups.get(id)
+    }
+    pub fn snapshot_group_by_name(&self, name: &str) -> Option<&SnapshotGroupRec> {
+        self.sg_by_name.get(name).and_then(|id| self.t.snapshot_groups.get(id))
+    }
+    pub fn snapshot_groups_of<'a>(
+        &'a self,
+        group_id: &str,
+    ) -> impl Iterator<Item = &'a SnapshotGroupRec> {
+        list(&self.sgs_of_vg, group_id).filter_map(|id| self.t.snapshot_groups.get(id))
+    }
+
+    /// Clones whose background copy from this snapshot has not finished.
+    pub fn copies_from(&self, snapshot_id: &str) -> usize {
+        self.clones_of(snapshot_id).filter(|v| copy_running(v)).count()
+    }
+
+    /// True when S4 would be refused: its own copy or a clone copy from it is running.
+    pub fn snapshot_in_use(&self, s: &SnapshotRec) -> bool {
+        !s.ready || self.copies_from(&s.id) > 0
+    }
+
+    /// Whether a snapshot of this volume is still being copied (its data is read live).
+    pub fn snapshot_copy_running(&self, volume_id: &str) -> bool {
+        self.snapshots_of(volume_id).any(|s| !s.ready)
+    }
+}
+
+/// The volume's background status, if any.
+pub fn background_status(v: &VolumeRec) -> Option<&str> {
+    v.config.get(BACKGROUND_STATUS).and_then(|s| s.as_str())
+}
+
+/// A clone whose data copy has not completed (running, or failed).
+pub fn unusable(v: &VolumeRec) -> bool {
+    background_status(v).is_some_and(|s| s != BACKGROUND_COMPLETED)
+}
+
+/// A clone whose data copy is still running.
+pub fn copy_running(v: &VolumeRec) -> bool {
+    unusable(v) && !background_status(v).is_some_and(|s| s.starts_with("Failed"))
+}

@@ -1,0 +1,229 @@
+//! The metadata store: in-memory state, made durable by one group-committing thread.
+//!
+//! A request validates and applies its change to the in-memory [`State`] under a short
+//! mutex (no I/O), queues the change, and then awaits the committer. The committer takes
+//! everything queued, appends it to the journal with one `fdatasync` and acknowledges every
+//! waiter at once, so the fsync cost is shared by all concurrent requests.
+//!
+//! Reads also wait until the state they saw is durable (usually no wait at all), so no
+//! answer ever reflects a change that a crash could still undo.
+//!
+//! If the journal write fails, the waiting requests get a 500 and the next batch rewrites
+//! the whole state file first: memory is the source of truth and becomes durable again as
+//! soon as the disk allows.
+
+use crate::errors::ApiError;
+use crate::journal::Journal;
+use crate::model::{Change, Tables};
+use crate::state::State;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Every operation with a sequence number up to this one is durable.
+    durable: u64,
+    /// Operations up to this one failed to commit (unless `durable` caught up later).
+    failed: u64,
+    /// Text of the last failure, for the 500 message.
+    out_of_space: bool,
+}
+
+struct Inner {
+    state: State,
+    queue: Vec<(u64, Vec<Change>)>,
+    last_seq: u64,
+    shutdown: bool,
+}
+
+struct Core {
+    inner: Mutex<Inner>,
+    wake: Condvar,
+    progress: watch::Sender<Progress>,
+}
+
+pub struct Store {
+    core: Arc<Core>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Starts the committer over an opened journal; `tables` must equal what it holds.
+    pub fn start(journal: Journal, tables: Tables) -> Store {
+        let shadow = tables.clone();
+        let core = Arc::new(Core {
+            inner: Mutex::new(Inner {
+                state: State::new(tables),
+                queue: Vec::new(),
+                last_seq: 0,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            progress: watch::channel(Progress::default()).0,
+        });
+        let thread_core = core.clone();
+        let committer = std::thread::Builder::new()
+            .name("volbridge-csp-commit".into())
+            .spawn(move || commit_loop(&thread_core, journal, shadow))
+            .expect("spawn the metadata committer thread");
+        Store {
+            core,
+            committer: Some(committer),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave State half-updated in a way we could
+        // repair, but refusing every later request would be worse; keep serving.
+        self.core.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the current state; returns its result and the sequence number to await
+    /// before answering with it.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> (R, u64) {
+        let g = self.lock();
+        (f(&g.state), g.last_seq)
+    }
+
+    /// Validates with `f` and applies the changes it returns, atomically. Returns `f`'s
+    /// result and the sequence number to await (the newest one when nothing changed).
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&State) -> Result<(R, Vec<Change>), ApiError>,
+    ) -> Result<(R, u64), ApiError> {
+        let mut g = self.lock();
+        let (r, changes) = f(&g.state)?;
+        if changes.is_empty() {
+            return Ok((r, g.last_seq));
+        }
+        for c in &changes {
+            g.state.apply(c.clone());
+        }
+        g.last_seq += 1;
+        let seq = g.last_seq;
+        g.queue.push((seq, changes));
+        drop(g);
+        self.core.wake.notify_one();
+        Ok((r, seq))
+    }
+
+    /// Waits until operation `seq` is durable.
+    pub async fn settle(&self, seq: u64) -> Result<(), ApiError> {
+        let mut rx = self.core.progress.subscribe();
+        loop {
+            let p = *rx.borrow_and_update();
+            if p.durable >= seq {
+                return Ok(());
+            }
+            if p.failed >= seq {
+                return Err(commit_error(p));
+            }
+            if rx.changed().await.is_err() {
+                return Err(ApiError::internal("metadata committer stopped"));
+            }
+        }
+    }
+
+    /// Blocking form of [`Store::settle`] for background threads.
+    pub fn settle_blocking(&self, seq: u64) -> Result<(), ApiError> {
+        let mut rx = self.core.progress.subscribe();
+        loop {
+            let p = *rx.borrow_and_update();
+            if p.durable >= seq {
+                return Ok(());
+            }
+            if p.failed >= seq {
+                return Err(commit_error(p));
+            }
+            // The watch channel has no blocking wait; background threads are rare and
+            // commits take well under a millisecond.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// `write` then `settle`.
+    pub async fn commit<R>(
+        &self,
+        f: impl FnOnce(&State) -> Result<(R, Vec<Change>), ApiError>,
+    ) -> Result<R, ApiError> {
+        let (r, seq) = self.write(f)?;
+        self.settle(seq).await?;
+        Ok(r)
+    }
+
+    /// `read` then `settle`.
+    pub async fn query<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, ApiError> {
+        let (r, seq) = self.read(f);
+        self.settle(seq).await?;
+        Ok(r)
+    }
+}
+
+fn commit_error(p: Progress) -> ApiError {
+    if p.out_of_space {
+        ApiError::internal(format!(
+            "could not record the change: {}",
+            volbridge_proto::csp::INSUFFICIENT_SPACE
+        ))
+    } else {
+        ApiError::internal("could not record the change durably")
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.lock().shutdown = true;
+        self.core.wake.notify_all();
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn commit_loop(core: &Core, mut journal: Journal, mut shadow: Tables) {
+    let mut dirty = false;
+    loop {
+        let batch = {
+            let mut g = core.inner.lock().unwrap_or_else(|p| p.into_inner());
+            while g.queue.is_empty() && !g.shutdown {
+                g = core.wake.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            if g.queue.is_empty() {
+                return;
+            }
+            std::mem::take(&mut g.queue)
+        };
+        let last = batch.last().map(|(seq, _)| *seq).unwrap_or(0);
+        for (_, op) in &batch {
+            for c in op {
+                shadow.apply(c.clone());
+            }
+        }
+        let result = if dirty {
+            journal.compact(&shadow)
+        } else {
+            journal.append(batch.iter().map(|(_, op)| op.as_slice()))
+        };
+        match result {
+            Ok(()) => {
+                dirty = false;
+                core.progress.send_modify(|p| p.durable = last);
+                if journal.wants_compaction() {
+                    if let Err(e) = journal.compact(&shadow) {
+                        tracing::warn!(error = %e, "journal compaction failed; will retry");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata commit failed");
+                dirty = true;
+                let oos = crate::files::is_out_of_space(&e);
+                core.progress.send_modify(|p| {
+                    p.failed = last;
+                    p.out_of_space = oos;
+                });
+            }
+        }
+    }
+}

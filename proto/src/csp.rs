@@ -1,0 +1,490 @@
+//! CSP REST API models (csp-api.md §4). Every field is optional on input and unknown fields
+//! are ignored, so both the client and the embedded CSP decode whatever real CSPs send;
+//! `None` fields are left out on output.
+
+use crate::lenient;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Path prefix of every endpoint.
+pub const API_PREFIX: &str = "/containers/v1";
+/// Header that carries the session token.
+pub const AUTH_HEADER: &str = "x-auth-token";
+/// Header that selects the array in service mode.
+pub const ARRAY_HEADER: &str = "x-array-ip";
+/// Message fragment by which any CSP signals "out of space" (B42).
+pub const INSUFFICIENT_SPACE: &str = "insufficient storage space";
+/// Access protocol of the embedded CSP (csp-api.md §8.2).
+pub const PROTOCOL_LOCAL: &str = "local";
+/// Name prefix of the snapshots the client makes to clone from a volume (B16).
+pub const CLONE_SNAPSHOT_PREFIX: &str = "snap-for-clone-";
+/// Config key that reports asynchronous create/clone progress (B39).
+pub const BACKGROUND_STATUS: &str = "background_operation_status";
+/// The value of [`BACKGROUND_STATUS`] once the operation is done.
+pub const BACKGROUND_COMPLETED: &str = "Completed";
+
+pub type Config = Map<String, Value>;
+
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccessToken {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    pub creation_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    pub expiry_time: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    pub iqns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    pub wwpns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    pub nqns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    pub networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_snapshot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    pub clone: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_volume_id: Option<String>,
+    /// Absent: unchanged; `null`: leave the group (PUT only, B21); `""`: none/unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::present")]
+    pub volume_group_id: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    pub published: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Config>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    pub used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    pub free_bytes: Option<u64>,
+}
+
+impl Volume {
+    /// The volume's group id, `None` when it has none (`""`, `null` or absent).
+    pub fn group_id(&self) -> Option<&str> {
+        self.volume_group_id
+            .as_ref()
+            .and_then(|g| g.as_deref())
+            .filter(|g| !g.is_empty())
+    }
+
+    /// `config.background_operation_status`, if the CSP reports one (B39).
+    pub fn background_status(&self) -> Option<&str> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.get(BACKGROUND_STATUS))
+            .and_then(Value::as_str)
+    }
+}
+
+/// Body of a publish (V6) or unpublish (V7) request, block or file form (§4.4, §4.6).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_protocol: Option<String>,
+    /// File form only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// File form only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_control_list: Option<String>,
+}
+
+impl PublishOptions {
+    /// Whether this is the NFS (file) form of the body.
+    pub fn is_file_form(&self) -> bool {
+        self.access_protocol
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case("nfs"))
+            || (self.host_uuid.is_none() && self.access_control_list.is_some())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecondaryLunInfo {
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub lun_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    pub target_names: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    pub discovery_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_or_number")]
+    pub target_port: Option<String>,
+}
+
+/// Block publish response (§4.5). Canonical emission always carries the first five fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishInfo {
+    #[serde(default)]
+    pub serial_number: String,
+    #[serde(default)]
+    pub access_protocol: String,
+    /// Missing decodes as 0 (servers on the reference model drop zero); negative is kept so
+    /// the client can refuse it (B31).
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub lun_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    pub target_names: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::string_list")]
+    pub discovery_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_or_number")]
+    pub target_port: Option<String>,
+    #[serde(
+        rename = "PeerArrayDetails",
+        alias = "peerArrayDetails",
+        alias = "peer_array_details",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub peer_array_details: Vec<SecondaryLunInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_path: Option<String>,
+}
+
+/// File publish response (§4.6).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishFileInfo {
+    #[serde(default)]
+    pub export_ip: String,
+    #[serde(default)]
+    pub mount_path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    pub creation_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    pub ready_to_use: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    pub in_use: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Config>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VolumeGroup {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    pub creation_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<Volume>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Config>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotGroup {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    pub creation_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "volumes")]
+    pub snapshots: Option<Vec<Snapshot>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Config>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationPartner {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "partner_name")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "alive", deserialize_with = "lenient::opt_bool")]
+    pub is_alive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "repl_direction")]
+    pub repl_role: Option<String>,
+}
+
+/// `GET /capacity` (ext, §4.9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub total_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub free_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    pub used_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorItem {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The wrapped error body every CSP error carries (§4.10).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorItem>,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            errors: vec![ErrorItem {
+                code: code.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    /// Decodes an error response the way B40 asks: the wrapped form, the bare form, or
+    /// anything else as one element with `reason` and up to 512 bytes of the raw text.
+    pub fn parse(body: &[u8], reason: &str) -> Self {
+        #[derive(Deserialize)]
+        struct Bare {
+            code: Option<Value>,
+            message: Option<String>,
+        }
+        if let Ok(w) = serde_json::from_slice::<ErrorBody>(body) {
+            if !w.errors.is_empty() {
+                return w;
+            }
+        }
+        if let Ok(Bare {
+            code,
+            message: Some(message),
+        }) = serde_json::from_slice::<Bare>(body)
+        {
+            let code = match code {
+                Some(Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => reason.to_owned(),
+            };
+            return ErrorBody::new(code, message);
+        }
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+        ErrorBody::new(reason, text.trim().to_owned())
+    }
+
+    /// Whether the response came in the wrapped form with a non-empty code and message.
+    pub fn is_canonical(body: &[u8]) -> bool {
+        serde_json::from_slice::<ErrorBody>(body).is_ok_and(|w| {
+            !w.errors.is_empty()
+                && w
+                    .errors
+                    .iter()
+                    .all(|e| !e.code.is_empty() && !e.message.is_empty())
+        })
+    }
+
+    /// All messages joined, for error text.
+    pub fn message(&self) -> String {
+        let parts: Vec<&str> = self
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .filter(|m| !m.is_empty())
+            .collect();
+        parts.join("; ")
+    }
+}
+
+/// Converts a config key from camelCase to snake_case exactly as the reference client does
+/// (B38): `(.)([A-Z][a-z]+)` → `$1_$2`, then `([a-z0-9])([A-Z])` → `$1_$2`, then lower-case.
+pub fn camel_to_snake(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    // Pass 1: left to right, non-overlapping matches of `(.)([A-Z][a-z]+)`.
+    let mut pass1 = String::with_capacity(key.len() + 4);
+    let mut i = 0;
+    while i < chars.len() {
+        if i + 2 < chars.len() && chars[i + 1].is_ascii_uppercase() && chars[i + 2].is_ascii_lowercase() {
+            let mut end = i + 3;
+            while end < chars.len() && chars[end].is_ascii_lowercase() {
+                end += 1;
+            }
+            pass1.push(chars[i]);
+            pass1.push('_');
+            pass1.extend(&chars[i + 1..end]);
+            i = end;
+        } else {
+            pass1.push(chars[i]);
+            i += 1;
+        }
+    }
+    // Pass 2: `([a-z0-9])([A-Z])`, non-overlapping.
+    let chars: Vec<char> = pass1.chars().collect();
+    let mut out = String::with_capacity(chars.len() + 4);
+    let mut i = 0;
+    while i < chars.len() {
+        if i + 1 < chars.len()
+            && (chars[i].is_ascii_lowercase() || chars[i].is_ascii_digit())
+            && chars[i + 1].is_ascii_uppercase()
+        {
+            out.push(chars[i]);
+            out.push('_');
+            out.push(chars[i + 1]);
+            i += 2;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out.to_lowercase()
+}
+
+/// Converts a config key from snake_case to camelCase (B38): each `^[A-Za-z]` or `_[A-Za-z]`
+/// becomes the upper-cased letter, then the first character is lower-cased.
+pub fn snake_to_camel(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    let mut out = String::with_capacity(key.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if i == 0 && chars[0].is_ascii_alphabetic() {
+            out.push(chars[0].to_ascii_uppercase());
+            i += 1;
+        } else if chars[i] == '_' && i + 1 < chars.len() && chars[i + 1].is_ascii_alphabetic() {
+            out.push(chars[i + 1].to_ascii_uppercase());
+            i += 2;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    let mut it = out.chars();
+    match it.next() {
+        Some(first) => first.to_lowercase().chain(it).collect(),
+        None => out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_conversion_matches_the_reference_table() {
+        let table = [
+            ("accessProtocol", "access_protocol", "accessProtocol"),
+            ("destroyOnDelete", "destroy_on_delete", "destroyOnDelete"),
+            ("fsCreateOptions", "fs_create_options", "fsCreateOptions"),
+            ("limitMBPS", "limit_mbps", "limitMbps"),
+            ("IOPSLimit", "iops_limit", "iopsLimit"),
+            ("nfsPVC", "nfs_pvc", "nfsPvc"),
+            ("description", "description", "description"),
+        ];
+        for (camel, snake, back) in table {
+            assert_eq!(camel_to_snake(camel), snake, "{camel}");
+            assert_eq!(snake_to_camel(snake), back, "{snake}");
+        }
+        assert_eq!(snake_to_camel("background_operation_status"), "backgroundOperationStatus");
+        assert_eq!(snake_to_camel("volume_1"), "volume_1");
+    }
+
+    #[test]
+    fn publish_info_accepts_reference_shapes() {
+        let info: PublishInfo = serde_json::from_str(
+            r#"{"serial_number":"ABC","access_protocol":"iscsi",
+                "target_names":["iqn.1,iqn.2"],"discovery_ips":"10.0.0.1",
+                "target_port":4420,"peerArrayDetails":[{"lun_id":"3"}],"extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(info.lun_id, None);
+        assert_eq!(info.target_names, ["iqn.1", "iqn.2"]);
+        assert_eq!(info.discovery_ips, ["10.0.0.1"]);
+        assert_eq!(info.target_port.as_deref(), Some("4420"));
+        assert_eq!(info.peer_array_details[0].lun_id, Some(3));
+        let out = serde_json::to_value(&info).unwrap();
+        assert!(out.get("PeerArrayDetails").is_some());
+    }
+
+    #[test]
+    fn error_bodies_in_every_form() {
+        let w = ErrorBody::parse(br#"{"errors":[{"code":"Conflict","message":"busy"}]}"#, "Conflict");
+        assert_eq!(w.message(), "busy");
+        let b = ErrorBody::parse(br#"{"code":"Not Found","message":"no such group"}"#, "Not Found");
+        assert_eq!(b.errors[0].code, "Not Found");
+        let t = ErrorBody::parse(b"<html>gateway</html>", "Bad Gateway");
+        assert_eq!(t.errors[0].code, "Bad Gateway");
+        assert_eq!(t.message(), "<html>gateway</html>");
+        assert!(ErrorBody::is_canonical(br#"{"errors":[{"code":"Conflict","message":"x"}]}"#));
+        assert!(!ErrorBody::is_canonical(br#"{"code":"Conflict","message":"x"}"#));
+    }
+
+    #[test]
+    fn volume_group_tri_state() {
+        let v: Volume = serde_json::from_str(r#"{"volume_group_id":null}"#).unwrap();
+        assert_eq!(v.volume_group_id, Some(None));
+        let v: Volume = serde_json::from_str(r#"{"volume_group_id":""}"#).unwrap();
+        assert_eq!(v.group_id(), None);
+        let v: Volume = serde_json::from_str(r#"{"size":"1024","clone":"true"}"#).unwrap();
+        assert_eq!((v.size, v.clone), (Some(1024), Some(true)));
+    }
+}

@@ -1,0 +1,231 @@
+//! The command line, as clap definitions.
+
+use super::output::Format;
+use crate::config::DEFAULT_ADMIN_SOCKET;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "volbridge", version, about = "One storage engine, every orchestrator", propagate_version = true)]
+pub struct Cli {
+    /// The daemon's admin socket.
+    #[arg(long, global = true, env = "VOLBRIDGE_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    pub socket: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'O', global = true, value_enum, default_value = "table")]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: engine, embedded local CSP, admin API.
+    Serve(ServeArgs),
+    /// Serve or check a Container Storage Provider.
+    Csp {
+        #[command(subcommand)]
+        command: CspCommand,
+    },
+    /// Create, list, inspect, expand, clone and remove volumes.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+    /// Create, list, inspect and remove snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Show the configured CSP backends.
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
+    /// Show the daemon's version, state dir and last reconciliation.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML); default /etc/volbridge/volbridge.toml when it exists.
+    #[arg(long, env = "VOLBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (node records, intents, embedded CSP data).
+    #[arg(long, env = "VOLBRIDGE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Admin API socket to listen on.
+    #[arg(long, env = "VOLBRIDGE_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+    /// Data directory of the embedded local CSP (default <state-dir>/csp).
+    #[arg(long)]
+    pub csp_data_dir: Option<PathBuf>,
+    /// Loopback address of the embedded local CSP (port 0: any free port).
+    #[arg(long)]
+    pub csp_listen: Option<SocketAddr>,
+    /// Do not run the embedded local CSP.
+    #[arg(long)]
+    pub no_local_csp: bool,
+    /// Log filter (`info`, `debug`, `volbridge=trace`); RUST_LOG wins.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CspCommand {
+    /// Run the local CSP alone (file-backed volumes over the CSP REST API).
+    Serve {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "volbridge")]
+        username: String,
+        /// Default: generated on first start, kept in <data-dir>/password (0600).
+        #[arg(long, env = "VOLBRIDGE_CSP_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Run the conformance checklist against any CSP.
+    Check {
+        /// Base URL of the CSP, without /containers/v1 (`http://host:8080`, `https://array/csp`).
+        url: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long, env = "VOLBRIDGE_CSP_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Array address to send in service mode.
+        #[arg(long)]
+        array_ip: Option<String>,
+        /// Access protocol to publish with (`local` for volbridge's own CSP).
+        #[arg(long, default_value = "iscsi")]
+        protocol: String,
+        /// Keep what the checks created.
+        #[arg(long)]
+        keep: bool,
+        /// Do not verify the CSP's TLS certificate.
+        #[arg(long)]
+        insecure: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArg {
+    /// Backend to use (default: the daemon's default backend).
+    #[arg(long, short = 'b')]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume (a second create with the same name and size is a no-op).
+    Create {
+        name: String,
+        /// Size: bytes or 1Gi, 500Mi, 10G…
+        #[arg(long, short = 's')]
+        size: Option<String>,
+        /// CSP parameter, repeatable: -o key=value.
+        #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        options: Vec<(String, String)>,
+        #[arg(long, short = 'd')]
+        description: Option<String>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Show one volume.
+    Inspect {
+        name: String,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Remove volumes (removing one that does not exist is not an error).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Grow a volume.
+    Expand {
+        name: String,
+        #[arg(long, short = 's')]
+        size: String,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Create a volume from a snapshot or from another volume.
+    Clone {
+        name: String,
+        #[arg(long, conflicts_with = "from_volume", required_unless_present = "from_volume")]
+        from_snapshot: Option<String>,
+        #[arg(long)]
+        from_volume: Option<String>,
+        /// Size of the clone (default: the source's).
+        #[arg(long, short = 's')]
+        size: Option<String>,
+        #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        options: Vec<(String, String)>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot a volume.
+    Create {
+        name: String,
+        #[arg(long, short = 'v')]
+        volume: String,
+        #[arg(long, short = 'd')]
+        description: Option<String>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// List snapshots, of one volume or all.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, short = 'v')]
+        volume: Option<String>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Show one snapshot.
+    Inspect {
+        name: String,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Remove snapshots.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendCommand {
+    /// List backends with reachability and free space.
+    #[command(alias = "list")]
+    Ls,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}

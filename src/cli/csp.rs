@@ -1,0 +1,78 @@
+//! `volbridge csp serve` (the local CSP alone) and `volbridge csp check` (any CSP).
+
+use super::args::CspCommand;
+use super::output::{self, Format};
+use crate::conformance::{self, CheckOptions};
+use crate::error::{Error, ErrorKind, Result};
+use std::time::Duration;
+use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
+
+pub async fn run(command: CspCommand, format: Format) -> Result<()> {
+    match command {
+        CspCommand::Serve { data_dir, listen, username, password } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let file = data_dir.join("password");
+                    let p = load_or_generate_password(&file)
+                        .map_err(|e| Error::internal(format!("cannot keep the password in {}: {e}", file.display())))?;
+                    eprintln!("volbridge: the password for '{username}' is in {}", file.display());
+                    p
+                }
+            };
+            if !listen.ip().is_loopback() {
+                tracing::warn!(%listen, "the local CSP serves plain HTTP; put it behind TLS before exposing it");
+            }
+            let dir = data_dir.clone();
+            let csp = tokio::task::spawn_blocking(move || LocalCsp::open(LocalCspConfig::new(dir, username, password)))
+                .await
+                .map_err(|e| Error::internal(format!("start-up failed: {e}")))?
+                .map_err(|e| Error::internal(format!("cannot open {}: {e}", data_dir.display())))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| Error::unavailable(format!("cannot listen on {listen}: {e}")))?;
+            tracing::info!(url = %format!("http://{listen}"), data_dir = %data_dir.display(), "local CSP serving");
+            csp.serve(listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| Error::internal(format!("local CSP failed: {e}")))
+        }
+        CspCommand::Check { url, username, password, array_ip, protocol, keep, insecure } => {
+            let opts = CheckOptions {
+                url,
+                username,
+                password,
+                array_ip,
+                protocol,
+                keep,
+                insecure,
+                poll_limit: Duration::from_secs(120),
+            };
+            let mut print = |r: &conformance::CheckResult| {
+                if format == Format::Table {
+                    println!("{r}");
+                }
+            };
+            let report = conformance::run(&opts, &mut print).await?;
+            if format == Format::Json {
+                output::json(&report);
+            }
+            let mut summary = format!("{} passed, {} failed", report.passed(), report.failed());
+            if report.warned() > 0 {
+                summary.push_str(&format!(", {} warned", report.warned()));
+            }
+            if report.skipped() > 0 {
+                summary.push_str(&format!(", {} skipped", report.skipped()));
+            }
+            if format == Format::Table {
+                println!("{summary}");
+            }
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(Error::new(ErrorKind::FailedPrecondition, format!("the CSP failed the conformance check: {summary}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Human tables by default, JSON for scripts.
+
+use crate::engine::size::human;
+use serde::Serialize;
+use volbridge_proto::admin::{BackendInfo, SnapshotInfo, VolumeInfo};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Prints rows as aligned columns under a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  ", w = *w));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("volbridge: cannot encode the answer as JSON: {e}"),
+    }
+}
+
+pub fn volumes(format: Format, list: &[VolumeInfo]) {
+    if format == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.backend.clone(),
+                human(v.size_bytes),
+                if v.published { "yes" } else { "no" }.to_owned(),
+                v.status.clone(),
+                v.id.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "BACKEND", "SIZE", "PUBLISHED", "STATUS", "ID"], &rows);
+}
+
+pub fn volume(format: Format, v: &VolumeInfo) {
+    if format == Format::Json {
+        return json(v);
+    }
+    let mut rows = vec![
+        vec!["name".into(), v.name.clone()],
+        vec!["id".into(), v.id.clone()],
+        vec!["backend".into(), v.backend.clone()],
+        vec!["size".into(), format!("{} ({} bytes)", human(v.size_bytes), v.size_bytes)],
+        vec!["published".into(), v.published.to_string()],
+        vec!["status".into(), v.status.clone()],
+    ];
+    if let Some(d) = &v.description {
+        rows.push(vec!["description".into(), d.clone()]);
+    }
+    if let Some(s) = &v.source {
+        rows.push(vec!["source".into(), format!("{} {}", s.kind, s.id)]);
+    }
+    if let Some(u) = v.used_bytes {
+        rows.push(vec!["used".into(), human(u)]);
+    }
+    for (k, val) in &v.config {
+        rows.push(vec![format!("config.{k}"), val.clone()]);
+    }
+    table(&["FIELD", "VALUE"], &rows);
+}
+
+pub fn snapshots(format: Format, list: &[SnapshotInfo]) {
+    if format == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.volume_name.clone().unwrap_or_else(|| s.volume_id.clone()),
+                s.backend.clone(),
+                human(s.size_bytes),
+                if s.ready_to_use { "yes" } else { "no" }.to_owned(),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.creation_time.max(0) as u64),
+                )
+                .to_string(),
+                s.id.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "VOLUME", "BACKEND", "SIZE", "READY", "CREATED", "ID"], &rows);
+}
+
+pub fn snapshot(format: Format, s: &SnapshotInfo) {
+    match format {
+        Format::Json => json(s),
+        Format::Table => snapshots(format, std::slice::from_ref(s)),
+    }
+}
+
+pub fn backends(format: Format, list: &[BackendInfo]) {
+    if format == Format::Json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            let mut name = b.name.clone();
+            if b.default {
+                name.push_str(" (default)");
+            }
+            let state = match (&b.error, b.reachable) {
+                (_, true) => "reachable".to_owned(),
+                (Some(e), false) => format!("unreachable: {e}"),
+                (None, false) => "unreachable".to_owned(),
+            };
+            let free = b
+                .capacity
+                .map(|c| format!("{} of {}", human(c.free_bytes), human(c.total_bytes)))
+                .unwrap_or_else(|| "-".into());
+            vec![
+                name,
+                if b.embedded { "embedded" } else { "remote" }.to_owned(),
+                b.url.clone(),
+                free,
+                state,
+            ]
+        })
+        .collect();
+    table(&["NAME", "KIND", "URL", "FREE", "STATE"], &rows);
+}

@@ -1,0 +1,114 @@
+//! `volbridge volume …` and `volbridge snapshot …`.
+
+use super::args::{SnapshotCommand, VolumeCommand};
+use super::client::{segment, AdminClient};
+use super::output::{self, Format};
+use crate::error::Result;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use volbridge_proto::admin::{SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest, VolumeExpandRequest, VolumeInfo};
+
+fn backend_query(backend: &Option<String>) -> Vec<(&'static str, &str)> {
+    vec![("backend", backend.as_deref().unwrap_or(""))]
+}
+
+/// Tells a person at a terminal that a long operation is under way (never in JSON mode).
+fn progress(format: Format, what: &str) {
+    if format == Format::Table && std::io::stderr().is_terminal() {
+        eprintln!("{what}…");
+    }
+}
+
+fn removed(format: Format, kind: &str, name: &str) {
+    match format {
+        Format::Json => output::json(&json!({ "name": name, "kind": kind, "removed": true })),
+        Format::Table => println!("removed {kind} {name}"),
+    }
+}
+
+pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format) -> Result<()> {
+    match command {
+        VolumeCommand::Create { name, size, options, description, backend } => {
+            let req = VolumeCreateRequest {
+                name,
+                size: size.map(Value::String),
+                backend: backend.backend,
+                description,
+                options: options.into_iter().collect::<BTreeMap<_, _>>(),
+                ..Default::default()
+            };
+            let v: VolumeInfo = client.post("/v1/volumes", &[], &req).await?;
+            output::volume(format, &v);
+        }
+        VolumeCommand::Clone { name, from_snapshot, from_volume, size, options, backend } => {
+            let source = from_snapshot.as_deref().map(|s| format!("snapshot '{s}'"));
+            let source = source.or_else(|| from_volume.as_deref().map(|v| format!("volume '{v}'")));
+            progress(format, &format!("cloning '{name}' from {}", source.unwrap_or_default()));
+            let req = VolumeCreateRequest {
+                name,
+                size: size.map(Value::String),
+                backend: backend.backend,
+                options: options.into_iter().collect(),
+                from_snapshot,
+                from_volume,
+                ..Default::default()
+            };
+            let v: VolumeInfo = client.post("/v1/volumes", &[], &req).await?;
+            output::volume(format, &v);
+        }
+        VolumeCommand::Ls { backend } => {
+            let list: Vec<VolumeInfo> = client.get("/v1/volumes", &backend_query(&backend.backend)).await?;
+            output::volumes(format, &list);
+        }
+        VolumeCommand::Inspect { name, backend } => {
+            let path = format!("/v1/volumes/{}", segment(&name));
+            let v: VolumeInfo = client.get(&path, &backend_query(&backend.backend)).await?;
+            output::volume(format, &v);
+        }
+        VolumeCommand::Expand { name, size, backend } => {
+            let path = format!("/v1/volumes/{}/expand", segment(&name));
+            let req = VolumeExpandRequest { size: Value::String(size) };
+            let v: VolumeInfo = client.post(&path, &backend_query(&backend.backend), &req).await?;
+            output::volume(format, &v);
+        }
+        VolumeCommand::Rm { names, backend } => {
+            for name in names {
+                let path = format!("/v1/volumes/{}", segment(&name));
+                client.delete(&path, &backend_query(&backend.backend)).await?;
+                removed(format, "volume", &name);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn snapshot(client: &AdminClient, command: SnapshotCommand, format: Format) -> Result<()> {
+    match command {
+        SnapshotCommand::Create { name, volume, description, backend } => {
+            progress(format, &format!("snapshotting '{volume}' as '{name}'"));
+            let req = SnapshotCreateRequest { name, volume, backend: backend.backend, description };
+            let s: SnapshotInfo = client.post("/v1/snapshots", &[], &req).await?;
+            output::snapshot(format, &s);
+        }
+        SnapshotCommand::Ls { volume, backend } => {
+            let mut query = backend_query(&backend.backend);
+            query.push(("volume", volume.as_deref().unwrap_or("")));
+            let list: Vec<SnapshotInfo> = client.get("/v1/snapshots", &query).await?;
+            output::snapshots(format, &list);
+        }
+        SnapshotCommand::Inspect { name, backend } => {
+            let path = format!("/v1/snapshots/{}", segment(&name));
+            let s: SnapshotInfo = client.get(&path, &backend_query(&backend.backend)).await?;
+            output::snapshot(format, &s);
+        }
+        SnapshotCommand::Rm { names, backend } => {
+            for name in names {
+                let path = format!("/v1/snapshots/{}", segment(&name));
+                client.delete(&path, &backend_query(&backend.backend)).await?;
+                removed(format, "snapshot", &name);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! `volbridge serve`: the engine, the embedded local CSP on loopback (the default backend),
+//! configured remote backends, and the admin API on its unix socket.
+
+use crate::config::{Config, LOCAL_BACKEND};
+use crate::engine::{size, Backend, Backends, Engine, EngineConfig, StateStore};
+use crate::error::{Error, Result};
+use crate::frontend::api::{self, AdminState};
+use crate::provider::{ClientOptions, Credentials, CspClient};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
+
+/// How often the reconciler looks again while intents are pending.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
+pub async fn serve(config: Config) -> Result<()> {
+    let store = StateStore::open(&config.state_dir)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let options = ClientOptions {
+        max_inflight: config.limits.max_inflight_per_backend,
+        ..ClientOptions::default()
+    };
+
+    let mut backends = Backends::new(config.default_backend.clone());
+    let mut csp_task = None;
+    if config.local_csp.enabled {
+        let (backend, task) = start_local_csp(&config, &options, stop_rx.clone()).await?;
+        backends.add(backend);
+        csp_task = Some(task);
+    }
+    for (name, map) in &config.backends {
+        let creds = Credentials::from_map(map).map_err(|e| e.context(format!("backend '{name}'")))?;
+        backends.add(Backend {
+            name: name.clone(),
+            client: CspClient::new(creds, options.clone())?,
+            embedded: false,
+        });
+    }
+
+    let engine_config = EngineConfig {
+        default_volume_size: size::parse_size("default_volume_size", &config.default_volume_size)?,
+        guard_wait: Duration::from_secs(config.limits.guard_wait_seconds),
+        copy_wait: Duration::from_secs(config.limits.copy_wait_seconds),
+    };
+    let engine = Arc::new(Engine::new(backends, store, engine_config));
+    let state = AdminState {
+        engine: engine.clone(),
+        reconciled: Arc::new(Mutex::new(Vec::new())),
+    };
+
+    // The socket comes before any slow start-up work, so clients can connect at once.
+    let listener = api::bind(&config.admin_socket)?;
+    tracing::info!(
+        socket = %config.admin_socket.display(),
+        state_dir = %config.state_dir.display(),
+        default_backend = %config.default_backend,
+        "volbridge {} ready", env!("CARGO_PKG_VERSION")
+    );
+    let reconciler = tokio::spawn(reconcile_loop(state.clone(), stop_rx.clone()));
+
+    let mut stop_admin = stop_rx.clone();
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop_admin.wait_for(|s| *s).await;
+        });
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let result = served.await.map_err(|e| Error::internal(format!("admin API failed: {e}")));
+
+    signals.abort();
+    reconciler.abort();
+    let _ = std::fs::remove_file(&config.admin_socket);
+    engine.shutdown().await;
+    if let Some(task) = csp_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    tracing::info!("volbridge stopped");
+    result
+}
+
+async fn start_local_csp(
+    config: &Config,
+    options: &ClientOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<(Backend, tokio::task::JoinHandle<()>)> {
+    let section = &config.local_csp;
+    let password = match &section.password {
+        Some(p) => p.clone(),
+        None => load_or_generate_password(&config.state_dir.join("local-csp.password"))
+            .map_err(|e| Error::internal(format!("cannot keep the local CSP password: {e}")))?,
+    };
+    let data_dir = config.csp_data_dir();
+    let csp_config = LocalCspConfig::new(&data_dir, &section.username, &password);
+    let csp = tokio::task::spawn_blocking(move || LocalCsp::open(csp_config))
+        .await
+        .map_err(|e| Error::internal(format!("local CSP start-up failed: {e}")))?
+        .map_err(|e| Error::internal(format!("cannot open the local CSP data dir {}: {e}", data_dir.display())))?;
+    let listener = tokio::net::TcpListener::bind(section.listen)
+        .await
+        .map_err(|e| Error::internal(format!("local CSP cannot listen on {}: {e}", section.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("local CSP address: {e}")))?;
+    let mut stop = stop;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = csp.serve(listener, shutdown).await {
+            tracing::error!(error = %e, "local CSP stopped");
+        }
+    });
+    let creds: BTreeMap<String, String> = [
+        ("backend", LOCAL_BACKEND.to_owned()),
+        ("serviceName", addr.ip().to_string()),
+        ("servicePort", addr.port().to_string()),
+        ("username", section.username.clone()),
+        ("password", password),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let client = CspClient::new(Credentials::from_map(&creds)?, options.clone())?;
+    tracing::info!(url = %client.base_url(), data_dir = %config.csp_data_dir().display(), "embedded local CSP serving");
+    Ok((
+        Backend {
+            name: LOCAL_BACKEND.to_owned(),
+            client,
+            embedded: true,
+        },
+        task,
+    ))
+}
+
+/// Replays intents at start, then again while some stay pending.
+async fn reconcile_loop(state: AdminState, mut stop: watch::Receiver<bool>) {
+    loop {
+        let report = state.engine.reconcile().await;
+        *state.reconciled.lock().unwrap_or_else(|p| p.into_inner()) = report.actions;
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+}

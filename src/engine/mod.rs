@@ -1,0 +1,103 @@
+//! The volume engine: idempotent operations keyed by name, a per-volume guard, per-backend
+//! CSP clients, durable intent records and their replay. No protocol types in or out.
+
+mod backends;
+mod guard;
+pub mod intent;
+mod model;
+pub mod names;
+mod reconcile;
+pub mod size;
+mod snapshots;
+pub mod store;
+mod volumes;
+
+pub use backends::{Backend, Backends};
+pub use guard::{OpGuard, OpGuards};
+pub use model::{BackendStatus, CreateVolume, Snapshot, Volume, VolumeSource};
+pub use store::StateStore;
+
+use crate::error::Result;
+use std::time::Duration;
+
+/// How the engine behaves; front ends pick their waiting policy per call.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Size of a volume created without one (CSI: no capacity range).
+    pub default_volume_size: u64,
+    /// How long a waiting caller (CLI, Docker, Flex) waits for another operation on the same
+    /// volume before it gets Aborted.
+    pub guard_wait: Duration,
+    /// How long a waiting caller waits for a background copy (clone, snapshot) to finish.
+    pub copy_wait: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_volume_size: 1 << 30,
+            guard_wait: Duration::from_secs(30),
+            copy_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Whether a caller waits for busy volumes and background copies, or answers at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// CSI: Aborted when another operation runs, Unavailable while a copy runs (the CO retries).
+    No,
+    /// CLI, Docker, Flex: wait within the configured bounds.
+    Bounded,
+}
+
+pub struct Engine {
+    backends: Backends,
+    guards: OpGuards,
+    store: StateStore,
+    config: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(backends: Backends, store: StateStore, config: EngineConfig) -> Engine {
+        Engine {
+            backends,
+            guards: OpGuards::default(),
+            store,
+            config,
+        }
+    }
+
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Takes the operation guard of one object, waiting or not as the caller asks.
+    async fn guard(&self, backend: &str, object: &str, wait: Wait) -> Result<OpGuard> {
+        let key = format!("{backend}/{object}");
+        match wait {
+            Wait::No => self.guards.try_lock(&key),
+            Wait::Bounded => self.guards.lock(&key, self.config.guard_wait).await,
+        }
+    }
+
+    /// Status of every backend (reachability, capacity).
+    pub async fn backend_status(&self) -> Vec<BackendStatus> {
+        self.backends.status().await
+    }
+
+    /// Logs out of every backend (daemon shutdown).
+    pub async fn shutdown(&self) {
+        for b in self.backends.all() {
+            b.client.logout().await;
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Start-up replay of intent records: each interrupted multi-step operation is finished or
+//! rolled back. A record whose backend cannot be reached stays for the next pass.
+
+use super::intent::{self, Intent};
+use super::Engine;
+use crate::error::Result;
+use crate::provider::csp::{BACKGROUND_COMPLETED, CLONE_SNAPSHOT_PREFIX};
+
+/// What one reconciliation pass did, one sentence per action.
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileReport {
+    pub actions: Vec<String>,
+    pub pending: usize,
+}
+
+impl Engine {
+    pub async fn reconcile(&self) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let records = match self.store.list::<Intent>(intent::COLLECTION) {
+            Ok(r) => r,
+            Err(e) => {
+                report.actions.push(format!("cannot read intent records: {e}"));
+                return report;
+            }
+        };
+        for (key, record) in records {
+            let outcome = match record {
+                Ok(intent) => self.replay(&intent).await.map(|did| (intent.describe(), did)),
+                Err(e) => {
+                    report.actions.push(format!("dropped damaged intent {key}: {e}"));
+                    let _ = self.store.remove(intent::COLLECTION, &key);
+                    continue;
+                }
+            };
+            match outcome {
+                Ok((what, did)) => {
+                    report.actions.push(format!("{what}: {did}"));
+                    if let Err(e) = self.store.remove(intent::COLLECTION, &key) {
+                        report.actions.push(format!("cannot clear intent {key}: {e}"));
+                    }
+                }
+                Err(e) => {
+                    report.pending += 1;
+                    report.actions.push(format!("intent {key} kept for the next pass: {e}"));
+                }
+            }
+        }
+        for action in &report.actions {
+            tracing::info!(action = %action, "reconciler");
+        }
+        report
+    }
+
+    pub(super) async fn replay(&self, intent: &Intent) -> Result<String> {
+        match intent {
+            Intent::CloneFromVolume {
+                backend,
+                name,
+                parent_id,
+            } => {
+                let client = &self.backends.resolve(Some(backend))?.client;
+                if let Some(clone) = client.find_volume(name).await? {
+                    let status = clone.background_status().unwrap_or(BACKGROUND_COMPLETED);
+                    if status != BACKGROUND_COMPLETED && !status.starts_with("Failed") {
+                        return Err(crate::Error::unavailable("the clone is still copying"));
+                    }
+                }
+                let temporary = match client.list_snapshots(Some(parent_id)).await {
+                    Ok(s) => s,
+                    Err(e) if e.kind == crate::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                let mut removed = 0;
+                for s in temporary {
+                    let ours = s.name.as_deref().is_some_and(|n| n.starts_with(CLONE_SNAPSHOT_PREFIX))
+                        && s.description.as_deref() == Some(name.as_str());
+                    if ours {
+                        // In use (the CSP still copies from it): keep it, as B16 step 5 says.
+                        match client.delete_snapshot(s.id.as_deref().unwrap_or_default()).await {
+                            Ok(()) => removed += 1,
+                            Err(e) if e.kind == crate::ErrorKind::FailedPrecondition => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Ok(format!("removed {removed} temporary snapshot(s)"))
+            }
+        }
+    }
+}

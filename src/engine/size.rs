@@ -1,0 +1,122 @@
+//! Sizes as users write them: bytes, or a number with a binary (`Ki`..`Pi`) or decimal
+//! (`K`..`P`) unit, an optional trailing `B`.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+/// CSPs get sizes aligned to 1 MiB (csp-api.md B15).
+pub const ALIGNMENT: u64 = 1 << 20;
+/// Largest size accepted: 2^63 - 1 bytes is the CSP wire limit; keep clear of it.
+pub const MAX_SIZE: u64 = 1 << 60;
+
+const UNITS: &[(&str, u64)] = &[
+    ("ki", 1 << 10),
+    ("mi", 1 << 20),
+    ("gi", 1 << 30),
+    ("ti", 1 << 40),
+    ("pi", 1 << 50),
+    ("k", 1_000),
+    ("m", 1_000_000),
+    ("g", 1_000_000_000),
+    ("t", 1_000_000_000_000),
+    ("p", 1_000_000_000_000_000),
+    ("", 1),
+];
+
+const HELP: &str = "use bytes or a whole number with a unit: Ki, Mi, Gi, Ti, Pi (powers of 1024) or K, M, G, T, P (powers of 1000), e.g. 1Gi, 500Mi, 10G";
+
+/// Parses a size string into bytes; zero, negative and unknown units are refused.
+pub fn parse_size(field: &str, text: &str) -> Result<u64> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    if number.is_empty() {
+        return Err(Error::invalid(field, format!("'{text}' is not a size; {HELP}")));
+    }
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let Some(&(_, factor)) = UNITS.iter().find(|(u, _)| *u == unit) else {
+        return Err(Error::invalid(field, format!("'{text}' has an unknown unit; {HELP}")));
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| Error::invalid(field, format!("'{text}' is too large")))?;
+    let bytes = n
+        .checked_mul(factor)
+        .filter(|b| *b <= MAX_SIZE)
+        .ok_or_else(|| Error::invalid(field, format!("'{text}' is too large; the limit is 1Ei")))?;
+    if bytes == 0 {
+        return Err(Error::invalid(field, "must be greater than zero"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a size given in JSON as a number of bytes or a string with a unit.
+pub fn size_from_json(field: &str, value: &Value) -> Result<u64> {
+    match value {
+        Value::Number(n) => match n.as_u64() {
+            Some(0) => Err(Error::invalid(field, "must be greater than zero")),
+            Some(b) if b <= MAX_SIZE => Ok(b),
+            _ => Err(Error::invalid(field, format!("{n} is not a valid size; {HELP}"))),
+        },
+        Value::String(s) => parse_size(field, s),
+        other => Err(Error::invalid(field, format!("{other} is not a size; {HELP}"))),
+    }
+}
+
+/// Rounds up to the 1 MiB alignment every CSP accepts.
+pub fn align(bytes: u64) -> u64 {
+    bytes.div_ceil(ALIGNMENT) * ALIGNMENT
+}
+
+/// `1073741824` → `1Gi`, `1572864` → `1.5Mi`: for tables.
+pub fn human(bytes: u64) -> String {
+    const NAMES: [&str; 6] = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
+    let mut value = bytes as f64;
+    let mut i = 0;
+    while value >= 1024.0 && i + 1 < NAMES.len() {
+        value /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        return format!("{bytes}B");
+    }
+    let text = format!("{value:.1}");
+    format!("{}{}", text.trim_end_matches(".0"), NAMES[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_size("size", "1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_size("size", "500Mi").unwrap(), 500 << 20);
+        assert_eq!(parse_size("size", "10G").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("size", "4096").unwrap(), 4096);
+        assert_eq!(parse_size("size", "2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("size", " 64mi ").unwrap(), 64 << 20);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        for bad in ["-1", "12Zi", "0", "", "Gi", "1.5Gi", "99999999999999999999", "2000Pi"] {
+            let e = parse_size("size", bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("size"), "{bad}");
+        }
+        assert!(size_from_json("size", &serde_json::json!(-1)).is_err());
+        assert!(size_from_json("size", &serde_json::json!(0)).is_err());
+        assert!(size_from_json("size", &serde_json::json!(true)).is_err());
+        assert_eq!(size_from_json("size", &serde_json::json!("1Ki")).unwrap(), 1024);
+    }
+
+    #[test]
+    fn alignment_and_display() {
+        assert_eq!(align(1), ALIGNMENT);
+        assert_eq!(align(ALIGNMENT), ALIGNMENT);
+        assert_eq!(human(1 << 30), "1Gi");
+        assert_eq!(human(1536 << 10), "1.5Mi");
+        assert_eq!(human(10), "10B");
+    }
+}

@@ -1,0 +1,104 @@
+//! Snapshot operations, idempotent by (backend, name, source volume).
+
+use super::model::Snapshot;
+use super::names::validate_name;
+use super::volumes::copy_backoff;
+use super::{Engine, Wait};
+use crate::error::{Error, ErrorKind, Result};
+use crate::provider::SnapshotCreate;
+use backon::Retryable;
+use std::collections::BTreeMap;
+
+impl Engine {
+    /// Snapshots volume `volume`. With `Wait::Bounded` it returns once the data is complete.
+    pub async fn create_snapshot(
+        &self,
+        name: &str,
+        volume: &str,
+        description: Option<&str>,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<Snapshot> {
+        validate_name("name", name)?;
+        validate_name("volume", volume)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, volume, wait).await?;
+        let client = &backend.client;
+        let source = client
+            .find_volume(volume)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{volume}' does not exist")))?;
+        let req = SnapshotCreate {
+            name: name.to_owned(),
+            volume_id: source.id.unwrap_or_default(),
+            description: description.map(str::to_owned),
+            params: BTreeMap::new(),
+        };
+        let snap = client.create_snapshot(&req).await?;
+        let snap = Snapshot::from_csp(&backend.name, &snap);
+        if snap.ready_to_use || wait == Wait::No {
+            return Ok(snap);
+        }
+        let id = snap.id.clone();
+        let ready = || async {
+            let s = Snapshot::from_csp(&backend.name, &client.get_snapshot(&id).await?);
+            if s.ready_to_use {
+                Ok(s)
+            } else {
+                Err(Error::unavailable(format!("snapshot '{name}' is still copying: in progress")))
+            }
+        };
+        ready
+            .retry(copy_backoff(self.config.copy_wait))
+            .when(|e: &Error| e.kind == ErrorKind::Unavailable)
+            .await
+    }
+
+    pub async fn get_snapshot(&self, name: &str, backend: Option<&str>) -> Result<Snapshot> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        backend
+            .client
+            .find_snapshot(name, None)
+            .await?
+            .map(|s| Snapshot::from_csp(&backend.name, &s))
+            .ok_or_else(|| Error::not_found(format!("snapshot '{name}' does not exist on backend '{}'", backend.name)))
+    }
+
+    /// Lists snapshots of one volume (by name) or of the whole backend.
+    pub async fn list_snapshots(&self, volume: Option<&str>, backend: Option<&str>) -> Result<Vec<Snapshot>> {
+        let backend = self.backends.resolve(backend)?;
+        let volume_id = match volume {
+            None => None,
+            Some(v) => {
+                validate_name("volume", v)?;
+                let found = backend
+                    .client
+                    .find_volume(v)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("volume '{v}' does not exist")))?;
+                found.id
+            }
+        };
+        let mut out: Vec<Snapshot> = backend
+            .client
+            .list_snapshots(volume_id.as_deref())
+            .await?
+            .iter()
+            .map(|s| Snapshot::from_csp(&backend.name, s))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Deletes a snapshot by name; one that does not exist is already deleted.
+    pub async fn delete_snapshot(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, &format!("snapshot:{name}"), wait).await?;
+        match backend.client.find_snapshot(name, None).await? {
+            None => Ok(()),
+            Some(s) => backend.client.delete_snapshot(&s.id.unwrap_or_default()).await,
+        }
+    }
+}

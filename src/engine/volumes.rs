@@ -1,0 +1,172 @@
+//! Volume operations. Each is idempotent by (backend, name) and runs under the volume's guard.
+
+use super::intent::{self, Intent};
+use super::model::{CreateVolume, Volume, VolumeSource};
+use super::names::validate_name;
+use super::size::align;
+use super::{Engine, Wait};
+use crate::error::{Error, ErrorKind, Result};
+use crate::provider::{CloneSource, CspClient, VolumeCreate};
+use backon::{ConstantBuilder, Retryable};
+use std::time::Duration;
+
+impl Engine {
+    /// Creates a volume, or clones one from a snapshot or a volume. A second call with the
+    /// same name and parameters returns the same volume; other parameters → AlreadyExists.
+    pub async fn create_volume(&self, req: CreateVolume, wait: Wait) -> Result<Volume> {
+        validate_name("name", &req.name)?;
+        if let Some(VolumeSource::Snapshot(s) | VolumeSource::Volume(s)) = &req.source {
+            validate_name("source", s)?;
+        }
+        if let Some(d) = &req.description {
+            if d.len() > 1024 {
+                return Err(Error::invalid("description", "is longer than 1024 bytes"));
+            }
+        }
+        let backend = self.backends.resolve(req.backend.as_deref())?;
+        let size = match (req.size, &req.source) {
+            (Some(s), _) => Some(align(s)),
+            (None, None) => Some(align(self.config.default_volume_size)),
+            (None, Some(_)) => None,
+        };
+        let _guard = self.guard(&backend.name, &req.name, wait).await?;
+        let client = &backend.client;
+        let create = VolumeCreate {
+            name: req.name.clone(),
+            size,
+            description: req.description.clone(),
+            params: req.params.clone(),
+            multi_initiator: false,
+        };
+        let attempt = || async {
+            match &req.source {
+                None => client.create_volume(&create).await,
+                Some(VolumeSource::Snapshot(snap)) => {
+                    let found = client
+                        .find_snapshot(snap, None)
+                        .await?
+                        .ok_or_else(|| Error::not_found(format!("snapshot '{snap}' does not exist")))?;
+                    let id = found.id.unwrap_or_default();
+                    client.clone_volume(&create, &CloneSource::Snapshot(id)).await
+                }
+                Some(VolumeSource::Volume(parent)) => {
+                    self.clone_from_volume(client, &backend.name, &create, parent).await
+                }
+            }
+        };
+        let volume = match wait {
+            Wait::No => attempt().await?,
+            // A clone that is still copying answers Unavailable; the retry finds it by name.
+            Wait::Bounded => attempt
+                .retry(copy_backoff(self.config.copy_wait))
+                .when(|e: &Error| e.kind == ErrorKind::Unavailable && e.message.contains("progress"))
+                .await?,
+        };
+        Ok(Volume::from_csp(&backend.name, &volume))
+    }
+
+    async fn clone_from_volume(
+        &self,
+        client: &CspClient,
+        backend: &str,
+        create: &VolumeCreate,
+        parent: &str,
+    ) -> Result<crate::provider::csp::Volume> {
+        let parent = client
+            .find_volume(parent)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{parent}' does not exist")))?;
+        let parent_id = parent.id.unwrap_or_default();
+        // The clone goes through a temporary snapshot: record the intent so that a crash
+        // between its steps does not leave that snapshot behind. One key per clone, so that
+        // retries of the same clone share one record.
+        let key = format!("clone-{backend}-{}", create.name);
+        let record = Intent::CloneFromVolume {
+            backend: backend.to_owned(),
+            name: create.name.clone(),
+            parent_id: parent_id.clone(),
+        };
+        self.store.put(intent::COLLECTION, &key, &record)?;
+        let result = client
+            .clone_volume(create, &CloneSource::Volume(parent_id))
+            .await;
+        match &result {
+            // Still copying: the record stays; the retry or the reconciler cleans up.
+            Err(e) if e.kind == ErrorKind::Unavailable => {}
+            // A retry that found the clone by name does not know the temporary snapshot:
+            // the same cleanup as the reconciler's removes it.
+            Ok(_) => {
+                if let Err(e) = self.replay(&record).await {
+                    tracing::warn!(clone = %create.name, error = %e, "temporary snapshot kept for the reconciler");
+                    return result;
+                }
+                self.store.remove(intent::COLLECTION, &key)?;
+            }
+            // The provider removed the temporary snapshot itself (B16 step 4).
+            Err(_) => self.store.remove(intent::COLLECTION, &key)?,
+        }
+        result
+    }
+
+    pub async fn get_volume(&self, name: &str, backend: Option<&str>) -> Result<Volume> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let found = backend.client.find_volume(name).await?;
+        found
+            .map(|v| Volume::from_csp(&backend.name, &v))
+            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist on backend '{}'", backend.name)))
+    }
+
+    /// Lists the volumes of one backend, or of all of them.
+    pub async fn list_volumes(&self, backend: Option<&str>) -> Result<Vec<Volume>> {
+        let targets: Vec<_> = match backend {
+            Some(name) => vec![self.backends.resolve(Some(name))?.clone()],
+            None => self.backends.all().cloned().collect(),
+        };
+        let mut out = Vec::new();
+        for b in targets {
+            let listed = b
+                .client
+                .list_volumes()
+                .await
+                .map_err(|e| e.context(format!("backend '{}'", b.name)))?;
+            out.extend(listed.iter().map(|v| Volume::from_csp(&b.name, v)));
+        }
+        out.sort_by(|a, b| (&a.backend, &a.name).cmp(&(&b.backend, &b.name)));
+        Ok(out)
+    }
+
+    /// Grows a volume; a size at or below the current one answers the current volume.
+    pub async fn expand_volume(&self, name: &str, size: u64, backend: Option<&str>, wait: Wait) -> Result<Volume> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        let found = backend
+            .client
+            .find_volume(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let id = found.id.clone().unwrap_or_default();
+        let grown = backend.client.expand_volume(&id, align(size)).await?;
+        Ok(Volume::from_csp(&backend.name, &grown))
+    }
+
+    /// Deletes a volume by name; a volume that does not exist is already deleted.
+    pub async fn delete_volume(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        match backend.client.find_volume(name).await? {
+            None => Ok(()),
+            Some(v) => backend.client.delete_volume(&v.id.unwrap_or_default()).await,
+        }
+    }
+}
+
+/// Polls every 250 ms up to `limit`.
+pub(super) fn copy_backoff(limit: Duration) -> ConstantBuilder {
+    let step = Duration::from_millis(250);
+    let times = (limit.as_millis() / step.as_millis()).max(1) as usize;
+    ConstantBuilder::default().with_delay(step).with_max_times(times)
+}
+

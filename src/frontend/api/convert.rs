@@ -1,0 +1,45 @@
+//! Engine model → admin API model.
+
+use crate::engine::{BackendStatus, Snapshot, Volume};
+use volbridge_proto::admin::{BackendInfo, CapacityInfo, SnapshotInfo, VolumeInfo, VolumeSourceInfo};
+
+pub fn volume(v: Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        id: v.id,
+        backend: v.backend,
+        size_bytes: v.size_bytes,
+        description: v.description,
+        published: v.published,
+        status: v.status,
+        source: v.source.map(|(kind, id)| VolumeSourceInfo { kind, id }),
+        used_bytes: v.used_bytes,
+        config: v.context,
+    }
+}
+
+pub fn snapshot(s: Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        name: s.name,
+        id: s.id,
+        backend: s.backend,
+        volume_id: s.volume_id,
+        volume_name: s.volume_name,
+        size_bytes: s.size_bytes,
+        creation_time: s.creation_time,
+        ready_to_use: s.ready_to_use,
+        in_use: s.in_use,
+    }
+}
+
+pub fn backend(b: BackendStatus) -> BackendInfo {
+    BackendInfo {
+        name: b.name,
+        url: b.url,
+        default: b.default,
+        embedded: b.embedded,
+        reachable: b.reachable,
+        capacity: b.capacity.map(|(total_bytes, free_bytes)| CapacityInfo { total_bytes, free_bytes }),
+        error: b.error,
+    }
+}

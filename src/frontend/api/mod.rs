@@ -1,0 +1,82 @@
+//! The admin REST API: JSON over the daemon's unix socket (mode 0660), described by
+//! `proto/openapi/admin.yaml`. The CLI and the FlexVolume binary are its clients.
+
+mod convert;
+pub mod error;
+mod json;
+mod request_id;
+mod routes;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub engine: Arc<Engine>,
+    /// What the last reconciliation pass did (shown by `GET /v1/status`).
+    pub reconciled: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/volumes", get(routes::list_volumes).post(routes::create_volume))
+        .route("/v1/volumes/{name}", get(routes::get_volume).delete(routes::delete_volume))
+        .route("/v1/volumes/{name}/expand", post(routes::expand_volume))
+        .route("/v1/snapshots", get(routes::list_snapshots).post(routes::create_snapshot))
+        .route("/v1/snapshots/{name}", get(routes::get_snapshot).delete(routes::delete_snapshot))
+        .route("/v1/backends", get(routes::list_backends))
+        .route("/v1/status", get(routes::status))
+        .route("/healthz", get(routes::healthz))
+        .route("/openapi.yaml", get(routes::openapi))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn(request_id::tag))
+        .layer(DefaultBodyLimit::max(json::BODY_LIMIT + 1))
+        .with_state(state)
+}
+
+/// Binds the admin socket: parent dir created 0755, a stale socket from a crashed daemon
+/// removed, a live one refused, the new socket chmod 0660.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::internal(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(Error::precondition(format!(
+                "{} exists and is not a socket; remove it or choose another --admin-socket",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::precondition(format!(
+                "another volbridge daemon is listening on {}; stop it first",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| Error::internal(format!("cannot remove stale socket {}: {e}", path.display())))?;
+    }
+    // Bound under a temporary name and renamed once it is 0660, so the socket is never
+    // reachable with the umask's wider mode.
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = tokio::net::UnixListener::bind(&staging)
+        .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", path.display())))?;
+    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(Error::internal(format!("cannot place socket {}: {e}", path.display())));
+    }
+    Ok(listener)
+}

@@ -1,0 +1,186 @@
+//! Admin API handlers: decode, call the engine (waiting within bounds, as a human caller
+//! expects), encode. No storage logic here.
+
+use super::convert;
+use super::error::{ApiFailure, ApiResult};
+use super::json::ApiJson;
+use super::AdminState;
+use crate::engine::size::size_from_json;
+use crate::engine::{CreateVolume, VolumeSource, Wait};
+use crate::error::Error;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use volbridge_proto::admin::{
+    BackendInfo, DaemonStatus, SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest, VolumeExpandRequest,
+    VolumeInfo,
+};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BackendQuery {
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SnapshotQuery {
+    pub backend: Option<String>,
+    pub volume: Option<String>,
+}
+
+pub async fn create_volume(
+    State(state): State<AdminState>,
+    ApiJson(req): ApiJson<VolumeCreateRequest>,
+) -> ApiResult<Json<VolumeInfo>> {
+    let size = req.size.as_ref().map(|v| size_from_json("size", v)).transpose()?;
+    let source = match (req.from_snapshot, req.from_volume) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("from_snapshot", "give either from_snapshot or from_volume, not both").into())
+        }
+        (Some(s), None) => Some(VolumeSource::Snapshot(s)),
+        (None, Some(v)) => Some(VolumeSource::Volume(v)),
+        (None, None) => None,
+    };
+    let create = CreateVolume {
+        name: req.name,
+        size,
+        backend: req.backend,
+        description: req.description,
+        params: req.options,
+        source,
+    };
+    let v = state.engine.create_volume(create, Wait::Bounded).await?;
+    Ok(Json(convert::volume(v)))
+}
+
+pub async fn list_volumes(
+    State(state): State<AdminState>,
+    Query(q): Query<BackendQuery>,
+) -> ApiResult<Json<Vec<VolumeInfo>>> {
+    let list = state.engine.list_volumes(q.backend.as_deref()).await?;
+    Ok(Json(list.into_iter().map(convert::volume).collect()))
+}
+
+pub async fn get_volume(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<BackendQuery>,
+) -> ApiResult<Json<VolumeInfo>> {
+    let v = state.engine.get_volume(&name, q.backend.as_deref()).await?;
+    Ok(Json(convert::volume(v)))
+}
+
+pub async fn delete_volume(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<BackendQuery>,
+) -> ApiResult<StatusCode> {
+    state.engine.delete_volume(&name, q.backend.as_deref(), Wait::Bounded).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn expand_volume(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<BackendQuery>,
+    ApiJson(req): ApiJson<VolumeExpandRequest>,
+) -> ApiResult<Json<VolumeInfo>> {
+    let size = size_from_json("size", &req.size)?;
+    let v = state
+        .engine
+        .expand_volume(&name, size, q.backend.as_deref(), Wait::Bounded)
+        .await?;
+    Ok(Json(convert::volume(v)))
+}
+
+pub async fn create_snapshot(
+    State(state): State<AdminState>,
+    ApiJson(req): ApiJson<SnapshotCreateRequest>,
+) -> ApiResult<Json<SnapshotInfo>> {
+    let s = state
+        .engine
+        .create_snapshot(
+            &req.name,
+            &req.volume,
+            req.description.as_deref(),
+            req.backend.as_deref(),
+            Wait::Bounded,
+        )
+        .await?;
+    Ok(Json(convert::snapshot(s)))
+}
+
+pub async fn list_snapshots(
+    State(state): State<AdminState>,
+    Query(q): Query<SnapshotQuery>,
+) -> ApiResult<Json<Vec<SnapshotInfo>>> {
+    let list = state
+        .engine
+        .list_snapshots(q.volume.as_deref(), q.backend.as_deref())
+        .await?;
+    Ok(Json(list.into_iter().map(convert::snapshot).collect()))
+}
+
+pub async fn get_snapshot(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<BackendQuery>,
+) -> ApiResult<Json<SnapshotInfo>> {
+    let s = state.engine.get_snapshot(&name, q.backend.as_deref()).await?;
+    Ok(Json(convert::snapshot(s)))
+}
+
+pub async fn delete_snapshot(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<BackendQuery>,
+) -> ApiResult<StatusCode> {
+    state
+        .engine
+        .delete_snapshot(&name, q.backend.as_deref(), Wait::Bounded)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_backends(State(state): State<AdminState>) -> Json<Vec<BackendInfo>> {
+    let list = state.engine.backend_status().await;
+    Json(list.into_iter().map(convert::backend).collect())
+}
+
+pub async fn status(State(state): State<AdminState>) -> Json<DaemonStatus> {
+    let pending = state
+        .engine
+        .store()
+        .list::<serde_json::Value>(crate::engine::intent::COLLECTION)
+        .map(|l| l.len())
+        .unwrap_or(0);
+    Json(DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        state_dir: state.engine.store().root().display().to_string(),
+        default_backend: state.engine.backends().default_name().to_owned(),
+        pending_intents: pending,
+        reconciled: state.reconciled.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    })
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        volbridge_proto::ADMIN_OPENAPI,
+    )
+}
+
+pub async fn not_found() -> ApiFailure {
+    ApiFailure(Error::not_found("no such admin API endpoint; see GET /openapi.yaml"))
+}
+
+pub async fn method_not_allowed() -> ApiFailure {
+    ApiFailure(Error::new(
+        crate::ErrorKind::Unimplemented,
+        "method not allowed on this endpoint; see GET /openapi.yaml",
+    ))
+}

@@ -1,0 +1,3 @@
+//! Front ends: each translates one protocol into engine calls and engine errors back.
+
+pub mod api;

@@ -1,0 +1,230 @@
+//! The issue's walk-through, through the real binary: `volbridge serve` on the embedded local
+//! CSP, driven by the CLI with `--output json`, restarted gracefully and by SIGKILL.
+
+mod common;
+
+use common::{Daemon, TempDir};
+use serde_json::Value;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+const GI: u64 = 1 << 30;
+
+fn names(list: &Value) -> Vec<String> {
+    let mut n: Vec<String> = list
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn volume_lifecycle_through_the_cli_survives_restarts() {
+    let dir = TempDir::new("e2e");
+    let mut daemon = Daemon::start(dir.path(), &[]);
+
+    let created = daemon.json(&["volume", "create", "data", "--size", "1Gi", "-o", "destroyOnDelete=true", "-d", "first"]);
+    assert_eq!(created["name"], "data");
+    assert_eq!(created["size_bytes"], GI);
+    assert_eq!(created["backend"], "local");
+    assert_eq!(created["published"], false);
+    assert_eq!(created["description"], "first");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // The same name twice is one volume.
+    let again = daemon.json(&["volume", "create", "data", "--size", "1Gi"]);
+    assert_eq!(again["id"], id.as_str());
+    // A different size under the same name is refused, exit code 4 (AlreadyExists).
+    let clash = daemon.cli(&["volume", "create", "data", "--size", "2Gi"]);
+    assert_eq!(clash.status.code(), Some(4), "{}", String::from_utf8_lossy(&clash.stderr));
+
+    assert_eq!(names(&daemon.json(&["volume", "ls"])), ["data"]);
+    let inspected = daemon.json(&["volume", "inspect", "data"]);
+    assert_eq!(inspected["id"], id.as_str());
+
+    let snap = daemon.json(&["snapshot", "create", "snap1", "--volume", "data"]);
+    assert_eq!(snap["name"], "snap1");
+    assert_eq!(snap["volume_id"], id.as_str());
+    assert_eq!(snap["ready_to_use"], true);
+
+    let clone = daemon.json(&["volume", "clone", "copy", "--from-snapshot", "snap1"]);
+    assert_eq!(clone["size_bytes"], GI);
+    assert_eq!(clone["status"], "ready");
+    assert_eq!(clone["source"]["kind"], "snapshot");
+
+    let grown = daemon.json(&["volume", "expand", "copy", "--size", "2Gi"]);
+    assert_eq!(grown["size_bytes"], 2 * GI);
+    // Expanding to a smaller size answers the current size.
+    let same = daemon.json(&["volume", "expand", "copy", "--size", "1Gi"]);
+    assert_eq!(same["size_bytes"], 2 * GI);
+
+    // Clone from a volume: the temporary snapshot does not outlive it.
+    let twin = daemon.json(&["volume", "clone", "twin", "--from-volume", "data"]);
+    assert_eq!(twin["size_bytes"], GI);
+    assert_eq!(names(&daemon.json(&["snapshot", "ls"])), ["snap1"]);
+
+    // A volume with snapshots cannot go (exit 5, FailedPrecondition) and stays.
+    let refused = daemon.cli(&["volume", "rm", "data"]);
+    assert_eq!(refused.status.code(), Some(5), "{}", String::from_utf8_lossy(&refused.stderr));
+
+    daemon.restart();
+    assert_eq!(names(&daemon.json(&["volume", "ls"])), ["copy", "data", "twin"]);
+    assert_eq!(names(&daemon.json(&["snapshot", "ls", "--volume", "data"])), ["snap1"]);
+    assert_eq!(daemon.json(&["volume", "inspect", "copy"])["size_bytes"], 2 * GI);
+
+    // A crash keeps every acknowledged volume too.
+    daemon.json(&["volume", "create", "late", "--size", "64Mi"]);
+    daemon.crash_and_restart();
+    assert_eq!(names(&daemon.json(&["volume", "ls"])), ["copy", "data", "late", "twin"]);
+
+    for name in ["copy", "twin", "late"] {
+        assert_eq!(daemon.json(&["volume", "rm", name])["removed"], true);
+    }
+    assert_eq!(daemon.json(&["snapshot", "rm", "snap1"])["removed"], true);
+    daemon.json(&["volume", "rm", "data"]);
+    // Removing what is gone is not an error.
+    daemon.json(&["volume", "rm", "data"]);
+    assert_eq!(names(&daemon.json(&["volume", "ls"])), Vec::<String>::new());
+    assert_eq!(names(&daemon.json(&["snapshot", "ls"])), Vec::<String>::new());
+
+    let backends = daemon.json(&["backend", "ls"]);
+    assert_eq!(backends[0]["name"], "local");
+    assert_eq!(backends[0]["default"], true);
+    assert_eq!(backends[0]["reachable"], true);
+    daemon.stop();
+    assert!(!daemon.socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn table_output_is_for_people() {
+    let dir = TempDir::new("table");
+    let daemon = Daemon::start(dir.path(), &[]);
+    let out = daemon.cli(&["volume", "create", "shown", "--size", "500Mi"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("500Mi"), "{text}");
+    let out = daemon.cli(&["volume", "ls"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(text.contains("shown"), "{text}");
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_creates_nothing() {
+    let dir = TempDir::new("badinput");
+    let daemon = Daemon::start(dir.path(), &[]);
+    let long = "x".repeat(129);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["volume", "create", "", "--size", "1Gi"], "name"),
+        (vec!["volume", "create", &long, "--size", "1Gi"], "name"),
+        (vec!["volume", "create", "a/b", "--size", "1Gi"], "name"),
+        (vec!["volume", "create", "..", "--size", "1Gi"], "name"),
+        (vec!["volume", "create", "../escape", "--size", "1Gi"], "name"),
+        (vec!["volume", "create", "v", "--size=-1"], "size"),
+        (vec!["volume", "create", "v", "--size", "12Zi"], "size"),
+        (vec!["volume", "create", "v", "--size", "0"], "size"),
+        (vec!["volume", "create", "v", "--size", "1Gi", "--backend", "nope"], "backend"),
+        (vec!["volume", "expand", "v", "--size", "lots"], "size"),
+        (vec!["snapshot", "create", "s", "--volume", "a/b"], "volume"),
+    ];
+    for (args, field) in cases {
+        let out = daemon.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(field), "{args:?} should name '{field}': {err}");
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    }
+    // Not found is its own exit code.
+    let out = daemon.cli(&["volume", "inspect", "ghost"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = daemon.cli(&["volume", "clone", "c", "--from-snapshot", "ghost"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(names(&daemon.json(&["volume", "ls"])), Vec::<String>::new());
+
+    // Malformed bodies on the admin API: JSON errors naming the problem, never a 5xx.
+    for (method, path, body) in [
+        ("POST", "/v1/volumes", "{not json"),
+        ("POST", "/v1/volumes", "[]"),
+        ("POST", "/v1/volumes", r#"{"size":"1Gi"}"#),
+        ("POST", "/v1/volumes", r#"{"name":"v","size":true}"#),
+        ("POST", "/v1/volumes", r#"{"name":"v","size":-5}"#),
+        ("POST", "/v1/volumes/v/expand", "{}"),
+        ("POST", "/v1/snapshots", r#"{"name":1}"#),
+    ] {
+        let (status, body) = daemon.raw(method, path, Some(body));
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("a JSON error body");
+        assert_eq!(v["error"]["kind"], "InvalidArgument", "{body}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (status, body) = daemon.raw("GET", "/v1/nothing", None);
+    assert_eq!(status, 404);
+    assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
+    let (status, _) = daemon.raw("PUT", "/v1/volumes", Some("{}"));
+    assert_eq!(status, 501);
+    let (status, body) = daemon.raw("GET", "/openapi.yaml", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("openapi:"));
+    assert_eq!(names(&daemon.json(&["volume", "ls"])), Vec::<String>::new());
+    // Nothing was written outside the daemon's own dirs.
+    assert!(!dir.path().join("escape").exists());
+}
+
+#[test]
+fn socket_is_0660_and_secrets_stay_out_of_the_log() {
+    let dir = TempDir::new("secrets");
+    let daemon = Daemon::start(dir.path(), &[]);
+    let meta = std::fs::metadata(&daemon.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let pw_file = daemon.state.join("local-csp.password");
+    assert_eq!(std::fs::metadata(&pw_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let password = std::fs::read_to_string(&pw_file).unwrap();
+    let password = password.trim();
+    assert!(password.len() >= 16);
+
+    daemon.json(&["volume", "create", "s1", "--size", "16Mi"]);
+    daemon.json(&["snapshot", "create", "s1-snap", "--volume", "s1"]);
+    daemon.json(&["volume", "clone", "s1-clone", "--from-volume", "s1"]);
+    daemon.json(&["backend", "ls"]);
+    let log = daemon.log_text();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log ran at trace level");
+    assert!(!log.contains(password), "the local CSP password leaked into the log");
+}
+
+#[test]
+fn unreachable_daemon_says_what_to_do() {
+    let dir = TempDir::new("nodaemon");
+    let out = std::process::Command::new(common::BIN)
+        .args(["volume", "ls", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("volbridge serve"), "{err}");
+    assert!(err.contains("none.sock"), "{err}");
+}
+
+#[test]
+fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
+    let dir = TempDir::new("sockets");
+    let mut first = Daemon::start(dir.path(), &[]);
+    let second = std::process::Command::new(common::BIN)
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(dir.path().join("state2"))
+        .arg("--admin-socket")
+        .arg(&first.socket)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another volbridge daemon"));
+    // After a crash the socket file stays behind; the next start replaces it.
+    first.kill();
+    assert!(first.socket.exists());
+    first.crash_and_restart();
+    first.json(&["volume", "ls"]);
+}
