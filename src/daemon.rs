@@ -44,7 +44,7 @@ pub async fn serve(config: Config) -> Result<()> {
         guard_wait: Duration::from_secs(config.limits.guard_wait_seconds),
         copy_wait: Duration::from_secs(config.limits.copy_wait_seconds),
     };
-    let engine = Arc::new(Engine::new(backends, store, engine_config));
+    let engine = Arc::new(Engine::new(backends, store, engine_config)?);
     let state = AdminState {
         engine: engine.clone(),
         reconciled: Arc::new(Mutex::new(Vec::new())),

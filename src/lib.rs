@@ -1,7 +1,11 @@
 //! volbridge: one volume engine, four front ends. See DESIGN.md in the shared folder.
 
+pub mod config;
 pub mod conformance;
+pub mod engine;
 pub mod error;
+pub mod frontend;
+pub mod logging;
 pub mod provider;
 pub mod tls;
 

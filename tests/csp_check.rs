@@ -6,7 +6,6 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -53,7 +52,7 @@ fn result<'a>(report: &'a Report, id: &str) -> &'a CheckResult {
 
 /// Lists the names of every volume and snapshot, through the raw API.
 async fn leftover_names(base: &str) -> Vec<String> {
-    let client = reqwest::Client::new();
+    let client = volbridge::tls::client_builder().build().unwrap();
     let login: Value = client
         .post(format!("{base}/containers/v1/tokens"))
         .json(&json!({ "username": USER, "password": PASSWORD }))
@@ -148,7 +147,10 @@ async fn a_broken_csp_is_caught() {
         .iter()
         .all(|r| r.level == 'M' || r.outcome != Outcome::Fail));
     for l in &lines {
-        assert!(!l.contains(PASSWORD) && !l.contains(FAKE_TOKEN), "secret in {l}");
+        assert!(
+            !l.contains(PASSWORD) && !l.contains(FAKE_TOKEN),
+            "secret in {l}"
+        );
     }
 }
 
@@ -172,6 +174,3 @@ async fn a_bad_url_is_an_error() {
     let mut ignore = |_: &CheckResult| {};
     assert!(conformance::run(&opts, &mut ignore).await.is_err());
 }
-
-#[allow(dead_code)]
-fn _assert_send<F: Future + Send>(_: F) {}

@@ -47,12 +47,8 @@ impl Resp {
 
     /// Decodes the body; `what` names the expected model in the failure text.
     pub fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, Verdict> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Verdict::Fail(format!(
-                "{} is not a {what} ({e})",
-                quote_body(&self.body)
-            ))
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Verdict::Fail(format!("{} is not a {what} ({e})", quote_body(&self.body))))
     }
 
     /// `200 []`: the status and a short, secret-free quote of the body.

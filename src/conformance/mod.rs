@@ -79,3 +79,18 @@ pub async fn run(
 ) -> crate::Result<Report> {
     checks::run(opts, on_result).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_can_be_spawned_and_hides_the_password() {
+        fn is_send<T: Send>(_: &T) {}
+        let opts = CheckOptions::new("http://127.0.0.1:1", "u", "hunter2-pw");
+        let mut print = |_: &CheckResult| {};
+        let fut = run(&opts, &mut print);
+        is_send(&fut);
+        assert!(!format!("{opts:?}").contains("hunter2-pw"));
+    }
+}

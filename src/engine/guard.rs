@@ -82,6 +82,12 @@ fn busy(key: &str) -> Error {
     )
 }
 
+impl std::fmt::Debug for OpGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpGuard").field("key", &self.key).finish()
+    }
+}
+
 impl Drop for OpGuard {
     fn drop(&mut self) {
         // Release first so that the idle check sees only the map's reference.

@@ -1,20 +1,26 @@
 //! The volume engine: idempotent operations keyed by name, a per-volume guard, per-backend
 //! CSP clients, durable intent records and their replay. No protocol types in or out.
 
+pub mod attachments;
 mod backends;
+mod groups;
 mod guard;
 pub mod intent;
 mod model;
 pub mod names;
+mod node;
 mod reconcile;
 pub mod size;
 mod snapshots;
 pub mod store;
 mod volumes;
 
+pub use attachments::Attachment;
 pub use backends::{Backend, Backends};
+pub use groups::{SnapshotGroup, VolumeGroup};
 pub use guard::{OpGuard, OpGuards};
 pub use model::{BackendStatus, CreateVolume, Snapshot, Volume, VolumeSource};
+pub use node::NodeIdentity;
 pub use store::StateStore;
 
 use crate::error::Result;
@@ -56,16 +62,24 @@ pub struct Engine {
     guards: OpGuards,
     store: StateStore,
     config: EngineConfig,
+    node: NodeIdentity,
 }
 
 impl Engine {
-    pub fn new(backends: Backends, store: StateStore, config: EngineConfig) -> Engine {
-        Engine {
+    /// Builds the engine; loads (or makes, on first start) this node's identity.
+    pub fn new(backends: Backends, store: StateStore, config: EngineConfig) -> Result<Engine> {
+        let node = NodeIdentity::load_or_create(&store)?;
+        Ok(Engine {
             backends,
             guards: OpGuards::default(),
             store,
             config,
-        }
+            node,
+        })
+    }
+
+    pub fn node(&self) -> &NodeIdentity {
+        &self.node
     }
 
     pub fn backends(&self) -> &Backends {

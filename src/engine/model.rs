@@ -1,7 +1,8 @@
 //! The engine's domain model. Front ends translate these to their protocols; the engine
 //! itself speaks none.
 
-use crate::provider::{self, csp};
+use crate::provider;
+use volbridge_proto::csp;
 use std::collections::BTreeMap;
 
 /// Where a cloned volume came from.

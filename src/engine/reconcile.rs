@@ -4,7 +4,7 @@
 use super::intent::{self, Intent};
 use super::Engine;
 use crate::error::Result;
-use crate::provider::csp::{BACKGROUND_COMPLETED, CLONE_SNAPSHOT_PREFIX};
+use volbridge_proto::csp::{BACKGROUND_COMPLETED, CLONE_SNAPSHOT_PREFIX};
 
 /// What one reconciliation pass did, one sentence per action.
 #[derive(Debug, Default, Clone)]

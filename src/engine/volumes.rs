@@ -71,7 +71,7 @@ impl Engine {
         backend: &str,
         create: &VolumeCreate,
         parent: &str,
-    ) -> Result<crate::provider::csp::Volume> {
+    ) -> Result<crate::provider::Volume> {
         let parent = client
             .find_volume(parent)
             .await?

@@ -1,1 +1,54 @@
-//! The embedded local CSP.
+//! The embedded local CSP: a CSP REST API server (csp-api.md §3, §8) that keeps volumes as
+//! sparse image files under a data directory.
+//!
+//! # Layout
+//!
+//! ```text
+//! <data_dir>/volumes/<id>.img     volume images (sparse; `thick` ones fallocated)
+//! <data_dir>/snapshots/<id>.img   snapshot images (reflinked, or a sparse copy)
+//! <data_dir>/retained/<id>.img    volumes deleted with destroy_on_delete=false
+//! <data_dir>/state.json           metadata snapshot
+//! <data_dir>/journal              metadata changes since that snapshot
+//! <data_dir>/lock                 flock'd while a server owns the directory
+//! ```
+//!
+//! Files are named only by random ids (32 lower-case hex); no name from a request ever
+//! reaches a path.
+//!
+//! # Durability
+//!
+//! The published design rewrites one state file atomically per change (about 1 ms of
+//! fsyncs each). This crate instead keeps a state file plus an append-only journal with
+//! group commit ([`store`], [`journal`]): every acknowledged change is on disk after one
+//! shared `fdatasync`, at a fraction of the cost, and the journal is folded into a new
+//! state file when it grows and at every open.
+//!
+//! Ordering between image files and metadata makes every crash recoverable ([`recovery`]):
+//! * create: the sparse file is made before its journal record. A crash in between leaves
+//!   an image without metadata, which recovery removes (the create was never answered). A
+//!   record whose file is missing or short (the sparse creation was not flushed) gets the
+//!   file recreated or extended: it cannot have held acknowledged data.
+//! * delete: the record is committed before the file is unlinked (or moved to
+//!   `retained/`); recovery removes (or moves) images left behind.
+//! * snapshot and clone data are fsynced before the record that marks them complete;
+//!   recovery drops snapshots whose copy had not finished and restarts clone copies.
+
+mod auth;
+mod config;
+mod copies;
+mod errors;
+mod extract;
+mod files;
+mod ids;
+mod journal;
+mod locks;
+mod model;
+mod recovery;
+mod routes;
+mod server;
+mod state;
+mod store;
+mod views;
+
+pub use config::{load_or_generate_password, LocalCspConfig, DEFAULT_TOKEN_TTL};
+pub use server::LocalCsp;

@@ -102,7 +102,10 @@ pub(super) async fn c04(cx: &mut Ctx<'_>) -> Step {
     let (l, token) = login(cx).await?;
     expect(&l, &[200], "re-login")?;
     if token.is_none() {
-        return fail(format!("re-login: got {} without a session_token", l.describe()));
+        return fail(format!(
+            "re-login: got {} without a session_token",
+            l.describe()
+        ));
     }
     let r = cx.csp.get("/volumes", &[]).await?;
     expect(&r, &[200], "repeat with the new token")?;
@@ -178,7 +181,10 @@ mod tests {
             error_form(br#"{"errors":[{"code":"Unauthorized","message":"no"}]}"#),
             Some("wrapped")
         );
-        assert_eq!(error_form(br#"{"code":"Unauthorized","message":"no"}"#), Some("bare"));
+        assert_eq!(
+            error_form(br#"{"code":"Unauthorized","message":"no"}"#),
+            Some("bare")
+        );
         assert_eq!(error_form(b"denied"), None);
         assert_eq!(error_form(b"[]"), None);
     }

@@ -28,11 +28,7 @@ async fn remove_once(cx: &Ctx<'_>, c: &Created) -> Result<Resp, String> {
         Created::Snapshot(id) => cx.csp.delete(&snapshot_path(id), &[]).await,
         Created::Grant(v, h) => unpublish(cx, v, h).await,
         Created::VolumeGroup(id) => cx.csp.delete(&format!("/volume_groups/{id}"), &[]).await,
-        Created::SnapshotGroup(id) => {
-            cx.csp
-                .delete(&format!("/snapshot_groups/{id}"), &[])
-                .await
-        }
+        Created::SnapshotGroup(id) => cx.csp.delete(&format!("/snapshot_groups/{id}"), &[]).await,
     };
     r.map_err(|v| v.text().to_owned())
 }

@@ -28,7 +28,10 @@ fn clone_body(cx: &Ctx<'_>, suffix: &str, snapshot: &str, size: Option<u64>) -> 
 pub(super) async fn c30(cx: &mut Ctx<'_>) -> Step {
     cx.session()?;
     let s1 = need(&cx.s1, "snapshot S1 (C25)")?.to_owned();
-    let r = cx.csp.post("/volumes", &clone_body(cx, "clone1", &s1, None)).await?;
+    let r = cx
+        .csp
+        .post("/volumes", &clone_body(cx, "clone1", &s1, None))
+        .await?;
     let id = track_created(cx, &r);
     cx.c1 = id.clone();
     expect(&r, &[200], "")?;
@@ -40,7 +43,9 @@ pub(super) async fn c30(cx: &mut Ctx<'_>) -> Step {
     ensure(v.size.is_some_and(|s| s >= want), || {
         format!("size is {:?} (want ≥ {want}, the snapshot's)", v.size)
     })?;
-    if v.background_status().is_some_and(|s| s != BACKGROUND_COMPLETED) {
+    if v.background_status()
+        .is_some_and(|s| s != BACKGROUND_COMPLETED)
+    {
         wait_background(cx, &id).await?;
     }
     Ok(String::new())

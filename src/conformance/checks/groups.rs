@@ -98,10 +98,7 @@ pub(super) async fn c37(cx: &mut Ctx<'_>) -> Step {
         }
     }
 
-    let r = cx
-        .csp
-        .delete(&format!("/volume_groups/{gid}"), &[])
-        .await?;
+    let r = cx.csp.delete(&format!("/volume_groups/{gid}"), &[]).await?;
     if r.is_success() {
         cx.forget(&Created::VolumeGroup(gid.clone()));
     }

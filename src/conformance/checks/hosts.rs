@@ -80,7 +80,9 @@ pub(super) async fn c10(cx: &mut Ctx<'_>) -> Step {
         .iter()
         .filter(|h| h.uuid.as_deref() == Some(host.uuid.as_str()))
         .count();
-    ensure(n <= 1, || format!("H1 lists {n} hosts with uuid {}", host.uuid))?;
+    ensure(n <= 1, || {
+        format!("H1 lists {n} hosts with uuid {}", host.uuid)
+    })?;
     Ok(String::new())
 }
 

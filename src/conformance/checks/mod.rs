@@ -390,7 +390,9 @@ impl Poll {
 
 /// A size below `size`, aligned to 1 MiB, for the "smaller than the source" checks.
 pub(super) fn smaller_than(size: u64) -> u64 {
-    ((size / 2) / MIB * MIB).max(MIB).min(size.saturating_sub(MIB).max(512))
+    ((size / 2) / MIB * MIB)
+        .max(MIB)
+        .min(size.saturating_sub(MIB).max(512))
 }
 
 #[cfg(test)]

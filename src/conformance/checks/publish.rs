@@ -171,7 +171,11 @@ pub(super) async fn c22(cx: &mut Ctx<'_>) -> Step {
         let h = register(cx, "host2", false).await?;
         cx.host_u2 = Some(h);
     }
-    let u2 = cx.host_u2.as_ref().map(|h| h.uuid.clone()).unwrap_or_default();
+    let u2 = cx
+        .host_u2
+        .as_ref()
+        .map(|h| h.uuid.clone())
+        .unwrap_or_default();
 
     let r = publish(cx, &n2, &u).await?;
     expect(&r, &[200], "V6 N2 to U")?;

@@ -110,7 +110,9 @@ pub(super) async fn c11(cx: &mut Ctx<'_>) -> Step {
     cx.v1 = id.clone();
     expect(&r, &[200], "")?;
     let v: Volume = r.json("Volume")?;
-    ensure(id.is_some(), || format!("got {} without an id", r.describe()))?;
+    ensure(id.is_some(), || {
+        format!("got {} without an id", r.describe())
+    })?;
     ensure(v.name.as_deref() == Some(name.as_str()), || {
         format!("name is {:?} (want {name})", v.name)
     })?;
@@ -120,7 +122,9 @@ pub(super) async fn c11(cx: &mut Ctx<'_>) -> Step {
     ensure(v.published == Some(false), || {
         format!("published is {:?} (want false)", v.published)
     })?;
-    if v.background_status().is_some_and(|s| s != BACKGROUND_COMPLETED) {
+    if v.background_status()
+        .is_some_and(|s| s != BACKGROUND_COMPLETED)
+    {
         // Later checks publish the volume, which a CSP may refuse until the create is done.
         if let Some(id) = &id {
             wait_background(cx, id).await?;
@@ -136,14 +140,21 @@ pub(super) async fn c12(cx: &mut Ctx<'_>) -> Step {
     let r = cx.csp.get("/volumes", &[("name", &name)]).await?;
     expect(&r, &[200], "V1 by name")?;
     let list: Vec<Volume> = r.json("Volume array")?;
-    ensure(
-        list.len() == 1 && list[0].id.as_deref() == Some(id),
-        || format!("V1 by name: got {} (want one element with id {id})", r.describe()),
-    )?;
+    ensure(list.len() == 1 && list[0].id.as_deref() == Some(id), || {
+        format!(
+            "V1 by name: got {} (want one element with id {id})",
+            r.describe()
+        )
+    })?;
     let v = fetch_volume(cx, id, "V3").await?;
     ensure(
         v.id.as_deref() == Some(id) && v.name.as_deref() == Some(name.as_str()),
-        || format!("V3: got id {:?} name {:?} (want {id}, {name})", v.id, v.name),
+        || {
+            format!(
+                "V3: got id {:?} name {:?} (want {id}, {name})",
+                v.id, v.name
+            )
+        },
     )?;
     Ok(String::new())
 }
@@ -174,7 +185,10 @@ pub(super) async fn c15(cx: &mut Ctx<'_>) -> Step {
         format!("size is {:?} (want {})", v.size, 2 * GIB)
     })?;
     ensure(v.group_id().is_none(), || {
-        format!("volume_group_id became {:?} (want unchanged: none)", v.group_id())
+        format!(
+            "volume_group_id became {:?} (want unchanged: none)",
+            v.group_id()
+        )
     })?;
     Ok(String::new())
 }

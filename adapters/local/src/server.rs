@@ -1,0 +1,286 @@
+//! The shared server state, opening a data directory, and the HTTP router.
+
+use crate::auth::{self, Tokens};
+use crate::config::LocalCspConfig;
+use crate::errors::ApiError;
+use crate::journal::Journal;
+use crate::locks::KeyedLocks;
+use crate::routes::{groups, hosts, misc, snapshots, tokens, volumes};
+use crate::store::Store;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use volbridge_proto::csp::API_PREFIX;
+
+/// Where the images live. Paths are built only from ids.
+pub struct Dirs {
+    pub root: PathBuf,
+    pub volumes: PathBuf,
+    pub snapshots: PathBuf,
+    pub retained: PathBuf,
+    /// Canonical form of `volumes`, for `local_path` (§8.2).
+    pub canonical_volumes: PathBuf,
+}
+
+fn image(dir: &Path, id: &str) -> PathBuf {
+    // Ids are validated when records are created and loaded; this guard keeps a broken
+    // invariant from ever naming a path outside the directory.
+    if crate::ids::is_id(id) {
+        dir.join(format!("{id}.img"))
+    } else {
+        dir.join("invalid-id.img")
+    }
+}
+
+impl Dirs {
+    pub fn volume(&self, id: &str) -> PathBuf {
+        image(&self.volumes, id)
+    }
+    pub fn snapshot(&self, id: &str) -> PathBuf {
+        image(&self.snapshots, id)
+    }
+    pub fn retained(&self, id: &str) -> PathBuf {
+        image(&self.retained, id)
+    }
+    pub fn local_path(&self, id: &str) -> String {
+        image(&self.canonical_volumes, id).to_string_lossy().into_owned()
+    }
+}
+
+/// Wakes background copies waiting for a snapshot copy to finish.
+#[derive(Default)]
+pub struct CopyEvents {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl CopyEvents {
+    pub fn notify(&self) {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.cv.notify_all();
+    }
+    pub fn wait(&self, timeout: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let start = *g;
+        let _ = self.cv.wait_timeout_while(g, timeout, |n| *n == start);
+    }
+}
+
+pub struct Shared {
+    pub cfg: LocalCspConfig,
+    pub dirs: Dirs,
+    pub store: Store,
+    pub locks: KeyedLocks,
+    pub tokens: Tokens,
+    pub copy_events: CopyEvents,
+    _dir_lock: File,
+}
+
+/// The embedded CSP. Cheap to clone; all clones serve the same data directory.
+#[derive(Clone)]
+pub struct LocalCsp {
+    shared: Arc<Shared>,
+}
+
+fn private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+impl LocalCsp {
+    /// Opens (creating if needed) the data dir, loads durable metadata, runs crash recovery.
+    pub fn open(config: LocalCspConfig) -> io::Result<LocalCsp> {
+        let root = config.data_dir.clone();
+        private_dir(&root)?;
+        let dirs = Dirs {
+            volumes: root.join("volumes"),
+            snapshots: root.join("snapshots"),
+            retained: root.join("retained"),
+            canonical_volumes: PathBuf::new(),
+            root,
+        };
+        for d in [&dirs.volumes, &dirs.snapshots, &dirs.retained] {
+            private_dir(d)?;
+        }
+        let dirs = Dirs {
+            canonical_volumes: std::fs::canonicalize(&dirs.volumes)?,
+            ..dirs
+        };
+        let dir_lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dirs.root.join("lock"))?;
+        rustix::fs::flock(&dir_lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "data dir {} is in use by another local CSP: {e}",
+                        dirs.root.display()
+                    ),
+                )
+            },
+        )?;
+
+        let (mut journal, mut tables) = Journal::open(&dirs.root)?;
+        let restart = crate::recovery::reconcile(&dirs, &mut tables)?;
+        journal.compact(&tables)?;
+        let store = Store::start(journal, tables);
+        let shared = Arc::new(Shared {
+            tokens: Tokens::new(config.token_ttl),
+            cfg: config,
+            dirs,
+            store,
+            locks: KeyedLocks::default(),
+            copy_events: CopyEvents::default(),
+            _dir_lock: dir_lock,
+        });
+        for id in restart {
+            tracing::info!(volume = %id, "restarting an interrupted clone copy");
+            crate::copies::spawn_clone_copy(shared.clone(), id);
+        }
+        Ok(LocalCsp { shared })
+    }
+
+    /// Serves `/containers/v1/...` and `/csp/containers/v1/...`.
+    pub fn router(&self) -> Router {
+        let api = api_routes(&self.shared);
+        Router::new()
+            .nest(API_PREFIX, api.clone())
+            .nest(&format!("/csp{API_PREFIX}"), api)
+            .fallback(not_found)
+            .layer(middleware::from_fn(log_request))
+            .with_state(self.shared.clone())
+    }
+
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let app = self.router();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Every issued token becomes invalid.
+    pub fn revoke_tokens(&self) {
+        self.shared.tokens.revoke_all();
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.dirs.root
+    }
+}
+
+type AppRouter = Router<Arc<Shared>>;
+
+/// Registers `path` and, for collections, `path/` (one trailing slash is tolerated).
+fn both(r: AppRouter, path: &str, m: MethodRouter<Arc<Shared>>) -> AppRouter {
+    r.route(path, m.clone()).route(&format!("{path}/"), m)
+}
+
+fn api_routes(shared: &Arc<Shared>) -> AppRouter {
+    let public = both(Router::new(), "/tokens", post(tokens::login));
+    let mut authed = Router::new()
+        .route("/tokens/{id}", axum::routing::delete(tokens::logout))
+        .route("/hosts/{id}", get(hosts::get).delete(hosts::delete))
+        .route(
+            "/volumes/{id}",
+            get(volumes::get).put(volumes::edit).delete(volumes::delete),
+        )
+        .route(
+            "/volumes/{id}/actions/publish",
+            axum::routing::put(volumes::publish),
+        )
+        .route(
+            "/volumes/{id}/actions/unpublish",
+            axum::routing::put(volumes::unpublish),
+        )
+        .route(
+            "/snapshots/{id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route(
+            "/volume_groups/{id}",
+            get(groups::get_volume_group).delete(groups::delete_volume_group),
+        )
+        .route(
+            "/snapshot_groups/{id}",
+            get(groups::get_snapshot_group).delete(groups::delete_snapshot_group),
+        );
+    authed = both(
+        authed,
+        "/hosts",
+        get(hosts::list)
+            .post(hosts::upsert)
+            .delete(hosts::delete_by_query),
+    );
+    authed = both(authed, "/volumes", get(volumes::list).post(volumes::create));
+    authed = both(
+        authed,
+        "/snapshots",
+        get(snapshots::list).post(snapshots::create),
+    );
+    authed = both(
+        authed,
+        "/volume_groups",
+        get(groups::list_volume_groups).post(groups::create_volume_group),
+    );
+    authed = both(
+        authed,
+        "/snapshot_groups",
+        get(groups::list_snapshot_groups).post(groups::create_snapshot_group),
+    );
+    authed = both(authed, "/replication_partners", get(misc::replication_partners));
+    authed = both(authed, "/capacity", get(misc::capacity));
+    let authed = authed.route_layer(middleware::from_fn_with_state(
+        shared.clone(),
+        auth::require_token,
+    ));
+    public
+        .merge(authed)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::not_found(format!("no such resource: {}", req.uri().path())).into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        micros = start.elapsed().as_micros() as u64,
+        "csp request"
+    );
+    resp
+}

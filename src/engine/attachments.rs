@@ -1,0 +1,101 @@
+//! The controller half of attaching: grant this node access at the CSP and keep the
+//! publish context as a durable attachment record, keyed by (backend, volume id). The node
+//! half (loop, iSCSI, mount) reads these records.
+
+use super::names::validate_name;
+use super::{Engine, Wait};
+use crate::error::{Error, Result};
+use crate::provider::{self, Host, PublishContextInput};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const COLLECTION: &str = "attachments";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub backend: String,
+    pub volume_name: String,
+    pub volume_id: String,
+    pub node_uuid: String,
+    pub read_only: bool,
+    /// The publish context (csp-api.md §6). May hold CHAP credentials: the record is 0600
+    /// and is never logged.
+    pub context: BTreeMap<String, String>,
+}
+
+impl Attachment {
+    fn key(backend: &str, volume_id: &str) -> String {
+        format!("{backend}-{volume_id}")
+    }
+}
+
+impl Engine {
+    /// Grants this node access to a volume and records how to reach it. Repeating it returns
+    /// the same attachment; another read-only setting is refused (AlreadyExists).
+    pub async fn attach_volume(&self, name: &str, backend: Option<&str>, read_only: bool, wait: Wait) -> Result<Attachment> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        let client = &backend.client;
+        let volume = client
+            .find_volume(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let volume_id = volume.id.clone().unwrap_or_default();
+        let key = Attachment::key(&backend.name, &volume_id);
+        if let Some(existing) = self.store.get::<Attachment>(COLLECTION, &key)? {
+            if existing.read_only != read_only {
+                return Err(Error::new(
+                    crate::ErrorKind::AlreadyExists,
+                    format!("volume '{name}' is attached with read_only={}", existing.read_only),
+                ));
+            }
+        }
+        let host = Host {
+            uuid: Some(self.node.uuid.clone()),
+            name: Some(self.node.hostname.clone()),
+            ..Host::default()
+        };
+        let info = client.publish_volume(&volume_id, &host, None).await?;
+        let volume_context = provider::volume_context(&volume);
+        let context = provider::publish_context(&PublishContextInput {
+            info: &info,
+            volume: &volume,
+            read_only,
+            fs_type: None,
+            volume_context: &volume_context,
+        })?;
+        let record = Attachment {
+            backend: backend.name.clone(),
+            volume_name: name.to_owned(),
+            volume_id,
+            node_uuid: self.node.uuid.clone(),
+            read_only,
+            context,
+        };
+        self.store.put(COLLECTION, &key, &record)?;
+        Ok(record)
+    }
+
+    /// Removes this node's access and its record; a volume that is not attached is done.
+    pub async fn detach_volume(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        let Some(volume) = backend.client.find_volume(name).await? else {
+            return Ok(());
+        };
+        let volume_id = volume.id.unwrap_or_default();
+        backend.client.unpublish_volume(&volume_id, &self.node.uuid).await?;
+        self.store.remove(COLLECTION, &Attachment::key(&backend.name, &volume_id))
+    }
+
+    /// Every attachment record of this node.
+    pub fn attachments(&self) -> Result<Vec<Attachment>> {
+        self.store
+            .list::<Attachment>(COLLECTION)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect()
+    }
+}
