@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use volbridge::provider::{ClientOptions, Credentials, CspClient, VolumeCreate};
 use volbridge_local_csp::{LocalCsp, LocalCspConfig};

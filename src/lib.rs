@@ -1,7 +1,9 @@
 //! volbridge: one volume engine, four front ends. See DESIGN.md in the shared folder.
 
+pub mod cli;
 pub mod config;
 pub mod conformance;
+pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod frontend;

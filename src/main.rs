@@ -1,1 +1,86 @@
-fn main() {}
+//! The `volbridge` binary: a thin shell over the library.
+
+use clap::Parser;
+use std::process::ExitCode;
+use volbridge::cli::args::{Command, ServeArgs};
+use volbridge::cli::{self, Cli};
+use volbridge::config::Config;
+use volbridge::Error;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(ref args) => serve(args),
+        _ => client(cli),
+    };
+    ExitCode::from(code)
+}
+
+fn serve(args: &ServeArgs) -> u8 {
+    let config = match effective_config(args) {
+        Ok(c) => c,
+        Err(e) => return cli::report(&e),
+    };
+    volbridge::logging::init(&config.log.level, config.log.format == "json");
+    let workers = match config.limits.worker_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()).min(4),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(volbridge::daemon::serve(config)),
+        Err(e) => Err(Error::internal(format!("cannot start the runtime: {e}"))),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e.message, "volbridge serve failed");
+            cli::report(&e)
+        }
+    }
+}
+
+fn effective_config(args: &ServeArgs) -> Result<Config, Error> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(d) = &args.state_dir {
+        config.state_dir = d.clone();
+    }
+    if let Some(s) = &args.admin_socket {
+        config.admin_socket = s.clone();
+    }
+    if let Some(d) = &args.csp_data_dir {
+        config.local_csp.data_dir = Some(d.clone());
+    }
+    if let Some(l) = args.csp_listen {
+        config.local_csp.listen = l;
+    }
+    if args.no_local_csp {
+        config.local_csp.enabled = false;
+    }
+    if let Some(l) = &args.log_level {
+        config.log.level = l.clone();
+    }
+    if args.log_json {
+        config.log.format = "json".into();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn client(cli: Cli) -> u8 {
+    // `csp serve` logs; client commands stay quiet unless RUST_LOG asks.
+    let level = if matches!(cli.command, Command::Csp { .. }) { "info" } else { "warn" };
+    volbridge::logging::init(level, false);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(cli::run_client(cli)),
+        Err(e) => Err(Error::internal(format!("cannot start the runtime: {e}"))),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => cli::report(&e),
+    }
+}

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use volbridge::conformance::{self, CheckOptions, CheckResult, Outcome, Report};
+use volbridge_local_csp::{LocalCsp, LocalCspConfig};
 
 const USER: &str = "vbcheck-admin";
 const PASSWORD: &str = "pw-7c1e5f0a93d2";
@@ -79,6 +80,135 @@ async fn leftover_names(base: &str) -> Vec<String> {
         }
     }
     names
+}
+
+// ---- the embedded local CSP ----
+
+/// A scratch data directory, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "vbcheck-test-{tag}-{}-{nanos:x}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Image files left in a data subdirectory (`volumes`, `snapshots`, `retained`).
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_csp_passes_every_check() {
+    let data = Scratch::new("local");
+    let csp = LocalCsp::open(LocalCspConfig::new(data.0.clone(), USER, PASSWORD))
+        .expect("open the local CSP");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(csp.clone().serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let base = format!("http://{addr}");
+    let mut opts = CheckOptions::new(base.clone(), USER, PASSWORD);
+    opts.protocol = "local".into();
+    let (report, lines) = check(opts).await;
+
+    let not_passed: Vec<&String> = lines.iter().filter(|l| !l.starts_with("pass")).collect();
+    assert_eq!(report.failed(), 0, "{not_passed:#?}");
+    assert_eq!(report.warned(), 0, "{not_passed:#?}");
+    assert_eq!(report.passed(), 40, "{not_passed:#?}");
+    for l in &lines {
+        assert!(!l.contains(PASSWORD), "password in {l}");
+    }
+
+    let left: Vec<String> = leftover_names(&base)
+        .await
+        .into_iter()
+        .filter(|n| n.contains("vbcheck-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    for sub in ["volumes", "snapshots", "retained"] {
+        let files = files_in(&data.0.join(sub));
+        assert!(files.is_empty(), "{sub}/ still holds {files:?}");
+    }
+
+    let _ = stop.send(());
+    let _ = server.await;
+}
+
+/// B3 broken on purpose: an empty snapshot list of an existing volume answers 404.
+async fn empty_snapshot_list_is_404(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let listing = req.method() == axum::http::Method::GET
+        && req.uri().path().ends_with("/snapshots")
+        && req.uri().query().is_some_and(|q| q.contains("volume_id="));
+    let resp = next.run(req).await;
+    if !listing || resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    if body.as_ref() == b"[]" {
+        let err = json!({ "errors": [{ "code": "Not Found", "message": "no snapshots" }] });
+        return (StatusCode::NOT_FOUND, Json(err)).into_response();
+    }
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fault_in_the_local_csp_fails_only_its_checks() {
+    let data = Scratch::new("fault");
+    let csp = LocalCsp::open(LocalCspConfig::new(data.0.clone(), USER, PASSWORD)).unwrap();
+    let app = csp
+        .router()
+        .layer(axum::middleware::from_fn(empty_snapshot_list_is_404));
+    let (addr, _stop) = serve_router(app).await;
+    let base = format!("http://{addr}");
+    let mut opts = CheckOptions::new(base.clone(), USER, PASSWORD);
+    opts.protocol = "local".into();
+    let (report, _) = check(opts).await;
+
+    let failed: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Pass)
+        .map(|r| r.id)
+        .collect();
+    // C14 lists V1 before any snapshot, C35 after S1 is gone: both hit the empty list.
+    assert_eq!(failed, ["C14", "C35"]);
+    assert!(result(&report, "C14").detail.contains("(want 200)"));
+    let left: Vec<String> = leftover_names(&base)
+        .await
+        .into_iter()
+        .filter(|n| n.contains("vbcheck-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 // ---- a deliberately broken CSP ----

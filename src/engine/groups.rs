@@ -103,17 +103,20 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::not_found(format!("volume group '{group}' does not exist")))?;
         let sg = client.create_snapshot_group(name, vg.id.as_deref().unwrap_or_default()).await?;
+        let mut snapshots = Vec::new();
+        for s in sg.snapshots.iter().flatten() {
+            let s = Snapshot::from_csp(&backend.name, s);
+            snapshots.push(match wait {
+                Wait::No => s,
+                Wait::Bounded => self.wait_ready(&backend.name, client, s).await?,
+            });
+        }
         Ok(SnapshotGroup {
             name: sg.name.clone().unwrap_or_default(),
             id: sg.id.clone().unwrap_or_default(),
             backend: backend.name.clone(),
             volume_group_id: sg.volume_group_id.clone().unwrap_or_default(),
-            snapshots: sg
-                .snapshots
-                .iter()
-                .flatten()
-                .map(|s| Snapshot::from_csp(&backend.name, s))
-                .collect(),
+            snapshots,
         })
     }
 

@@ -39,13 +39,20 @@ impl Engine {
         if snap.ready_to_use || wait == Wait::No {
             return Ok(snap);
         }
-        let id = snap.id.clone();
+        self.wait_ready(&backend.name, client, snap).await
+    }
+
+    /// Polls a snapshot until the CSP reports its data complete, within the copy bound.
+    pub(super) async fn wait_ready(&self, backend: &str, client: &crate::provider::CspClient, snap: Snapshot) -> Result<Snapshot> {
+        if snap.ready_to_use {
+            return Ok(snap);
+        }
         let ready = || async {
-            let s = Snapshot::from_csp(&backend.name, &client.get_snapshot(&id).await?);
+            let s = Snapshot::from_csp(backend, &client.get_snapshot(&snap.id).await?);
             if s.ready_to_use {
                 Ok(s)
             } else {
-                Err(Error::unavailable(format!("snapshot '{name}' is still copying: in progress")))
+                Err(Error::unavailable(format!("snapshot '{}' is still copying", s.name)))
             }
         };
         ready

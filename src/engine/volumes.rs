@@ -7,7 +7,8 @@ use super::size::align;
 use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{CloneSource, CspClient, VolumeCreate};
-use backon::{ConstantBuilder, Retryable};
+use backon::ConstantBuilder;
+use std::time::Instant;
 use std::time::Duration;
 
 impl Engine {
@@ -56,11 +57,23 @@ impl Engine {
         };
         let volume = match wait {
             Wait::No => attempt().await?,
-            // A clone that is still copying answers Unavailable; the retry finds it by name.
-            Wait::Bounded => attempt
-                .retry(copy_backoff(self.config.copy_wait))
-                .when(|e: &Error| e.kind == ErrorKind::Unavailable && e.message.contains("progress"))
-                .await?,
+            // A clone that is still copying answers Unavailable; the next attempt finds it by
+            // name. Only a copy the CSP reports as running is waited for: an unreachable
+            // backend is reported at once.
+            Wait::Bounded => {
+                let deadline = Instant::now() + self.config.copy_wait;
+                loop {
+                    match attempt().await {
+                        Err(e) if e.kind == ErrorKind::Unavailable && Instant::now() < deadline => {
+                            if !copy_underway_or_done(client, &req.name).await {
+                                return Err(e);
+                            }
+                            tokio::time::sleep(POLL).await;
+                        }
+                        other => break other?,
+                    }
+                }
+            }
         };
         Ok(Volume::from_csp(&backend.name, &volume))
     }
@@ -163,10 +176,21 @@ impl Engine {
     }
 }
 
-/// Polls every 250 ms up to `limit`.
+/// How often a waiting caller looks at a running copy.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Polls every [`POLL`] up to `limit`.
 pub(super) fn copy_backoff(limit: Duration) -> ConstantBuilder {
-    let step = Duration::from_millis(250);
-    let times = (limit.as_millis() / step.as_millis()).max(1) as usize;
-    ConstantBuilder::default().with_delay(step).with_max_times(times)
+    let times = (limit.as_millis() / POLL.as_millis()).max(1) as usize;
+    ConstantBuilder::default().with_delay(POLL).with_max_times(times)
+}
+
+/// Whether volume `name` exists with a copy running or just finished (B39), so that one
+/// more attempt will return it or wait again; a missing or failed volume ends the wait.
+async fn copy_underway_or_done(client: &CspClient, name: &str) -> bool {
+    match client.find_volume(name).await {
+        Ok(Some(v)) => !v.background_status().is_some_and(|s| s.starts_with("Failed")),
+        _ => false,
+    }
 }
 

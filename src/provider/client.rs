@@ -621,6 +621,29 @@ mod tests {
     }
 
     #[test]
+    fn urls_keep_the_context_path_and_encode_segments() {
+        let map = [
+            ("backend", "10.1.1.1"),
+            ("username", "u"),
+            ("password", "p"),
+            ("path", "/api/csp"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = CspClient::new(
+            Credentials::from_map(&map).unwrap(),
+            ClientOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(c.base_url(), "https://10.1.1.1:443/api/csp");
+        assert_eq!(
+            c.url(&["volumes", "a/b c", "actions", "publish"]).as_str(),
+            "https://10.1.1.1/api/csp/containers/v1/volumes/a%2Fb%20c/actions/publish"
+        );
+    }
+
+    #[test]
     fn exact_name_pick() {
         let items = vec!["a", "ab", "a"];
         assert!(pick_exact(items, "a", |s| Some(*s), "volume").is_err());

@@ -88,7 +88,7 @@ fn create_config(req: &VolumeCreate) -> (Config, Option<String>) {
     if req.multi_initiator {
         config.insert("multi_initiator".into(), Value::Bool(true));
     }
-    let description = req.description.clone().or_else(|| match described {
+    let description = req.description.clone().or(match described {
         Some(Value::String(s)) => Some(s),
         _ => None,
     });

@@ -56,11 +56,17 @@ pub fn load_or_generate_password(path: &Path) -> io::Result<String> {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    DirBuilder::new().recursive(true).mode(0o700).create(&parent)?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&parent)?;
     let password = crate::ids::random_hex(16);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "password path has no file name"))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "password path has no file name",
+        )
+    })?;
     let tmp = parent.join(format!(
         ".{}.{}.tmp",
         file_name.to_string_lossy(),
@@ -100,7 +106,11 @@ mod tests {
         assert_eq!(load_or_generate_password(&path).unwrap(), p1);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(root.join("a/b")).unwrap().permissions().mode() & 0o777;
+        let dmode = std::fs::metadata(root.join("a/b"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         assert_eq!(std::fs::read_dir(root.join("a/b")).unwrap().count(), 1);
         std::fs::remove_dir_all(&root).unwrap();

@@ -49,7 +49,9 @@ pub fn reflink(dst: &File, src: &File) -> io::Result<bool> {
     use rustix::io::Errno;
     match rustix::fs::ioctl_ficlone(dst, src) {
         Ok(()) => Ok(true),
-        Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::NOSYS) => Ok(false),
+        Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::NOSYS) => {
+            Ok(false)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -178,8 +180,13 @@ mod tests {
         let size = 64u64 << 20;
         let src = create_sparse(&d.join("a"), size).unwrap();
         let mut expect = vec![0u8; size as usize];
-        for (i, off) in [0u64, 5 << 20, 17 << 20 | 123, 40 << 20, size - 4096].into_iter().enumerate() {
-            let data: Vec<u8> = (0..200_000u32).map(|x| (x as u8) ^ (i as u8 + 1) | 1).collect();
+        for (i, off) in [0u64, 5 << 20, 17 << 20 | 123, 40 << 20, size - 4096]
+            .into_iter()
+            .enumerate()
+        {
+            let data: Vec<u8> = (0..200_000u32)
+                .map(|x| (x as u8) ^ (i as u8 + 1) | 1)
+                .collect();
             let n = data.len().min((size - off) as usize);
             src.write_all_at(&data[..n], off).unwrap();
             expect[off as usize..off as usize + n].copy_from_slice(&data[..n]);

@@ -43,7 +43,9 @@ pub fn new_id() -> String {
 
 /// Whether `s` has the exact shape of an id this crate generates.
 pub fn is_id(s: &str) -> bool {
-    s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Checks an external name (volume, snapshot, group, host uuid): non-empty, at most
@@ -85,7 +87,9 @@ mod tests {
         let id = new_id();
         assert!(is_id(&id), "{id}");
         assert_ne!(id, new_id());
-        assert!(!is_id(&id.to_uppercase().replace(|c: char| c.is_ascii_digit(), "A")));
+        assert!(!is_id(
+            &id.to_uppercase().replace(|c: char| c.is_ascii_digit(), "A")
+        ));
         assert!(!is_id("../../etc/passwd"));
         assert!(!is_id(""));
         assert!(!is_id(&format!("{id}0")));

@@ -20,10 +20,15 @@ const JOURNAL_FILE: &str = "journal";
 /// The journal is compacted once it is larger than this and than the last state file.
 const MIN_COMPACT_BYTES: u64 = 4 << 20;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StateFile {
-    version: u32,
     tables: Tables,
+}
+
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    version: u32,
+    tables: &'a Tables,
 }
 
 pub struct Journal {
@@ -87,7 +92,11 @@ impl Journal {
         for op in ops {
             encode_into(op, &mut buf);
         }
-        if let Err(e) = self.file.write_all(&buf).and_then(|_| self.file.sync_data()) {
+        if let Err(e) = self
+            .file
+            .write_all(&buf)
+            .and_then(|_| self.file.sync_data())
+        {
             // Cut off whatever part reached the file so the next append starts on a clean
             // line boundary; the failed records were not acknowledged.
             let _ = self.file.set_len(self.len);
@@ -103,11 +112,8 @@ impl Journal {
 
     /// Writes `tables` as the new state file and empties the journal.
     pub fn compact(&mut self, tables: &Tables) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&StateFile {
-            version: 1,
-            tables: tables.clone(),
-        })
-        .map_err(io::Error::other)?;
+        let bytes =
+            serde_json::to_vec(&StateFileRef { version: 1, tables }).map_err(io::Error::other)?;
         let tmp = self.dir.join(STATE_TMP);
         let written = (|| {
             let mut f = OpenOptions::new()
@@ -178,7 +184,11 @@ fn crc32(data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }

@@ -5,7 +5,7 @@ use crate::config::LocalCspConfig;
 use crate::errors::ApiError;
 use crate::journal::Journal;
 use crate::locks::KeyedLocks;
-use crate::routes::{groups, hosts, misc, snapshots, tokens, volumes};
+use crate::routes::{groups, hosts, misc, publish, snapshots, tokens, volumes};
 use crate::store::Store;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
@@ -51,7 +51,9 @@ impl Dirs {
         image(&self.retained, id)
     }
     pub fn local_path(&self, id: &str) -> String {
-        image(&self.canonical_volumes, id).to_string_lossy().into_owned()
+        image(&self.canonical_volumes, id)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -120,17 +122,19 @@ impl LocalCsp {
             .truncate(false)
             .mode(0o600)
             .open(dirs.root.join("lock"))?;
-        rustix::fs::flock(&dir_lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |e| {
-                io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "data dir {} is in use by another local CSP: {e}",
-                        dirs.root.display()
-                    ),
-                )
-            },
-        )?;
+        rustix::fs::flock(
+            &dir_lock,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "data dir {} is in use by another local CSP: {e}",
+                    dirs.root.display()
+                ),
+            )
+        })?;
 
         let (mut journal, mut tables) = Journal::open(&dirs.root)?;
         let restart = crate::recovery::reconcile(&dirs, &mut tables)?;
@@ -202,11 +206,11 @@ fn api_routes(shared: &Arc<Shared>) -> AppRouter {
         )
         .route(
             "/volumes/{id}/actions/publish",
-            axum::routing::put(volumes::publish),
+            axum::routing::put(publish::publish),
         )
         .route(
             "/volumes/{id}/actions/unpublish",
-            axum::routing::put(volumes::unpublish),
+            axum::routing::put(publish::unpublish),
         )
         .route(
             "/snapshots/{id}",
@@ -243,7 +247,11 @@ fn api_routes(shared: &Arc<Shared>) -> AppRouter {
         "/snapshot_groups",
         get(groups::list_snapshot_groups).post(groups::create_snapshot_group),
     );
-    authed = both(authed, "/replication_partners", get(misc::replication_partners));
+    authed = both(
+        authed,
+        "/replication_partners",
+        get(misc::replication_partners),
+    );
     authed = both(authed, "/capacity", get(misc::capacity));
     let authed = authed.route_layer(middleware::from_fn_with_state(
         shared.clone(),

@@ -2,7 +2,7 @@
 
 use crate::model::{Change, SnapshotGroupRec, SnapshotRec, Tables, VolumeGroupRec, VolumeRec};
 use std::collections::{BTreeSet, HashMap};
-use volbridge_proto::csp::{Host, BACKGROUND_STATUS, BACKGROUND_COMPLETED};
+use volbridge_proto::csp::{Host, BACKGROUND_COMPLETED, BACKGROUND_STATUS};
 
 type Index = HashMap<String, BTreeSet<String>>;
 
@@ -149,7 +149,9 @@ impl State {
         self.t.volumes.get(id)
     }
     pub fn volume_by_name(&self, name: &str) -> Option<&VolumeRec> {
-        self.vol_by_name.get(name).and_then(|id| self.t.volumes.get(id))
+        self.vol_by_name
+            .get(name)
+            .and_then(|id| self.t.volumes.get(id))
     }
     pub fn snapshot(&self, id: &str) -> Option<&SnapshotRec> {
         self.t.snapshots.get(id)
@@ -170,7 +172,9 @@ impl State {
         self.t.volume_groups.get(id)
     }
     pub fn volume_group_by_name(&self, name: &str) -> Option<&VolumeGroupRec> {
-        self.vg_by_name.get(name).and_then(|id| self.t.volume_groups.get(id))
+        self.vg_by_name
+            .get(name)
+            .and_then(|id| self.t.volume_groups.get(id))
     }
     pub fn members_of<'a>(&'a self, group_id: &str) -> impl Iterator<Item = &'a VolumeRec> {
         list(&self.members_of_vg, group_id).filter_map(|id| self.t.volumes.get(id))
@@ -179,7 +183,9 @@ impl State {
         self.t.snapshot_groups.get(id)
     }
     pub fn snapshot_group_by_name(&self, name: &str) -> Option<&SnapshotGroupRec> {
-        self.sg_by_name.get(name).and_then(|id| self.t.snapshot_groups.get(id))
+        self.sg_by_name
+            .get(name)
+            .and_then(|id| self.t.snapshot_groups.get(id))
     }
     pub fn snapshot_groups_of<'a>(
         &'a self,
@@ -190,7 +196,9 @@ impl State {
 
     /// Clones whose background copy from this snapshot has not finished.
     pub fn copies_from(&self, snapshot_id: &str) -> usize {
-        self.clones_of(snapshot_id).filter(|v| copy_running(v)).count()
+        self.clones_of(snapshot_id)
+            .filter(|v| copy_running(v))
+            .count()
     }
 
     /// True when S4 would be refused: its own copy or a clone copy from it is running.

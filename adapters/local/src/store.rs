@@ -26,7 +26,7 @@ struct Progress {
     durable: u64,
     /// Operations up to this one failed to commit (unless `durable` caught up later).
     failed: u64,
-    /// Text of the last failure, for the 500 message.
+    /// Whether the last failure was a full disk (B42 wording).
     out_of_space: bool,
 }
 
@@ -182,19 +182,36 @@ impl Drop for Store {
 }
 
 fn commit_loop(core: &Core, mut journal: Journal, mut shadow: Tables) {
+    // Set after a failed write: memory holds changes the disk lacks, so the next write
+    // must be a full state file. Retried on a timer too, so that reads (which wait for the
+    // newest sequence number) recover without waiting for another write.
     let mut dirty = false;
+    let mut last_seen = 0;
     loop {
-        let batch = {
+        let (batch, shutdown) = {
             let mut g = core.inner.lock().unwrap_or_else(|p| p.into_inner());
             while g.queue.is_empty() && !g.shutdown {
+                if dirty {
+                    g = core
+                        .wake
+                        .wait_timeout(g, std::time::Duration::from_secs(1))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    break;
+                }
                 g = core.wake.wait(g).unwrap_or_else(|p| p.into_inner());
             }
-            if g.queue.is_empty() {
+            (std::mem::take(&mut g.queue), g.shutdown)
+        };
+        if batch.is_empty() && !dirty {
+            if shutdown {
                 return;
             }
-            std::mem::take(&mut g.queue)
-        };
-        let last = batch.last().map(|(seq, _)| *seq).unwrap_or(0);
+            continue;
+        }
+        if let Some((seq, _)) = batch.last() {
+            last_seen = *seq;
+        }
         for (_, op) in &batch {
             for c in op {
                 shadow.apply(c.clone());
@@ -207,8 +224,11 @@ fn commit_loop(core: &Core, mut journal: Journal, mut shadow: Tables) {
         };
         match result {
             Ok(()) => {
+                if dirty {
+                    tracing::info!("metadata is durable again");
+                }
                 dirty = false;
-                core.progress.send_modify(|p| p.durable = last);
+                core.progress.send_modify(|p| p.durable = last_seen);
                 if journal.wants_compaction() {
                     if let Err(e) = journal.compact(&shadow) {
                         tracing::warn!(error = %e, "journal compaction failed; will retry");
@@ -220,9 +240,12 @@ fn commit_loop(core: &Core, mut journal: Journal, mut shadow: Tables) {
                 dirty = true;
                 let oos = crate::files::is_out_of_space(&e);
                 core.progress.send_modify(|p| {
-                    p.failed = last;
+                    p.failed = last_seen;
                     p.out_of_space = oos;
                 });
+                if shutdown && batch.is_empty() {
+                    return;
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Volume groups, snapshot groups and replication partners: C37, C38.
 
 use super::hosts::NOT_SERVED;
+use super::snapshots::wait_ready;
 use super::volumes::{fetch_volume, track_created, volume_path};
 use super::{ensure, expect, fail, Created, Ctx, Step, Verdict, GIB};
 use serde_json::{json, Value};
@@ -82,6 +83,13 @@ pub(super) async fn c37(cx: &mut Ctx<'_>) -> Step {
     let Some(sgid) = sg.id.filter(|s| !s.is_empty()) else {
         return fail(format!("P2: got {} without an id", r.describe()));
     };
+
+    // A member still being copied is in use and may block P4; wait as for any snapshot.
+    for s in members {
+        if let (Some(id), false) = (s.id.as_deref(), s.ready_to_use == Some(true)) {
+            wait_ready(cx, id).await?;
+        }
+    }
 
     let r = cx.csp.get("/snapshot_groups", &[]).await?;
     expect(&r, &[400], "P1 without volume_group_id")?;

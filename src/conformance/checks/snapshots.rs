@@ -71,7 +71,7 @@ pub(super) async fn c25(cx: &mut Ctx<'_>) -> Step {
     let id = track_snapshot(cx, &r);
     cx.s1 = id.clone();
     expect(&r, &[200], "")?;
-    let mut s: Snapshot = r.json("Snapshot")?;
+    let s: Snapshot = r.json("Snapshot")?;
     let Some(id) = id else {
         return fail(format!("got {} without an id", r.describe()));
     };
@@ -82,20 +82,30 @@ pub(super) async fn c25(cx: &mut Ctx<'_>) -> Step {
         format!("creation_time is {:?} (want > 0)", s.creation_time)
     })?;
     cx.s1_size = s.size;
+    if s.ready_to_use != Some(true) {
+        let s = wait_ready(cx, &id).await?;
+        if s.size.is_some() {
+            cx.s1_size = s.size;
+        }
+    }
+    Ok(String::new())
+}
+
+/// Polls S3 until the snapshot reports `ready_to_use: true`.
+pub(super) async fn wait_ready(cx: &Ctx<'_>, id: &str) -> Step<Snapshot> {
     let mut poll = Poll::new(cx.opts.poll_limit);
-    while s.ready_to_use != Some(true) {
+    loop {
+        let s = fetch_snapshot(cx, id, "S3 while waiting for ready_to_use").await?;
+        if s.ready_to_use == Some(true) {
+            return Ok(s);
+        }
         if !poll.wait().await {
             return fail(format!(
-                "ready_to_use still {:?} after {:?}",
+                "snapshot {id}: ready_to_use still {:?} after {:?}",
                 s.ready_to_use, cx.opts.poll_limit
             ));
         }
-        s = fetch_snapshot(cx, &id, "S3 while waiting for ready_to_use").await?;
     }
-    if s.size.is_some() {
-        cx.s1_size = s.size;
-    }
-    Ok(String::new())
 }
 
 pub(super) async fn c26(cx: &mut Ctx<'_>) -> Step {

@@ -1,0 +1,77 @@
+//! One module per resource of csp-api.md §3.
+
+pub mod clones;
+pub mod groups;
+pub mod hosts;
+pub mod misc;
+pub mod publish;
+pub mod snapshots;
+pub mod tokens;
+pub mod volumes;
+
+use crate::errors::ApiError;
+use volbridge_proto::csp::{Config, BACKGROUND_STATUS, PROTOCOL_LOCAL};
+
+pub fn volume_key(id: &str) -> String {
+    format!("volume:{id}")
+}
+
+pub fn snapshot_key(id: &str) -> String {
+    format!("snapshot:{id}")
+}
+
+/// Sizes are bytes, > 0 and a multiple of 512 (B14, B15).
+pub fn check_size(size: u64) -> Result<u64, ApiError> {
+    if size == 0 {
+        return Err(ApiError::bad_request("size must be greater than 0"));
+    }
+    if size % 512 != 0 {
+        return Err(ApiError::bad_request(format!(
+            "size {size} is not a multiple of 512 bytes"
+        )));
+    }
+    if size > i64::MAX as u64 {
+        return Err(ApiError::bad_request(format!("size {size} is too large")));
+    }
+    Ok(size)
+}
+
+/// Whether `p` names the only protocol this CSP serves (`""` counts as absent).
+pub fn check_protocol(p: Option<&str>) -> Result<(), ApiError> {
+    match p.map(str::trim) {
+        None | Some("") => Ok(()),
+        Some(p) if p.eq_ignore_ascii_case(PROTOCOL_LOCAL) => Ok(()),
+        Some(p) => Err(ApiError::bad_request(format!(
+            "unsupported access protocol '{p}': the local CSP serves only '{PROTOCOL_LOCAL}'"
+        ))),
+    }
+}
+
+/// Validates a create-time config: known keys must have valid values; `null` values and
+/// the read-only background status are dropped.
+pub fn create_config(config: Option<Config>) -> Result<Config, ApiError> {
+    let mut c = config.unwrap_or_default();
+    c.retain(|k, v| !v.is_null() && k != BACKGROUND_STATUS);
+    if let Some(v) = c.get("access_protocol") {
+        let Some(p) = v.as_str() else {
+            return Err(ApiError::bad_request(
+                "config 'access_protocol' must be a string",
+            ));
+        };
+        check_protocol(Some(p))?;
+        if !p.trim().is_empty() {
+            c.insert("access_protocol".into(), PROTOCOL_LOCAL.into());
+        }
+    }
+    for key in ["thick", "destroy_on_delete", "multi_initiator"] {
+        crate::model::config_bool(&c, key).map_err(ApiError::bad_request)?;
+    }
+    Ok(c)
+}
+
+/// A config value with `null` entries removed (snapshot and group configs).
+pub fn plain_config(config: Option<Config>) -> Config {
+    let mut c = config.unwrap_or_default();
+    c.retain(|_, v| !v.is_null());
+    c
+}
