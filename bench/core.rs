@@ -34,7 +34,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn scratch(tag: &str) -> PathBuf {
-    let base = std::env::var_os("VOLBRIDGE_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("VOLBRIDGE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("vbbench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -61,7 +63,10 @@ async fn client_run(client: &CspClient, concurrency: usize, pairs: usize, tag: &
                 let t0 = Instant::now();
                 let v = client.create_volume(&req).await.expect("create");
                 lat.push(t0.elapsed());
-                client.delete_volume(v.id.as_deref().unwrap()).await.expect("delete");
+                client
+                    .delete_volume(v.id.as_deref().unwrap())
+                    .await
+                    .expect("delete");
             }
             lat
         });
@@ -106,7 +111,11 @@ async fn baseline_run(dir: &Path, concurrency: usize, pairs: usize) -> Run {
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..concurrency {
         let dir = dir.to_path_buf();
-        tasks.spawn_blocking(move || (0..per_task).map(|i| baseline_pair(&dir, &format!("b{t}-{i}"))).collect::<Vec<_>>());
+        tasks.spawn_blocking(move || {
+            (0..per_task)
+                .map(|i| baseline_pair(&dir, &format!("b{t}-{i}")))
+                .collect::<Vec<_>>()
+        });
     }
     let mut lat: Vec<Duration> = tasks.join_all().await.into_iter().flatten().collect();
     let elapsed = started.elapsed();
@@ -148,7 +157,10 @@ fn serve_rss() -> (u64, u64) {
     std::thread::sleep(Duration::from_secs(2));
     let idle = rss_kib(child.id());
     for i in 0..100 {
-        for args in [vec!["volume", "create", &format!("r{i}"), "--size", "64Mi"], vec!["volume", "rm", &format!("r{i}")]] {
+        for args in [
+            vec!["volume", "create", &format!("r{i}"), "--size", "64Mi"],
+            vec!["volume", "rm", &format!("r{i}")],
+        ] {
             let ok = std::process::Command::new(env!("CARGO_BIN_EXE_volbridge"))
                 .args(&args)
                 .env("VOLBRIDGE_SOCKET", &socket)
@@ -160,7 +172,10 @@ fn serve_rss() -> (u64, u64) {
         }
     }
     let loaded = rss_kib(child.id());
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     (idle, loaded)
@@ -172,12 +187,24 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not used by this harness.
-    let pairs16: usize = std::env::var("VOLBRIDGE_BENCH_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(6000);
+    let pairs16: usize = std::env::var("VOLBRIDGE_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6000);
     let pairs1 = (pairs16 / 3).max(100);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let results = rt.block_on(async {
         let dir = scratch("csp");
-        let csp = LocalCsp::open(LocalCspConfig::new(dir.join("data"), "bench", "bench-password")).unwrap();
+        let csp = LocalCsp::open(LocalCspConfig::new(
+            dir.join("data"),
+            "bench",
+            "bench-password",
+        ))
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -194,7 +221,11 @@ fn main() {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let client = CspClient::new(Credentials::from_map(&creds).unwrap(), ClientOptions::default()).unwrap();
+        let client = CspClient::new(
+            Credentials::from_map(&creds).unwrap(),
+            ClientOptions::default(),
+        )
+        .unwrap();
         client_run(&client, 4, 400, "warm").await;
         let base_dir = scratch("baseline");
         let mut rows = Vec::new();
@@ -212,7 +243,10 @@ fn main() {
 
     println!();
     println!("volume create+delete through the CSP client against the local CSP (1 GiB volumes, durable)");
-    println!("{:<12} {:>7} {:>12} {:>12} {:>8} {:>14} {:>14}", "concurrency", "pairs", "pairs/s", "baseline/s", "ratio", "create p50 ms", "create p99 ms");
+    println!(
+        "{:<12} {:>7} {:>12} {:>12} {:>8} {:>14} {:>14}",
+        "concurrency", "pairs", "pairs/s", "baseline/s", "ratio", "create p50 ms", "create p99 ms"
+    );
     for (c, pairs, ours, base) in &results {
         println!(
             "{:<12} {:>7} {:>12.0} {:>12.0} {:>8.2} {:>14} {:>14}",
@@ -230,7 +264,15 @@ fn main() {
     let (idle, loaded) = serve_rss();
     println!();
     println!("{:<40} {:>10}", "volbridge serve", "RSS MiB");
-    println!("{:<40} {:>10.2}", "idle, 2 s after start", idle as f64 / 1024.0);
-    println!("{:<40} {:>10.2}", "after 200 admin calls (CLI processes)", loaded as f64 / 1024.0);
+    println!(
+        "{:<40} {:>10.2}",
+        "idle, 2 s after start",
+        idle as f64 / 1024.0
+    );
+    println!(
+        "{:<40} {:>10.2}",
+        "after 200 admin calls (CLI processes)",
+        loaded as f64 / 1024.0
+    );
     println!("goals: >= 2000 pairs/s at 16, create p50 < 1 ms, idle RSS < 8 MiB");
 }

@@ -122,13 +122,19 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text).map_err(|e| e.context(path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
-            Err(e) => Err(Error::invalid("config", format!("cannot read {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(Error::invalid(
+                "config",
+                format!("cannot read {}: {e}", path.display()),
+            )),
         }
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::invalid("config", e.to_string()))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| Error::invalid("config", e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -145,7 +151,10 @@ impl Config {
             ));
         }
         if self.limits.max_inflight_per_backend == 0 {
-            return Err(Error::invalid("limits.max_inflight_per_backend", "must be at least 1"));
+            return Err(Error::invalid(
+                "limits.max_inflight_per_backend",
+                "must be at least 1",
+            ));
         }
         for name in self.backends.keys() {
             crate::engine::names::validate_name("backends", name)?;

@@ -17,7 +17,10 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn serve(config: Config) -> Result<()> {
     let store = StateStore::open(&config.state_dir)?;
+    // Two stages: the admin API stops first, then the engine logs out of every backend
+    // (the embedded CSP among them), then the embedded CSP stops.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (csp_stop_tx, csp_stop_rx) = watch::channel(false);
     let options = ClientOptions {
         max_inflight: config.limits.max_inflight_per_backend,
         ..ClientOptions::default()
@@ -26,12 +29,13 @@ pub async fn serve(config: Config) -> Result<()> {
     let mut backends = Backends::new(config.default_backend.clone());
     let mut csp_task = None;
     if config.local_csp.enabled {
-        let (backend, task) = start_local_csp(&config, &options, stop_rx.clone()).await?;
+        let (backend, task) = start_local_csp(&config, &options, csp_stop_rx).await?;
         backends.add(backend);
         csp_task = Some(task);
     }
     for (name, map) in &config.backends {
-        let creds = Credentials::from_map(map).map_err(|e| e.context(format!("backend '{name}'")))?;
+        let creds =
+            Credentials::from_map(map).map_err(|e| e.context(format!("backend '{name}'")))?;
         backends.add(Backend {
             name: name.clone(),
             client: CspClient::new(creds, options.clone())?,
@@ -61,20 +65,22 @@ pub async fn serve(config: Config) -> Result<()> {
     let reconciler = tokio::spawn(reconcile_loop(state.clone(), stop_rx.clone()));
 
     let mut stop_admin = stop_rx.clone();
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop_admin.wait_for(|s| *s).await;
-        });
+    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        let _ = stop_admin.wait_for(|s| *s).await;
+    });
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    let result = served.await.map_err(|e| Error::internal(format!("admin API failed: {e}")));
+    let result = served
+        .await
+        .map_err(|e| Error::internal(format!("admin API failed: {e}")));
 
     signals.abort();
     reconciler.abort();
     let _ = std::fs::remove_file(&config.admin_socket);
     engine.shutdown().await;
+    let _ = csp_stop_tx.send(true);
     if let Some(task) = csp_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -98,10 +104,20 @@ async fn start_local_csp(
     let csp = tokio::task::spawn_blocking(move || LocalCsp::open(csp_config))
         .await
         .map_err(|e| Error::internal(format!("local CSP start-up failed: {e}")))?
-        .map_err(|e| Error::internal(format!("cannot open the local CSP data dir {}: {e}", data_dir.display())))?;
+        .map_err(|e| {
+            Error::internal(format!(
+                "cannot open the local CSP data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
     let listener = tokio::net::TcpListener::bind(section.listen)
         .await
-        .map_err(|e| Error::internal(format!("local CSP cannot listen on {}: {e}", section.listen)))?;
+        .map_err(|e| {
+            Error::internal(format!(
+                "local CSP cannot listen on {}: {e}",
+                section.listen
+            ))
+        })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("local CSP address: {e}")))?;

@@ -23,7 +23,9 @@ fn serve(args: &ServeArgs) -> u8 {
     };
     volbridge::logging::init(&config.log.level, config.log.format == "json");
     let workers = match config.limits.worker_threads {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()).min(4),
+        0 => std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4),
         n => n,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -72,9 +74,15 @@ fn effective_config(args: &ServeArgs) -> Result<Config, Error> {
 
 fn client(cli: Cli) -> u8 {
     // `csp serve` logs; client commands stay quiet unless RUST_LOG asks.
-    let level = if matches!(cli.command, Command::Csp { .. }) { "info" } else { "warn" };
+    let level = if matches!(cli.command, Command::Csp { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     volbridge::logging::init(level, false);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let result = match runtime {
         Ok(rt) => rt.block_on(cli::run_client(cli)),
         Err(e) => Err(Error::internal(format!("cannot start the runtime: {e}"))),

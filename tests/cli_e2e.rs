@@ -25,7 +25,17 @@ fn volume_lifecycle_through_the_cli_survives_restarts() {
     let dir = TempDir::new("e2e");
     let mut daemon = Daemon::start(dir.path(), &[]);
 
-    let created = daemon.json(&["volume", "create", "data", "--size", "1Gi", "-o", "destroyOnDelete=true", "-d", "first"]);
+    let created = daemon.json(&[
+        "volume",
+        "create",
+        "data",
+        "--size",
+        "1Gi",
+        "-o",
+        "destroyOnDelete=true",
+        "-d",
+        "first",
+    ]);
     assert_eq!(created["name"], "data");
     assert_eq!(created["size_bytes"], GI);
     assert_eq!(created["backend"], "local");
@@ -38,7 +48,12 @@ fn volume_lifecycle_through_the_cli_survives_restarts() {
     assert_eq!(again["id"], id.as_str());
     // A different size under the same name is refused, exit code 4 (AlreadyExists).
     let clash = daemon.cli(&["volume", "create", "data", "--size", "2Gi"]);
-    assert_eq!(clash.status.code(), Some(4), "{}", String::from_utf8_lossy(&clash.stderr));
+    assert_eq!(
+        clash.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&clash.stderr)
+    );
 
     assert_eq!(names(&daemon.json(&["volume", "ls"])), ["data"]);
     let inspected = daemon.json(&["volume", "inspect", "data"]);
@@ -67,17 +82,34 @@ fn volume_lifecycle_through_the_cli_survives_restarts() {
 
     // A volume with snapshots cannot go (exit 5, FailedPrecondition) and stays.
     let refused = daemon.cli(&["volume", "rm", "data"]);
-    assert_eq!(refused.status.code(), Some(5), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(
+        refused.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     daemon.restart();
-    assert_eq!(names(&daemon.json(&["volume", "ls"])), ["copy", "data", "twin"]);
-    assert_eq!(names(&daemon.json(&["snapshot", "ls", "--volume", "data"])), ["snap1"]);
-    assert_eq!(daemon.json(&["volume", "inspect", "copy"])["size_bytes"], 2 * GI);
+    assert_eq!(
+        names(&daemon.json(&["volume", "ls"])),
+        ["copy", "data", "twin"]
+    );
+    assert_eq!(
+        names(&daemon.json(&["snapshot", "ls", "--volume", "data"])),
+        ["snap1"]
+    );
+    assert_eq!(
+        daemon.json(&["volume", "inspect", "copy"])["size_bytes"],
+        2 * GI
+    );
 
     // A crash keeps every acknowledged volume too.
     daemon.json(&["volume", "create", "late", "--size", "64Mi"]);
     daemon.crash_and_restart();
-    assert_eq!(names(&daemon.json(&["volume", "ls"])), ["copy", "data", "late", "twin"]);
+    assert_eq!(
+        names(&daemon.json(&["volume", "ls"])),
+        ["copy", "data", "late", "twin"]
+    );
 
     for name in ["copy", "twin", "late"] {
         assert_eq!(daemon.json(&["volume", "rm", name])["removed"], true);
@@ -87,7 +119,10 @@ fn volume_lifecycle_through_the_cli_survives_restarts() {
     // Removing what is gone is not an error.
     daemon.json(&["volume", "rm", "data"]);
     assert_eq!(names(&daemon.json(&["volume", "ls"])), Vec::<String>::new());
-    assert_eq!(names(&daemon.json(&["snapshot", "ls"])), Vec::<String>::new());
+    assert_eq!(
+        names(&daemon.json(&["snapshot", "ls"])),
+        Vec::<String>::new()
+    );
 
     let backends = daemon.json(&["backend", "ls"]);
     assert_eq!(backends[0]["name"], "local");
@@ -121,11 +156,25 @@ fn bad_input_is_refused_clearly_and_creates_nothing() {
         (vec!["volume", "create", &long, "--size", "1Gi"], "name"),
         (vec!["volume", "create", "a/b", "--size", "1Gi"], "name"),
         (vec!["volume", "create", "..", "--size", "1Gi"], "name"),
-        (vec!["volume", "create", "../escape", "--size", "1Gi"], "name"),
+        (
+            vec!["volume", "create", "../escape", "--size", "1Gi"],
+            "name",
+        ),
         (vec!["volume", "create", "v", "--size=-1"], "size"),
         (vec!["volume", "create", "v", "--size", "12Zi"], "size"),
         (vec!["volume", "create", "v", "--size", "0"], "size"),
-        (vec!["volume", "create", "v", "--size", "1Gi", "--backend", "nope"], "backend"),
+        (
+            vec![
+                "volume",
+                "create",
+                "v",
+                "--size",
+                "1Gi",
+                "--backend",
+                "nope",
+            ],
+            "backend",
+        ),
         (vec!["volume", "expand", "v", "--size", "lots"], "size"),
         (vec!["snapshot", "create", "s", "--volume", "a/b"], "volume"),
     ];
@@ -180,7 +229,10 @@ fn socket_is_0660_and_secrets_stay_out_of_the_log() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     let pw_file = daemon.state.join("local-csp.password");
-    assert_eq!(std::fs::metadata(&pw_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&pw_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let password = std::fs::read_to_string(&pw_file).unwrap();
     let password = password.trim();
     assert!(password.len() >= 16);
@@ -190,8 +242,14 @@ fn socket_is_0660_and_secrets_stay_out_of_the_log() {
     daemon.json(&["volume", "clone", "s1-clone", "--from-volume", "s1"]);
     daemon.json(&["backend", "ls"]);
     let log = daemon.log_text();
-    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log ran at trace level");
-    assert!(!log.contains(password), "the local CSP password leaked into the log");
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the log ran at trace level"
+    );
+    assert!(
+        !log.contains(password),
+        "the local CSP password leaked into the log"
+    );
 }
 
 #[test]

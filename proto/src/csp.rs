@@ -25,7 +25,6 @@ pub const BACKGROUND_COMPLETED: &str = "Completed";
 
 pub type Config = Map<String, Value>;
 
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccessToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,9 +37,17 @@ pub struct AccessToken {
     pub array_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
     pub creation_time: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
     pub expiry_time: Option<i64>,
 }
 
@@ -52,13 +59,29 @@ pub struct Host {
     pub uuid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::string_list"
+    )]
     pub iqns: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::string_list"
+    )]
     pub wwpns: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::string_list"
+    )]
     pub nqns: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::string_list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::string_list"
+    )]
     pub networks: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chap_user: Option<String>,
@@ -76,26 +99,50 @@ pub struct Volume {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_snapshot_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_bool"
+    )]
     pub clone: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_volume_id: Option<String>,
     /// Absent: unchanged; `null`: leave the group (PUT only, B21); `""`: none/unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::present"
+    )]
     pub volume_group_id: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_bool"
+    )]
     pub published: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Config>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
     pub used_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
     pub free_bytes: Option<u64>,
 }
 
@@ -154,7 +201,11 @@ pub struct SecondaryLunInfo {
     pub chap_user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chap_password: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_or_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_string_or_number"
+    )]
     pub target_port: Option<String>,
 }
 
@@ -177,7 +228,11 @@ pub struct PublishInfo {
     pub chap_user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chap_password: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_string_or_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_string_or_number"
+    )]
     pub target_port: Option<String>,
     #[serde(
         rename = "PeerArrayDetails",
@@ -212,13 +267,29 @@ pub struct Snapshot {
     pub volume_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
     pub size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
     pub creation_time: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_bool"
+    )]
     pub ready_to_use: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_bool"
+    )]
     pub in_use: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Config>,
@@ -232,7 +303,11 @@ pub struct VolumeGroup {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
     pub creation_time: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<Volume>>,
@@ -250,7 +325,11 @@ pub struct SnapshotGroup {
     pub volume_group_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_group_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::opt_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
     pub creation_time: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "volumes")]
     pub snapshots: Option<Vec<Snapshot>>,
@@ -262,11 +341,24 @@ pub struct SnapshotGroup {
 pub struct ReplicationPartner {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "partner_name")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "partner_name"
+    )]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "alive", deserialize_with = "lenient::opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "alive",
+        deserialize_with = "lenient::opt_bool"
+    )]
     pub is_alive: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "repl_direction")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "repl_direction"
+    )]
     pub repl_role: Option<String>,
 }
 
@@ -338,8 +430,7 @@ impl ErrorBody {
     pub fn is_canonical(body: &[u8]) -> bool {
         serde_json::from_slice::<ErrorBody>(body).is_ok_and(|w| {
             !w.errors.is_empty()
-                && w
-                    .errors
+                && w.errors
                     .iter()
                     .all(|e| !e.code.is_empty() && !e.message.is_empty())
         })
@@ -365,7 +456,10 @@ pub fn camel_to_snake(key: &str) -> String {
     let mut pass1 = String::with_capacity(key.len() + 4);
     let mut i = 0;
     while i < chars.len() {
-        if i + 2 < chars.len() && chars[i + 1].is_ascii_uppercase() && chars[i + 2].is_ascii_lowercase() {
+        if i + 2 < chars.len()
+            && chars[i + 1].is_ascii_uppercase()
+            && chars[i + 2].is_ascii_lowercase()
+        {
             let mut end = i + 3;
             while end < chars.len() && chars[end].is_ascii_lowercase() {
                 end += 1;
@@ -444,7 +538,10 @@ mod tests {
             assert_eq!(camel_to_snake(camel), snake, "{camel}");
             assert_eq!(snake_to_camel(snake), back, "{snake}");
         }
-        assert_eq!(snake_to_camel("background_operation_status"), "backgroundOperationStatus");
+        assert_eq!(
+            snake_to_camel("background_operation_status"),
+            "backgroundOperationStatus"
+        );
         assert_eq!(snake_to_camel("volume_1"), "volume_1");
     }
 
@@ -467,15 +564,25 @@ mod tests {
 
     #[test]
     fn error_bodies_in_every_form() {
-        let w = ErrorBody::parse(br#"{"errors":[{"code":"Conflict","message":"busy"}]}"#, "Conflict");
+        let w = ErrorBody::parse(
+            br#"{"errors":[{"code":"Conflict","message":"busy"}]}"#,
+            "Conflict",
+        );
         assert_eq!(w.message(), "busy");
-        let b = ErrorBody::parse(br#"{"code":"Not Found","message":"no such group"}"#, "Not Found");
+        let b = ErrorBody::parse(
+            br#"{"code":"Not Found","message":"no such group"}"#,
+            "Not Found",
+        );
         assert_eq!(b.errors[0].code, "Not Found");
         let t = ErrorBody::parse(b"<html>gateway</html>", "Bad Gateway");
         assert_eq!(t.errors[0].code, "Bad Gateway");
         assert_eq!(t.message(), "<html>gateway</html>");
-        assert!(ErrorBody::is_canonical(br#"{"errors":[{"code":"Conflict","message":"x"}]}"#));
-        assert!(!ErrorBody::is_canonical(br#"{"code":"Conflict","message":"x"}"#));
+        assert!(ErrorBody::is_canonical(
+            br#"{"errors":[{"code":"Conflict","message":"x"}]}"#
+        ));
+        assert!(!ErrorBody::is_canonical(
+            br#"{"code":"Conflict","message":"x"}"#
+        ));
     }
 
     #[test]

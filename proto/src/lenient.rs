@@ -10,7 +10,12 @@ fn number_from(v: &Value) -> Result<Option<i64>, String> {
         Value::Null => Ok(None),
         Value::Number(n) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .or_else(|| {
+                // 1e3 is an integer; 1e19 would saturate to i64::MAX, so it is refused.
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                    .map(|f| f as i64)
+            })
             .map(Some)
             .ok_or_else(|| format!("{n} is not an integer")),
         Value::String(s) if s.trim().is_empty() => Ok(None),
@@ -140,6 +145,8 @@ mod tests {
         assert_eq!(probe(r#"{"size":null}"#).size, None);
         assert!(serde_json::from_str::<Probe>(r#"{"size":-1}"#).is_err());
         assert!(serde_json::from_str::<Probe>(r#"{"size":"12Zi"}"#).is_err());
+        assert_eq!(probe(r#"{"size":1e3}"#).size, Some(1000));
+        assert!(serde_json::from_str::<Probe>(r#"{"size":1e19}"#).is_err());
     }
 
     #[test]

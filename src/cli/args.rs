@@ -7,7 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "volbridge", version, about = "One storage engine, every orchestrator", propagate_version = true)]
+#[command(
+    name = "volbridge",
+    version,
+    about = "One storage engine, every orchestrator",
+    propagate_version = true
+)]
 pub struct Cli {
     /// The daemon's admin socket.
     #[arg(long, global = true, env = "VOLBRIDGE_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
@@ -166,7 +171,11 @@ pub enum VolumeCommand {
     /// Create a volume from a snapshot or from another volume.
     Clone {
         name: String,
-        #[arg(long, conflicts_with = "from_volume", required_unless_present = "from_volume")]
+        #[arg(
+            long,
+            conflicts_with = "from_volume",
+            required_unless_present = "from_volume"
+        )]
         from_snapshot: Option<String>,
         #[arg(long)]
         from_volume: Option<String>,

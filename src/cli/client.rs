@@ -27,7 +27,13 @@ impl AdminClient {
         })
     }
 
-    async fn send(&self, method: Method, path: &str, query: &[(&str, &str)], body: Option<&impl Serialize>) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&impl Serialize>,
+    ) -> Result<reqwest::Response> {
         let mut req = self.http.request(method, format!("http://volbridge{path}"));
         let query: Vec<_> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
         if !query.is_empty() {
@@ -61,7 +67,10 @@ impl AdminClient {
             cause = next;
         }
         if e.is_timeout() {
-            return Error::new(ErrorKind::DeadlineExceeded, "the daemon did not answer in time");
+            return Error::new(
+                ErrorKind::DeadlineExceeded,
+                "the daemon did not answer in time",
+            );
         }
         Error::unavailable(format!(
             "cannot reach the volbridge daemon at {} ({cause}); start it with `volbridge serve`, or point --socket / VOLBRIDGE_SOCKET at its socket",
@@ -73,12 +82,19 @@ impl AdminClient {
         decode(self.send(Method::GET, path, query, None::<&()>).await?).await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)], body: &B) -> Result<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &B,
+    ) -> Result<T> {
         decode(self.send(Method::POST, path, query, Some(body)).await?).await
     }
 
     pub async fn delete(&self, path: &str, query: &[(&str, &str)]) -> Result<()> {
-        self.send(Method::DELETE, path, query, None::<&()>).await.map(drop)
+        self.send(Method::DELETE, path, query, None::<&()>)
+            .await
+            .map(drop)
     }
 }
 
@@ -87,7 +103,11 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
         .bytes()
         .await
         .map_err(|e| Error::unavailable(format!("the daemon's answer was cut short: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::internal(format!("the daemon's answer is not what this CLI expects ({e}); are both the same version?")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::internal(format!(
+            "the daemon's answer is not what this CLI expects ({e}); are both the same version?"
+        ))
+    })
 }
 
 /// Percent-encodes one path segment (names are validated by the daemon, but a CLI user may

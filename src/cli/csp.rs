@@ -9,14 +9,26 @@ use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
 
 pub async fn run(command: CspCommand, format: Format) -> Result<()> {
     match command {
-        CspCommand::Serve { data_dir, listen, username, password } => {
+        CspCommand::Serve {
+            data_dir,
+            listen,
+            username,
+            password,
+        } => {
             let password = match password {
                 Some(p) => p,
                 None => {
                     let file = data_dir.join("password");
-                    let p = load_or_generate_password(&file)
-                        .map_err(|e| Error::internal(format!("cannot keep the password in {}: {e}", file.display())))?;
-                    eprintln!("volbridge: the password for '{username}' is in {}", file.display());
+                    let p = load_or_generate_password(&file).map_err(|e| {
+                        Error::internal(format!(
+                            "cannot keep the password in {}: {e}",
+                            file.display()
+                        ))
+                    })?;
+                    eprintln!(
+                        "volbridge: the password for '{username}' is in {}",
+                        file.display()
+                    );
                     p
                 }
             };
@@ -24,10 +36,12 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
                 tracing::warn!(%listen, "the local CSP serves plain HTTP; put it behind TLS before exposing it");
             }
             let dir = data_dir.clone();
-            let csp = tokio::task::spawn_blocking(move || LocalCsp::open(LocalCspConfig::new(dir, username, password)))
-                .await
-                .map_err(|e| Error::internal(format!("start-up failed: {e}")))?
-                .map_err(|e| Error::internal(format!("cannot open {}: {e}", data_dir.display())))?;
+            let csp = tokio::task::spawn_blocking(move || {
+                LocalCsp::open(LocalCspConfig::new(dir, username, password))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("start-up failed: {e}")))?
+            .map_err(|e| Error::internal(format!("cannot open {}: {e}", data_dir.display())))?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| Error::unavailable(format!("cannot listen on {listen}: {e}")))?;
@@ -38,7 +52,15 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
             .await
             .map_err(|e| Error::internal(format!("local CSP failed: {e}")))
         }
-        CspCommand::Check { url, username, password, array_ip, protocol, keep, insecure } => {
+        CspCommand::Check {
+            url,
+            username,
+            password,
+            array_ip,
+            protocol,
+            keep,
+            insecure,
+        } => {
             let opts = CheckOptions {
                 url,
                 username,
@@ -71,7 +93,10 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
             if report.ok() {
                 Ok(())
             } else {
-                Err(Error::new(ErrorKind::FailedPrecondition, format!("the CSP failed the conformance check: {summary}")))
+                Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("the CSP failed the conformance check: {summary}"),
+                ))
             }
         }
     }

@@ -42,15 +42,25 @@ pub async fn run_client(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Serve(_) => unreachable!("serve runs in its own runtime"),
         Command::Csp { command } => csp::run(command, format).await,
-        Command::Volume { command } => volumes::volume(&AdminClient::new(&cli.socket)?, command, format).await,
-        Command::Snapshot { command } => volumes::snapshot(&AdminClient::new(&cli.socket)?, command, format).await,
-        Command::Backend { command: BackendCommand::Ls } => {
-            let list: Vec<BackendInfo> = AdminClient::new(&cli.socket)?.get("/v1/backends", &[]).await?;
+        Command::Volume { command } => {
+            volumes::volume(&AdminClient::new(&cli.socket)?, command, format).await
+        }
+        Command::Snapshot { command } => {
+            volumes::snapshot(&AdminClient::new(&cli.socket)?, command, format).await
+        }
+        Command::Backend {
+            command: BackendCommand::Ls,
+        } => {
+            let list: Vec<BackendInfo> = AdminClient::new(&cli.socket)?
+                .get("/v1/backends", &[])
+                .await?;
             output::backends(format, &list);
             Ok(())
         }
         Command::Status => {
-            let s: DaemonStatus = AdminClient::new(&cli.socket)?.get("/v1/status", &[]).await?;
+            let s: DaemonStatus = AdminClient::new(&cli.socket)?
+                .get("/v1/status", &[])
+                .await?;
             match format {
                 output::Format::Json => output::json(&s),
                 output::Format::Table => {
@@ -60,7 +70,11 @@ pub async fn run_client(cli: Cli) -> Result<(), Error> {
                         vec!["default backend".into(), s.default_backend.clone()],
                         vec!["pending intents".into(), s.pending_intents.to_string()],
                     ];
-                    rows.extend(s.reconciled.iter().map(|a| vec!["reconciled".into(), a.clone()]));
+                    rows.extend(
+                        s.reconciled
+                            .iter()
+                            .map(|a| vec!["reconciled".into(), a.clone()]),
+                    );
                     output::table(&["FIELD", "VALUE"], &rows);
                 }
             }

@@ -59,7 +59,10 @@ pub fn volumes(format: Format, list: &[VolumeInfo]) {
             ]
         })
         .collect();
-    table(&["NAME", "BACKEND", "SIZE", "PUBLISHED", "STATUS", "ID"], &rows);
+    table(
+        &["NAME", "BACKEND", "SIZE", "PUBLISHED", "STATUS", "ID"],
+        &rows,
+    );
 }
 
 pub fn volume(format: Format, v: &VolumeInfo) {
@@ -70,7 +73,10 @@ pub fn volume(format: Format, v: &VolumeInfo) {
         vec!["name".into(), v.name.clone()],
         vec!["id".into(), v.id.clone()],
         vec!["backend".into(), v.backend.clone()],
-        vec!["size".into(), format!("{} ({} bytes)", human(v.size_bytes), v.size_bytes)],
+        vec![
+            "size".into(),
+            format!("{} ({} bytes)", human(v.size_bytes), v.size_bytes),
+        ],
         vec!["published".into(), v.published.to_string()],
         vec!["status".into(), v.status.clone()],
     ];
@@ -103,14 +109,20 @@ pub fn snapshots(format: Format, list: &[SnapshotInfo]) {
                 human(s.size_bytes),
                 if s.ready_to_use { "yes" } else { "no" }.to_owned(),
                 humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.creation_time.max(0) as u64),
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(s.creation_time.max(0) as u64),
                 )
                 .to_string(),
                 s.id.clone(),
             ]
         })
         .collect();
-    table(&["NAME", "VOLUME", "BACKEND", "SIZE", "READY", "CREATED", "ID"], &rows);
+    table(
+        &[
+            "NAME", "VOLUME", "BACKEND", "SIZE", "READY", "CREATED", "ID",
+        ],
+        &rows,
+    );
 }
 
 pub fn snapshot(format: Format, s: &SnapshotInfo) {

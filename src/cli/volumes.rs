@@ -7,7 +7,9 @@ use crate::error::Result;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use volbridge_proto::admin::{SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest, VolumeExpandRequest, VolumeInfo};
+use volbridge_proto::admin::{
+    SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest, VolumeExpandRequest, VolumeInfo,
+};
 
 fn backend_query(backend: &Option<String>) -> Vec<(&'static str, &str)> {
     vec![("backend", backend.as_deref().unwrap_or(""))]
@@ -29,7 +31,13 @@ fn removed(format: Format, kind: &str, name: &str) {
 
 pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format) -> Result<()> {
     match command {
-        VolumeCommand::Create { name, size, options, description, backend } => {
+        VolumeCommand::Create {
+            name,
+            size,
+            options,
+            description,
+            backend,
+        } => {
             let req = VolumeCreateRequest {
                 name,
                 size: size.map(Value::String),
@@ -41,10 +49,20 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
             let v: VolumeInfo = client.post("/v1/volumes", &[], &req).await?;
             output::volume(format, &v);
         }
-        VolumeCommand::Clone { name, from_snapshot, from_volume, size, options, backend } => {
+        VolumeCommand::Clone {
+            name,
+            from_snapshot,
+            from_volume,
+            size,
+            options,
+            backend,
+        } => {
             let source = from_snapshot.as_deref().map(|s| format!("snapshot '{s}'"));
             let source = source.or_else(|| from_volume.as_deref().map(|v| format!("volume '{v}'")));
-            progress(format, &format!("cloning '{name}' from {}", source.unwrap_or_default()));
+            progress(
+                format,
+                &format!("cloning '{name}' from {}", source.unwrap_or_default()),
+            );
             let req = VolumeCreateRequest {
                 name,
                 size: size.map(Value::String),
@@ -58,7 +76,9 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
             output::volume(format, &v);
         }
         VolumeCommand::Ls { backend } => {
-            let list: Vec<VolumeInfo> = client.get("/v1/volumes", &backend_query(&backend.backend)).await?;
+            let list: Vec<VolumeInfo> = client
+                .get("/v1/volumes", &backend_query(&backend.backend))
+                .await?;
             output::volumes(format, &list);
         }
         VolumeCommand::Inspect { name, backend } => {
@@ -66,16 +86,26 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
             let v: VolumeInfo = client.get(&path, &backend_query(&backend.backend)).await?;
             output::volume(format, &v);
         }
-        VolumeCommand::Expand { name, size, backend } => {
+        VolumeCommand::Expand {
+            name,
+            size,
+            backend,
+        } => {
             let path = format!("/v1/volumes/{}/expand", segment(&name));
-            let req = VolumeExpandRequest { size: Value::String(size) };
-            let v: VolumeInfo = client.post(&path, &backend_query(&backend.backend), &req).await?;
+            let req = VolumeExpandRequest {
+                size: Value::String(size),
+            };
+            let v: VolumeInfo = client
+                .post(&path, &backend_query(&backend.backend), &req)
+                .await?;
             output::volume(format, &v);
         }
         VolumeCommand::Rm { names, backend } => {
             for name in names {
                 let path = format!("/v1/volumes/{}", segment(&name));
-                client.delete(&path, &backend_query(&backend.backend)).await?;
+                client
+                    .delete(&path, &backend_query(&backend.backend))
+                    .await?;
                 removed(format, "volume", &name);
             }
         }
@@ -83,11 +113,25 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
     Ok(())
 }
 
-pub async fn snapshot(client: &AdminClient, command: SnapshotCommand, format: Format) -> Result<()> {
+pub async fn snapshot(
+    client: &AdminClient,
+    command: SnapshotCommand,
+    format: Format,
+) -> Result<()> {
     match command {
-        SnapshotCommand::Create { name, volume, description, backend } => {
+        SnapshotCommand::Create {
+            name,
+            volume,
+            description,
+            backend,
+        } => {
             progress(format, &format!("snapshotting '{volume}' as '{name}'"));
-            let req = SnapshotCreateRequest { name, volume, backend: backend.backend, description };
+            let req = SnapshotCreateRequest {
+                name,
+                volume,
+                backend: backend.backend,
+                description,
+            };
             let s: SnapshotInfo = client.post("/v1/snapshots", &[], &req).await?;
             output::snapshot(format, &s);
         }
@@ -105,7 +149,9 @@ pub async fn snapshot(client: &AdminClient, command: SnapshotCommand, format: Fo
         SnapshotCommand::Rm { names, backend } => {
             for name in names {
                 let path = format!("/v1/snapshots/{}", segment(&name));
-                client.delete(&path, &backend_query(&backend.backend)).await?;
+                client
+                    .delete(&path, &backend_query(&backend.backend))
+                    .await?;
                 removed(format, "snapshot", &name);
             }
         }

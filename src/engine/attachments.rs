@@ -32,7 +32,13 @@ impl Attachment {
 impl Engine {
     /// Grants this node access to a volume and records how to reach it. Repeating it returns
     /// the same attachment; another read-only setting is refused (AlreadyExists).
-    pub async fn attach_volume(&self, name: &str, backend: Option<&str>, read_only: bool, wait: Wait) -> Result<Attachment> {
+    pub async fn attach_volume(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        read_only: bool,
+        wait: Wait,
+    ) -> Result<Attachment> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
@@ -47,7 +53,10 @@ impl Engine {
             if existing.read_only != read_only {
                 return Err(Error::new(
                     crate::ErrorKind::AlreadyExists,
-                    format!("volume '{name}' is attached with read_only={}", existing.read_only),
+                    format!(
+                        "volume '{name}' is attached with read_only={}",
+                        existing.read_only
+                    ),
                 ));
             }
         }
@@ -86,8 +95,12 @@ impl Engine {
             return Ok(());
         };
         let volume_id = volume.id.unwrap_or_default();
-        backend.client.unpublish_volume(&volume_id, &self.node.uuid).await?;
-        self.store.remove(COLLECTION, &Attachment::key(&backend.name, &volume_id))
+        backend
+            .client
+            .unpublish_volume(&volume_id, &self.node.uuid)
+            .await?;
+        self.store
+            .remove(COLLECTION, &Attachment::key(&backend.name, &volume_id))
     }
 
     /// Every attachment record of this node.

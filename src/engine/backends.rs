@@ -42,7 +42,10 @@ impl Backends {
             let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
             Error::invalid(
                 "backend",
-                format!("no backend named '{name}'; configured: {}", known.join(", ")),
+                format!(
+                    "no backend named '{name}'; configured: {}",
+                    known.join(", ")
+                ),
             )
         })
     }
@@ -59,7 +62,11 @@ impl Backends {
             let default = b.name == self.default;
             asks.spawn(async move {
                 let (reachable, capacity, error) = match b.client.capacity().await {
-                    Ok(c) => (true, c.and_then(|c| Some((c.total_bytes?, c.free_bytes?))), None),
+                    Ok(c) => (
+                        true,
+                        c.and_then(|c| Some((c.total_bytes?, c.free_bytes?))),
+                        None,
+                    ),
                     Err(e) => (false, None, Some(e.message)),
                 };
                 let status = BackendStatus {

@@ -43,17 +43,29 @@ fn group_of(backend: &str, g: &crate::provider::VolumeGroup) -> VolumeGroup {
 
 impl Engine {
     /// Creates (or finds) a volume group and makes `volumes` its members.
-    pub async fn create_volume_group(&self, name: &str, volumes: &[String], backend: Option<&str>, wait: Wait) -> Result<VolumeGroup> {
+    pub async fn create_volume_group(
+        &self,
+        name: &str,
+        volumes: &[String],
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<VolumeGroup> {
         validate_name("name", name)?;
         for v in volumes {
             validate_name("volumes", v)?;
         }
         let backend = self.backends.resolve(backend)?;
-        let _guard = self.guard(&backend.name, &format!("group:{name}"), wait).await?;
+        let _guard = self
+            .guard(&backend.name, &format!("group:{name}"), wait)
+            .await?;
         let client = &backend.client;
         let group = match client.find_volume_group(name).await? {
             Some(g) => g,
-            None => client.create_volume_group(name, None, &BTreeMap::new()).await?,
+            None => {
+                client
+                    .create_volume_group(name, None, &BTreeMap::new())
+                    .await?
+            }
         };
         let group_id = group.id.clone().unwrap_or_default();
         for v in volumes {
@@ -66,17 +78,29 @@ impl Engine {
                     volume_group_id: Some(Some(group_id.clone())),
                     ..VolumeEdit::default()
                 };
-                client.edit_volume(volume.id.as_deref().unwrap_or_default(), &edit).await?;
+                client
+                    .edit_volume(volume.id.as_deref().unwrap_or_default(), &edit)
+                    .await?;
             }
         }
-        Ok(group_of(&backend.name, &client.get_volume_group(&group_id).await?))
+        Ok(group_of(
+            &backend.name,
+            &client.get_volume_group(&group_id).await?,
+        ))
     }
 
     /// Deletes a volume group after releasing its members; a missing group is done.
-    pub async fn delete_volume_group(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
+    pub async fn delete_volume_group(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<()> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
-        let _guard = self.guard(&backend.name, &format!("group:{name}"), wait).await?;
+        let _guard = self
+            .guard(&backend.name, &format!("group:{name}"), wait)
+            .await?;
         let client = &backend.client;
         let Some(group) = client.find_volume_group(name).await? else {
             return Ok(());
@@ -86,23 +110,37 @@ impl Engine {
                 volume_group_id: Some(None),
                 ..VolumeEdit::default()
             };
-            client.edit_volume(member.id.as_deref().unwrap_or_default(), &leave).await?;
+            client
+                .edit_volume(member.id.as_deref().unwrap_or_default(), &leave)
+                .await?;
         }
-        client.delete_volume_group(group.id.as_deref().unwrap_or_default()).await
+        client
+            .delete_volume_group(group.id.as_deref().unwrap_or_default())
+            .await
     }
 
     /// Snapshots every member of a volume group at one point in time.
-    pub async fn create_snapshot_group(&self, name: &str, group: &str, backend: Option<&str>, wait: Wait) -> Result<SnapshotGroup> {
+    pub async fn create_snapshot_group(
+        &self,
+        name: &str,
+        group: &str,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<SnapshotGroup> {
         validate_name("name", name)?;
         validate_name("group", group)?;
         let backend = self.backends.resolve(backend)?;
-        let _guard = self.guard(&backend.name, &format!("group:{group}"), wait).await?;
+        let _guard = self
+            .guard(&backend.name, &format!("group:{group}"), wait)
+            .await?;
         let client = &backend.client;
         let vg = client
             .find_volume_group(group)
             .await?
             .ok_or_else(|| Error::not_found(format!("volume group '{group}' does not exist")))?;
-        let sg = client.create_snapshot_group(name, vg.id.as_deref().unwrap_or_default()).await?;
+        let sg = client
+            .create_snapshot_group(name, vg.id.as_deref().unwrap_or_default())
+            .await?;
         let mut snapshots = Vec::new();
         for s in sg.snapshots.iter().flatten() {
             let s = Snapshot::from_csp(&backend.name, s);

@@ -93,7 +93,10 @@ impl Drop for OpGuard {
         // Release first so that the idle check sees only the map's reference.
         drop(self.permit.take());
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.get(&self.key).is_some_and(|s| Arc::strong_count(s) == 1) {
+        if slots
+            .get(&self.key)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
             slots.remove(&self.key);
         }
     }
@@ -107,7 +110,10 @@ mod tests {
     async fn second_try_is_aborted_and_entry_is_cleaned() {
         let guards = OpGuards::default();
         let g = guards.try_lock("local/v1").unwrap();
-        assert_eq!(guards.try_lock("local/v1").unwrap_err().kind, ErrorKind::Aborted);
+        assert_eq!(
+            guards.try_lock("local/v1").unwrap_err().kind,
+            ErrorKind::Aborted
+        );
         guards.try_lock("local/v2").unwrap();
         drop(g);
         assert_eq!(guards.active(), 0);
@@ -118,10 +124,14 @@ mod tests {
     async fn waiters_get_the_guard_in_turn_or_time_out() {
         let guards = OpGuards::default();
         let g = guards.lock("k", Duration::from_secs(1)).await.unwrap();
-        let e = guards.lock("k", Duration::from_millis(20)).await.unwrap_err();
+        let e = guards
+            .lock("k", Duration::from_millis(20))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Aborted);
         let g2 = guards.clone();
-        let waiter = tokio::spawn(async move { g2.lock("k", Duration::from_secs(5)).await.map(|_| ()) });
+        let waiter =
+            tokio::spawn(async move { g2.lock("k", Duration::from_secs(5)).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(g);
         waiter.await.unwrap().unwrap();

@@ -108,10 +108,11 @@ impl Engine {
         self.backends.status().await
     }
 
-    /// Logs out of every backend (daemon shutdown).
+    /// Logs out of every backend (daemon shutdown), best effort: an unreachable backend
+    /// does not hold the shutdown up for more than a moment.
     pub async fn shutdown(&self) {
         for b in self.backends.all() {
-            b.client.logout().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), b.client.logout()).await;
         }
     }
 }

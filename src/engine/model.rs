@@ -2,8 +2,8 @@
 //! itself speaks none.
 
 use crate::provider;
-use volbridge_proto::csp;
 use std::collections::BTreeMap;
+use volbridge_proto::csp;
 
 /// Where a cloned volume came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,20 +13,36 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
     if name.len() > MAX_NAME_BYTES {
         return Err(Error::invalid(
             field,
-            format!("'{}…' is {} bytes long; the limit is {MAX_NAME_BYTES}", truncate(name), name.len()),
+            format!(
+                "'{}…' is {} bytes long; the limit is {MAX_NAME_BYTES}",
+                truncate(name),
+                name.len()
+            ),
         ));
     }
     if name == "." || name == ".." || name.contains("..") {
-        return Err(Error::invalid(field, format!("'{name}' must not contain '..'")));
-    }
-    if let Some(c) = name.chars().find(|c| matches!(c, '/' | '\\') || c.is_control()) {
         return Err(Error::invalid(
             field,
-            format!("'{}' contains {c:?}; use letters, digits, '-', '_' and '.'", name.escape_debug()),
+            format!("'{name}' must not contain '..'"),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '\\') || c.is_control())
+    {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "'{}' contains {c:?}; use letters, digits, '-', '_' and '.'",
+                name.escape_debug()
+            ),
         ));
     }
     if name.starts_with('-') {
-        return Err(Error::invalid(field, format!("'{name}' must not start with '-'")));
+        return Err(Error::invalid(
+            field,
+            format!("'{name}' must not start with '-'"),
+        ));
     }
     Ok(())
 }
@@ -46,14 +62,30 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for n in ["data", "pvc-0b1c2d3e-aaaa-bbbb-cccc-123456789abc", "db.backup_2", "a", &"x".repeat(128)] {
+        for n in [
+            "data",
+            "pvc-0b1c2d3e-aaaa-bbbb-cccc-123456789abc",
+            "db.backup_2",
+            "a",
+            &"x".repeat(128),
+        ] {
             validate_name("name", n).unwrap();
         }
     }
 
     #[test]
     fn refuses_bad_names_with_the_field() {
-        for n in ["", "a/b", "..", "../etc", "x..y", "a\\b", "tab\tname", "-rf", &"x".repeat(129)] {
+        for n in [
+            "",
+            "a/b",
+            "..",
+            "../etc",
+            "x..y",
+            "a\\b",
+            "tab\tname",
+            "-rf",
+            &"x".repeat(129),
+        ] {
             let e = validate_name("name", n).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{n}");
             assert_eq!(e.field.as_deref(), Some("name"));

@@ -17,7 +17,10 @@ pub struct NodeIdentity {
 impl NodeIdentity {
     /// Loads the identity, or makes and stores one on first start.
     pub fn load_or_create(store: &StateStore) -> Result<NodeIdentity> {
-        let hostname = rustix::system::uname().nodename().to_string_lossy().into_owned();
+        let hostname = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
         if let Some(mut id) = store.get::<NodeIdentity>(COLLECTION, KEY)? {
             if id.hostname != hostname {
                 // A renamed host keeps its identity; only the name the CSP shows changes.
@@ -46,7 +49,14 @@ fn new_uuid() -> Result<String> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 #[cfg(test)]

@@ -19,15 +19,22 @@ impl Engine {
         let records = match self.store.list::<Intent>(intent::COLLECTION) {
             Ok(r) => r,
             Err(e) => {
-                report.actions.push(format!("cannot read intent records: {e}"));
+                report
+                    .actions
+                    .push(format!("cannot read intent records: {e}"));
                 return report;
             }
         };
         for (key, record) in records {
             let outcome = match record {
-                Ok(intent) => self.replay(&intent).await.map(|did| (intent.describe(), did)),
+                Ok(intent) => self
+                    .replay(&intent)
+                    .await
+                    .map(|did| (intent.describe(), did)),
                 Err(e) => {
-                    report.actions.push(format!("dropped damaged intent {key}: {e}"));
+                    report
+                        .actions
+                        .push(format!("dropped damaged intent {key}: {e}"));
                     let _ = self.store.remove(intent::COLLECTION, &key);
                     continue;
                 }
@@ -36,12 +43,16 @@ impl Engine {
                 Ok((what, did)) => {
                     report.actions.push(format!("{what}: {did}"));
                     if let Err(e) = self.store.remove(intent::COLLECTION, &key) {
-                        report.actions.push(format!("cannot clear intent {key}: {e}"));
+                        report
+                            .actions
+                            .push(format!("cannot clear intent {key}: {e}"));
                     }
                 }
                 Err(e) => {
                     report.pending += 1;
-                    report.actions.push(format!("intent {key} kept for the next pass: {e}"));
+                    report
+                        .actions
+                        .push(format!("intent {key} kept for the next pass: {e}"));
                 }
             }
         }
@@ -72,11 +83,17 @@ impl Engine {
                 };
                 let mut removed = 0;
                 for s in temporary {
-                    let ours = s.name.as_deref().is_some_and(|n| n.starts_with(CLONE_SNAPSHOT_PREFIX))
+                    let ours = s
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(CLONE_SNAPSHOT_PREFIX))
                         && s.description.as_deref() == Some(name.as_str());
                     if ours {
                         // In use (the CSP still copies from it): keep it, as B16 step 5 says.
-                        match client.delete_snapshot(s.id.as_deref().unwrap_or_default()).await {
+                        match client
+                            .delete_snapshot(s.id.as_deref().unwrap_or_default())
+                            .await
+                        {
                             Ok(()) => removed += 1,
                             Err(e) if e.kind == crate::ErrorKind::FailedPrecondition => {}
                             Err(e) => return Err(e),

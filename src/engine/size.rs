@@ -31,12 +31,18 @@ pub fn parse_size(field: &str, text: &str) -> Result<u64> {
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits_end);
     if number.is_empty() {
-        return Err(Error::invalid(field, format!("'{text}' is not a size; {HELP}")));
+        return Err(Error::invalid(
+            field,
+            format!("'{text}' is not a size; {HELP}"),
+        ));
     }
     let unit = unit.trim().to_ascii_lowercase();
     let unit = unit.strip_suffix('b').unwrap_or(&unit);
     let Some(&(_, factor)) = UNITS.iter().find(|(u, _)| *u == unit) else {
-        return Err(Error::invalid(field, format!("'{text}' has an unknown unit; {HELP}")));
+        return Err(Error::invalid(
+            field,
+            format!("'{text}' has an unknown unit; {HELP}"),
+        ));
     };
     let n: u64 = number
         .parse()
@@ -57,10 +63,16 @@ pub fn size_from_json(field: &str, value: &Value) -> Result<u64> {
         Value::Number(n) => match n.as_u64() {
             Some(0) => Err(Error::invalid(field, "must be greater than zero")),
             Some(b) if b <= MAX_SIZE => Ok(b),
-            _ => Err(Error::invalid(field, format!("{n} is not a valid size; {HELP}"))),
+            _ => Err(Error::invalid(
+                field,
+                format!("{n} is not a valid size; {HELP}"),
+            )),
         },
         Value::String(s) => parse_size(field, s),
-        other => Err(Error::invalid(field, format!("{other} is not a size; {HELP}"))),
+        other => Err(Error::invalid(
+            field,
+            format!("{other} is not a size; {HELP}"),
+        )),
     }
 }
 
@@ -101,14 +113,26 @@ mod tests {
 
     #[test]
     fn refusals_name_the_field() {
-        for bad in ["-1", "12Zi", "0", "", "Gi", "1.5Gi", "99999999999999999999", "2000Pi"] {
+        for bad in [
+            "-1",
+            "12Zi",
+            "0",
+            "",
+            "Gi",
+            "1.5Gi",
+            "99999999999999999999",
+            "2000Pi",
+        ] {
             let e = parse_size("size", bad).unwrap_err();
             assert_eq!(e.field.as_deref(), Some("size"), "{bad}");
         }
         assert!(size_from_json("size", &serde_json::json!(-1)).is_err());
         assert!(size_from_json("size", &serde_json::json!(0)).is_err());
         assert!(size_from_json("size", &serde_json::json!(true)).is_err());
-        assert_eq!(size_from_json("size", &serde_json::json!("1Ki")).unwrap(), 1024);
+        assert_eq!(
+            size_from_json("size", &serde_json::json!("1Ki")).unwrap(),
+            1024
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ impl Engine {
     }
 
     /// Polls a snapshot until the CSP reports its data complete, within the copy bound.
-    pub(super) async fn wait_ready(&self, backend: &str, client: &crate::provider::CspClient, snap: Snapshot) -> Result<Snapshot> {
+    pub(super) async fn wait_ready(
+        &self,
+        backend: &str,
+        client: &crate::provider::CspClient,
+        snap: Snapshot,
+    ) -> Result<Snapshot> {
         if snap.ready_to_use {
             return Ok(snap);
         }
@@ -52,7 +57,10 @@ impl Engine {
             if s.ready_to_use {
                 Ok(s)
             } else {
-                Err(Error::unavailable(format!("snapshot '{}' is still copying", s.name)))
+                Err(Error::unavailable(format!(
+                    "snapshot '{}' is still copying",
+                    s.name
+                )))
             }
         };
         ready
@@ -69,11 +77,20 @@ impl Engine {
             .find_snapshot(name, None)
             .await?
             .map(|s| Snapshot::from_csp(&backend.name, &s))
-            .ok_or_else(|| Error::not_found(format!("snapshot '{name}' does not exist on backend '{}'", backend.name)))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "snapshot '{name}' does not exist on backend '{}'",
+                    backend.name
+                ))
+            })
     }
 
     /// Lists snapshots of one volume (by name) or of the whole backend.
-    pub async fn list_snapshots(&self, volume: Option<&str>, backend: Option<&str>) -> Result<Vec<Snapshot>> {
+    pub async fn list_snapshots(
+        &self,
+        volume: Option<&str>,
+        backend: Option<&str>,
+    ) -> Result<Vec<Snapshot>> {
         let backend = self.backends.resolve(backend)?;
         let volume_id = match volume {
             None => None,
@@ -99,13 +116,25 @@ impl Engine {
     }
 
     /// Deletes a snapshot by name; one that does not exist is already deleted.
-    pub async fn delete_snapshot(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
+    pub async fn delete_snapshot(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<()> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
-        let _guard = self.guard(&backend.name, &format!("snapshot:{name}"), wait).await?;
+        let _guard = self
+            .guard(&backend.name, &format!("snapshot:{name}"), wait)
+            .await?;
         match backend.client.find_snapshot(name, None).await? {
             None => Ok(()),
-            Some(s) => backend.client.delete_snapshot(&s.id.unwrap_or_default()).await,
+            Some(s) => {
+                backend
+                    .client
+                    .delete_snapshot(&s.id.unwrap_or_default())
+                    .await
+            }
         }
     }
 }

@@ -81,13 +81,14 @@ impl StateStore {
                 }
                 continue;
             };
-            let Some(key) = key_from_file(stem) else { continue };
-            let value = fs::read(entry.path())
-                .map_err(Error::from)
-                .and_then(|b| {
-                    serde_json::from_slice(&b)
-                        .map_err(|e| Error::internal(format!("{} is damaged: {e}", entry.path().display())))
-                });
+            let Some(key) = key_from_file(stem) else {
+                continue;
+            };
+            let value = fs::read(entry.path()).map_err(Error::from).and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    Error::internal(format!("{} is damaged: {e}", entry.path().display()))
+                })
+            });
             out.push((key, value));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -138,7 +139,9 @@ fn file_name(key: &str) -> String {
     let safe = !key.is_empty()
         && key.len() <= 200
         && !key.starts_with(['.', 'x'])
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if safe {
         format!("{key}.json")
     } else {
@@ -178,11 +181,26 @@ mod tests {
     fn round_trip_with_hostile_keys() {
         let root = temp_root("keys");
         let store = StateStore::open(&root).unwrap();
-        for key in ["plain-key_1.2", "../../etc/passwd", "/abs", ".hidden", "x-looks-encoded", "ünï"] {
+        for key in [
+            "plain-key_1.2",
+            "../../etc/passwd",
+            "/abs",
+            ".hidden",
+            "x-looks-encoded",
+            "ünï",
+        ] {
             store.put("records", key, &key.to_owned()).unwrap();
-            assert_eq!(store.get::<String>("records", key).unwrap().as_deref(), Some(key));
+            assert_eq!(
+                store.get::<String>("records", key).unwrap().as_deref(),
+                Some(key)
+            );
         }
-        let listed: Vec<String> = store.list::<String>("records").unwrap().into_iter().map(|(k, _)| k).collect();
+        let listed: Vec<String> = store
+            .list::<String>("records")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(listed.len(), 6);
         for entry in fs::read_dir(root.join("records")).unwrap() {
             let p = entry.unwrap().path();
@@ -192,7 +210,10 @@ mod tests {
         assert!(!root.join("etc").exists());
         store.remove("records", "../../etc/passwd").unwrap();
         store.remove("records", "never-there").unwrap();
-        assert_eq!(store.get::<String>("records", "../../etc/passwd").unwrap(), None);
+        assert_eq!(
+            store.get::<String>("records", "../../etc/passwd").unwrap(),
+            None
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 

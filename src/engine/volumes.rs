@@ -8,8 +8,8 @@ use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{CloneSource, CspClient, VolumeCreate};
 use backon::ConstantBuilder;
-use std::time::Instant;
 use std::time::Duration;
+use std::time::Instant;
 
 impl Engine {
     /// Creates a volume, or clones one from a snapshot or a volume. A second call with the
@@ -43,15 +43,17 @@ impl Engine {
             match &req.source {
                 None => client.create_volume(&create).await,
                 Some(VolumeSource::Snapshot(snap)) => {
-                    let found = client
-                        .find_snapshot(snap, None)
-                        .await?
-                        .ok_or_else(|| Error::not_found(format!("snapshot '{snap}' does not exist")))?;
+                    let found = client.find_snapshot(snap, None).await?.ok_or_else(|| {
+                        Error::not_found(format!("snapshot '{snap}' does not exist"))
+                    })?;
                     let id = found.id.unwrap_or_default();
-                    client.clone_volume(&create, &CloneSource::Snapshot(id)).await
+                    client
+                        .clone_volume(&create, &CloneSource::Snapshot(id))
+                        .await
                 }
                 Some(VolumeSource::Volume(parent)) => {
-                    self.clone_from_volume(client, &backend.name, &create, parent).await
+                    self.clone_from_volume(client, &backend.name, &create, parent)
+                        .await
                 }
             }
         };
@@ -127,7 +129,12 @@ impl Engine {
         let found = backend.client.find_volume(name).await?;
         found
             .map(|v| Volume::from_csp(&backend.name, &v))
-            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist on backend '{}'", backend.name)))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "volume '{name}' does not exist on backend '{}'",
+                    backend.name
+                ))
+            })
     }
 
     /// Lists the volumes of one backend, or of all of them.
@@ -150,7 +157,13 @@ impl Engine {
     }
 
     /// Grows a volume; a size at or below the current one answers the current volume.
-    pub async fn expand_volume(&self, name: &str, size: u64, backend: Option<&str>, wait: Wait) -> Result<Volume> {
+    pub async fn expand_volume(
+        &self,
+        name: &str,
+        size: u64,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<Volume> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
@@ -171,7 +184,12 @@ impl Engine {
         let _guard = self.guard(&backend.name, name, wait).await?;
         match backend.client.find_volume(name).await? {
             None => Ok(()),
-            Some(v) => backend.client.delete_volume(&v.id.unwrap_or_default()).await,
+            Some(v) => {
+                backend
+                    .client
+                    .delete_volume(&v.id.unwrap_or_default())
+                    .await
+            }
         }
     }
 }
@@ -182,15 +200,18 @@ const POLL: Duration = Duration::from_millis(250);
 /// Polls every [`POLL`] up to `limit`.
 pub(super) fn copy_backoff(limit: Duration) -> ConstantBuilder {
     let times = (limit.as_millis() / POLL.as_millis()).max(1) as usize;
-    ConstantBuilder::default().with_delay(POLL).with_max_times(times)
+    ConstantBuilder::default()
+        .with_delay(POLL)
+        .with_max_times(times)
 }
 
 /// Whether volume `name` exists with a copy running or just finished (B39), so that one
 /// more attempt will return it or wait again; a missing or failed volume ends the wait.
 async fn copy_underway_or_done(client: &CspClient, name: &str) -> bool {
     match client.find_volume(name).await {
-        Ok(Some(v)) => !v.background_status().is_some_and(|s| s.starts_with("Failed")),
+        Ok(Some(v)) => !v
+            .background_status()
+            .is_some_and(|s| s.starts_with("Failed")),
         _ => false,
     }
 }
-

@@ -1,6 +1,7 @@
 //! Volume endpoints (V1–V5) and the client-side flows around them: create (B10, B14, B39),
 //! clone (B16–B18), expand (B19), edit (B20, B21), delete (B35).
 
+use crate::logging::is_secret_key;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,22 +47,6 @@ pub struct VolumeEdit {
     pub params: BTreeMap<String, Option<String>>,
     /// `None`: unchanged; `Some(None)`: leave the group; `Some(Some(id))`: join or move.
     pub volume_group_id: Option<Option<String>>,
-}
-
-/// Whether a parameter key names a secret, which is never forwarded to a CSP (B38).
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "credential",
-        "privatekey",
-        "private_key",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
 }
 
 /// Engine parameters → CSP `config` (B38), and the `description` found among them.

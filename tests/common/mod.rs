@@ -14,8 +14,14 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let base = std::env::var_os("VOLBRIDGE_TEST_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("vbtest-{tag}-{}-{:x}", std::process::id(), rand_u32()));
+        let base = std::env::var_os("VOLBRIDGE_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
+            "vbtest-{tag}-{}-{:x}",
+            std::process::id(),
+            rand_u32()
+        ));
         std::fs::create_dir_all(&dir).expect("create test dir");
         TempDir(dir)
     }
@@ -33,7 +39,9 @@ impl Drop for TempDir {
 }
 
 fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(7)
 }
 
@@ -62,7 +70,11 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(BIN)
             .arg("serve")
             .arg("--state-dir")
@@ -70,7 +82,10 @@ impl Daemon {
             .arg("--admin-socket")
             .arg(&self.socket)
             .args(&self.extra)
-            .env("RUST_LOG", std::env::var("VOLBRIDGE_TEST_LOG").unwrap_or_else(|_| "trace".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("VOLBRIDGE_TEST_LOG").unwrap_or_else(|_| "trace".into()),
+            )
             .env_remove("VOLBRIDGE_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -88,11 +103,18 @@ impl Daemon {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("volbridge serve exited with {status}; log:\n{}", self.log_text());
+                panic!(
+                    "volbridge serve exited with {status}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("volbridge serve did not open {} within 30 s; log:\n{}", self.socket.display(), self.log_text());
+        panic!(
+            "volbridge serve did not open {} within 30 s; log:\n{}",
+            self.socket.display(),
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -102,7 +124,10 @@ impl Daemon {
     /// SIGTERM and wait: the graceful path.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if child.try_wait().unwrap().is_some() {
@@ -162,7 +187,10 @@ impl Daemon {
             String::from_utf8_lossy(&out.stdout)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("volbridge {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "volbridge {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -189,7 +217,14 @@ pub fn raw_http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> 
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status: u16 = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status: u16 = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

@@ -1,7 +1,9 @@
 //! Engine model → admin API model.
 
 use crate::engine::{BackendStatus, Snapshot, Volume};
-use volbridge_proto::admin::{BackendInfo, CapacityInfo, SnapshotInfo, VolumeInfo, VolumeSourceInfo};
+use volbridge_proto::admin::{
+    BackendInfo, CapacityInfo, SnapshotInfo, VolumeInfo, VolumeSourceInfo,
+};
 
 pub fn volume(v: Volume) -> VolumeInfo {
     VolumeInfo {
@@ -39,7 +41,10 @@ pub fn backend(b: BackendStatus) -> BackendInfo {
         default: b.default,
         embedded: b.embedded,
         reachable: b.reachable,
-        capacity: b.capacity.map(|(total_bytes, free_bytes)| CapacityInfo { total_bytes, free_bytes }),
+        capacity: b.capacity.map(|(total_bytes, free_bytes)| CapacityInfo {
+            total_bytes,
+            free_bytes,
+        }),
         error: b.error,
     }
 }

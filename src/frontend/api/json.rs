@@ -16,13 +16,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiFailure;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiFailure(Error::invalid("body", format!("cannot read the request body: {e}"))))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiFailure(Error::invalid(
+                "body",
+                format!("cannot read the request body: {e}"),
+            ))
+        })?;
         if bytes.len() > BODY_LIMIT {
-            return Err(ApiFailure(Error::invalid("body", format!("is larger than {BODY_LIMIT} bytes"))));
+            return Err(ApiFailure(Error::invalid(
+                "body",
+                format!("is larger than {BODY_LIMIT} bytes"),
+            )));
         }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiFailure(json_error(&e)))
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiFailure(json_error(&e)))
     }
 }
 

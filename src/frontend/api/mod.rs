@@ -25,11 +25,23 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/v1/volumes", get(routes::list_volumes).post(routes::create_volume))
-        .route("/v1/volumes/{name}", get(routes::get_volume).delete(routes::delete_volume))
+        .route(
+            "/v1/volumes",
+            get(routes::list_volumes).post(routes::create_volume),
+        )
+        .route(
+            "/v1/volumes/{name}",
+            get(routes::get_volume).delete(routes::delete_volume),
+        )
         .route("/v1/volumes/{name}/expand", post(routes::expand_volume))
-        .route("/v1/snapshots", get(routes::list_snapshots).post(routes::create_snapshot))
-        .route("/v1/snapshots/{name}", get(routes::get_snapshot).delete(routes::delete_snapshot))
+        .route(
+            "/v1/snapshots",
+            get(routes::list_snapshots).post(routes::create_snapshot),
+        )
+        .route(
+            "/v1/snapshots/{name}",
+            get(routes::get_snapshot).delete(routes::delete_snapshot),
+        )
         .route("/v1/backends", get(routes::list_backends))
         .route("/v1/status", get(routes::status))
         .route("/healthz", get(routes::healthz))
@@ -62,12 +74,19 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
                 path.display()
             )));
         }
-        std::fs::remove_file(path)
-            .map_err(|e| Error::internal(format!("cannot remove stale socket {}: {e}", path.display())))?;
+        std::fs::remove_file(path).map_err(|e| {
+            Error::internal(format!(
+                "cannot remove stale socket {}: {e}",
+                path.display()
+            ))
+        })?;
     }
     // Bound under a temporary name and renamed once it is 0660, so the socket is never
     // reachable with the umask's wider mode.
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let staging = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
     let _ = std::fs::remove_file(&staging);
     let listener = tokio::net::UnixListener::bind(&staging)
@@ -76,7 +95,10 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
         .and_then(|()| std::fs::rename(&staging, path));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&staging);
-        return Err(Error::internal(format!("cannot place socket {}: {e}", path.display())));
+        return Err(Error::internal(format!(
+            "cannot place socket {}: {e}",
+            path.display()
+        )));
     }
     Ok(listener)
 }

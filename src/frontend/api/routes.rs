@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use volbridge_proto::admin::{
-    BackendInfo, DaemonStatus, SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest, VolumeExpandRequest,
-    VolumeInfo,
+    BackendInfo, DaemonStatus, SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest,
+    VolumeExpandRequest, VolumeInfo,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -32,10 +32,18 @@ pub async fn create_volume(
     State(state): State<AdminState>,
     ApiJson(req): ApiJson<VolumeCreateRequest>,
 ) -> ApiResult<Json<VolumeInfo>> {
-    let size = req.size.as_ref().map(|v| size_from_json("size", v)).transpose()?;
+    let size = req
+        .size
+        .as_ref()
+        .map(|v| size_from_json("size", v))
+        .transpose()?;
     let source = match (req.from_snapshot, req.from_volume) {
         (Some(_), Some(_)) => {
-            return Err(Error::invalid("from_snapshot", "give either from_snapshot or from_volume, not both").into())
+            return Err(Error::invalid(
+                "from_snapshot",
+                "give either from_snapshot or from_volume, not both",
+            )
+            .into())
         }
         (Some(s), None) => Some(VolumeSource::Snapshot(s)),
         (None, Some(v)) => Some(VolumeSource::Volume(v)),
@@ -75,7 +83,10 @@ pub async fn delete_volume(
     Path(name): Path<String>,
     Query(q): Query<BackendQuery>,
 ) -> ApiResult<StatusCode> {
-    state.engine.delete_volume(&name, q.backend.as_deref(), Wait::Bounded).await?;
+    state
+        .engine
+        .delete_volume(&name, q.backend.as_deref(), Wait::Bounded)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -126,7 +137,10 @@ pub async fn get_snapshot(
     Path(name): Path<String>,
     Query(q): Query<BackendQuery>,
 ) -> ApiResult<Json<SnapshotInfo>> {
-    let s = state.engine.get_snapshot(&name, q.backend.as_deref()).await?;
+    let s = state
+        .engine
+        .get_snapshot(&name, q.backend.as_deref())
+        .await?;
     Ok(Json(convert::snapshot(s)))
 }
 
@@ -159,7 +173,11 @@ pub async fn status(State(state): State<AdminState>) -> Json<DaemonStatus> {
         state_dir: state.engine.store().root().display().to_string(),
         default_backend: state.engine.backends().default_name().to_owned(),
         pending_intents: pending,
-        reconciled: state.reconciled.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        reconciled: state
+            .reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     })
 }
 
@@ -175,7 +193,9 @@ pub async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static
 }
 
 pub async fn not_found() -> ApiFailure {
-    ApiFailure(Error::not_found("no such admin API endpoint; see GET /openapi.yaml"))
+    ApiFailure(Error::not_found(
+        "no such admin API endpoint; see GET /openapi.yaml",
+    ))
 }
 
 pub async fn method_not_allowed() -> ApiFailure {
