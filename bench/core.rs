@@ -206,26 +206,14 @@ fn main() {
         ))
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener_addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(csp.serve(listener, async move {
             let _ = stop_rx.await;
         }));
-        let creds: BTreeMap<String, String> = [
-            ("backend", "local".to_owned()),
-            ("serviceName", "127.0.0.1".to_owned()),
-            ("servicePort", port.to_string()),
-            ("username", "bench".to_owned()),
-            ("password", "bench-password".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let client = CspClient::new(
-            Credentials::from_map(&creds).unwrap(),
-            ClientOptions::default(),
-        )
-        .unwrap();
+        let creds =
+            Credentials::service("local", listener_addr, "bench", "bench-password").unwrap();
+        let client = CspClient::new(creds, ClientOptions::default()).unwrap();
         client_run(&client, 4, 400, "warm").await;
         let base_dir = scratch("baseline");
         let mut rows = Vec::new();

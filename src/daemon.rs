@@ -6,7 +6,6 @@ use crate::engine::{size, Backend, Backends, Engine, EngineConfig, StateStore};
 use crate::error::{Error, Result};
 use crate::frontend::api::{self, AdminState};
 use crate::provider::{ClientOptions, Credentials, CspClient};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -130,17 +129,8 @@ async fn start_local_csp(
             tracing::error!(error = %e, "local CSP stopped");
         }
     });
-    let creds: BTreeMap<String, String> = [
-        ("backend", LOCAL_BACKEND.to_owned()),
-        ("serviceName", addr.ip().to_string()),
-        ("servicePort", addr.port().to_string()),
-        ("username", section.username.clone()),
-        ("password", password),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let client = CspClient::new(Credentials::from_map(&creds)?, options.clone())?;
+    let creds = Credentials::service(LOCAL_BACKEND, addr, &section.username, &password)?;
+    let client = CspClient::new(creds, options.clone())?;
     tracing::info!(url = %client.base_url(), data_dir = %config.csp_data_dir().display(), "embedded local CSP serving");
     Ok((
         Backend {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod frontend;
 pub mod logging;
 pub mod provider;
+pub mod random;
 pub mod tls;
 
 pub use error::{Error, ErrorKind, Result};

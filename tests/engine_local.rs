@@ -30,26 +30,13 @@ async fn rig(tag: &str) -> Rig {
     ))
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let listener_addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(csp.serve(listener, async move {
         let _ = stopped.await;
     }));
-    let creds: BTreeMap<String, String> = [
-        ("backend", "local".to_owned()),
-        ("serviceName", "127.0.0.1".to_owned()),
-        ("servicePort", port.to_string()),
-        ("username", "u".to_owned()),
-        ("password", "engine-test-pw".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let client = CspClient::new(
-        Credentials::from_map(&creds).unwrap(),
-        ClientOptions::default(),
-    )
-    .unwrap();
+    let creds = Credentials::service("local", listener_addr, "u", "engine-test-pw").unwrap();
+    let client = CspClient::new(creds, ClientOptions::default()).unwrap();
     let mut backends = Backends::new("local");
     backends.add(Backend {
         name: "local".into(),

@@ -2,7 +2,7 @@
 //! the same host across restarts (CSI NodeGetInfo, CSP host upsert).
 
 use super::store::StateStore;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
 const COLLECTION: &str = "node";
@@ -30,33 +30,12 @@ impl NodeIdentity {
             return Ok(id);
         }
         let id = NodeIdentity {
-            uuid: new_uuid()?,
+            uuid: crate::random::uuid_v4(),
             hostname,
         };
         store.put(COLLECTION, KEY, &id)?;
         Ok(id)
     }
-}
-
-/// A random (version 4) UUID from the kernel's random source.
-fn new_uuid() -> Result<String> {
-    let mut b = [0u8; 16];
-    let mut filled = 0;
-    while filled < b.len() {
-        filled += rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty())
-            .map_err(|e| Error::internal(format!("no random source for the node id: {e}")))?;
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
 }
 
 #[cfg(test)]

@@ -75,6 +75,26 @@ fn password_digest(password: &str) -> u64 {
 }
 
 impl Credentials {
+    /// Service-mode credentials for a CSP listening at `addr` (the embedded CSP, tests).
+    pub fn service(
+        backend: &str,
+        addr: std::net::SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Result<Credentials> {
+        let map: BTreeMap<String, String> = [
+            ("backend", backend.to_owned()),
+            ("serviceName", addr.ip().to_string()),
+            ("servicePort", addr.port().to_string()),
+            ("username", username.to_owned()),
+            ("password", password.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Credentials::from_map(&map)
+    }
+
     /// Parses and validates the backend map; every error is InvalidArgument naming the key,
     /// raised before any request is made.
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<Credentials> {

@@ -100,19 +100,6 @@ fn same_size(found: &Volume, wanted: Option<u64>) -> bool {
     }
 }
 
-fn random_hex8() -> String {
-    let mut buf = [0u8; 4];
-    if rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty()).is_err() {
-        // Uniqueness only needs to hold against concurrent clones of one parent.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        buf = nanos.to_le_bytes();
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl CspClient {
     pub async fn list_volumes(&self) -> Result<Vec<Volume>> {
         self.list(&["volumes"], &[], "volume list").await
@@ -303,7 +290,7 @@ impl CspClient {
             .ok_or_else(|| Error::not_found(format!("source volume {parent_id} not found")))?;
         check_clone_size(wanted, parent.size, "volume", parent_id)?;
         let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
-        let snap_name = format!("{CLONE_SNAPSHOT_PREFIX}{stamp}-{}", random_hex8());
+        let snap_name = format!("{CLONE_SNAPSHOT_PREFIX}{stamp}-{}", crate::random::hex(4));
         let body = Snapshot {
             name: Some(snap_name.clone()),
             description: Some(req.name.clone()),
@@ -552,7 +539,7 @@ mod tests {
 
     #[test]
     fn temp_snapshot_suffix() {
-        let h = random_hex8();
+        let h = crate::random::hex(4);
         assert_eq!(h.len(), 8);
         assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
     }

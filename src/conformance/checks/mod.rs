@@ -4,6 +4,7 @@
 //! snapshot S1, …). A check whose prerequisite is missing is skipped with the reason, so one
 //! broken endpoint yields one FAIL instead of a cascade.
 
+pub(super) use crate::random::{hex as random_hex, uuid_v4 as random_uuid};
 mod auth;
 mod cleanup;
 mod clones;
@@ -320,46 +321,6 @@ pub(super) async fn run(
     }
     cleanup::logout(&mut cx).await;
     Ok(report)
-}
-
-/// `n` random bytes as lower-case hex.
-pub(super) fn random_hex(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    let mut filled = 0;
-    while filled < n {
-        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
-            Ok(k) => filled += k,
-            Err(rustix::io::Errno::INTR) => {}
-            // Names only need to differ between runs; the clock is good enough for that.
-            Err(_) => {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or_default();
-                for (i, b) in buf.iter_mut().enumerate().skip(filled) {
-                    *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
-                }
-                filled = n;
-            }
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A random RFC 4122 version-4 UUID: some arrays insist on the format for host uuids.
-pub(super) fn random_uuid() -> String {
-    let mut h = random_hex(16).into_bytes();
-    h[12] = b'4';
-    h[16] = b"89ab"[(h[16] as usize) % 4];
-    let h = String::from_utf8(h).unwrap_or_default();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 /// Waits for a condition with growing pauses, up to the poll limit.
