@@ -254,7 +254,7 @@ async fn acknowledged_creates_survive_kill_9() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let port = port.expect("child server started");
-    let client = reqwest::Client::new();
+    let client = http_client().build().unwrap();
     let base = format!("http://127.0.0.1:{port}/containers/v1");
     let login: Value = client
         .post(format!("{base}/tokens"))

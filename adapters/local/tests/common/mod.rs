@@ -69,10 +69,7 @@ impl Server {
         let task = tokio::spawn(async move {
             task.await.unwrap().unwrap();
         });
-        let client = Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap();
+        let client = http_client().pool_max_idle_per_host(64).build().unwrap();
         let mut s = Server {
             csp,
             addr,
@@ -276,4 +273,10 @@ pub fn image_count(dir: &Path, sub: &str) -> usize {
     std::fs::read_dir(dir.join(sub))
         .map(|r| r.count())
         .unwrap_or(0)
+}
+
+/// A reqwest builder usable whatever TLS features the workspace build unified into reqwest.
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
 }
