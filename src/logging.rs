@@ -45,8 +45,10 @@ pub fn init(level: &str, json: bool) {
         .and_then(|v| v.parse::<Targets>().ok())
         .or_else(|| level.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    use std::io::IsTerminal;
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
