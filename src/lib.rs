@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod frontend;
+pub mod host;
 pub mod logging;
 pub mod provider;
 pub mod random;

@@ -1,0 +1,162 @@
+//! An external command as data: program, argv, timeout, and which arguments are secret, so
+//! that the command can be logged, recorded by the fake and compared in tests without ever
+//! showing a CHAP password.
+
+use std::fmt;
+use std::time::Duration;
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+    /// Indexes into `args` that hold secrets.
+    secret: Vec<usize>,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Cmd {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            secret: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Cmd {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// An argument that must never be logged.
+    pub fn secret_arg(mut self, arg: impl Into<String>) -> Cmd {
+        self.secret.push(self.args.len());
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Cmd {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The argv as it may be logged: secrets replaced.
+    pub fn redacted_args(&self) -> Vec<&str> {
+        self.args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if self.secret.contains(&i) {
+                    "<redacted>"
+                } else {
+                    a.as_str()
+                }
+            })
+            .collect()
+    }
+
+    /// Removes secret argument values from a text (a tool's stderr may echo its argv).
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for &i in &self.secret {
+            if !self.args[i].is_empty() {
+                out = out.replace(&self.args[i], "<redacted>");
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.program)?;
+        for a in self.redacted_args() {
+            write!(f, " {a}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cmd({self})")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CmdOutput {
+    /// Exit code; a process killed by a signal reports 128 + signal.
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn ok(stdout: impl Into<String>) -> CmdOutput {
+        CmdOutput {
+            status: 0,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    pub fn failed(status: i32, stderr: impl Into<String>) -> CmdOutput {
+        CmdOutput {
+            status,
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+
+    /// The last non-empty line of stderr (or stdout), for an error message.
+    pub fn reason(&self) -> String {
+        let pick = |s: &str| {
+            s.lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .map(str::to_owned)
+        };
+        pick(&self.stderr)
+            .or_else(|| pick(&self.stdout))
+            .unwrap_or_else(|| format!("exit status {}", self.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show() {
+        let c = Cmd::new("iscsiadm")
+            .args(["-m", "node", "-v"])
+            .secret_arg("hunter2");
+        assert_eq!(c.to_string(), "iscsiadm -m node -v <redacted>");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.redact("bad value hunter2"), "bad value <redacted>");
+        assert_eq!(c.args[3], "hunter2");
+    }
+
+    #[test]
+    fn reason_is_the_last_line() {
+        let o = CmdOutput::failed(1, "warning\nmkfs: device busy\n\n");
+        assert_eq!(o.reason(), "mkfs: device busy");
+        assert_eq!(CmdOutput::failed(3, "").reason(), "exit status 3");
+    }
+}

@@ -1,0 +1,1 @@
+//! Filesystems on a block device: probe, make, check, grow, and measure.

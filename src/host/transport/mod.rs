@@ -1,0 +1,51 @@
+//! Transports, one per access protocol: each makes a volume's block device appear on this
+//! host, finds it again by its identity (never by a stored `/dev` name), and removes it.
+
+mod local;
+
+pub use local::LocalTransport;
+
+use super::Host;
+use crate::error::{Error, Result};
+use crate::provider::PublishContext;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Node-side settings the transports need.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Canonical directories whose files `local` volumes may be attached from (csp-api.md
+    /// §8.3): by default the embedded CSP's data dir.
+    pub local_roots: Vec<PathBuf>,
+    /// How long to wait for a device to appear after login/connect/rescan.
+    pub device_wait: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            local_roots: Vec::new(),
+            device_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+pub trait Transport: Send + Sync {
+    /// Makes the device appear (idempotent) and returns its current path.
+    fn attach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<PathBuf>;
+    /// The device's current path, found by its identity; `None` when it is not present.
+    fn find(&self, host: &dyn Host, ctx: &PublishContext) -> Result<Option<PathBuf>>;
+    /// Removes the device from this host; a device that is not present is success.
+    fn detach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()>;
+}
+
+/// The transport for a publish context's `accessProtocol`.
+pub fn for_context(ctx: &PublishContext, config: &TransportConfig) -> Result<Box<dyn Transport>> {
+    match ctx.access_protocol.as_str() {
+        "local" => Ok(Box::new(LocalTransport::new(config.local_roots.clone()))),
+        other => Err(Error::new(
+            crate::ErrorKind::Unimplemented,
+            format!("access protocol '{other}' is not supported on this node"),
+        )),
+    }
+}
