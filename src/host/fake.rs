@@ -43,7 +43,7 @@ pub enum Call {
 
 #[derive(Debug, Clone)]
 enum Node {
-    File(String),
+    File(Vec<u8>),
     Dir,
     Block { major: u32, minor: u32, size: u64 },
 }
@@ -106,7 +106,16 @@ impl FakeHost {
         let path = path.into();
         self.with(|s| {
             add_parents(&mut s.files, &path);
-            s.files.insert(path, Node::File(contents.to_owned()));
+            s.files.insert(path, Node::File(contents.as_bytes().to_vec()));
+        });
+        self
+    }
+
+    pub fn add_bytes(&self, path: impl Into<PathBuf>, contents: &[u8]) -> &Self {
+        let path = path.into();
+        self.with(|s| {
+            add_parents(&mut s.files, &path);
+            s.files.insert(path, Node::File(contents.to_vec()));
         });
         self
     }
@@ -244,18 +253,18 @@ impl Host for FakeHost {
                 }
                 return Ok(());
             }
+            let mut root = PathBuf::from("/");
             let (dev, fs_type, source) = if spec.flags.bind {
                 match s.mounts.iter().rev().find(|m| m.target == spec.source) {
                     Some(m) => (m.dev.clone(), m.fs_type.clone(), m.source.clone()),
                     None => match s.files.get(&spec.source) {
+                        // Like the kernel: devtmpfs's device, and the node's path in /dev.
                         Some(Node::Block { .. }) => {
-                            ("0:5".into(), "devtmpfs".into(), "udev".into())
+                            root = Path::new("/")
+                                .join(spec.source.strip_prefix("/dev").unwrap_or(&spec.source));
+                            ("0:1".into(), "devtmpfs".into(), "udev".into())
                         }
-                        _ => (
-                            "0:1".into(),
-                            "none".into(),
-                            spec.source.display().to_string(),
-                        ),
+                        _ => ("0:1".into(), "none".into(), spec.source.display().to_string()),
                     },
                 }
             } else {
@@ -279,7 +288,7 @@ impl Host for FakeHost {
             s.mounts.push(MountEntry {
                 mount_id: id,
                 dev,
-                root: "/".into(),
+                root,
                 target: spec.target.clone(),
                 options: if spec.flags.read_only { "ro" } else { "rw" }.into(),
                 fs_type,
@@ -373,7 +382,6 @@ impl Host for FakeHost {
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.with(|s| match s.files.get(path) {
             Some(Node::File(c)) => Ok(c
-                .as_bytes()
                 .iter()
                 .skip(offset as usize)
                 .take(len)
@@ -439,7 +447,7 @@ impl Host for FakeHost {
 
     fn read_file(&self, path: &Path) -> Result<Option<String>> {
         self.with(|s| match s.files.get(path) {
-            Some(Node::File(c)) => Ok(Some(c.clone())),
+            Some(Node::File(c)) => Ok(Some(String::from_utf8_lossy(c).into_owned())),
             _ => Ok(None),
         })
     }
@@ -482,7 +490,7 @@ impl Host for FakeHost {
             s.calls.push(Call::CreateFile(path.to_path_buf()));
             s.files
                 .entry(path.to_path_buf())
-                .or_insert_with(|| Node::File(String::new()));
+                .or_insert_with(|| Node::File(Vec::new()));
             Ok(())
         })
     }
