@@ -26,6 +26,7 @@ pub struct Config {
     pub log: LogConfig,
     pub local_csp: LocalCspSection,
     pub limits: Limits,
+    pub node: NodeSection,
     /// Named CSP backends: string maps as in csp-api.md §1.1 (`backend`, `username`,
     /// `password`, `serviceName`, `servicePort`, …).
     pub backends: BTreeMap<String, BTreeMap<String, String>>,
@@ -66,6 +67,32 @@ pub struct Limits {
     pub worker_threads: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Limit for each external tool (mkfs, e2fsck, resize2fs, iscsiadm, nvme).
+    pub tool_timeout_seconds: u64,
+    /// Directories `local` volumes may be attached from, besides the embedded CSP's data
+    /// dir (a shared filesystem where a standalone local CSP keeps its files).
+    pub local_roots: Vec<PathBuf>,
+    /// How often the reconciler compares records with the kernel.
+    pub reconcile_seconds: u64,
+    /// Access protocols this node is expected to use (`volbridge doctor` checks their
+    /// tools): `local`, `iscsi`, `nvmetcp`, `fc`.
+    pub protocols: Vec<String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            tool_timeout_seconds: 120,
+            local_roots: Vec::new(),
+            reconcile_seconds: 60,
+            protocols: vec!["local".into()],
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -76,6 +103,7 @@ impl Default for Config {
             log: LogConfig::default(),
             local_csp: LocalCspSection::default(),
             limits: Limits::default(),
+            node: NodeSection::default(),
             backends: BTreeMap::new(),
         }
     }
@@ -156,6 +184,28 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.node.tool_timeout_seconds == 0 || self.node.reconcile_seconds == 0 {
+            return Err(Error::invalid(
+                "node",
+                "tool_timeout_seconds and reconcile_seconds must be at least 1",
+            ));
+        }
+        for p in &self.node.protocols {
+            if !matches!(p.as_str(), "local" | "iscsi" | "nvmetcp" | "fc") {
+                return Err(Error::invalid(
+                    "node.protocols",
+                    format!("'{p}' is not one of local, iscsi, nvmetcp, fc"),
+                ));
+            }
+        }
+        for root in &self.node.local_roots {
+            if !root.is_absolute() {
+                return Err(Error::invalid(
+                    "node.local_roots",
+                    format!("'{}' is not an absolute path", root.display()),
+                ));
+            }
+        }
         for name in self.backends.keys() {
             crate::engine::names::validate_name("backends", name)?;
             if name == LOCAL_BACKEND && self.local_csp.enabled {
@@ -216,6 +266,9 @@ mod tests {
             "default_volume_size = \"12Zi\"",
             "[local_csp]\nlisten = \"0.0.0.0:80\"",
             "[backends.local]\nbackend = \"x\"",
+            "[node]\nprotocols = [\"smb\"]",
+            "[node]\nlocal_roots = [\"rel\"]",
+            "[node]\ntool_timeout_seconds = 0",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }

@@ -2,17 +2,15 @@
 //! configured remote backends, and the admin API on its unix socket.
 
 use crate::config::{Config, LOCAL_BACKEND};
-use crate::engine::{size, Backend, Backends, Engine, EngineConfig, StateStore};
+use crate::engine::{size, Backend, Backends, Engine, EngineConfig, NodeConfig, StateStore};
 use crate::error::{Error, Result};
 use crate::frontend::api::{self, AdminState};
+use crate::host::transport::TransportConfig;
 use crate::provider::{ClientOptions, Credentials, CspClient};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
-
-/// How often the reconciler looks again while intents are pending.
-const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn serve(config: Config) -> Result<()> {
     let store = StateStore::open(&config.state_dir)?;
@@ -47,11 +45,12 @@ pub async fn serve(config: Config) -> Result<()> {
         guard_wait: Duration::from_secs(config.limits.guard_wait_seconds),
         copy_wait: Duration::from_secs(config.limits.copy_wait_seconds),
     };
-    let engine = Arc::new(Engine::new(backends, store, engine_config)?);
-    let state = AdminState {
-        engine: engine.clone(),
-        reconciled: Arc::new(Mutex::new(Vec::new())),
-    };
+    let node_config = node_config(&config)?;
+    let engine = Arc::new(
+        Engine::new(backends, store, engine_config)?
+            .with_node(Arc::new(crate::host::RealHost), node_config),
+    );
+    let state = AdminState::new(engine.clone());
 
     // The socket comes before any slow start-up work, so clients can connect at once.
     let listener = api::bind(&config.admin_socket)?;
@@ -61,7 +60,8 @@ pub async fn serve(config: Config) -> Result<()> {
         default_backend = %config.default_backend,
         "volbridge {} ready", env!("CARGO_PKG_VERSION")
     );
-    let reconciler = tokio::spawn(reconcile_loop(state.clone(), stop_rx.clone()));
+    let every = Duration::from_secs(config.node.reconcile_seconds);
+    let reconciler = tokio::spawn(reconcile_loop(state.clone(), every, stop_rx.clone()));
 
     let mut stop_admin = stop_rx.clone();
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
@@ -142,13 +142,37 @@ async fn start_local_csp(
     ))
 }
 
-/// Replays intents at start, then again while some stay pending.
-async fn reconcile_loop(state: AdminState, mut stop: watch::Receiver<bool>) {
+/// The node settings: `local` volumes attach only from the embedded CSP's data dir and the
+/// configured roots, compared in canonical form.
+pub fn node_config(config: &Config) -> Result<NodeConfig> {
+    let mut roots = Vec::new();
+    if config.local_csp.enabled {
+        let data = config.csp_data_dir();
+        crate::engine::store::create_private_dir(&data)?;
+        roots.push(data);
+    }
+    roots.extend(config.node.local_roots.iter().cloned());
+    let local_roots = roots
+        .into_iter()
+        .filter_map(|r| std::fs::canonicalize(&r).ok())
+        .collect();
+    Ok(NodeConfig {
+        transport: TransportConfig {
+            local_roots,
+            ..TransportConfig::default()
+        },
+        tool_timeout: Duration::from_secs(config.node.tool_timeout_seconds),
+        staging_root: None,
+    })
+}
+
+/// Reconciles at start, then every `every`.
+async fn reconcile_loop(state: AdminState, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         let report = state.engine.reconcile().await;
-        *state.reconciled.lock().unwrap_or_else(|p| p.into_inner()) = report.actions;
+        state.record_reconcile(report);
         tokio::select! {
-            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -61,6 +61,10 @@ pub struct VolumeInfo {
     /// The CSP's effective config, keys in camelCase.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// After an expand of a volume staged on this node: how its filesystem grew
+    /// (`online`, `offline`, or `device only` for block volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem_resize: Option<String>,
 }
 
 /// `POST /v1/snapshots`. Idempotent by (name, volume).
@@ -131,4 +135,118 @@ pub struct DaemonStatus {
     pub default_backend: String,
     pub pending_intents: usize,
     pub reconciled: Vec<String>,
+}
+
+/// `POST /v1/volumes/{name}/mount`: attach, stage and publish on this node. Idempotent by
+/// (volume, path).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRequest {
+    /// Absolute directory (or, with `block`, the file the device node is bound onto).
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub block: bool,
+    /// `ext4` (default), `xfs` or `btrfs`; only used to format a blank volume.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fs_type: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountInfo {
+    pub volume: String,
+    pub backend: String,
+    /// Empty for `attach` (no mount).
+    pub path: String,
+    /// The device as resolved now (it may differ after a restart).
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_type: Option<String>,
+    /// A blank volume was formatted by this call.
+    pub formatted: bool,
+    pub read_only: bool,
+}
+
+/// `POST /v1/volumes/{name}/unmount`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmountRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmountInfo {
+    /// `false` when volbridge had nothing mounted there (still success).
+    pub unmounted: bool,
+}
+
+/// `POST /v1/volumes/{name}/attach` and `/detach`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `GET /v1/volumes/{name}/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeStatsInfo {
+    pub volume: String,
+    pub path: String,
+    /// `false` when the device is gone or the path is not mounted; see `message`.
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_inodes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_inodes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_inodes: Option<u64>,
+}
+
+/// One volume staged on this node, with where it is published (`GET /v1/node`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeVolumeInfo {
+    pub volume: String,
+    pub backend: String,
+    pub volume_key: String,
+    pub access_protocol: String,
+    pub staging_path: String,
+    pub block: bool,
+    pub read_only: bool,
+    /// `creating`, `ready` or `removing`.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_type: Option<String>,
+    /// `co` (CSI) or `engine` (CLI, Docker, Flex).
+    pub owner: String,
+    pub pinned: bool,
+    pub published_at: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub uuid: String,
+    pub hostname: String,
+    pub volumes: Vec<NodeVolumeInfo>,
+}
+
+/// `GET /v1/reconcile` (the last pass) and `POST /v1/reconcile` (a pass now).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileInfo {
+    pub actions: Vec<String>,
+    pub pending: usize,
 }

@@ -50,6 +50,16 @@ pub enum Command {
     },
     /// Show the daemon's version, state dir and last reconciliation.
     Status,
+    /// Volumes attached and mounted on this machine.
+    Node,
+    /// Run a reconciliation pass now and show what it did.
+    Reconcile,
+    /// Check this machine's prerequisites (loop devices, mkfs tools, initiators); changes
+    /// nothing.
+    Doctor {
+        #[arg(long, env = "VOLBRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +194,54 @@ pub enum VolumeCommand {
         size: Option<String>,
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Mount a volume at a directory on this machine (attach, format if blank, mount).
+    Mount {
+        name: String,
+        /// Absolute directory; with --block, the file the device node is bound onto.
+        path: String,
+        #[arg(long)]
+        read_only: bool,
+        /// Publish the raw block device instead of a filesystem.
+        #[arg(long)]
+        block: bool,
+        /// Filesystem made on a blank volume: ext4 (default), xfs or btrfs.
+        #[arg(long, default_value = "")]
+        fs_type: String,
+        /// Mount option (repeatable, or comma-separated): noatime, discard, …
+        #[arg(long = "mount-option", short = 'm')]
+        mount_options: Vec<String>,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Unmount a volume from a path; the last unmount detaches it.
+    Unmount {
+        name: String,
+        path: String,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Attach a volume's block device to this machine and keep it attached.
+    Attach {
+        name: String,
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Detach a volume attached with `volume attach` (refused while mounted).
+    Detach {
+        name: String,
+        #[command(flatten)]
+        backend: BackendArg,
+    },
+    /// Usage of a volume mounted or attached on this machine.
+    Stats {
+        name: String,
+        /// A mount path of the volume (default: where it is mounted).
+        path: Option<String>,
         #[command(flatten)]
         backend: BackendArg,
     },

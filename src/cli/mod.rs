@@ -4,6 +4,7 @@
 pub mod args;
 mod client;
 mod csp;
+mod node;
 mod output;
 mod volumes;
 
@@ -36,6 +37,39 @@ pub fn report(e: &Error) -> u8 {
     exit_code(e.kind)
 }
 
+/// `volbridge doctor`: checks the protocols of the config (or `local`), prints a table, and
+/// fails (exit 5) when something required is missing.
+fn doctor(config: Option<&std::path::Path>, format: output::Format) -> Result<(), Error> {
+    use crate::host::doctor::{self, Status};
+    let config = crate::config::Config::load(config)?;
+    let is_root = rustix::process::geteuid().is_root();
+    let checks = doctor::run(&crate::host::RealHost, &config.node.protocols, is_root);
+    match format {
+        output::Format::Json => output::json(&checks),
+        output::Format::Table => {
+            let rows: Vec<Vec<String>> = checks
+                .iter()
+                .map(|c| {
+                    let s = match c.status {
+                        Status::Ok => "ok",
+                        Status::Warn => "warn",
+                        Status::Fail => "FAIL",
+                    };
+                    vec![c.name.clone(), s.into(), c.detail.clone()]
+                })
+                .collect();
+            output::table(&["CHECK", "STATUS", "DETAIL"], &rows);
+        }
+    }
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    if failed > 0 {
+        return Err(Error::precondition(format!(
+            "{failed} required check(s) failed; install what the table names"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a client command (everything but `serve` and `csp serve`).
 pub async fn run_client(cli: Cli) -> Result<(), Error> {
     let format = cli.output;
@@ -43,8 +77,15 @@ pub async fn run_client(cli: Cli) -> Result<(), Error> {
         Command::Serve(_) => unreachable!("serve runs in its own runtime"),
         Command::Csp { command } => csp::run(command, format).await,
         Command::Volume { command } => {
-            volumes::volume(&AdminClient::new(&cli.socket)?, command, format).await
+            let client = AdminClient::new(&cli.socket)?;
+            match node::volume(&client, command, format).await? {
+                Some(other) => volumes::volume(&client, other, format).await,
+                None => Ok(()),
+            }
         }
+        Command::Node => node::node(&AdminClient::new(&cli.socket)?, format).await,
+        Command::Reconcile => node::reconcile(&AdminClient::new(&cli.socket)?, format).await,
+        Command::Doctor { config } => doctor(config.as_deref(), format),
         Command::Snapshot { command } => {
             volumes::snapshot(&AdminClient::new(&cli.socket)?, command, format).await
         }

@@ -109,6 +109,16 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
                 removed(format, "volume", &name);
             }
         }
+        // Node subcommands are handled in `node.rs` before this match.
+        VolumeCommand::Mount { .. }
+        | VolumeCommand::Unmount { .. }
+        | VolumeCommand::Attach { .. }
+        | VolumeCommand::Detach { .. }
+        | VolumeCommand::Stats { .. } => {
+            return Err(crate::Error::internal(
+                "node command reached the volume handler",
+            ))
+        }
     }
     Ok(())
 }

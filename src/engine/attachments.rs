@@ -40,8 +40,20 @@ impl Engine {
         wait: Wait,
     ) -> Result<Attachment> {
         validate_name("name", name)?;
-        let backend = self.backends.resolve(backend)?;
-        let _guard = self.guard(&backend.name, name, wait).await?;
+        let backend = self.backends.resolve(backend)?.name.clone();
+        let _guard = self.guard(&backend, name, wait).await?;
+        self.attach_locked(&backend, name, read_only, None).await
+    }
+
+    /// Attach with the volume's guard already held by the caller.
+    pub(super) async fn attach_locked(
+        &self,
+        backend: &str,
+        name: &str,
+        read_only: bool,
+        fs_type: Option<&str>,
+    ) -> Result<Attachment> {
+        let backend = self.backends.resolve(Some(backend))?;
         let client = &backend.client;
         let volume = client
             .find_volume(name)
@@ -71,7 +83,7 @@ impl Engine {
             info: &info,
             volume: &volume,
             read_only,
-            fs_type: None,
+            fs_type,
             volume_context: &volume_context,
         })?;
         let record = Attachment {
@@ -89,16 +101,34 @@ impl Engine {
     /// Removes this node's access and its record; a volume that is not attached is done.
     pub async fn detach_volume(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
         validate_name("name", name)?;
-        let backend = self.backends.resolve(backend)?;
-        let _guard = self.guard(&backend.name, name, wait).await?;
-        let Some(volume) = backend.client.find_volume(name).await? else {
-            return Ok(());
+        let backend = self.backends.resolve(backend)?.name.clone();
+        let _guard = self.guard(&backend, name, wait).await?;
+        self.detach_locked(&backend, name, None).await
+    }
+
+    /// Detach with the volume's guard held. With a known volume id the record goes even
+    /// when the CSP has forgotten the volume.
+    pub(super) async fn detach_locked(
+        &self,
+        backend: &str,
+        name: &str,
+        volume_id: Option<&str>,
+    ) -> Result<()> {
+        let backend = self.backends.resolve(Some(backend))?;
+        let volume_id = match backend.client.find_volume(name).await? {
+            Some(v) => {
+                let id = v.id.unwrap_or_default();
+                backend
+                    .client
+                    .unpublish_volume(&id, &self.node.uuid)
+                    .await?;
+                id
+            }
+            None => match volume_id {
+                Some(id) => id.to_owned(),
+                None => return Ok(()),
+            },
         };
-        let volume_id = volume.id.unwrap_or_default();
-        backend
-            .client
-            .unpublish_volume(&volume_id, &self.node.uuid)
-            .await?;
         self.store
             .remove(COLLECTION, &Attachment::key(&backend.name, &volume_id))
     }

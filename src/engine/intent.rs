@@ -16,6 +16,21 @@ pub enum Intent {
         name: String,
         parent_id: String,
     },
+    /// Mount `name` at `target` (attach at the CSP, stage, publish). Replay rolls back an
+    /// unfinished mount so that nothing stays attached or mounted for a command that failed.
+    MountVolume {
+        backend: String,
+        name: String,
+        volume_id: String,
+        target: std::path::PathBuf,
+    },
+    /// Unmount `name` from `target` and release it when unused. Replay finishes it.
+    UnmountVolume {
+        backend: String,
+        name: String,
+        volume_id: String,
+        target: std::path::PathBuf,
+    },
 }
 
 impl Intent {
@@ -23,6 +38,12 @@ impl Intent {
         match self {
             Intent::CloneFromVolume { backend, name, .. } => {
                 format!("clone of volume '{name}' on backend '{backend}'")
+            }
+            Intent::MountVolume { name, target, .. } => {
+                format!("mount of volume '{name}' at {}", target.display())
+            }
+            Intent::UnmountVolume { name, target, .. } => {
+                format!("unmount of volume '{name}' from {}", target.display())
             }
         }
     }

@@ -7,11 +7,17 @@ mod groups;
 mod guard;
 pub mod intent;
 mod model;
+mod mounts;
 pub mod names;
 mod node;
+mod node_reconcile;
+pub mod node_records;
+mod node_usage;
+mod publishing;
 mod reconcile;
 pub mod size;
 mod snapshots;
+mod staging;
 pub mod store;
 mod volumes;
 
@@ -20,10 +26,19 @@ pub use backends::{Backend, Backends};
 pub use groups::{SnapshotGroup, VolumeGroup};
 pub use guard::{OpGuard, OpGuards};
 pub use model::{BackendStatus, CreateVolume, Snapshot, Volume, VolumeSource};
+pub use mounts::{MountVolume, Mounted};
 pub use node::NodeIdentity;
+pub use node_records::{Owner, Phase, PublishRecord, StageRecord};
+pub use publishing::PublishVolume;
+pub use reconcile::ReconcileReport;
+pub use staging::StageVolume;
 pub use store::StateStore;
 
 use crate::error::Result;
+use crate::host::transport::TransportConfig;
+use crate::host::{Host, RealHost};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How the engine behaves; front ends pick their waiting policy per call.
@@ -48,6 +63,26 @@ impl Default for EngineConfig {
     }
 }
 
+/// How this node attaches and mounts volumes.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub transport: TransportConfig,
+    /// Limit for each external tool (mkfs, e2fsck, resize2fs, iscsiadm…).
+    pub tool_timeout: Duration,
+    /// Where the engine's own flows stage filesystems; default `<state dir>/staging`.
+    pub staging_root: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            transport: TransportConfig::default(),
+            tool_timeout: Duration::from_secs(120),
+            staging_root: None,
+        }
+    }
+}
+
 /// Whether a caller waits for busy volumes and background copies, or answers at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -63,6 +98,11 @@ pub struct Engine {
     store: StateStore,
     config: EngineConfig,
     node: NodeIdentity,
+    host: Arc<dyn Host>,
+    node_config: NodeConfig,
+    /// Orphaned loop devices seen by the last reconciler pass (device, backing file).
+    orphans_seen: std::sync::Mutex<std::collections::BTreeSet<(PathBuf, PathBuf)>>,
+    reconciled_once: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -75,7 +115,42 @@ impl Engine {
             store,
             config,
             node,
+            host: Arc::new(RealHost),
+            node_config: NodeConfig::default(),
+            orphans_seen: Default::default(),
+            reconciled_once: Default::default(),
         })
+    }
+
+    /// Replaces the host (a fake in unit tests) and the node settings.
+    pub fn with_node(mut self, host: Arc<dyn Host>, node_config: NodeConfig) -> Engine {
+        self.host = host;
+        self.node_config = node_config;
+        self
+    }
+
+    pub fn node_config(&self) -> &NodeConfig {
+        &self.node_config
+    }
+
+    /// Where the engine's own flows stage volumes.
+    pub fn staging_root(&self) -> PathBuf {
+        self.node_config
+            .staging_root
+            .clone()
+            .unwrap_or_else(|| self.store.root().join("staging"))
+    }
+
+    /// Runs host work (syscalls, mkfs) off the async workers.
+    async fn on_host<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Host) -> Result<T> + Send + 'static,
+    {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || work(host.as_ref()))
+            .await
+            .map_err(|e| crate::Error::internal(format!("host task failed: {e}")))?
     }
 
     pub fn node(&self) -> &NodeIdentity {

@@ -16,16 +16,36 @@ pub struct ReconcileReport {
 impl Engine {
     pub async fn reconcile(&self) -> ReconcileReport {
         let mut report = ReconcileReport::default();
+        let first_pass = !self
+            .reconciled_once
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        self.reconcile_node(&mut report, first_pass).await;
+        self.reconcile_intents(&mut report).await;
+        for action in &report.actions {
+            tracing::info!(action = %action, "reconciler");
+        }
+        report
+    }
+
+    async fn reconcile_intents(&self, report: &mut ReconcileReport) {
         let records = match self.store.list::<Intent>(intent::COLLECTION) {
             Ok(r) => r,
             Err(e) => {
                 report
                     .actions
                     .push(format!("cannot read intent records: {e}"));
-                return report;
+                return;
             }
         };
         for (key, record) in records {
+            // An operation still running holds its volume's guard: leave its intent alone.
+            let _busy = match &record {
+                Ok(i) => match self.intent_guard(i) {
+                    Ok(g) => g,
+                    Err(_) => continue,
+                },
+                Err(_) => None,
+            };
             let outcome = match record {
                 Ok(intent) => self
                     .replay(&intent)
@@ -56,10 +76,16 @@ impl Engine {
                 }
             }
         }
-        for action in &report.actions {
-            tracing::info!(action = %action, "reconciler");
+    }
+
+    fn intent_guard(&self, intent: &Intent) -> Result<Option<super::OpGuard>> {
+        match intent {
+            Intent::CloneFromVolume { .. } => Ok(None),
+            Intent::MountVolume { backend, name, .. }
+            | Intent::UnmountVolume { backend, name, .. } => {
+                self.guards.try_lock(&format!("{backend}/{name}")).map(Some)
+            }
         }
-        report
     }
 
     pub(super) async fn replay(&self, intent: &Intent) -> Result<String> {
@@ -101,6 +127,42 @@ impl Engine {
                     }
                 }
                 Ok(format!("removed {removed} temporary snapshot(s)"))
+            }
+            Intent::MountVolume {
+                backend,
+                name,
+                volume_id,
+                target,
+            } => {
+                let key = super::node_records::engine_volume_key(backend, volume_id);
+                let done = self
+                    .store
+                    .get::<super::PublishRecord>(
+                        super::node_records::PUBLISHES,
+                        &target.display().to_string(),
+                    )?
+                    .is_some_and(|p| p.volume_key == key && p.phase == super::Phase::Ready);
+                if done {
+                    return Ok("it had completed".into());
+                }
+                self.release_if_unused(&self.attachment_for(backend, name, volume_id)?)
+                    .await?;
+                Ok("rolled back".into())
+            }
+            Intent::UnmountVolume {
+                backend,
+                name,
+                volume_id,
+                target,
+            } => {
+                let key = super::node_records::engine_volume_key(backend, volume_id);
+                {
+                    let _node = self.guards.try_lock(&format!("@node/{key}"))?;
+                    self.unpublish_locked(&key, target).await?;
+                }
+                self.release_if_unused(&self.attachment_for(backend, name, volume_id)?)
+                    .await?;
+                Ok("finished".into())
             }
         }
     }

@@ -106,7 +106,8 @@ impl FakeHost {
         let path = path.into();
         self.with(|s| {
             add_parents(&mut s.files, &path);
-            s.files.insert(path, Node::File(contents.as_bytes().to_vec()));
+            s.files
+                .insert(path, Node::File(contents.as_bytes().to_vec()));
         });
         self
     }
@@ -208,7 +209,7 @@ impl Host for FakeHost {
                 program: cmd.program.clone(),
                 args: cmd.redacted_args().into_iter().map(str::to_owned).collect(),
             });
-            if !s.programs.iter().any(|p| *p == cmd.program) {
+            if !s.programs.contains(&cmd.program) {
                 return Err(Error::precondition(format!(
                     "cannot run {}: not found (is it installed?)",
                     cmd.program
@@ -264,7 +265,11 @@ impl Host for FakeHost {
                                 .join(spec.source.strip_prefix("/dev").unwrap_or(&spec.source));
                             ("0:1".into(), "devtmpfs".into(), "udev".into())
                         }
-                        _ => ("0:1".into(), "none".into(), spec.source.display().to_string()),
+                        _ => (
+                            "0:1".into(),
+                            "none".into(),
+                            spec.source.display().to_string(),
+                        ),
                     },
                 }
             } else {
@@ -381,12 +386,7 @@ impl Host for FakeHost {
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.with(|s| match s.files.get(path) {
-            Some(Node::File(c)) => Ok(c
-                .iter()
-                .skip(offset as usize)
-                .take(len)
-                .copied()
-                .collect()),
+            Some(Node::File(c)) => Ok(c.iter().skip(offset as usize).take(len).copied().collect()),
             Some(_) => Ok(vec![0; len]),
             None => Err(Error::not_found(format!("{} is gone", path.display()))),
         })

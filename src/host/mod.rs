@@ -4,6 +4,7 @@
 //! recording [`FakeHost`] in unit tests.
 
 mod cmd;
+pub mod doctor;
 mod exec;
 pub mod fake;
 pub mod fs;

@@ -3,6 +3,7 @@
 //! reverses, plus expand and stats. Each step checks the kernel's state first, so every
 //! procedure is idempotent, and a failure undoes what the same call did.
 
+pub use super::fs::ONLINE_REFUSED;
 use super::fs::{self, FormatOptions, GrowOutcome, GrowRequest, Probe};
 use super::transport::Transport;
 use super::{split_mount_options, FileKind, FsUsage, Host, MountEntry, MountFlags, MountSpec};
@@ -449,8 +450,11 @@ pub fn stats(
     path: &Path,
     block: bool,
 ) -> Result<Stats> {
-    if host.stat(path)?.is_none() {
-        return Err(Error::not_found(format!("{} does not exist", path.display())));
+    if !block && host.stat(path)?.is_none() {
+        return Err(Error::not_found(format!(
+            "{} does not exist",
+            path.display()
+        )));
     }
     let device = transport.find(host, ctx)?;
     let Some(device) = device else {
@@ -593,7 +597,11 @@ mod tests {
     fn failed_mkfs_leaves_nothing_attached() {
         let h = host();
         h.script("blkid", &[], CmdOutput::failed(2, ""));
-        h.script("mkfs.ext4", &[], CmdOutput::failed(1, "mkfs.ext4: No space"));
+        h.script(
+            "mkfs.ext4",
+            &[],
+            CmdOutput::failed(1, "mkfs.ext4: No space"),
+        );
         let e = stage_with(&h, &ctx(), &mount_access(), false).unwrap_err();
         assert!(e.message.contains("No space"));
         assert!(h.loops().unwrap().is_empty());

@@ -17,6 +17,7 @@ pub fn volume(v: Volume) -> VolumeInfo {
         source: v.source.map(|(kind, id)| VolumeSourceInfo { kind, id }),
         used_bytes: v.used_bytes,
         config: v.context,
+        filesystem_resize: None,
     }
 }
 

@@ -4,6 +4,7 @@
 mod convert;
 pub mod error;
 mod json;
+mod node_routes;
 mod request_id;
 mod routes;
 
@@ -15,12 +16,36 @@ use axum::Router;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use volbridge_proto::admin::ReconcileInfo;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub engine: Arc<Engine>,
-    /// What the last reconciliation pass did (shown by `GET /v1/status`).
-    pub reconciled: Arc<Mutex<Vec<String>>>,
+    /// What the last reconciliation pass did (`GET /v1/status`, `GET /v1/reconcile`).
+    pub reconciled: Arc<Mutex<ReconcileInfo>>,
+}
+
+impl AdminState {
+    pub fn new(engine: Arc<Engine>) -> AdminState {
+        AdminState {
+            engine,
+            reconciled: Arc::default(),
+        }
+    }
+
+    pub fn record_reconcile(&self, report: crate::engine::ReconcileReport) {
+        *self.reconciled.lock().unwrap_or_else(|p| p.into_inner()) = ReconcileInfo {
+            actions: report.actions,
+            pending: report.pending,
+        };
+    }
+
+    pub fn last_reconcile(&self) -> ReconcileInfo {
+        self.reconciled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -34,6 +59,16 @@ pub fn router(state: AdminState) -> Router {
             get(routes::get_volume).delete(routes::delete_volume),
         )
         .route("/v1/volumes/{name}/expand", post(routes::expand_volume))
+        .route("/v1/volumes/{name}/mount", post(node_routes::mount))
+        .route("/v1/volumes/{name}/unmount", post(node_routes::unmount))
+        .route("/v1/volumes/{name}/attach", post(node_routes::attach))
+        .route("/v1/volumes/{name}/detach", post(node_routes::detach))
+        .route("/v1/volumes/{name}/stats", get(node_routes::stats))
+        .route("/v1/node", get(node_routes::node))
+        .route(
+            "/v1/reconcile",
+            get(node_routes::last_reconcile).post(node_routes::reconcile_now),
+        )
         .route(
             "/v1/snapshots",
             get(routes::list_snapshots).post(routes::create_snapshot),

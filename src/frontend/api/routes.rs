@@ -97,11 +97,17 @@ pub async fn expand_volume(
     ApiJson(req): ApiJson<VolumeExpandRequest>,
 ) -> ApiResult<Json<VolumeInfo>> {
     let size = size_from_json("size", &req.size)?;
-    let v = state
+    let (v, grown) = state
         .engine
-        .expand_volume(&name, size, q.backend.as_deref(), Wait::Bounded)
+        .expand_and_grow(&name, size, q.backend.as_deref(), Wait::Bounded)
         .await?;
-    Ok(Json(convert::volume(v)))
+    let mut info = convert::volume(v);
+    info.filesystem_resize = grown.map(|g| match g.filesystem {
+        Some(f) if f.online => "online".to_owned(),
+        Some(_) => "offline".to_owned(),
+        None => "device only".to_owned(),
+    });
+    Ok(Json(info))
 }
 
 pub async fn create_snapshot(
@@ -173,11 +179,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<DaemonStatus> {
         state_dir: state.engine.store().root().display().to_string(),
         default_backend: state.engine.backends().default_name().to_owned(),
         pending_intents: pending,
-        reconciled: state
-            .reconciled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        reconciled: state.last_reconcile().actions,
     })
 }
 

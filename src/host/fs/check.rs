@@ -14,7 +14,12 @@ const STATE_ERROR: u16 = 2;
 
 /// Runs `e2fsck -p` on an ext filesystem that was not cleanly unmounted or has errors.
 /// Returns whether a check ran.
-pub fn check_before_mount(host: &dyn Host, device: &Path, fs_type: &str, timeout: Duration) -> Result<bool> {
+pub fn check_before_mount(
+    host: &dyn Host,
+    device: &Path,
+    fs_type: &str,
+    timeout: Duration,
+) -> Result<bool> {
     if !fs_type.starts_with("ext") {
         return Ok(false);
     }
@@ -69,13 +74,20 @@ mod tests {
         assert!(check_before_mount(&host, Path::new("/dev/dirty"), "ext4", t).unwrap());
         assert!(check_before_mount(&host, Path::new("/dev/errors"), "ext4", t).unwrap());
         assert!(!check_before_mount(&host, Path::new("/dev/dirty"), "xfs", t).unwrap());
-        assert_eq!(host.commands(), ["e2fsck -p /dev/dirty", "e2fsck -p /dev/errors"]);
+        assert_eq!(
+            host.commands(),
+            ["e2fsck -p /dev/dirty", "e2fsck -p /dev/errors"]
+        );
     }
 
     #[test]
     fn unfixable_errors_stop_the_mount() {
         let host = FakeHost::new();
-        host.script("e2fsck", &[], CmdOutput::failed(4, "UNEXPECTED INCONSISTENCY"));
+        host.script(
+            "e2fsck",
+            &[],
+            CmdOutput::failed(4, "UNEXPECTED INCONSISTENCY"),
+        );
         host.add_bytes("/dev/bad", &superblock(STATE_ERROR));
         let e = check_before_mount(&host, Path::new("/dev/bad"), "ext4", Duration::from_secs(5))
             .unwrap_err();

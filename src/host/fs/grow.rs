@@ -14,6 +14,9 @@ pub struct GrowOutcome {
     pub online: bool,
 }
 
+/// The start of the error an online grow refused by the kernel gives.
+pub const ONLINE_REFUSED: &str = "the kernel refused to grow the mounted filesystem";
+
 pub struct GrowRequest<'a> {
     pub device: &'a Path,
     pub fs_type: &'a str,
@@ -33,7 +36,11 @@ pub fn grow(host: &dyn Host, r: &GrowRequest) -> Result<GrowOutcome> {
         }
         ("ext4" | "ext3" | "ext2", None) => {
             // resize2fs refuses an unmounted filesystem that was not just checked.
-            let check = host.run(&Cmd::new("e2fsck").args(["-f", "-p", &dev]).timeout(r.timeout))?;
+            let check = host.run(
+                &Cmd::new("e2fsck")
+                    .args(["-f", "-p", &dev])
+                    .timeout(r.timeout),
+            )?;
             if check.status > 2 {
                 return Err(Error::precondition(format!(
                     "{dev} has filesystem errors e2fsck could not fix ({}); run e2fsck by hand",
@@ -74,7 +81,9 @@ fn grow_mounted(host: &dyn Host, fs_type: &str, at: &Path, timeout: Duration) ->
     let cmd = if fs_type == "xfs" {
         Cmd::new("xfs_growfs").arg(at)
     } else {
-        Cmd::new("btrfs").args(["filesystem", "resize", "max"]).arg(at)
+        Cmd::new("btrfs")
+            .args(["filesystem", "resize", "max"])
+            .arg(at)
     };
     run(host, cmd, timeout, true)
 }
@@ -86,9 +95,15 @@ fn run(host: &dyn Host, cmd: Cmd, timeout: Duration, online: bool) -> Result<()>
         return Ok(());
     }
     let reason = out.reason();
-    if online && (reason.contains("not supported") || reason.contains("Operation not permitted")) {
+    // EPERM: ext4 online resize needs CAP_SYS_RESOURCE, which containers often drop.
+    let refused = [
+        "not supported",
+        "Operation not permitted",
+        "Permission denied",
+    ];
+    if online && refused.iter().any(|r| reason.contains(r)) {
         return Err(Error::precondition(format!(
-            "the kernel refused to grow the mounted filesystem ({reason}); unmount the volume and expand it again to grow it offline"
+            "{ONLINE_REFUSED} ({reason}); unmount the volume and expand it again to grow it offline"
         )));
     }
     Err(Error::internal(format!("{program} failed: {reason}")))
@@ -144,7 +159,10 @@ mod tests {
         host.script(
             "resize2fs",
             &[],
-            CmdOutput::failed(1, "resize2fs: Operation not supported While checking for on-line resizing support"),
+            CmdOutput::failed(
+                1,
+                "resize2fs: Operation not supported While checking for on-line resizing support",
+            ),
         );
         let e = grow(&host, &request("ext4", Some(Path::new("/mnt/v")))).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::FailedPrecondition);

@@ -49,11 +49,7 @@ pub fn make(host: &dyn Host, device: &Path, o: &FormatOptions) -> Result<()> {
     }
     Err(Error::new(
         ErrorKind::Internal,
-        format!(
-            "{program} failed on {}: {}",
-            device.display(),
-            out.reason()
-        ),
+        format!("{program} failed on {}: {}", device.display(), out.reason()),
     ))
 }
 
@@ -74,7 +70,9 @@ mod tests {
     #[test]
     fn argv_per_filesystem() {
         let host = FakeHost::new();
-        host.install("mkfs.ext4").install("mkfs.xfs").install("mkfs.btrfs");
+        host.install("mkfs.ext4")
+            .install("mkfs.xfs")
+            .install("mkfs.btrfs");
         let dev = Path::new("/dev/loop4");
         make(&host, dev, &opts("", "-b 4096 -L data")).unwrap();
         make(&host, dev, &opts("xfs", "")).unwrap();
@@ -117,7 +115,10 @@ mod tests {
         host.script(
             "mkfs.xfs",
             &[],
-            CmdOutput::failed(1, "mkfs.xfs: /dev/loop4 appears to contain an existing filesystem (ext4)."),
+            CmdOutput::failed(
+                1,
+                "mkfs.xfs: /dev/loop4 appears to contain an existing filesystem (ext4).",
+            ),
         );
         let e = make(&host, Path::new("/dev/loop4"), &opts("xfs", "")).unwrap_err();
         assert!(e.message.contains("existing filesystem"), "{}", e.message);

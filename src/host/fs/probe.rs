@@ -95,7 +95,10 @@ mod tests {
             &[],
             CmdOutput::ok("TYPE=LVM2_member\nUSAGE=raid\n"),
         );
-        assert_eq!(probe(&host, dev).unwrap(), Probe::Other("LVM2_member".into()));
+        assert_eq!(
+            probe(&host, dev).unwrap(),
+            Probe::Other("LVM2_member".into())
+        );
 
         let host = FakeHost::new();
         host.script("blkid", &[], CmdOutput::failed(8, "ambivalent result"));

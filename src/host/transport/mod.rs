@@ -1,9 +1,19 @@
 //! Transports, one per access protocol: each makes a volume's block device appear on this
 //! host, finds it again by its identity (never by a stored `/dev` name), and removes it.
 
+mod fc;
+mod iscsi;
 mod local;
+mod multipath;
+mod nvme;
+mod scsi;
+#[cfg(test)]
+mod tests_support;
 
+pub use fc::FcTransport;
+pub use iscsi::IscsiTransport;
 pub use local::LocalTransport;
+pub use nvme::NvmeTransport;
 
 use super::Host;
 use crate::error::{Error, Result};
@@ -43,6 +53,9 @@ pub trait Transport: Send + Sync {
 pub fn for_context(ctx: &PublishContext, config: &TransportConfig) -> Result<Box<dyn Transport>> {
     match ctx.access_protocol.as_str() {
         "local" => Ok(Box::new(LocalTransport::new(config.local_roots.clone()))),
+        "iscsi" => Ok(Box::new(IscsiTransport::new(config.device_wait))),
+        "nvmetcp" => Ok(Box::new(NvmeTransport::new(config.device_wait))),
+        "fc" => Ok(Box::new(FcTransport::new(config.device_wait))),
         other => Err(Error::new(
             crate::ErrorKind::Unimplemented,
             format!("access protocol '{other}' is not supported on this node"),

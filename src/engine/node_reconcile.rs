@@ -1,0 +1,296 @@
+//! The node half of the reconciler: node records against the kernel. Interrupted set-ups
+//! (`creating`) are rolled back, interrupted tear-downs (`removing`) finished, finished
+//! states the kernel lost (a reboot) restored, and loop devices or staging mounts that no
+//! record accounts for are cleaned up.
+
+use super::node_records::{Phase, PublishRecord, StageRecord, FORMATS, PUBLISHES, STAGES};
+use super::reconcile::ReconcileReport;
+use super::Engine;
+use crate::host::stage::{self, StageRequest};
+use crate::host::{paths, transport, LoopDevice};
+use crate::provider::PublishContext;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+impl Engine {
+    pub(super) async fn reconcile_node(&self, report: &mut ReconcileReport, first_pass: bool) {
+        // Loops first, records second: any device seen here already has its record.
+        let loops = self.on_host(|h| h.loops()).await.unwrap_or_default();
+        self.reconcile_stages(report).await;
+        self.reconcile_publishes(report).await;
+        self.reconcile_formats(report);
+        self.sweep_orphans(report, loops, first_pass).await;
+    }
+
+    async fn reconcile_stages(&self, report: &mut ReconcileReport) {
+        let records = match self.store.list::<StageRecord>(STAGES) {
+            Ok(r) => r,
+            Err(e) => {
+                return report
+                    .actions
+                    .push(format!("cannot read stage records: {e}"))
+            }
+        };
+        for (key, record) in records {
+            let Ok(record) = record else {
+                report
+                    .actions
+                    .push(format!("dropped damaged stage record {key}"));
+                let _ = self.store.remove(STAGES, &key);
+                continue;
+            };
+            // An operation running on this volume owns its records.
+            let Ok(_guard) = self.guards.try_lock(&format!("@node/{key}")) else {
+                continue;
+            };
+            let what = format!(
+                "stage of '{}' at {}",
+                record.volume_name,
+                record.staging_path.display()
+            );
+            let outcome = match record.phase {
+                Phase::Creating | Phase::Removing => {
+                    let verb = if record.phase == Phase::Creating {
+                        "rolled back"
+                    } else {
+                        "finished removing"
+                    };
+                    match self.unstage_on_host(&record).await {
+                        Ok(()) => self
+                            .store
+                            .remove(STAGES, &key)
+                            .map(|_| Some(verb.to_owned())),
+                        Err(e) => Err(e),
+                    }
+                }
+                Phase::Ready => self.restore_stage(&record).await,
+            };
+            match outcome {
+                Ok(Some(did)) => report.actions.push(format!("{what}: {did}")),
+                Ok(None) => {}
+                Err(e) => {
+                    report.pending += 1;
+                    report
+                        .actions
+                        .push(format!("{what}: kept for the next pass: {e}"));
+                }
+            }
+        }
+    }
+
+    /// A ready stage whose device or mount is gone (reboot): set it up again. Never
+    /// formats: a device that lost its filesystem is reported instead.
+    async fn restore_stage(&self, record: &StageRecord) -> crate::Result<Option<String>> {
+        let ctx = PublishContext::parse(&record.context)?;
+        let transport_config = self.node_config.transport.clone();
+        let tool_timeout = self.node_config.tool_timeout;
+        let record = record.clone();
+        self.on_host(move |host| {
+            let transport = transport::for_context(&ctx, &transport_config)?;
+            let present = transport.find(host, &ctx)?;
+            let mounted = record.access.is_block()
+                || stage::top_mount(&host.mounts()?, &record.staging_path).is_some();
+            if present.is_some() && mounted {
+                return Ok(None);
+            }
+            let no_format = || {
+                Err(crate::Error::precondition(
+                    "the device is blank; a restore never formats",
+                ))
+            };
+            stage::stage(
+                host,
+                &StageRequest {
+                    ctx: &ctx,
+                    transport: transport.as_ref(),
+                    staging_path: &record.staging_path,
+                    access: &record.access,
+                    read_only: record.read_only,
+                    tool_timeout,
+                    redo_format: false,
+                    before_format: &no_format,
+                },
+            )?;
+            Ok(Some("restored (the kernel had lost it)".to_owned()))
+        })
+        .await
+    }
+
+    async fn reconcile_publishes(&self, report: &mut ReconcileReport) {
+        let records = match self.store.list::<PublishRecord>(PUBLISHES) {
+            Ok(r) => r,
+            Err(e) => {
+                return report
+                    .actions
+                    .push(format!("cannot read publish records: {e}"))
+            }
+        };
+        for (key, record) in records {
+            let Ok(record) = record else {
+                report
+                    .actions
+                    .push(format!("dropped damaged publish record {key}"));
+                let _ = self.store.remove(PUBLISHES, &key);
+                continue;
+            };
+            let Ok(_guard) = self
+                .guards
+                .try_lock(&format!("@node/{}", record.volume_key))
+            else {
+                continue;
+            };
+            let what = format!("publish at {}", record.target.display());
+            let outcome = match record.phase {
+                Phase::Creating | Phase::Removing => {
+                    let verb = if record.phase == Phase::Creating {
+                        "rolled back"
+                    } else {
+                        "finished removing"
+                    };
+                    match self.unpublish_on_host(&record).await {
+                        Ok(()) => self
+                            .store
+                            .remove(PUBLISHES, &key)
+                            .map(|_| Some(verb.to_owned())),
+                        Err(e) => Err(e),
+                    }
+                }
+                Phase::Ready => self.restore_publish(&record).await,
+            };
+            match outcome {
+                Ok(Some(did)) => report.actions.push(format!("{what}: {did}")),
+                Ok(None) => {}
+                Err(e) => {
+                    report.pending += 1;
+                    report
+                        .actions
+                        .push(format!("{what}: kept for the next pass: {e}"));
+                }
+            }
+        }
+    }
+
+    async fn restore_publish(&self, record: &PublishRecord) -> crate::Result<Option<String>> {
+        let target = record.target.clone();
+        let mounted = self
+            .on_host(move |h| Ok(stage::top_mount(&h.mounts()?, &target).is_some()))
+            .await?;
+        if mounted {
+            return Ok(None);
+        }
+        let Some(stage) = self
+            .store
+            .get::<StageRecord>(STAGES, &record.volume_key)?
+            .filter(|s| s.phase == Phase::Ready)
+        else {
+            // Its stage is gone: the publish cannot come back.
+            self.store
+                .remove(PUBLISHES, &record.target.display().to_string())?;
+            return Ok(Some("dropped (the volume is no longer staged)".into()));
+        };
+        self.publish_on_host(&stage, record).await?;
+        Ok(Some("restored (the kernel had lost it)".into()))
+    }
+
+    /// A format marker outlives its stage only by a crash right after the stage finished.
+    fn reconcile_formats(&self, report: &mut ReconcileReport) {
+        let Ok(markers) = self.store.list::<serde_json::Value>(FORMATS) else {
+            return;
+        };
+        for (key, _) in markers {
+            let ready = self
+                .store
+                .get::<StageRecord>(STAGES, &key)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.phase == Phase::Ready);
+            if ready && self.store.remove(FORMATS, &key).is_ok() {
+                report
+                    .actions
+                    .push(format!("cleared the format marker of staged volume {key}"));
+            }
+        }
+    }
+
+    /// Loop devices on files of our CSP roots that no stage record claims, and mounts under
+    /// the staging root that no stage record explains. A periodic pass only removes what
+    /// the previous pass already saw orphaned, so an operation that starts in between is
+    /// never disturbed.
+    async fn sweep_orphans(
+        &self,
+        report: &mut ReconcileReport,
+        loops: Vec<LoopDevice>,
+        first_pass: bool,
+    ) {
+        let roots = self.node_config.transport.local_roots.clone();
+        let stages = self.stages().unwrap_or_default();
+        let claimed: BTreeSet<PathBuf> = stages
+            .iter()
+            .filter_map(|s| s.context.get("localPath").map(PathBuf::from))
+            .map(|p| self.host.canonicalize(&p).unwrap_or(p))
+            .collect();
+        let staged_paths: BTreeSet<PathBuf> =
+            stages.iter().map(|s| s.staging_path.clone()).collect();
+        let staging_root = self.staging_root();
+        let candidates: Vec<LoopDevice> = loops
+            .into_iter()
+            .filter(|l| {
+                let file = strip_deleted(&l.backing_file);
+                paths::is_within(&file, &roots) && !claimed.contains(&file)
+            })
+            .collect();
+        let now: BTreeSet<(PathBuf, PathBuf)> = candidates
+            .iter()
+            .map(|l| (l.device.clone(), l.backing_file.clone()))
+            .collect();
+        let previous = std::mem::replace(
+            &mut *self.orphans_seen.lock().unwrap_or_else(|p| p.into_inner()),
+            now,
+        );
+        let ripe: Vec<LoopDevice> = candidates
+            .into_iter()
+            .filter(|l| {
+                first_pass || previous.contains(&(l.device.clone(), l.backing_file.clone()))
+            })
+            .collect();
+        let actions = self
+            .on_host(move |host| {
+                let mut actions = Vec::new();
+                let mounts = host.mounts()?;
+                for m in mounts.iter().filter(|m| {
+                    m.target.starts_with(&staging_root) && !staged_paths.contains(&m.target)
+                }) {
+                    host.unmount(&m.target)?;
+                    actions.push(format!(
+                        "unmounted orphaned staging mount {}",
+                        m.target.display()
+                    ));
+                }
+                let mounts = host.mounts()?;
+                let current = host.loops()?;
+                for l in ripe {
+                    // Still the same binding, and nothing mounts it.
+                    if !current.contains(&l) || mounts.iter().any(|m| m.dev == l.dev) {
+                        continue;
+                    }
+                    host.loop_detach(&l.device)?;
+                    actions.push(format!(
+                        "detached orphaned loop device {} ({})",
+                        l.device.display(),
+                        l.backing_file.display()
+                    ));
+                }
+                Ok(actions)
+            })
+            .await;
+        match actions {
+            Ok(a) => report.actions.extend(a),
+            Err(e) => report.actions.push(format!("orphan sweep failed: {e}")),
+        }
+    }
+}
+
+fn strip_deleted(p: &std::path::Path) -> PathBuf {
+    let s = p.to_string_lossy();
+    PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
+}

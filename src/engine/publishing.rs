@@ -1,0 +1,188 @@
+//! Node publish and unpublish: a bind of the staged filesystem (or of the device node, for
+//! block volumes) onto a target path, recorded before and after.
+
+use super::node_records::{Phase, PublishRecord, StageRecord, PUBLISHES, STAGES};
+use super::{Engine, Wait};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::stage::{self, PublishRequest};
+use crate::host::{paths, transport};
+use crate::provider::PublishContext;
+
+#[derive(Debug, Clone)]
+pub struct PublishVolume {
+    pub volume_key: String,
+    pub target_path: String,
+    pub read_only: bool,
+    pub mount_options: Vec<String>,
+    /// Remove the target on unpublish (CSI); the CLI leaves the user's directory.
+    pub remove_target: bool,
+}
+
+impl Engine {
+    /// Publishes a staged volume at a target (idempotent).
+    pub async fn node_publish(&self, req: PublishVolume, wait: Wait) -> Result<()> {
+        let _guard = self.node_guard(&req.volume_key, wait).await?;
+        self.publish_locked(req).await
+    }
+
+    pub(super) async fn publish_locked(&self, req: PublishVolume) -> Result<()> {
+        let target = paths::validate_target("target_path", &req.target_path)?;
+        let key = target.display().to_string();
+        let stage = self
+            .store
+            .get::<StageRecord>(STAGES, &req.volume_key)?
+            .filter(|s| s.phase == Phase::Ready)
+            .ok_or_else(|| {
+                Error::precondition(format!(
+                    "volume '{}' is not staged on this node; stage it first",
+                    req.volume_key
+                ))
+            })?;
+        if target == stage.staging_path {
+            return Err(Error::invalid(
+                "target_path",
+                "the target must differ from the staging path",
+            ));
+        }
+        let block = stage.access.is_block();
+        let read_only = req.read_only || stage.read_only;
+        if let Some(existing) = self.store.get::<PublishRecord>(PUBLISHES, &key)? {
+            if existing.volume_key != req.volume_key {
+                return Err(Error::precondition(format!(
+                    "{} already publishes another volume",
+                    target.display()
+                )));
+            }
+            if existing.phase == Phase::Ready && existing.read_only != read_only {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is already published with read_only={}",
+                        target.display(),
+                        existing.read_only
+                    ),
+                ));
+            }
+        }
+        let mut record = PublishRecord {
+            volume_key: req.volume_key.clone(),
+            target: target.clone(),
+            staging_path: stage.staging_path.clone(),
+            block,
+            read_only,
+            mount_options: req.mount_options.clone(),
+            remove_target: req.remove_target,
+            phase: Phase::Creating,
+        };
+        let already = self
+            .store
+            .get::<PublishRecord>(PUBLISHES, &key)?
+            .is_some_and(|r| r.phase == Phase::Ready);
+        if !already {
+            self.store.put(PUBLISHES, &key, &record)?;
+        }
+        let result = self.publish_on_host(&stage, &record).await;
+        match result {
+            Ok(()) => {
+                if !already {
+                    record.phase = Phase::Ready;
+                    self.store.put(PUBLISHES, &key, &record)?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !already {
+                    self.store.remove(PUBLISHES, &key)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The host half of publish, also used by the reconciler to restore a lost bind.
+    pub(super) async fn publish_on_host(
+        &self,
+        stage: &StageRecord,
+        record: &PublishRecord,
+    ) -> Result<()> {
+        let ctx = PublishContext::parse(&stage.context)?;
+        let transport_config = self.node_config.transport.clone();
+        let record = record.clone();
+        self.on_host(move |host| {
+            let source = if record.block {
+                // The device is found by its identity now, never from a stored name.
+                let transport = transport::for_context(&ctx, &transport_config)?;
+                transport.find(host, &ctx)?.ok_or_else(|| {
+                    Error::precondition(
+                        "the volume's device is gone from this node; stage it again",
+                    )
+                })?
+            } else {
+                record.staging_path.clone()
+            };
+            stage::publish(
+                host,
+                &PublishRequest {
+                    source: &source,
+                    target: &record.target,
+                    block: record.block,
+                    read_only: record.read_only,
+                    mount_options: &record.mount_options,
+                },
+            )
+        })
+        .await
+    }
+
+    /// Unpublishes a target (idempotent: a target volbridge never published is success).
+    pub async fn node_unpublish(
+        &self,
+        volume_key: &str,
+        target_path: &str,
+        wait: Wait,
+    ) -> Result<()> {
+        let _guard = self.node_guard(volume_key, wait).await?;
+        let target = paths::validate_target("target_path", target_path)?;
+        self.unpublish_locked(volume_key, &target).await
+    }
+
+    pub(super) async fn unpublish_locked(
+        &self,
+        volume_key: &str,
+        target: &std::path::Path,
+    ) -> Result<()> {
+        let key = target.display().to_string();
+        let Some(mut record) = self.store.get::<PublishRecord>(PUBLISHES, &key)? else {
+            return Ok(());
+        };
+        if record.volume_key != volume_key {
+            return Err(Error::precondition(format!(
+                "{} publishes another volume",
+                target.display()
+            )));
+        }
+        if record.phase != Phase::Removing {
+            record.phase = Phase::Removing;
+            self.store.put(PUBLISHES, &key, &record)?;
+        }
+        self.unpublish_on_host(&record).await?;
+        self.store.remove(PUBLISHES, &key)
+    }
+
+    pub(super) async fn unpublish_on_host(&self, record: &PublishRecord) -> Result<()> {
+        let target = record.target.clone();
+        let remove = record.remove_target || record.block;
+        self.on_host(move |host| stage::unpublish(host, &target, remove))
+            .await
+    }
+
+    /// Every publish record of this node.
+    pub fn publishes(&self) -> Result<Vec<PublishRecord>> {
+        Ok(self
+            .store
+            .list::<PublishRecord>(PUBLISHES)?
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .collect())
+    }
+}

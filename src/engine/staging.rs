@@ -1,0 +1,232 @@
+//! Node stage and unstage: the device attached and its filesystem mounted at a staging
+//! path, recorded before and after so that a crash in between is rolled back.
+
+use super::node_records::{
+    Owner, Phase, PublishRecord, StageRecord, FORMATS, GROWS, PUBLISHES, STAGES,
+};
+use super::{Engine, OpGuard, Wait};
+use crate::error::{Error, ErrorKind, Result};
+use crate::host::stage::{self, Access, StageRequest, Staged};
+use crate::host::{paths, transport};
+use crate::provider::PublishContext;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct StageVolume {
+    pub volume_key: String,
+    pub backend: String,
+    pub volume_name: String,
+    pub owner: Owner,
+    pub pinned: bool,
+    pub context: BTreeMap<String, String>,
+    pub staging_path: String,
+    pub access: Access,
+    pub read_only: bool,
+}
+
+impl Engine {
+    pub(super) async fn node_guard(&self, volume_key: &str, wait: Wait) -> Result<OpGuard> {
+        self.guard("@node", volume_key, wait).await
+    }
+
+    /// Stages a volume (idempotent): attach, format if blank, mount at the staging path.
+    pub async fn node_stage(&self, req: StageVolume, wait: Wait) -> Result<Staged> {
+        let _guard = self.node_guard(&req.volume_key, wait).await?;
+        self.stage_locked(req).await
+    }
+
+    pub(super) async fn stage_locked(&self, req: StageVolume) -> Result<Staged> {
+        if req.volume_key.is_empty() {
+            return Err(Error::invalid("volume_id", "a volume id is required"));
+        }
+        let staging_path = paths::validate_target("staging_target_path", &req.staging_path)?;
+        let ctx = PublishContext::parse(&req.context)?;
+        let key = req.volume_key.clone();
+        let previous = self.store.get::<StageRecord>(STAGES, &key)?;
+        if let Some(p) = previous.as_ref().filter(|p| p.phase == Phase::Ready) {
+            if p.staging_path != staging_path
+                || p.access.is_block() != req.access.is_block()
+                || p.read_only != req.read_only
+            {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "volume '{}' is already staged at {} (read_only={}, block={})",
+                        req.volume_name,
+                        p.staging_path.display(),
+                        p.read_only,
+                        p.access.is_block()
+                    ),
+                ));
+            }
+        }
+        let mut record = StageRecord {
+            volume_key: key.clone(),
+            backend: req.backend,
+            volume_name: req.volume_name,
+            owner: req.owner,
+            pinned: req.pinned || previous.as_ref().is_some_and(|p| p.pinned),
+            context: req.context,
+            staging_path: staging_path.clone(),
+            access: req.access,
+            read_only: req.read_only,
+            phase: Phase::Creating,
+            fs_type: None,
+        };
+        let was_ready = previous.as_ref().is_some_and(|p| p.phase == Phase::Ready);
+        if !was_ready {
+            self.store.put(STAGES, &key, &record)?;
+        }
+        let redo_format = self
+            .store
+            .get::<serde_json::Value>(FORMATS, &key)?
+            .is_some();
+        let store = self.store.clone();
+        let transport_config = self.node_config.transport.clone();
+        let tool_timeout = self.node_config.tool_timeout;
+        let access = record.access.clone();
+        let read_only = record.read_only;
+        let format_key = key.clone();
+        let outcome = self
+            .on_host(move |host| {
+                let transport = transport::for_context(&ctx, &transport_config)?;
+                let before_format = || {
+                    store.put(
+                        FORMATS,
+                        &format_key,
+                        &serde_json::json!({"device_was_blank": true}),
+                    )
+                };
+                stage::stage(
+                    host,
+                    &StageRequest {
+                        ctx: &ctx,
+                        transport: transport.as_ref(),
+                        staging_path: &staging_path,
+                        access: &access,
+                        read_only,
+                        tool_timeout,
+                        redo_format,
+                        before_format: &before_format,
+                    },
+                )
+            })
+            .await;
+        match outcome {
+            Ok(staged) => {
+                record.phase = Phase::Ready;
+                record.fs_type = staged.fs_type.clone();
+                self.store.put(STAGES, &key, &record)?;
+                // The filesystem is complete and mounted: from here on it may hold data,
+                // so our own mkfs must never run on it again.
+                self.store.remove(FORMATS, &key)?;
+                if staged.fs_type.is_some()
+                    && self.store.get::<serde_json::Value>(GROWS, &key)?.is_some()
+                {
+                    // Expanded while it was not staged here: grow the filesystem now.
+                    self.expand_locked(&key).await?;
+                    self.store.remove(GROWS, &key)?;
+                }
+                Ok(staged)
+            }
+            Err(e) => {
+                if !was_ready {
+                    self.store.remove(STAGES, &key)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Unmounts the staging path and detaches the device (idempotent). Refused while the
+    /// volume is still published on this node.
+    pub async fn node_unstage(
+        &self,
+        volume_key: &str,
+        staging_path: &str,
+        wait: Wait,
+    ) -> Result<()> {
+        let _guard = self.node_guard(volume_key, wait).await?;
+        let staging_path = paths::validate_target("staging_target_path", staging_path)?;
+        self.unstage_locked(volume_key, Some(&staging_path)).await
+    }
+
+    pub(super) async fn unstage_locked(
+        &self,
+        volume_key: &str,
+        staging_path: Option<&Path>,
+    ) -> Result<()> {
+        let Some(mut record) = self.store.get::<StageRecord>(STAGES, volume_key)? else {
+            // Never staged by us (or already unstaged): leave whatever else is there alone.
+            return Ok(());
+        };
+        if let Some(path) = staging_path {
+            if path != record.staging_path {
+                return Err(Error::not_found(format!(
+                    "volume is staged at {}, not at {}",
+                    record.staging_path.display(),
+                    path.display()
+                )));
+            }
+        }
+        let published = self.publishes_of(volume_key)?;
+        if let Some(p) = published.first() {
+            return Err(Error::precondition(format!(
+                "volume '{}' is still published at {}; unpublish it first",
+                record.volume_name,
+                p.target.display()
+            )));
+        }
+        if record.phase != Phase::Removing {
+            record.phase = Phase::Removing;
+            self.store.put(STAGES, volume_key, &record)?;
+        }
+        self.unstage_on_host(&record).await?;
+        self.store.remove(STAGES, volume_key)
+    }
+
+    /// The host half of unstage, also used by the reconciler.
+    pub(super) async fn unstage_on_host(&self, record: &StageRecord) -> Result<()> {
+        let ctx = PublishContext::parse(&record.context)?;
+        let transport_config = self.node_config.transport.clone();
+        let staging = record.staging_path.clone();
+        let ours = record.owner == Owner::Engine;
+        self.on_host(move |host| {
+            let transport = transport::for_context(&ctx, &transport_config)?;
+            stage::unstage(host, &ctx, transport.as_ref(), &staging)?;
+            if ours {
+                host.remove(&staging)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Publish records of one volume.
+    pub(super) fn publishes_of(&self, volume_key: &str) -> Result<Vec<PublishRecord>> {
+        Ok(self
+            .store
+            .list::<PublishRecord>(PUBLISHES)?
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .filter(|r| r.volume_key == volume_key)
+            .collect())
+    }
+
+    /// Every stage record of this node (for the admin API and the reconciler).
+    pub fn stages(&self) -> Result<Vec<StageRecord>> {
+        Ok(self
+            .store
+            .list::<StageRecord>(STAGES)?
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .collect())
+    }
+
+    /// The staging directory the engine's own flows use for a volume.
+    pub(super) fn engine_staging_path(&self, volume_key: &str) -> PathBuf {
+        self.staging_root()
+            .join(super::node_records::path_component(volume_key))
+    }
+}
