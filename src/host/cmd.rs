@@ -124,18 +124,32 @@ impl CmdOutput {
         self.status == 0
     }
 
-    /// The last non-empty line of stderr (or stdout), for an error message.
+    /// The line of stderr (or stdout) that says what went wrong: the first one that is not
+    /// a version banner, and nothing from a usage text on.
     pub fn reason(&self) -> String {
         let pick = |s: &str| {
             s.lines()
                 .map(str::trim)
-                .rfind(|l| !l.is_empty())
+                .take_while(|l| !l.to_ascii_lowercase().starts_with("usage:"))
+                .filter(|l| !l.is_empty() && !is_banner(l))
                 .map(str::to_owned)
+                .next()
         };
         pick(&self.stderr)
             .or_else(|| pick(&self.stdout))
             .unwrap_or_else(|| format!("exit status {}", self.status))
     }
+}
+
+/// `resize2fs 1.47.0 (5-Feb-2023)`, `mke2fs 1.47.0 …`.
+fn is_banner(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let (Some(first), Some(second)) = (words.next(), words.next()) else {
+        return false;
+    };
+    !first.ends_with(':')
+        && second.starts_with(|c: char| c.is_ascii_digit())
+        && second.contains('.')
 }
 
 #[cfg(test)]
@@ -154,9 +168,20 @@ mod tests {
     }
 
     #[test]
-    fn reason_is_the_last_line() {
-        let o = CmdOutput::failed(1, "warning\nmkfs: device busy\n\n");
-        assert_eq!(o.reason(), "mkfs: device busy");
+    fn reason_skips_banners_and_usage() {
+        let o = CmdOutput::failed(
+            1,
+            "resize2fs 1.47.0 (5-Feb-2023)\nresize2fs: Permission denied to resize filesystem\n",
+        );
+        assert_eq!(
+            o.reason(),
+            "resize2fs: Permission denied to resize filesystem"
+        );
+        let o = CmdOutput::failed(
+            1,
+            "Filesystem must be larger than 300MB.\nUsage: mkfs.xfs\n/* blocksize */ [-b size=num]\n",
+        );
+        assert_eq!(o.reason(), "Filesystem must be larger than 300MB.");
         assert_eq!(CmdOutput::failed(3, "").reason(), "exit status 3");
     }
 }

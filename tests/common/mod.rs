@@ -53,10 +53,15 @@ pub struct Daemon {
     pub state: PathBuf,
     pub log: PathBuf,
     pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
     pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(dir, extra, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             child: None,
             dir: dir.to_path_buf(),
@@ -64,6 +69,10 @@ impl Daemon {
             state: dir.join("state"),
             log: dir.join("daemon.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -87,6 +96,7 @@ impl Daemon {
                 std::env::var("VOLBRIDGE_TEST_LOG").unwrap_or_else(|_| "trace".into()),
             )
             .env_remove("VOLBRIDGE_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -227,4 +237,94 @@ pub fn raw_http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> 
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Whether this test may touch the kernel (root, loop devices, mkfs). In CI it must: a
+/// missing prerequisite fails the test with a message. A developer can set
+/// `VOLBRIDGE_ALLOW_SKIP=1` to skip instead.
+pub fn require_root_and_tools(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !rustix::process::geteuid().is_root() {
+        missing.push("root".to_owned());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        missing.push("/dev/loop-control".to_owned());
+    }
+    for tool in ["blkid", "mkfs.ext4", "e2fsck", "resize2fs", "losetup"] {
+        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).exists());
+        if !found {
+            missing.push(tool.to_owned());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "{test} needs {} (run scripts/test as root: it installs the tools)",
+        missing.join(", ")
+    );
+    if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {why}");
+        return false;
+    }
+    panic!("{why}; set VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
+}
+
+/// Loop devices whose backing file lies under `dir`: (device, backing file).
+pub fn loops_under(dir: &Path) -> Vec<(String, String)> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            let b = b.trim_end().to_owned();
+            if Path::new(&b).starts_with(&dir) {
+                out.push((format!("/dev/{name}"), b));
+            }
+        }
+    }
+    out
+}
+
+/// Mount points under `dir` (from /proc/self/mountinfo).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|t| Path::new(t).starts_with(&dir))
+        .collect()
+}
+
+/// Unmounts and detaches whatever a failed test left under `dir`, so one failure does not
+/// leak into the machine.
+pub struct HostCleanup(pub PathBuf);
+
+impl Drop for HostCleanup {
+    fn drop(&mut self) {
+        let mut mounts = mounts_under(&self.0);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        for (dev, _) in loops_under(&self.0) {
+            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+        }
+    }
+}
+
+/// Runs the CLI and returns (exit code, stdout, stderr).
+pub fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = d.cli(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -42,8 +42,7 @@ impl IscsiTransport {
 }
 
 /// The targets of one array: the primary, or a peer (replication, peer persistence) whose
-/// paths are welcome but not required.
-#[derive(Debug, Clone)]
+/// paths are welcome but not required. No `Debug`: it holds the CHAP secret.
 struct Targets {
     iqns: Vec<String>,
     discovery_ips: Vec<String>,
@@ -161,10 +160,11 @@ fn reason(out: &CmdOutput) -> String {
     };
     text.lines()
         .map(|l| l.trim().trim_start_matches("iscsiadm:").trim())
-        .filter(|l| !l.is_empty())
-        .filter(|l| !l.starts_with("Could not log into all portals"))
-        .filter(|l| !l.starts_with("Could not login to ["))
-        .next_back()
+        .rfind(|l| {
+            !l.is_empty()
+                && !l.starts_with("Could not log into all portals")
+                && !l.starts_with("Could not login to [")
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| out.reason())
 }
