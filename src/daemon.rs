@@ -12,6 +12,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
 
+/// The longest the admin API waits for the start-up reconciliation.
+const START_GATE_LIMIT: Duration = Duration::from_secs(30);
+
 pub async fn serve(config: Config) -> Result<()> {
     let store = StateStore::open(&config.state_dir)?;
     // Two stages: the admin API stops first, then the engine logs out of every backend
@@ -50,7 +53,7 @@ pub async fn serve(config: Config) -> Result<()> {
         Engine::new(backends, store, engine_config)?
             .with_node(Arc::new(crate::host::RealHost), node_config),
     );
-    let state = AdminState::new(engine.clone());
+    let (state, ready) = AdminState::new(engine.clone());
 
     // The socket comes before any slow start-up work, so clients can connect at once.
     let listener = api::bind(&config.admin_socket)?;
@@ -61,7 +64,17 @@ pub async fn serve(config: Config) -> Result<()> {
         "volbridge {} ready", env!("CARGO_PKG_VERSION")
     );
     let every = Duration::from_secs(config.node.reconcile_seconds);
-    let reconciler = tokio::spawn(reconcile_loop(state.clone(), every, stop_rx.clone()));
+    // A backend that does not answer must not keep the API closed for long.
+    let ready = Arc::new(ready);
+    let gate = ready.clone();
+    let gate_timer = tokio::spawn(async move {
+        tokio::time::sleep(START_GATE_LIMIT).await;
+        if !*gate.borrow() {
+            tracing::warn!("start-up reconciliation still running; serving requests anyway");
+            gate.send_replace(true);
+        }
+    });
+    let reconciler = tokio::spawn(reconcile_loop(state.clone(), every, ready, stop_rx.clone()));
 
     let mut stop_admin = stop_rx.clone();
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
@@ -77,6 +90,7 @@ pub async fn serve(config: Config) -> Result<()> {
 
     signals.abort();
     reconciler.abort();
+    gate_timer.abort();
     let _ = std::fs::remove_file(&config.admin_socket);
     engine.shutdown().await;
     let _ = csp_stop_tx.send(true);
@@ -167,10 +181,16 @@ pub fn node_config(config: &Config) -> Result<NodeConfig> {
 }
 
 /// Reconciles at start, then every `every`.
-async fn reconcile_loop(state: AdminState, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn reconcile_loop(
+    state: AdminState,
+    every: Duration,
+    ready: Arc<watch::Sender<bool>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let report = state.engine.reconcile().await;
         state.record_reconcile(report);
+        ready.send_replace(true);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,

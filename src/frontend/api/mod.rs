@@ -23,14 +23,23 @@ pub struct AdminState {
     pub engine: Arc<Engine>,
     /// What the last reconciliation pass did (`GET /v1/status`, `GET /v1/reconcile`).
     pub reconciled: Arc<Mutex<ReconcileInfo>>,
+    /// Turns true once the start-up reconciliation has run: requests wait for it, so no
+    /// caller sees (or races with) a half-reconciled node.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AdminState {
-    pub fn new(engine: Arc<Engine>) -> AdminState {
-        AdminState {
-            engine,
-            reconciled: Arc::default(),
-        }
+    /// The state, and the sender that opens the gate.
+    pub fn new(engine: Arc<Engine>) -> (AdminState, tokio::sync::watch::Sender<bool>) {
+        let (tx, ready) = tokio::sync::watch::channel(false);
+        (
+            AdminState {
+                engine,
+                reconciled: Arc::default(),
+                ready,
+            },
+            tx,
+        )
     }
 
     pub fn record_reconcile(&self, report: crate::engine::ReconcileReport) {
@@ -84,8 +93,25 @@ pub fn router(state: AdminState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn(request_id::tag))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            wait_until_ready,
+        ))
         .layer(DefaultBodyLimit::max(json::BODY_LIMIT + 1))
         .with_state(state)
+}
+
+/// Holds requests (all but `/healthz`) until the start-up reconciliation is done.
+async fn wait_until_ready(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.uri().path() != "/healthz" {
+        let mut ready = state.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+    next.run(request).await
 }
 
 /// Binds the admin socket: parent dir created 0755, a stale socket from a crashed daemon
