@@ -155,14 +155,24 @@ fn mount_write_unmount_remount_reads_back_and_rm_leaves_nothing() {
 fn owner_and_mode_apply_to_a_new_filesystem_only() {
     let Some(r) = rig("owner") else { return };
     r.ok(&[
-        "volume", "create", "owned", "--size", "64Mi", "-o", "fsOwner=1234:2345", "-o",
+        "volume",
+        "create",
+        "owned",
+        "--size",
+        "64Mi",
+        "-o",
+        "fsOwner=1234:2345",
+        "-o",
         "fsMode=0710",
     ]);
     let mnt = r.path("owned");
     r.ok(&["volume", "mount", "owned", &mnt]);
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&mnt).unwrap();
-    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (1234, 2345, 0o710));
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (1234, 2345, 0o710)
+    );
     std::fs::set_permissions(&mnt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     r.ok(&["volume", "unmount", "owned", &mnt]);
     r.ok(&["volume", "mount", "owned", &mnt]);
