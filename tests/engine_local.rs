@@ -212,6 +212,35 @@ async fn attach_records_the_publish_context() {
 }
 
 #[tokio::test]
+async fn a_grant_nothing_uses_is_ended_by_the_reconciler() {
+    // A crash between the CSP publish and the node stage leaves a grant and its record.
+    let rig = rig("grant").await;
+    rig.engine
+        .create_volume(create("left", Some(64 << 20)), Wait::No)
+        .await
+        .unwrap();
+    rig.engine
+        .attach_volume("left", None, false, Wait::No)
+        .await
+        .unwrap();
+    let report = rig.engine.reconcile().await;
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.contains("CSP grant of 'left'")),
+        "{:?}",
+        report.actions
+    );
+    assert!(rig.engine.attachments().unwrap().is_empty());
+    assert!(!rig.engine.get_volume("left", None).await.unwrap().published);
+    rig.engine
+        .delete_volume("left", None, Wait::No)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn snapshot_groups_cover_every_member() {
     let rig = rig("groups").await;
     for n in ["g1", "g2"] {

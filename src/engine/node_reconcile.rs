@@ -294,3 +294,51 @@ fn strip_deleted(p: &std::path::Path) -> PathBuf {
     let s = p.to_string_lossy();
     PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
 }
+
+impl Engine {
+    /// CSP grants this node holds for nothing: an attachment record with no stage record
+    /// (a crash between the CSP publish and the stage). Their grant is ended; records of
+    /// volumes the CSP no longer has are dropped.
+    pub(super) async fn reconcile_attachments(&self, report: &mut ReconcileReport) {
+        let attachments = match self.attachments() {
+            Ok(a) => a,
+            Err(e) => return report.actions.push(format!("cannot read attachments: {e}")),
+        };
+        for a in attachments {
+            let key = super::node_records::engine_volume_key(&a.backend, &a.volume_id);
+            if self
+                .store
+                .get::<StageRecord>(STAGES, &key)
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                continue;
+            }
+            let Ok(_guard) = self
+                .guards
+                .try_lock(&format!("{}/{}", a.backend, a.volume_name))
+            else {
+                continue;
+            };
+            let what = format!(
+                "CSP grant of '{}' on backend '{}'",
+                a.volume_name, a.backend
+            );
+            match self
+                .detach_locked(&a.backend, &a.volume_name, Some(&a.volume_id))
+                .await
+            {
+                Ok(()) => report
+                    .actions
+                    .push(format!("{what}: ended (nothing uses it on this node)")),
+                Err(e) => {
+                    report.pending += 1;
+                    report
+                        .actions
+                        .push(format!("{what}: kept for the next pass: {e}"));
+                }
+            }
+        }
+    }
+}

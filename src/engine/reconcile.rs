@@ -21,6 +21,7 @@ impl Engine {
             .swap(true, std::sync::atomic::Ordering::SeqCst);
         self.reconcile_node(&mut report, first_pass).await;
         self.reconcile_intents(&mut report).await;
+        self.reconcile_attachments(&mut report).await;
         for action in &report.actions {
             tracing::info!(action = %action, "reconciler");
         }
