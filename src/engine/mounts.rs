@@ -51,8 +51,10 @@ impl Engine {
         let attachment = self
             .attach_locked(&backend, &req.name, req.read_only, fs_type)
             .await?;
+        // Volatile: after a power loss the durable attachment record alone says the grant
+        // is unused, and the reconciler ends it.
         let intent_key = intent::new_key();
-        self.store.put(
+        self.store.put_volatile(
             intent::COLLECTION,
             &intent_key,
             &Intent::MountVolume {
@@ -70,7 +72,8 @@ impl Engine {
                 return result;
             }
         }
-        self.store.remove(intent::COLLECTION, &intent_key)?;
+        self.store
+            .remove_volatile(intent::COLLECTION, &intent_key)?;
         result
     }
 
@@ -161,8 +164,10 @@ impl Engine {
         }
         let _guard = self.guard(&backend, name, wait).await?;
         let attachment = self.attachment_of(&stage)?;
+        // Volatile: after a power loss the durable attachment record alone says the grant
+        // is unused, and the reconciler ends it.
         let intent_key = intent::new_key();
-        self.store.put(
+        self.store.put_volatile(
             intent::COLLECTION,
             &intent_key,
             &Intent::UnmountVolume {
@@ -177,7 +182,8 @@ impl Engine {
             self.unpublish_locked(&publish.volume_key, &target).await?;
         }
         self.release_if_unused(&attachment).await?;
-        self.store.remove(intent::COLLECTION, &intent_key)?;
+        self.store
+            .remove_volatile(intent::COLLECTION, &intent_key)?;
         Ok(true)
     }
 

@@ -39,8 +39,12 @@ impl Engine {
                 let _ = self.store.remove(STAGES, &key);
                 continue;
             };
-            // An operation running on this volume owns its records.
-            let Ok(_guard) = self.guards.try_lock(&format!("@node/{key}")) else {
+            // An operation running on this volume owns its records. (`key` may be the
+            // hashed file name of a long id; the record holds the id itself.)
+            let Ok(_guard) = self
+                .guards
+                .try_lock(&format!("@node/{}", record.volume_key))
+            else {
                 continue;
             };
             let what = format!(

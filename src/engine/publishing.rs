@@ -79,7 +79,7 @@ impl Engine {
             .get::<PublishRecord>(PUBLISHES, &key)?
             .is_some_and(|r| r.phase == Phase::Ready);
         if !already {
-            self.store.put(PUBLISHES, &key, &record)?;
+            self.store.put_volatile(PUBLISHES, &key, &record)?;
         }
         let result = self.publish_on_host(&stage, &record).await;
         match result {
@@ -92,7 +92,7 @@ impl Engine {
             }
             Err(e) => {
                 if !already {
-                    self.store.remove(PUBLISHES, &key)?;
+                    self.store.remove_volatile(PUBLISHES, &key)?;
                 }
                 Err(e)
             }
@@ -163,7 +163,7 @@ impl Engine {
         }
         if record.phase != Phase::Removing {
             record.phase = Phase::Removing;
-            self.store.put(PUBLISHES, &key, &record)?;
+            self.store.put_volatile(PUBLISHES, &key, &record)?;
         }
         self.unpublish_on_host(&record).await?;
         self.store.remove(PUBLISHES, &key)

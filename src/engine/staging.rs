@@ -75,8 +75,10 @@ impl Engine {
             fs_type: None,
         };
         let was_ready = previous.as_ref().is_some_and(|p| p.phase == Phase::Ready);
+        // Transitional records need only survive the process, not a power loss (which
+        // takes the loop devices and mounts with it); the final state is written durably.
         if !was_ready {
-            self.store.put(STAGES, &key, &record)?;
+            self.store.put_volatile(STAGES, &key, &record)?;
         }
         let redo_format = self
             .store
@@ -120,7 +122,7 @@ impl Engine {
                 self.store.put(STAGES, &key, &record)?;
                 // The filesystem is complete and mounted: from here on it may hold data,
                 // so our own mkfs must never run on it again.
-                self.store.remove(FORMATS, &key)?;
+                self.store.remove_volatile(FORMATS, &key)?;
                 if staged.fs_type.is_some()
                     && self.store.get::<serde_json::Value>(GROWS, &key)?.is_some()
                 {
@@ -132,7 +134,7 @@ impl Engine {
             }
             Err(e) => {
                 if !was_ready {
-                    self.store.remove(STAGES, &key)?;
+                    self.store.remove_volatile(STAGES, &key)?;
                 }
                 Err(e)
             }
@@ -180,7 +182,7 @@ impl Engine {
         }
         if record.phase != Phase::Removing {
             record.phase = Phase::Removing;
-            self.store.put(STAGES, volume_key, &record)?;
+            self.store.put_volatile(STAGES, volume_key, &record)?;
         }
         self.unstage_on_host(&record).await?;
         self.store.remove(STAGES, volume_key)

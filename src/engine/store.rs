@@ -41,6 +41,25 @@ impl StateStore {
         write_atomic(&dir, &file_name(key), &bytes)
     }
 
+    /// Writes a record atomically but without waiting for the disk: it survives the
+    /// process (a `kill -9`), not necessarily a power loss. For records of a step in
+    /// progress, whose kernel-side state a power loss wipes anyway (mounts, loop devices).
+    pub fn put_volatile<T: Serialize>(&self, kind: &str, key: &str, value: &T) -> Result<()> {
+        let dir = self.collection(kind)?;
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::internal(format!("cannot encode {kind} record: {e}")))?;
+        write_renamed(&dir, &file_name(key), &bytes, false)
+    }
+
+    /// Removes a record without syncing the directory (see [`Self::put_volatile`]).
+    pub fn remove_volatile(&self, kind: &str, key: &str) -> Result<()> {
+        match fs::remove_file(self.root.join(kind).join(file_name(key))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn get<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Result<Option<T>> {
         let path = self.root.join(kind).join(file_name(key));
         match fs::read(&path) {
@@ -107,6 +126,10 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Writes `name` in `dir` atomically and durably, mode 0600.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    write_renamed(dir, name, bytes, true)
+}
+
+fn write_renamed(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     let result = (|| -> std::io::Result<()> {
@@ -117,9 +140,14 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, &target)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -134,23 +162,34 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Safe keys are used as they are; anything else is hex-encoded behind `x-`, so no key can
-/// name another directory, a hidden file or a temp file.
+/// name another directory, a hidden file or a temp file. Keys too long for a file name
+/// (kubelet target paths) become `h-<sha256>`: their records must carry the key inside.
 fn file_name(key: &str) -> String {
     let safe = !key.is_empty()
         && key.len() <= 200
-        && !key.starts_with(['.', 'x'])
+        && !key.starts_with(['.', 'x', 'h'])
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if safe {
+    let hashed =
+        key.len() == 66 && key.starts_with("h-") && key[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if safe || hashed {
         format!("{key}.json")
-    } else {
+    } else if key.len() <= 100 {
         let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
         format!("x-{hex}.json")
+    } else {
+        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("h-{hex}.json")
     }
 }
 
 fn key_from_file(stem: &str) -> Option<String> {
+    if stem.starts_with("h-") {
+        // A hashed name is its own key: `file_name` maps it back to itself.
+        return Some(stem.to_owned());
+    }
     match stem.strip_prefix("x-") {
         Some(hex) => {
             if hex.len() % 2 != 0 {
@@ -175,6 +214,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vb-store-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn long_keys_are_hashed_and_listed_by_their_file_name() {
+        let store = StateStore::open(temp_root("long")).unwrap();
+        let long = format!(
+            "/var/lib/kubelet/pods/{}/volumes/kubernetes.io~csi/pvc-x/mount",
+            "a".repeat(200)
+        );
+        store.put("publishes", &long, &"v").unwrap();
+        assert_eq!(
+            store.get::<String>("publishes", &long).unwrap().as_deref(),
+            Some("v")
+        );
+        let listed = store.list::<String>("publishes").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].0.starts_with("h-"));
+        store.remove_volatile("publishes", &listed[0].0).unwrap();
+        assert!(store.get::<String>("publishes", &long).unwrap().is_none());
+        store.put_volatile("publishes", "h", &"short").unwrap();
+        assert_eq!(store.list::<String>("publishes").unwrap()[0].0, "h");
     }
 
     #[test]

@@ -384,6 +384,17 @@ impl Host for FakeHost {
         })
     }
 
+    fn file_has_data(&self, path: &Path) -> Result<bool> {
+        self.with(|s| match s.files.get(path) {
+            Some(Node::File(c)) => Ok(c.iter().any(|b| *b != 0)),
+            Some(_) => Ok(true),
+            None => Err(Error::not_found(format!(
+                "{}: no such file",
+                path.display()
+            ))),
+        })
+    }
+
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.with(|s| match s.files.get(path) {
             Some(Node::File(c)) => Ok(c.iter().skip(offset as usize).take(len).copied().collect()),

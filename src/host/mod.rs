@@ -117,6 +117,9 @@ pub trait Host: Send + Sync {
 
     /// Size of a block device in bytes (BLKGETSIZE64).
     fn device_size(&self, device: &Path) -> Result<u64>;
+    /// Whether a file has any allocated data (`SEEK_DATA`); `false` means every byte reads
+    /// as zero.
+    fn file_has_data(&self, path: &Path) -> Result<bool>;
     /// Reads `len` bytes at `offset` (superblock checks).
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>>;
     fn statvfs(&self, path: &Path) -> Result<FsUsage>;

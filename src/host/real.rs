@@ -128,6 +128,16 @@ impl Host for RealHost {
         loopdev::device_size(device)
     }
 
+    fn file_has_data(&self, path: &Path) -> Result<bool> {
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| errno(format!("cannot open {}", path.display()), e))?;
+        match rustix::fs::seek(&fd, rustix::fs::SeekFrom::Data(0)) {
+            Ok(_) => Ok(true),
+            Err(Errno::NXIO) => Ok(false),
+            Err(e) => Err(errno(format!("cannot seek in {}", path.display()), e)),
+        }
+    }
+
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| errno(format!("cannot open {}", path.display()), e))?;

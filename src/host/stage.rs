@@ -60,7 +60,7 @@ pub struct Staged {
 pub fn stage(host: &dyn Host, r: &StageRequest) -> Result<Staged> {
     let was_attached = r.transport.find(host, r.ctx)?.is_some();
     let device = r.transport.attach(host, r.ctx)?;
-    match stage_on(host, r, &device) {
+    match stage_on(host, r, &device, !was_attached) {
         Ok(staged) => Ok(staged),
         Err(e) => {
             if !was_attached {
@@ -73,7 +73,7 @@ pub fn stage(host: &dyn Host, r: &StageRequest) -> Result<Staged> {
     }
 }
 
-fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path) -> Result<Staged> {
+fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path, fresh: bool) -> Result<Staged> {
     let Access::Mount {
         fs_type,
         mount_options,
@@ -109,7 +109,13 @@ fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path) -> Result<Staged> 
         fs_type.as_str()
     };
     let mut formatted = false;
-    let found = fs::probe(host, device)?;
+    // A device attached just now has no cached writes of its own, so a backing store with
+    // no data at all is blank without asking blkid (a process, ~4 ms). Otherwise: probe.
+    let found = if fresh && !r.redo_format && r.transport.known_blank(host, r.ctx)? {
+        Probe::Blank
+    } else {
+        fs::probe(host, device)?
+    };
     let fs_type = match (found, r.redo_format) {
         (Probe::Filesystem(existing), false) => {
             if !wanted.is_empty() && wanted != existing {
@@ -569,6 +575,19 @@ mod tests {
         assert!(!again.formatted);
         assert!(h.commands().is_empty(), "{:?}", h.commands());
         assert!(!h.calls().iter().any(|c| matches!(c, Call::Mount(_))));
+    }
+
+    #[test]
+    fn an_all_zero_backing_file_skips_the_probe() {
+        let h = host();
+        h.add_bytes("/data/volumes/v1.img", &[0u8; 64]);
+        let s = stage_with(&h, &ctx(), &mount_access(), false).unwrap();
+        assert!(s.formatted);
+        assert!(
+            !h.commands().iter().any(|c| c.starts_with("blkid")),
+            "{:?}",
+            h.commands()
+        );
     }
 
     #[test]

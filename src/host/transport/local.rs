@@ -79,6 +79,11 @@ impl Transport for LocalTransport {
             .map(|l| l.device))
     }
 
+    fn known_blank(&self, host: &dyn Host, ctx: &PublishContext) -> Result<bool> {
+        let file = self.backing_file(host, ctx)?;
+        Ok(!host.file_has_data(&file)?)
+    }
+
     fn detach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()> {
         let Some(file) = self.find_file(host, ctx)? else {
             return Ok(());

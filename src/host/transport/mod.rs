@@ -47,6 +47,11 @@ pub trait Transport: Send + Sync {
     fn find(&self, host: &dyn Host, ctx: &PublishContext) -> Result<Option<PathBuf>>;
     /// Removes the device from this host; a device that is not present is success.
     fn detach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()>;
+    /// Whether the volume is provably all zeros without reading the device (a sparse file
+    /// with no data), so a fresh attach can skip the blkid probe. `false` = probe.
+    fn known_blank(&self, _host: &dyn Host, _ctx: &PublishContext) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The transport for a publish context's `accessProtocol`.
