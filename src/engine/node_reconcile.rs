@@ -53,32 +53,14 @@ impl Engine {
                 record.staging_path.display()
             );
             let outcome = match record.phase {
-                Phase::Creating | Phase::Removing => {
-                    let verb = if record.phase == Phase::Creating {
-                        "rolled back"
-                    } else {
-                        "finished removing"
-                    };
-                    match self.unstage_on_host(&record).await {
-                        Ok(()) => self
-                            .store
-                            .remove(STAGES, &key)
-                            .map(|_| Some(verb.to_owned())),
-                        Err(e) => Err(e),
-                    }
-                }
                 Phase::Ready => self.restore_stage(&record).await,
+                phase => self
+                    .unstage_on_host(&record)
+                    .await
+                    .and_then(|()| self.store.remove(STAGES, &key))
+                    .map(|()| Some(teardown_verb(phase).to_owned())),
             };
-            match outcome {
-                Ok(Some(did)) => report.actions.push(format!("{what}: {did}")),
-                Ok(None) => {}
-                Err(e) => {
-                    report.pending += 1;
-                    report
-                        .actions
-                        .push(format!("{what}: kept for the next pass: {e}"));
-                }
-            }
+            report.settle(&what, outcome);
         }
     }
 
@@ -145,32 +127,14 @@ impl Engine {
             };
             let what = format!("publish at {}", record.target.display());
             let outcome = match record.phase {
-                Phase::Creating | Phase::Removing => {
-                    let verb = if record.phase == Phase::Creating {
-                        "rolled back"
-                    } else {
-                        "finished removing"
-                    };
-                    match self.unpublish_on_host(&record).await {
-                        Ok(()) => self
-                            .store
-                            .remove(PUBLISHES, &key)
-                            .map(|_| Some(verb.to_owned())),
-                        Err(e) => Err(e),
-                    }
-                }
                 Phase::Ready => self.restore_publish(&record).await,
+                phase => self
+                    .unpublish_on_host(&record)
+                    .await
+                    .and_then(|()| self.store.remove(PUBLISHES, &key))
+                    .map(|()| Some(teardown_verb(phase).to_owned())),
             };
-            match outcome {
-                Ok(Some(did)) => report.actions.push(format!("{what}: {did}")),
-                Ok(None) => {}
-                Err(e) => {
-                    report.pending += 1;
-                    report
-                        .actions
-                        .push(format!("{what}: kept for the next pass: {e}"));
-                }
-            }
+            report.settle(&what, outcome);
         }
     }
 
@@ -294,6 +258,15 @@ impl Engine {
     }
 }
 
+/// What finishing an interrupted phase means: a set-up is undone, a tear-down completed.
+fn teardown_verb(phase: Phase) -> &'static str {
+    if phase == Phase::Creating {
+        "rolled back"
+    } else {
+        "finished removing"
+    }
+}
+
 fn strip_deleted(p: &std::path::Path) -> PathBuf {
     let s = p.to_string_lossy();
     PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
@@ -329,20 +302,11 @@ impl Engine {
                 "CSP grant of '{}' on backend '{}'",
                 a.volume_name, a.backend
             );
-            match self
+            let outcome = self
                 .detach_locked(&a.backend, &a.volume_name, Some(&a.volume_id))
                 .await
-            {
-                Ok(()) => report
-                    .actions
-                    .push(format!("{what}: ended (nothing uses it on this node)")),
-                Err(e) => {
-                    report.pending += 1;
-                    report
-                        .actions
-                        .push(format!("{what}: kept for the next pass: {e}"));
-                }
-            }
+                .map(|()| Some("ended (nothing uses it on this node)".to_owned()));
+            report.settle(&what, outcome);
         }
     }
 }

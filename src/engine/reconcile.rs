@@ -13,6 +13,22 @@ pub struct ReconcileReport {
     pub pending: usize,
 }
 
+impl ReconcileReport {
+    /// Notes one item's outcome: what was done (nothing to say: `None`), or why it stays
+    /// for the next pass.
+    pub(super) fn settle(&mut self, what: &str, outcome: Result<Option<String>>) {
+        match outcome {
+            Ok(Some(did)) => self.actions.push(format!("{what}: {did}")),
+            Ok(None) => {}
+            Err(e) => {
+                self.pending += 1;
+                self.actions
+                    .push(format!("{what}: kept for the next pass: {e}"));
+            }
+        }
+    }
+}
+
 impl Engine {
     pub async fn reconcile(&self) -> ReconcileReport {
         let mut report = ReconcileReport::default();
