@@ -12,3 +12,24 @@ pub mod lenient;
 pub const ADMIN_OPENAPI: &str = include_str!("../openapi/admin.yaml");
 /// The OpenAPI document of the CSP REST API as volbridge speaks and serves it.
 pub const CSP_OPENAPI: &str = include_str!("../openapi/csp.yaml");
+
+/// Container Storage Interface v1.10.0 (`csi.v1`), generated at build time from
+/// `proto/csi.proto` (protox + tonic-prost-build; no system `protoc`): the messages, a client
+/// per service (`identity_client::IdentityClient`, …) and a server trait per service
+/// (`identity_server::Identity`, …).
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    missing_docs,
+    rustdoc::all,
+    unreachable_pub
+)]
+pub mod csi {
+    tonic::include_proto!("csi.v1");
+
+    /// Encoded `FileDescriptorSet` of `csi.proto`, custom options (`csi_secret` = 1059,
+    /// `alpha_*` = 1060) included; usable for gRPC reflection and for checking wire facts.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/csi_descriptor.bin"));
+}
