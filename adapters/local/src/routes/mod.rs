@@ -25,7 +25,7 @@ pub fn check_size(size: u64) -> Result<u64, ApiError> {
     if size == 0 {
         return Err(ApiError::bad_request("size must be greater than 0"));
     }
-    if size % 512 != 0 {
+    if !size.is_multiple_of(512) {
         return Err(ApiError::bad_request(format!(
             "size {size} is not a multiple of 512 bytes"
         )));
