@@ -24,8 +24,9 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// The same key as the volume's stage record.
     fn key(backend: &str, volume_id: &str) -> String {
-        format!("{backend}-{volume_id}")
+        super::node_records::engine_volume_key(backend, volume_id)
     }
 }
 

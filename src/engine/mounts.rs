@@ -207,7 +207,7 @@ impl Engine {
         name: &str,
         volume_id: &str,
     ) -> Result<Attachment> {
-        let key = format!("{backend}-{volume_id}");
+        let key = engine_volume_key(backend, volume_id);
         Ok(self
             .store
             .get::<Attachment>(ATTACHMENTS, &key)?
@@ -303,11 +303,7 @@ impl Engine {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?.name.clone();
         let _guard = self.guard(&backend, name, wait).await?;
-        let stage = self
-            .stages()?
-            .into_iter()
-            .find(|s| s.backend == backend && s.volume_name == name);
-        let Some(mut stage) = stage else {
+        let Some(mut stage) = self.stage_of(&backend, name)? else {
             // Not staged here: end any grant left at the CSP.
             return self.detach_locked(&backend, name, None).await;
         };

@@ -5,7 +5,7 @@
 
 use super::node_records::{Phase, PublishRecord, StageRecord, FORMATS, PUBLISHES, STAGES};
 use super::reconcile::ReconcileReport;
-use super::Engine;
+use super::{Engine, Wait};
 use crate::host::stage::{self, StageRequest};
 use crate::host::{paths, transport, LoopDevice};
 use crate::provider::PublishContext;
@@ -22,29 +22,41 @@ impl Engine {
         self.sweep_orphans(report, loops, first_pass).await;
     }
 
-    async fn reconcile_stages(&self, report: &mut ReconcileReport) {
-        let records = match self.store.list::<StageRecord>(STAGES) {
+    /// The readable records of a collection; damaged ones are dropped and reported.
+    fn readable<T: serde::de::DeserializeOwned>(
+        &self,
+        report: &mut ReconcileReport,
+        kind: &str,
+    ) -> Vec<(String, T)> {
+        let records = match self.store.list::<T>(kind) {
             Ok(r) => r,
             Err(e) => {
-                return report
-                    .actions
-                    .push(format!("cannot read stage records: {e}"))
-            }
-        };
-        for (key, record) in records {
-            let Ok(record) = record else {
                 report
                     .actions
-                    .push(format!("dropped damaged stage record {key}"));
-                let _ = self.store.remove(STAGES, &key);
-                continue;
-            };
+                    .push(format!("cannot read {kind} records: {e}"));
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (key, record) in records {
+            match record {
+                Ok(r) => out.push((key, r)),
+                Err(_) => {
+                    report
+                        .actions
+                        .push(format!("dropped damaged {kind} record {key}"));
+                    let _ = self.store.remove(kind, &key);
+                }
+            }
+        }
+        out
+    }
+
+    async fn reconcile_stages(&self, report: &mut ReconcileReport) {
+        for (key, record) in self.readable::<StageRecord>(report, STAGES) {
             // An operation running on this volume owns its records. (`key` may be the
             // hashed file name of a long id; the record holds the id itself.)
-            let Ok(_guard) = self
-                .guards
-                .try_lock(&format!("@node/{}", record.volume_key))
-            else {
+            let Ok(_guard) = self.node_guard(&record.volume_key, Wait::No).await else {
                 continue;
             };
             let what = format!(
@@ -103,26 +115,8 @@ impl Engine {
     }
 
     async fn reconcile_publishes(&self, report: &mut ReconcileReport) {
-        let records = match self.store.list::<PublishRecord>(PUBLISHES) {
-            Ok(r) => r,
-            Err(e) => {
-                return report
-                    .actions
-                    .push(format!("cannot read publish records: {e}"))
-            }
-        };
-        for (key, record) in records {
-            let Ok(record) = record else {
-                report
-                    .actions
-                    .push(format!("dropped damaged publish record {key}"));
-                let _ = self.store.remove(PUBLISHES, &key);
-                continue;
-            };
-            let Ok(_guard) = self
-                .guards
-                .try_lock(&format!("@node/{}", record.volume_key))
-            else {
+        for (key, record) in self.readable::<PublishRecord>(report, PUBLISHES) {
+            let Ok(_guard) = self.node_guard(&record.volume_key, Wait::No).await else {
                 continue;
             };
             let what = format!("publish at {}", record.target.display());

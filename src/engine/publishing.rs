@@ -46,7 +46,8 @@ impl Engine {
         }
         let block = stage.access.is_block();
         let read_only = req.read_only || stage.read_only;
-        if let Some(existing) = self.store.get::<PublishRecord>(PUBLISHES, &key)? {
+        let existing = self.store.get::<PublishRecord>(PUBLISHES, &key)?;
+        if let Some(existing) = &existing {
             if existing.volume_key != req.volume_key {
                 return Err(Error::precondition(format!(
                     "{} already publishes another volume",
@@ -74,10 +75,7 @@ impl Engine {
             remove_target: req.remove_target,
             phase: Phase::Creating,
         };
-        let already = self
-            .store
-            .get::<PublishRecord>(PUBLISHES, &key)?
-            .is_some_and(|r| r.phase == Phase::Ready);
+        let already = existing.is_some_and(|r| r.phase == Phase::Ready);
         if !already {
             self.store.put_volatile(PUBLISHES, &key, &record)?;
         }

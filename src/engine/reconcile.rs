@@ -174,7 +174,7 @@ impl Engine {
             } => {
                 let key = super::node_records::engine_volume_key(backend, volume_id);
                 {
-                    let _node = self.guards.try_lock(&format!("@node/{key}"))?;
+                    let _node = self.node_guard(&key, super::Wait::No).await?;
                     self.unpublish_locked(&key, target).await?;
                 }
                 self.release_if_unused(&self.attachment_for(backend, name, volume_id)?)

@@ -226,6 +226,14 @@ impl Engine {
             .collect())
     }
 
+    /// The stage record of a volume by backend and name.
+    pub fn stage_of(&self, backend: &str, name: &str) -> Result<Option<StageRecord>> {
+        Ok(self
+            .stages()?
+            .into_iter()
+            .find(|s| s.backend == backend && s.volume_name == name))
+    }
+
     /// The staging directory the engine's own flows use for a volume.
     pub(super) fn engine_staging_path(&self, volume_key: &str) -> PathBuf {
         self.staging_root()

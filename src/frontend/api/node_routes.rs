@@ -103,13 +103,9 @@ pub async fn stats(
         .resolve(q.backend.as_deref())?
         .name
         .clone();
-    let stage = engine
-        .stages()?
-        .into_iter()
-        .find(|s| s.backend == backend && s.volume_name == name)
-        .ok_or_else(|| {
-            crate::Error::not_found(format!("volume '{name}' is not attached to this node"))
-        })?;
+    let stage = engine.stage_of(&backend, &name)?.ok_or_else(|| {
+        crate::Error::not_found(format!("volume '{name}' is not attached to this node"))
+    })?;
     let path = match q.path {
         Some(p) => p,
         None => engine
