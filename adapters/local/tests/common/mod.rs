@@ -55,8 +55,21 @@ pub struct Server {
 
 impl Server {
     pub async fn start(dir: &Path) -> Server {
-        let csp = LocalCsp::open(LocalCspConfig::new(dir, USER, PASSWORD)).expect("open");
-        Self::serve(csp).await
+        // A stopped server's connection tasks can still hold a router clone (and so the
+        // data-dir lock) for a moment after `stop` returns; a restart waits that out.
+        for _ in 0..200 {
+            match LocalCsp::open(LocalCspConfig::new(dir, USER, PASSWORD)) {
+                Ok(csp) => return Self::serve(csp).await,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        }
+        panic!(
+            "data dir {} stayed locked after the previous server stopped",
+            dir.display()
+        )
     }
 
     pub async fn serve(csp: LocalCsp) -> Server {
