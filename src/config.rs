@@ -13,6 +13,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/volbridge";
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/volbridge/volbridge.sock";
 /// Name of the embedded local CSP among the backends.
 pub const LOCAL_BACKEND: &str = "local";
+pub const DEFAULT_CSI_DRIVER: &str = "csi.volbridge.io";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +28,7 @@ pub struct Config {
     pub local_csp: LocalCspSection,
     pub limits: Limits,
     pub node: NodeSection,
+    pub csi: CsiSection,
     /// Named CSP backends: string maps as in csp-api.md §1.1 (`backend`, `username`,
     /// `password`, `serviceName`, `servicePort`, …).
     pub backends: BTreeMap<String, BTreeMap<String, String>>,
@@ -82,6 +84,30 @@ pub struct NodeSection {
     pub protocols: Vec<String>,
 }
 
+/// The CSI gRPC front end; off unless an endpoint is given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CsiSection {
+    /// `unix:///path/csi.sock` (or a plain absolute path); none: CSI is not served.
+    pub endpoint: Option<String>,
+    /// `all`, `controller` or `node`.
+    pub mode: String,
+    pub driver_name: String,
+    /// What NodeGetInfo reports and ControllerPublishVolume enforces per node; 0: no limit.
+    pub max_volumes_per_node: i64,
+}
+
+impl Default for CsiSection {
+    fn default() -> Self {
+        CsiSection {
+            endpoint: None,
+            mode: "all".into(),
+            driver_name: DEFAULT_CSI_DRIVER.into(),
+            max_volumes_per_node: 0,
+        }
+    }
+}
+
 impl Default for NodeSection {
     fn default() -> Self {
         NodeSection {
@@ -104,6 +130,7 @@ impl Default for Config {
             local_csp: LocalCspSection::default(),
             limits: Limits::default(),
             node: NodeSection::default(),
+            csi: CsiSection::default(),
             backends: BTreeMap::new(),
         }
     }
@@ -205,6 +232,22 @@ impl Config {
                     format!("'{}' is not an absolute path", root.display()),
                 ));
             }
+        }
+        if !matches!(self.csi.mode.as_str(), "all" | "controller" | "node") {
+            return Err(Error::invalid(
+                "csi.mode",
+                format!("'{}' is not one of all, controller, node", self.csi.mode),
+            ));
+        }
+        if let Some(e) = &self.csi.endpoint {
+            crate::frontend::csi::Endpoint::parse(e)?;
+        }
+        crate::frontend::csi::validate_driver_name(&self.csi.driver_name)?;
+        if self.csi.max_volumes_per_node < 0 {
+            return Err(Error::invalid(
+                "csi.max_volumes_per_node",
+                "must be 0 (no limit) or more",
+            ));
         }
         for name in self.backends.keys() {
             crate::engine::names::validate_name("backends", name)?;

@@ -68,6 +68,18 @@ fn effective_config(args: &ServeArgs) -> Result<Config, Error> {
     if args.log_json {
         config.log.format = "json".into();
     }
+    if let Some(e) = &args.csi_endpoint {
+        config.csi.endpoint = Some(e.clone());
+    }
+    if let Some(m) = &args.csi_mode {
+        config.csi.mode = m.clone();
+    }
+    if let Some(n) = &args.csi_driver_name {
+        config.csi.driver_name = n.clone();
+    }
+    if let Some(n) = args.csi_max_volumes_per_node {
+        config.csi.max_volumes_per_node = n;
+    }
     config.validate()?;
     Ok(config)
 }

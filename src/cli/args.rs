@@ -88,6 +88,18 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Serve CSI on this endpoint (`unix:///var/lib/kubelet/plugins/csi.volbridge.io/csi.sock`).
+    #[arg(long, env = "CSI_ENDPOINT")]
+    pub csi_endpoint: Option<String>,
+    /// Which CSI services to serve besides Identity: `all`, `controller` or `node`.
+    #[arg(long, value_parser = ["all", "controller", "node"])]
+    pub csi_mode: Option<String>,
+    /// CSI driver name (default csi.volbridge.io).
+    #[arg(long)]
+    pub csi_driver_name: Option<String>,
+    /// Volumes this node accepts (NodeGetInfo, ControllerPublishVolume); 0: no limit.
+    #[arg(long)]
+    pub csi_max_volumes_per_node: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,3 +1,4 @@
 //! Front ends: each translates one protocol into engine calls and engine errors back.
 
 pub mod api;
+pub mod csi;
