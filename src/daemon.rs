@@ -5,6 +5,7 @@ use crate::config::{Config, LOCAL_BACKEND};
 use crate::engine::{size, Backend, Backends, Engine, EngineConfig, NodeConfig, StateStore};
 use crate::error::{Error, Result};
 use crate::frontend::api::{self, AdminState};
+use crate::frontend::csi;
 use crate::host::transport::TransportConfig;
 use crate::provider::{ClientOptions, Credentials, CspClient};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub async fn serve(config: Config) -> Result<()> {
         ..ClientOptions::default()
     };
 
-    let mut backends = Backends::new(config.default_backend.clone());
+    let mut backends = Backends::new(config.default_backend.clone()).with_options(options.clone());
     let mut csp_task = None;
     if config.local_csp.enabled {
         let (backend, task) = start_local_csp(&config, &options, csp_stop_rx).await?;
@@ -55,6 +56,25 @@ pub async fn serve(config: Config) -> Result<()> {
     );
     let (state, ready) = AdminState::new(engine.clone());
 
+    // CSI first, then the admin socket: once the admin socket answers, so does CSI.
+    let csi_task = match &config.csi.endpoint {
+        None => None,
+        Some(text) => {
+            let csi = csi::Csi::new(
+                engine.clone(),
+                csi::CsiConfig {
+                    driver_name: config.csi.driver_name.clone(),
+                    mode: csi::Mode::parse(&config.csi.mode)?,
+                    max_volumes_per_node: config.csi.max_volumes_per_node,
+                },
+            );
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            Some(csi::serve(csi, &csi::Endpoint::parse(text)?, stopped).await?)
+        }
+    };
     // The socket comes before any slow start-up work, so clients can connect at once.
     let listener = api::bind(&config.admin_socket)?;
     tracing::info!(
@@ -92,6 +112,9 @@ pub async fn serve(config: Config) -> Result<()> {
     reconciler.abort();
     gate_timer.abort();
     let _ = std::fs::remove_file(&config.admin_socket);
+    if let Some(task) = csi_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     engine.shutdown().await;
     let _ = csp_stop_tx.send(true);
     if let Some(task) = csp_task {

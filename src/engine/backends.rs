@@ -1,10 +1,12 @@
 //! The backends the engine serves: named CSP clients from the config (the embedded local
-//! CSP among them), and one default.
+//! CSP among them), one default, and backends named by the credentials a request carries
+//! (CSI `secrets`), registered on first use.
 
 use super::model::BackendStatus;
 use crate::error::{Error, Result};
-use crate::provider::CspClient;
+use crate::provider::{ClientOptions, Credentials, CspClient};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub struct Backend {
@@ -17,14 +19,58 @@ pub struct Backend {
 pub struct Backends {
     by_name: BTreeMap<String, Backend>,
     default: String,
+    /// Backends met through request credentials, by name.
+    by_request: Arc<Mutex<BTreeMap<String, Backend>>>,
+    options: ClientOptions,
 }
 
 impl Backends {
     pub fn new(default: impl Into<String>) -> Backends {
         Backends {
-            by_name: BTreeMap::new(),
             default: default.into(),
+            ..Backends::default()
         }
+    }
+
+    /// How clients for request-named backends are made (limits, timeouts).
+    pub fn with_options(mut self, options: ClientOptions) -> Backends {
+        self.options = options;
+        self
+    }
+
+    /// The backend a credentials map (CSI `secrets`) names: a configured backend with the
+    /// same identity, or one registered now as `<username>@<backend>`. A changed password
+    /// replaces the registered client. Empty credentials name no backend (the default).
+    pub fn from_credentials(&self, map: &BTreeMap<String, String>) -> Result<Option<String>> {
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let creds = Credentials::from_map(map)?;
+        let key = creds.cache_key();
+        if let Some(b) = self
+            .by_name
+            .values()
+            .find(|b| b.client.credentials().cache_key() == key)
+        {
+            return Ok(Some(b.name.clone()));
+        }
+        let name = format!("{}@{}", creds.username(), creds.backend());
+        let mut by_request = self.by_request.lock().unwrap_or_else(|e| e.into_inner());
+        let current = by_request
+            .get(&name)
+            .is_some_and(|b| b.client.credentials().cache_key() == key);
+        if !current {
+            let client = CspClient::new(creds, self.options.clone())?;
+            by_request.insert(
+                name.clone(),
+                Backend {
+                    name: name.clone(),
+                    client,
+                    embedded: false,
+                },
+            );
+        }
+        Ok(Some(name))
     }
 
     pub fn add(&mut self, backend: Backend) {
@@ -36,9 +82,13 @@ impl Backends {
     }
 
     /// The named backend, or the default one when no name is given.
-    pub fn resolve(&self, name: Option<&str>) -> Result<&Backend> {
+    pub fn resolve(&self, name: Option<&str>) -> Result<Backend> {
         let name = name.filter(|n| !n.is_empty()).unwrap_or(&self.default);
-        self.by_name.get(name).ok_or_else(|| {
+        if let Some(b) = self.by_name.get(name) {
+            return Ok(b.clone());
+        }
+        let by_request = self.by_request.lock().unwrap_or_else(|e| e.into_inner());
+        by_request.get(name).cloned().ok_or_else(|| {
             let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
             Error::invalid(
                 "backend",

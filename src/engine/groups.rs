@@ -158,6 +158,32 @@ impl Engine {
         })
     }
 
+    /// A volume group by name, if it exists.
+    pub async fn find_volume_group(&self, name: &str, backend: Option<&str>) -> Result<Option<VolumeGroup>> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let found = backend.client.find_volume_group(name).await?;
+        Ok(found.map(|g| group_of(&backend.name, &g)))
+    }
+
+    /// A snapshot group by CSP id, with its member snapshots.
+    pub async fn get_snapshot_group(&self, id: &str, backend: Option<&str>) -> Result<SnapshotGroup> {
+        let backend = self.backends.resolve(backend)?;
+        let sg = backend.client.get_snapshot_group(id).await?;
+        Ok(SnapshotGroup {
+            name: sg.name.clone().unwrap_or_default(),
+            id: sg.id.clone().unwrap_or_default(),
+            backend: backend.name.clone(),
+            volume_group_id: sg.volume_group_id.clone().unwrap_or_default(),
+            snapshots: sg
+                .snapshots
+                .iter()
+                .flatten()
+                .map(|s| Snapshot::from_csp(&backend.name, s))
+                .collect(),
+        })
+    }
+
     /// Deletes a snapshot group by id with its member snapshots; a missing one is done.
     pub async fn delete_snapshot_group(&self, id: &str, backend: Option<&str>) -> Result<()> {
         let backend = self.backends.resolve(backend)?;

@@ -3,6 +3,7 @@
 
 pub mod attachments;
 mod backends;
+mod grants;
 mod groups;
 mod guard;
 pub mod intent;
@@ -23,6 +24,7 @@ mod volumes;
 
 pub use attachments::Attachment;
 pub use backends::{Backend, Backends};
+pub use grants::{Grant, GrantRequest};
 pub use groups::{SnapshotGroup, VolumeGroup};
 pub use guard::{OpGuard, OpGuards};
 pub use model::{BackendStatus, CreateVolume, Snapshot, Volume, VolumeSource};

@@ -12,6 +12,8 @@ pub enum VolumeSource {
     Snapshot(String),
     /// A volume, by name (cloned through a temporary snapshot).
     Volume(String),
+    /// A snapshot by its CSP id: members of a snapshot group share the group's name.
+    SnapshotId(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

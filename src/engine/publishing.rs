@@ -174,6 +174,32 @@ impl Engine {
             .await
     }
 
+    /// A target with no publish record (CSI unpublish after a lost answer, or a path the CO
+    /// made): removed when nothing is mounted on it and it holds nothing (an empty
+    /// directory, or the empty file a block publish binds onto). Anything else is left.
+    pub async fn forget_target(&self, target_path: &str) -> Result<()> {
+        let target = paths::validate_target("target_path", target_path)?;
+        if self.store.get::<PublishRecord>(PUBLISHES, &target.display().to_string())?.is_some() {
+            return Ok(());
+        }
+        self.on_host(move |host| {
+            if host.mounts()?.iter().any(|m| m.target == target) {
+                return Ok(());
+            }
+            let empty = match host.stat(&target)? {
+                None => return Ok(()),
+                Some(st) if st.kind == crate::host::FileKind::Dir => host.list_dir(&target)?.is_empty(),
+                Some(st) if st.kind == crate::host::FileKind::File => !host.file_has_data(&target)?,
+                Some(_) => false,
+            };
+            if empty {
+                host.remove(&target)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Every publish record of this node.
     pub fn publishes(&self) -> Result<Vec<PublishRecord>> {
         Ok(self

@@ -115,6 +115,19 @@ impl Engine {
         Ok(out)
     }
 
+    /// A snapshot by its CSP id (members of a snapshot group).
+    pub async fn get_snapshot_by_id(&self, id: &str, backend: Option<&str>) -> Result<Snapshot> {
+        let backend = self.backends.resolve(backend)?;
+        let s = backend.client.get_snapshot(id).await?;
+        Ok(Snapshot::from_csp(&backend.name, &s))
+    }
+
+    /// Deletes a snapshot by its CSP id; one that does not exist is already deleted.
+    pub async fn delete_snapshot_by_id(&self, id: &str, backend: Option<&str>) -> Result<()> {
+        let backend = self.backends.resolve(backend)?;
+        backend.client.delete_snapshot(id).await
+    }
+
     /// Deletes a snapshot by name; one that does not exist is already deleted.
     pub async fn delete_snapshot(
         &self,

@@ -6,7 +6,8 @@ use super::names::validate_name;
 use super::size::align;
 use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::{CloneSource, CspClient, VolumeCreate};
+use crate::provider::{CloneSource, CspClient, VolumeCreate, VolumeEdit};
+use std::collections::BTreeMap;
 use backon::ConstantBuilder;
 use std::time::Duration;
 use std::time::Instant;
@@ -49,6 +50,15 @@ impl Engine {
                     let id = found.id.unwrap_or_default();
                     client
                         .clone_volume(&create, &CloneSource::Snapshot(id))
+                        .await
+                }
+                Some(VolumeSource::SnapshotId(id)) => {
+                    client.get_snapshot(id).await.map_err(|e| match e.kind {
+                        ErrorKind::NotFound => Error::not_found(format!("snapshot {id} does not exist")),
+                        _ => e,
+                    })?;
+                    client
+                        .clone_volume(&create, &CloneSource::Snapshot(id.clone()))
                         .await
                 }
                 Some(VolumeSource::Volume(parent)) => {
@@ -175,6 +185,49 @@ impl Engine {
         let id = found.id.clone().unwrap_or_default();
         let grown = backend.client.expand_volume(&id, align(size)).await?;
         Ok(Volume::from_csp(&backend.name, &grown))
+    }
+
+    /// Changes a volume's CSP config (camelCase keys); the CSP refuses keys it does not
+    /// allow to change (InvalidArgument).
+    pub async fn modify_volume(
+        &self,
+        name: &str,
+        params: &BTreeMap<String, String>,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<Volume> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        let found = backend
+            .client
+            .find_volume(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let edit = VolumeEdit {
+            params: params
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect(),
+            ..VolumeEdit::default()
+        };
+        let edited = backend
+            .client
+            .edit_volume(found.id.as_deref().unwrap_or_default(), &edit)
+            .await?;
+        Ok(Volume::from_csp(&backend.name, &edited))
+    }
+
+    /// (total, free) bytes of a backend, when its CSP reports capacity.
+    pub async fn capacity(&self, backend: Option<&str>) -> Result<Option<(u64, u64)>> {
+        let backend = self.backends.resolve(backend)?;
+        let c = backend.client.capacity().await?;
+        Ok(c.and_then(|c| Some((c.total_bytes?, c.free_bytes?))))
+    }
+
+    /// Whether a backend is the embedded local CSP (its volumes live on this machine).
+    pub fn is_embedded(&self, backend: Option<&str>) -> Result<bool> {
+        Ok(self.backends.resolve(backend)?.embedded)
     }
 
     /// Deletes a volume by name; a volume that does not exist is already deleted.

@@ -12,11 +12,27 @@
 //! Cross-cutting behaviour (request id, redacted logging, validation, the per-volume
 //! guard) is a tower layer around every service: see [`layer`].
 
+mod capability;
+mod controller;
 mod endpoint;
+mod group;
+mod identity;
+mod layer;
+mod node;
+mod paging;
+mod rpc;
+mod server;
+mod status;
+
+pub use server::serve;
 
 pub use endpoint::Endpoint;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use volbridge_proto::csi as pb;
 
 /// The topology segment that pins a volume to one node.
 pub const TOPOLOGY_NODE_KEY: &str = "topology.volbridge.io/node";
@@ -47,4 +63,79 @@ pub fn validate_driver_name(name: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Which services a daemon serves besides Identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    All,
+    Controller,
+    Node,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Mode> {
+        match text {
+            "all" => Ok(Mode::All),
+            "controller" => Ok(Mode::Controller),
+            "node" => Ok(Mode::Node),
+            other => Err(Error::invalid(
+                "csi.mode",
+                format!("'{other}' is not one of all, controller, node"),
+            )),
+        }
+    }
+
+    pub fn controller(self) -> bool {
+        self != Mode::Node
+    }
+
+    pub fn node(self) -> bool {
+        self != Mode::Controller
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CsiConfig {
+    pub driver_name: String,
+    pub mode: Mode,
+    /// 0: no limit.
+    pub max_volumes_per_node: i64,
+}
+
+/// The state every CSI service shares: the engine and the settings.
+#[derive(Clone)]
+pub struct Csi {
+    engine: Arc<Engine>,
+    config: Arc<CsiConfig>,
+}
+
+impl Csi {
+    pub fn new(engine: Arc<Engine>, config: CsiConfig) -> Csi {
+        Csi {
+            engine,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The backend `secrets` name (None: the default one).
+    fn backend(&self, secrets: &HashMap<String, String>) -> std::result::Result<Option<String>, tonic::Status> {
+        let map: BTreeMap<String, String> =
+            secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.engine
+            .backends()
+            .from_credentials(&map)
+            .map_err(status::status)
+    }
+
+    fn node_id(&self) -> &str {
+        &self.engine.node().uuid
+    }
+
+    /// This node as a topology segment.
+    fn topology(&self) -> pb::Topology {
+        pb::Topology {
+            segments: [(TOPOLOGY_NODE_KEY.to_owned(), self.node_id().to_owned())].into(),
+        }
+    }
 }

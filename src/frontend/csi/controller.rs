@@ -1,0 +1,541 @@
+//! Controller: volumes, grants to nodes, snapshots, expansion, listing, capacity.
+
+use super::capability::Cap;
+use super::paging::page;
+use super::status::{invalid, status};
+use super::{Csi, CONTEXT_BACKEND, TOPOLOGY_NODE_KEY};
+use crate::engine::{CreateVolume, GrantRequest, Snapshot, Volume, VolumeSource, Wait};
+use crate::ErrorKind;
+use std::collections::{BTreeMap, HashMap};
+use tonic::{Request, Response, Status};
+use volbridge_proto::csi as pb;
+use volbridge_proto::csi::controller_service_capability::rpc::Type as Rpc;
+use volbridge_proto::csi::volume_content_source::{SnapshotSource, Type as Source, VolumeSource as VolSource};
+
+/// StorageClass parameters the Kubernetes sidecars add for themselves; not CSP config.
+const CO_PREFIX: &str = "csi.storage.k8s.io/";
+
+/// A CSI id that is not even a valid name names nothing.
+fn known_name(id: &str) -> bool {
+    crate::engine::names::validate_name("id", id).is_ok()
+}
+
+fn not_found(what: &str, id: &str) -> Status {
+    Status::not_found(format!("{what} '{id}' does not exist"))
+}
+
+fn timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+pub(super) fn csi_snapshot(s: &Snapshot, source_volume: &str) -> pb::Snapshot {
+    pb::Snapshot {
+        size_bytes: s.size_bytes as i64,
+        snapshot_id: s.name.clone(),
+        source_volume_id: source_volume.to_owned(),
+        creation_time: Some(timestamp(s.creation_time)),
+        ready_to_use: s.ready_to_use,
+        group_snapshot_id: String::new(),
+    }
+}
+
+/// What the size request means: at least `required`, at most `limit` (0: unset).
+fn wanted_size(range: Option<&pb::CapacityRange>, default: u64) -> Result<(u64, u64), Status> {
+    let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes as u64, r.limit_bytes as u64));
+    let size = match (required, limit) {
+        (0, 0) => default,
+        (0, l) => default.min(l),
+        (r, _) => r,
+    };
+    let size = crate::engine::size::align(size);
+    if limit > 0 && size > limit {
+        return Err(Status::out_of_range(format!(
+            "the smallest size volbridge can make is {size} bytes (1 MiB steps), above limit_bytes {limit}"
+        )));
+    }
+    Ok((size, limit))
+}
+
+impl Csi {
+    fn csi_volume(&self, v: &Volume, embedded: bool, source: Option<pb::VolumeContentSource>) -> pb::Volume {
+        let mut context: HashMap<String, String> = v.context.clone().into_iter().collect();
+        context.insert(CONTEXT_BACKEND.to_owned(), v.backend.clone());
+        pb::Volume {
+            capacity_bytes: v.size_bytes as i64,
+            volume_id: v.name.clone(),
+            volume_context: context,
+            content_source: source,
+            accessible_topology: if embedded { vec![self.topology()] } else { vec![] },
+        }
+    }
+
+    /// Whether a topology list lets the volume sit on this node (an embedded backend's
+    /// volumes can only be reached here).
+    fn topology_allows(&self, wanted: &[pb::Topology]) -> bool {
+        wanted.is_empty()
+            || wanted.iter().any(|t| {
+                t.segments
+                    .get(TOPOLOGY_NODE_KEY)
+                    .is_none_or(|n| n == self.node_id())
+            })
+    }
+
+    fn volume_status(&self, v: &Volume) -> Result<(Vec<String>, pb::VolumeCondition), Status> {
+        let nodes = self
+            .engine
+            .grants_of(&v.backend, &v.name)
+            .map_err(status)?
+            .into_iter()
+            .map(|g| g.node_id)
+            .collect();
+        let abnormal = v.status.starts_with("Failed");
+        let message = if abnormal { format!("backend reports {}", v.status) } else { v.status.clone() };
+        Ok((nodes, pb::VolumeCondition { abnormal, message }))
+    }
+
+    fn check_caps(caps: &[pb::VolumeCapability]) -> Result<(), Status> {
+        for c in caps {
+            if let Some(why) = Cap::of(c).unsupported() {
+                return Err(invalid(why));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::controller_server::Controller for Csi {
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
+        let req = request.into_inner();
+        crate::engine::names::validate_name("name", &req.name).map_err(status)?;
+        Self::check_caps(&req.volume_capabilities)?;
+        let backend = self.backend(&req.secrets)?;
+        let embedded = self.engine.is_embedded(backend.as_deref()).map_err(status)?;
+        if embedded {
+            if let Some(t) = &req.accessibility_requirements {
+                if !self.topology_allows(&t.requisite) {
+                    return Err(Status::resource_exhausted(format!(
+                        "volumes of this backend live on node {} only, outside the requisite topology",
+                        self.node_id()
+                    )));
+                }
+            }
+        }
+        let (mut size, limit) = wanted_size(req.capacity_range.as_ref(), self.engine.config().default_volume_size)?;
+        let source = match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+            None => None,
+            Some(Source::Snapshot(SnapshotSource { snapshot_id })) => {
+                let snap = match known_name(snapshot_id) {
+                    true => self.engine.get_snapshot(snapshot_id, backend.as_deref()).await,
+                    false => Err(crate::Error::not_found("")),
+                };
+                let snap = snap.map_err(|e| match e.kind {
+                    ErrorKind::NotFound => not_found("snapshot", snapshot_id),
+                    _ => status(e),
+                })?;
+                Some((VolumeSource::Snapshot(snapshot_id.clone()), snap.size_bytes))
+            }
+            Some(Source::Volume(VolSource { volume_id })) => {
+                let parent = match known_name(volume_id) {
+                    true => self.engine.get_volume(volume_id, backend.as_deref()).await,
+                    false => Err(crate::Error::not_found("")),
+                };
+                let parent = parent.map_err(|e| match e.kind {
+                    ErrorKind::NotFound => not_found("volume", volume_id),
+                    _ => status(e),
+                })?;
+                Some((VolumeSource::Volume(volume_id.clone()), parent.size_bytes))
+            }
+        };
+        if let Some((_, source_size)) = &source {
+            // A clone is at least as large as its source; it may be larger.
+            if *source_size > size {
+                if limit > 0 && *source_size > limit {
+                    return Err(Status::out_of_range(format!(
+                        "the source holds {source_size} bytes, above limit_bytes {limit}"
+                    )));
+                }
+                size = *source_size;
+            }
+        }
+        let params: BTreeMap<String, String> = req
+            .parameters
+            .iter()
+            .filter(|(k, _)| !k.starts_with(CO_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let create = CreateVolume {
+            name: req.name.clone(),
+            size: Some(size),
+            backend: backend.clone(),
+            description: None,
+            params,
+            source: source.map(|(s, _)| s),
+        };
+        let volume = self.engine.create_volume(create, Wait::No).await.map_err(status)?;
+        if limit > 0 && volume.size_bytes > limit {
+            return Err(Status::already_exists(format!(
+                "volume '{}' exists with {} bytes, above limit_bytes {limit}",
+                volume.name, volume.size_bytes
+            )));
+        }
+        Ok(Response::new(pb::CreateVolumeResponse {
+            volume: Some(self.csi_volume(&volume, embedded, req.volume_content_source)),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if !known_name(&req.volume_id) {
+            return Ok(Response::new(pb::DeleteVolumeResponse {}));
+        }
+        let backend = self.backend(&req.secrets)?;
+        let backend_name = self.engine.backends().resolve(backend.as_deref()).map_err(status)?.name;
+        let grants = self.engine.grants_of(&backend_name, &req.volume_id).map_err(status)?;
+        if let Some(g) = grants.first() {
+            return Err(Status::failed_precondition(format!(
+                "volume '{}' is still published to node {}",
+                req.volume_id, g.node_id
+            )));
+        }
+        self.engine
+            .delete_volume(&req.volume_id, backend.as_deref(), Wait::No)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        request: Request<pb::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let cap = Cap::of(req.volume_capability.as_ref().expect("checked by the layer"));
+        if let Some(why) = cap.unsupported() {
+            return Err(invalid(why));
+        }
+        let backend = self.backend(&req.secrets)?;
+        let grant = GrantRequest {
+            volume: req.volume_id.clone(),
+            backend,
+            node_id: req.node_id.clone(),
+            read_only: req.readonly || cap.read_only_mode(),
+            access: cap.fingerprint(),
+            single_node: cap.single_node(),
+            max_per_node: self.config.max_volumes_per_node.max(0) as usize,
+            fs_type: (!cap.block).then(|| cap.fs_type.clone()),
+        };
+        let granted = self.engine.grant(grant, Wait::No).await.map_err(status)?;
+        Ok(Response::new(pb::ControllerPublishVolumeResponse {
+            publish_context: granted.context.into_iter().collect(),
+        }))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<pb::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<pb::ControllerUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let backend = self.backend(&req.secrets)?;
+        let node = Some(req.node_id.as_str()).filter(|n| !n.is_empty());
+        self.engine
+            .revoke(&req.volume_id, backend.as_deref(), node, Wait::No)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ControllerUnpublishVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<pb::ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<pb::ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = request.into_inner();
+        if !known_name(&req.volume_id) {
+            return Err(not_found("volume", &req.volume_id));
+        }
+        let backend = self.backend(&req.secrets)?;
+        self.engine
+            .get_volume(&req.volume_id, backend.as_deref())
+            .await
+            .map_err(status)?;
+        let refused = req.volume_capabilities.iter().find_map(|c| Cap::of(c).unsupported());
+        let reply = match refused {
+            Some(why) => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: why,
+            },
+            None => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let req = request.into_inner();
+        let default = self.engine.backends().default_name().to_owned();
+        let embedded = self.engine.is_embedded(None).map_err(status)?;
+        let volumes = self.engine.list_volumes(Some(&default)).await.map_err(status)?;
+        let (volumes, next_token) = page(volumes, |v| &v.name, req.max_entries, &req.starting_token)?;
+        let mut entries = Vec::with_capacity(volumes.len());
+        for v in &volumes {
+            let (published_node_ids, condition) = self.volume_status(v)?;
+            entries.push(pb::list_volumes_response::Entry {
+                volume: Some(self.csi_volume(v, embedded, None)),
+                status: Some(pb::list_volumes_response::VolumeStatus {
+                    published_node_ids,
+                    volume_condition: Some(condition),
+                }),
+            });
+        }
+        Ok(Response::new(pb::ListVolumesResponse { entries, next_token }))
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<pb::GetCapacityRequest>,
+    ) -> Result<Response<pb::GetCapacityResponse>, Status> {
+        let req = request.into_inner();
+        let embedded = self.engine.is_embedded(None).map_err(status)?;
+        let reachable_here = req
+            .accessible_topology
+            .as_ref()
+            .is_none_or(|t| self.topology_allows(std::slice::from_ref(t)));
+        let free = match embedded && !reachable_here {
+            true => 0,
+            false => self.engine.capacity(None).await.map_err(status)?.map_or(0, |(_, free)| free),
+        };
+        Ok(Response::new(pb::GetCapacityResponse {
+            available_capacity: free as i64,
+            maximum_volume_size: None,
+            minimum_volume_size: Some(1 << 20),
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<pb::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<pb::ControllerGetCapabilitiesResponse>, Status> {
+        let rpcs = [
+            Rpc::CreateDeleteVolume,
+            Rpc::PublishUnpublishVolume,
+            Rpc::ListVolumes,
+            Rpc::GetCapacity,
+            Rpc::CreateDeleteSnapshot,
+            Rpc::ListSnapshots,
+            Rpc::CloneVolume,
+            Rpc::PublishReadonly,
+            Rpc::ExpandVolume,
+            Rpc::ListVolumesPublishedNodes,
+            Rpc::GetVolume,
+            Rpc::VolumeCondition,
+            Rpc::SingleNodeMultiWriter,
+            Rpc::ModifyVolume,
+        ];
+        let capabilities = rpcs
+            .into_iter()
+            .map(|t| pb::ControllerServiceCapability {
+                r#type: Some(pb::controller_service_capability::Type::Rpc(
+                    pb::controller_service_capability::Rpc { r#type: t as i32 },
+                )),
+            })
+            .collect();
+        Ok(Response::new(pb::ControllerGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        crate::engine::names::validate_name("name", &req.name).map_err(status)?;
+        if !known_name(&req.source_volume_id) {
+            return Err(not_found("volume", &req.source_volume_id));
+        }
+        let backend = self.backend(&req.secrets)?;
+        // The same name taken by a snapshot of another volume is ALREADY_EXISTS.
+        match self.engine.get_snapshot(&req.name, backend.as_deref()).await {
+            Ok(s) if s.volume_name.as_deref().is_some_and(|v| v != req.source_volume_id) => {
+                return Err(Status::already_exists(format!(
+                    "snapshot '{}' exists for volume '{}'",
+                    req.name,
+                    s.volume_name.unwrap_or_default()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => return Err(status(e)),
+        }
+        let snap = self
+            .engine
+            .create_snapshot(&req.name, &req.source_volume_id, None, backend.as_deref(), Wait::No)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            snapshot: Some(csi_snapshot(&snap, &req.source_volume_id)),
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let backend = self.backend(&req.secrets)?;
+        if let Some((_, csp_id)) = req.snapshot_id.split_once('/') {
+            self.engine
+                .delete_snapshot_by_id(csp_id, backend.as_deref())
+                .await
+                .map_err(status)?;
+        } else if known_name(&req.snapshot_id) {
+            self.engine
+                .delete_snapshot(&req.snapshot_id, backend.as_deref(), Wait::No)
+                .await
+                .map_err(status)?;
+        }
+        Ok(Response::new(pb::DeleteSnapshotResponse {}))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let req = request.into_inner();
+        let backend = self.backend(&req.secrets)?;
+        let backend = backend.as_deref();
+        // A filter naming nothing lists nothing; it is not an error.
+        let snapshots: Vec<Snapshot> = if !req.snapshot_id.is_empty() {
+            match known_name(&req.snapshot_id) {
+                true => match self.engine.get_snapshot(&req.snapshot_id, backend).await {
+                    Ok(s) => vec![s],
+                    Err(e) if e.kind == ErrorKind::NotFound => vec![],
+                    Err(e) => return Err(status(e)),
+                },
+                false => vec![],
+            }
+        } else if !req.source_volume_id.is_empty() {
+            match known_name(&req.source_volume_id) {
+                true => match self.engine.list_snapshots(Some(&req.source_volume_id), backend).await {
+                    Ok(s) => s,
+                    Err(e) if e.kind == ErrorKind::NotFound => vec![],
+                    Err(e) => return Err(status(e)),
+                },
+                false => vec![],
+            }
+        } else {
+            self.engine.list_snapshots(None, backend).await.map_err(status)?
+        };
+        let snapshots: Vec<Snapshot> = snapshots
+            .into_iter()
+            .filter(|s| req.source_volume_id.is_empty() || s.volume_name.as_deref().is_none_or(|v| v == req.source_volume_id))
+            .collect();
+        // Names of source volumes, for CSPs that report only their ids.
+        let names: HashMap<String, String> = if snapshots.iter().any(|s| s.volume_name.is_none()) {
+            self.engine
+                .list_volumes(Some(&self.engine.backends().resolve(backend).map_err(status)?.name))
+                .await
+                .map_err(status)?
+                .into_iter()
+                .map(|v| (v.id, v.name))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let (snapshots, next_token) = page(snapshots, |s| &s.name, req.max_entries, &req.starting_token)?;
+        let entries = snapshots
+            .iter()
+            .map(|s| {
+                let source = s
+                    .volume_name
+                    .clone()
+                    .or_else(|| names.get(&s.volume_id).cloned())
+                    .unwrap_or_default();
+                pb::list_snapshots_response::Entry {
+                    snapshot: Some(csi_snapshot(s, &source)),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListSnapshotsResponse { entries, next_token }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<pb::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<pb::ControllerExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if !known_name(&req.volume_id) {
+            return Err(not_found("volume", &req.volume_id));
+        }
+        let backend = self.backend(&req.secrets)?;
+        let range = req.capacity_range.as_ref();
+        let (size, limit) = wanted_size(range, 0)?;
+        let volume = self
+            .engine
+            .expand_volume(&req.volume_id, size, backend.as_deref(), Wait::No)
+            .await
+            .map_err(status)?;
+        if limit > 0 && volume.size_bytes > limit {
+            return Err(Status::out_of_range(format!(
+                "volume '{}' already holds {} bytes, above limit_bytes {limit}",
+                volume.name, volume.size_bytes
+            )));
+        }
+        let block = req.volume_capability.as_ref().is_some_and(|c| Cap::of(c).block);
+        Ok(Response::new(pb::ControllerExpandVolumeResponse {
+            capacity_bytes: volume.size_bytes as i64,
+            node_expansion_required: !block,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<pb::ControllerGetVolumeRequest>,
+    ) -> Result<Response<pb::ControllerGetVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if !known_name(&req.volume_id) {
+            return Err(not_found("volume", &req.volume_id));
+        }
+        let volume = self.engine.get_volume(&req.volume_id, None).await.map_err(status)?;
+        let embedded = self.engine.is_embedded(None).map_err(status)?;
+        let (published_node_ids, condition) = self.volume_status(&volume)?;
+        Ok(Response::new(pb::ControllerGetVolumeResponse {
+            volume: Some(self.csi_volume(&volume, embedded, None)),
+            status: Some(pb::controller_get_volume_response::VolumeStatus {
+                published_node_ids,
+                volume_condition: Some(condition),
+            }),
+        }))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        request: Request<pb::ControllerModifyVolumeRequest>,
+    ) -> Result<Response<pb::ControllerModifyVolumeResponse>, Status> {
+        let req = request.into_inner();
+        if !known_name(&req.volume_id) {
+            return Err(not_found("volume", &req.volume_id));
+        }
+        let backend = self.backend(&req.secrets)?;
+        let params: BTreeMap<String, String> = req.mutable_parameters.into_iter().collect();
+        self.engine
+            .modify_volume(&req.volume_id, &params, backend.as_deref(), Wait::No)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ControllerModifyVolumeResponse {}))
+    }
+}

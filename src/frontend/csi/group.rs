@@ -1,0 +1,165 @@
+//! GroupController: crash-consistent snapshots of several volumes, on CSP volume groups
+//! and snapshot groups. `group_snapshot_id` is the CSP snapshot group's id; each member
+//! snapshot is `<group_snapshot_id>/<CSP snapshot id>` (members share the group's name).
+
+use super::controller::csi_snapshot;
+use super::status::status;
+use super::Csi;
+use crate::engine::{SnapshotGroup, Wait};
+use crate::ErrorKind;
+use std::collections::BTreeSet;
+use tonic::{Request, Response, Status};
+use volbridge_proto::csi as pb;
+use volbridge_proto::csi::group_controller_service_capability::rpc::Type as Rpc;
+
+impl Csi {
+    fn csi_group(&self, g: &SnapshotGroup, names: &std::collections::HashMap<String, String>) -> pb::VolumeGroupSnapshot {
+        let snapshots: Vec<pb::Snapshot> = g
+            .snapshots
+            .iter()
+            .map(|s| {
+                let source = s
+                    .volume_name
+                    .clone()
+                    .or_else(|| names.get(&s.volume_id).cloned())
+                    .unwrap_or_default();
+                let mut snap = csi_snapshot(s, &source);
+                snap.snapshot_id = format!("{}/{}", g.id, s.id);
+                snap.group_snapshot_id = g.id.clone();
+                snap
+            })
+            .collect();
+        let created = g.snapshots.iter().map(|s| s.creation_time).min().unwrap_or(0);
+        pb::VolumeGroupSnapshot {
+            group_snapshot_id: g.id.clone(),
+            ready_to_use: g.snapshots.iter().all(|s| s.ready_to_use),
+            snapshots,
+            creation_time: Some(prost_types::Timestamp { seconds: created, nanos: 0 }),
+        }
+    }
+
+    /// CSP volume id → volume name, for CSPs whose snapshots name only the volume id.
+    async fn volume_names(&self, backend: Option<&str>) -> Result<std::collections::HashMap<String, String>, Status> {
+        let name = self.engine.backends().resolve(backend).map_err(status)?.name;
+        Ok(self
+            .engine
+            .list_volumes(Some(&name))
+            .await
+            .map_err(status)?
+            .into_iter()
+            .map(|v| (v.id, v.name))
+            .collect())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::group_controller_server::GroupController for Csi {
+    async fn group_controller_get_capabilities(
+        &self,
+        _: Request<pb::GroupControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<pb::GroupControllerGetCapabilitiesResponse>, Status> {
+        Ok(Response::new(pb::GroupControllerGetCapabilitiesResponse {
+            capabilities: vec![pb::GroupControllerServiceCapability {
+                r#type: Some(pb::group_controller_service_capability::Type::Rpc(
+                    pb::group_controller_service_capability::Rpc {
+                        r#type: Rpc::CreateDeleteGetVolumeGroupSnapshot as i32,
+                    },
+                )),
+            }],
+        }))
+    }
+
+    async fn create_volume_group_snapshot(
+        &self,
+        request: Request<pb::CreateVolumeGroupSnapshotRequest>,
+    ) -> Result<Response<pb::CreateVolumeGroupSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        crate::engine::names::validate_name("name", &req.name).map_err(status)?;
+        let backend = self.backend(&req.secrets)?;
+        let backend = backend.as_deref();
+        for v in &req.source_volume_ids {
+            let found = match crate::engine::names::validate_name("source_volume_ids", v) {
+                Ok(()) => self.engine.get_volume(v, backend).await,
+                Err(_) => Err(crate::Error::not_found("")),
+            };
+            found.map_err(|e| match e.kind {
+                ErrorKind::NotFound => Status::not_found(format!("volume '{v}' does not exist")),
+                _ => status(e),
+            })?;
+        }
+        let wanted: BTreeSet<&String> = req.source_volume_ids.iter().collect();
+        if let Some(g) = self.engine.find_volume_group(&req.name, backend).await.map_err(status)? {
+            let have: BTreeSet<&String> = g.members.iter().collect();
+            if have != wanted {
+                return Err(Status::already_exists(format!(
+                    "group snapshot '{}' exists for volumes {:?}",
+                    req.name, g.members
+                )));
+            }
+        }
+        let members: Vec<String> = wanted.into_iter().cloned().collect();
+        self.engine
+            .create_volume_group(&req.name, &members, backend, Wait::No)
+            .await
+            .map_err(status)?;
+        let group = self
+            .engine
+            .create_snapshot_group(&req.name, &req.name, backend, Wait::No)
+            .await
+            .map_err(status)?;
+        let names = self.volume_names(backend).await?;
+        Ok(Response::new(pb::CreateVolumeGroupSnapshotResponse {
+            group_snapshot: Some(self.csi_group(&group, &names)),
+        }))
+    }
+
+    async fn delete_volume_group_snapshot(
+        &self,
+        request: Request<pb::DeleteVolumeGroupSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteVolumeGroupSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let backend = self.backend(&req.secrets)?;
+        let backend = backend.as_deref();
+        let group = match self.engine.get_snapshot_group(&req.group_snapshot_id, backend).await {
+            Ok(g) => g,
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) => {
+                return Ok(Response::new(pb::DeleteVolumeGroupSnapshotResponse {}));
+            }
+            Err(e) => return Err(status(e)),
+        };
+        self.engine
+            .delete_snapshot_group(&group.id, backend)
+            .await
+            .map_err(status)?;
+        // The volume group was made for this group snapshot; it goes with it. Volumes keep
+        // their data either way, so a refusal only leaves an empty grouping behind.
+        if let Err(e) = self.engine.delete_volume_group(&group.name, backend, Wait::No).await {
+            tracing::warn!(group = %group.name, error = %e.message, "volume group kept");
+        }
+        Ok(Response::new(pb::DeleteVolumeGroupSnapshotResponse {}))
+    }
+
+    async fn get_volume_group_snapshot(
+        &self,
+        request: Request<pb::GetVolumeGroupSnapshotRequest>,
+    ) -> Result<Response<pb::GetVolumeGroupSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let backend = self.backend(&req.secrets)?;
+        let backend = backend.as_deref();
+        let group = self
+            .engine
+            .get_snapshot_group(&req.group_snapshot_id, backend)
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound | ErrorKind::InvalidArgument => Status::not_found(format!(
+                    "group snapshot '{}' does not exist",
+                    req.group_snapshot_id
+                )),
+                _ => status(e),
+            })?;
+        let names = self.volume_names(backend).await?;
+        Ok(Response::new(pb::GetVolumeGroupSnapshotResponse {
+            group_snapshot: Some(self.csi_group(&group, &names)),
+        }))
+    }
+}

@@ -1,0 +1,400 @@
+//! What the layer knows about each RPC before the service sees it: the required fields
+//! (csi.md rule 1, checked before any state is touched), the key of the per-volume guard,
+//! and a log line with every `csi_secret` field redacted.
+
+use prost::Message;
+use std::collections::HashMap;
+use tonic::Status;
+use volbridge_proto::csi as pb;
+
+/// The request as the layer saw it.
+pub struct Inspected {
+    /// Short method name (`CreateVolume`).
+    pub method: &'static str,
+    /// Guard key: one call at a time per volume (or snapshot, or group).
+    pub guard: Option<String>,
+    /// The request, secrets redacted, for debug logs.
+    pub summary: String,
+    /// Calls that only read, polled by the CO all the time: logged at debug, not info.
+    pub quiet: bool,
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// Requests with a field marked `csi_secret`: the test checks this list against the
+/// descriptor, so a new secret field cannot be forgotten.
+pub trait Secrets {
+    fn redact(&mut self) {}
+}
+
+fn redact_map(map: &mut HashMap<String, String>) {
+    for v in map.values_mut() {
+        *v = REDACTED.to_owned();
+    }
+}
+
+macro_rules! with_secrets {
+    ($($t:ident),* $(,)?) => {
+        $(impl Secrets for pb::$t {
+            fn redact(&mut self) {
+                redact_map(&mut self.secrets);
+            }
+        })*
+        #[cfg(test)]
+        pub const WITH_SECRETS: &[&str] = &[$(stringify!($t)),*];
+    };
+}
+
+macro_rules! without_secrets {
+    ($($t:ident),* $(,)?) => {
+        $(impl Secrets for pb::$t {})*
+    };
+}
+
+with_secrets!(
+    CreateVolumeRequest,
+    DeleteVolumeRequest,
+    ControllerPublishVolumeRequest,
+    ControllerUnpublishVolumeRequest,
+    ValidateVolumeCapabilitiesRequest,
+    ControllerModifyVolumeRequest,
+    CreateSnapshotRequest,
+    DeleteSnapshotRequest,
+    ListSnapshotsRequest,
+    ControllerExpandVolumeRequest,
+    CreateVolumeGroupSnapshotRequest,
+    DeleteVolumeGroupSnapshotRequest,
+    GetVolumeGroupSnapshotRequest,
+    NodeStageVolumeRequest,
+    NodePublishVolumeRequest,
+    NodeExpandVolumeRequest,
+    GetMetadataAllocatedRequest,
+    GetMetadataDeltaRequest,
+);
+
+without_secrets!(
+    GetPluginInfoRequest,
+    GetPluginCapabilitiesRequest,
+    ProbeRequest,
+    ListVolumesRequest,
+    ControllerGetVolumeRequest,
+    GetCapacityRequest,
+    ControllerGetCapabilitiesRequest,
+    GroupControllerGetCapabilitiesRequest,
+    NodeUnstageVolumeRequest,
+    NodeUnpublishVolumeRequest,
+    NodeGetVolumeStatsRequest,
+    NodeGetCapabilitiesRequest,
+    NodeGetInfoRequest,
+);
+
+fn required(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    Ok(())
+}
+
+/// A capability must say block or mount, and a known access mode.
+pub fn check_capability(field: &str, cap: Option<&pb::VolumeCapability>) -> Result<(), Status> {
+    let cap = cap.ok_or_else(|| Status::invalid_argument(format!("{field} is required")))?;
+    if cap.access_type.is_none() {
+        return Err(Status::invalid_argument(format!(
+            "{field}: access_type (block or mount) is required"
+        )));
+    }
+    let mode = cap.access_mode.as_ref().map(|m| m.mode).unwrap_or(0);
+    match pb::volume_capability::access_mode::Mode::try_from(mode) {
+        Ok(pb::volume_capability::access_mode::Mode::Unknown) | Err(_) => Err(
+            Status::invalid_argument(format!("{field}: access_mode is required and must be known")),
+        ),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn check_capabilities(field: &str, caps: &[pb::VolumeCapability]) -> Result<(), Status> {
+    if caps.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is required")));
+    }
+    caps.iter().try_for_each(|c| check_capability(field, Some(c)))
+}
+
+fn check_range(range: Option<&pb::CapacityRange>) -> Result<(), Status> {
+    let Some(r) = range else { return Ok(()) };
+    if r.required_bytes < 0 || r.limit_bytes < 0 {
+        return Err(Status::invalid_argument("capacity_range: bytes must not be negative"));
+    }
+    if r.limit_bytes > 0 && r.required_bytes > r.limit_bytes {
+        return Err(Status::invalid_argument(format!(
+            "capacity_range: required_bytes {} exceeds limit_bytes {}",
+            r.required_bytes, r.limit_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn check_entries(max_entries: i32) -> Result<(), Status> {
+    if max_entries < 0 {
+        return Err(Status::invalid_argument("max_entries must not be negative"));
+    }
+    Ok(())
+}
+
+fn volume(id: &str) -> Option<String> {
+    Some(format!("volume:{id}"))
+}
+
+fn ephemeral(context: &HashMap<String, String>) -> bool {
+    context.get(super::CONTEXT_EPHEMERAL).map(String::as_str) == Some("true")
+}
+
+/// Decodes the message, checks it and names its guard, all before the service runs.
+fn look<T, F>(method: &'static str, body: &[u8], quiet: bool, check: F) -> Result<Inspected, Status>
+where
+    T: Message + Default + Secrets + std::fmt::Debug,
+    F: FnOnce(&T) -> Result<Option<String>, Status>,
+{
+    let mut msg =
+        T::decode(body).map_err(|e| Status::invalid_argument(format!("malformed {method} request: {e}")))?;
+    let guard = check(&msg)?;
+    msg.redact();
+    Ok(Inspected {
+        method,
+        guard,
+        summary: format!("{msg:?}"),
+        quiet,
+    })
+}
+
+/// `path` is `/csi.v1.<Service>/<Method>`; `body` the message without its gRPC frame.
+/// Unknown methods pass through (tonic answers Unimplemented).
+pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    Some(match method {
+        "GetPluginInfo" => look::<pb::GetPluginInfoRequest, _>("GetPluginInfo", body, true, |_| Ok(None)),
+        "GetPluginCapabilities" => {
+            look::<pb::GetPluginCapabilitiesRequest, _>("GetPluginCapabilities", body, true, |_| Ok(None))
+        }
+        "Probe" => look::<pb::ProbeRequest, _>("Probe", body, true, |_| Ok(None)),
+        "CreateVolume" => look::<pb::CreateVolumeRequest, _>("CreateVolume", body, false, |m| {
+            required("name", &m.name)?;
+            check_capabilities("volume_capabilities", &m.volume_capabilities)?;
+            check_range(m.capacity_range.as_ref())?;
+            Ok(volume(&m.name))
+        }),
+        "DeleteVolume" => look::<pb::DeleteVolumeRequest, _>("DeleteVolume", body, false, |m| {
+            required("volume_id", &m.volume_id)?;
+            Ok(volume(&m.volume_id))
+        }),
+        "ControllerPublishVolume" => {
+            look::<pb::ControllerPublishVolumeRequest, _>("ControllerPublishVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                required("node_id", &m.node_id)?;
+                check_capability("volume_capability", m.volume_capability.as_ref())?;
+                Ok(volume(&m.volume_id))
+            })
+        }
+        "ControllerUnpublishVolume" => {
+            look::<pb::ControllerUnpublishVolumeRequest, _>("ControllerUnpublishVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                Ok(volume(&m.volume_id))
+            })
+        }
+        "ValidateVolumeCapabilities" => look::<pb::ValidateVolumeCapabilitiesRequest, _>(
+            "ValidateVolumeCapabilities",
+            body,
+            true,
+            |m| {
+                required("volume_id", &m.volume_id)?;
+                if m.volume_capabilities.is_empty() {
+                    return Err(Status::invalid_argument("volume_capabilities is required"));
+                }
+                Ok(None)
+            },
+        ),
+        "ListVolumes" => look::<pb::ListVolumesRequest, _>("ListVolumes", body, true, |m| {
+            check_entries(m.max_entries)?;
+            Ok(None)
+        }),
+        "GetCapacity" => look::<pb::GetCapacityRequest, _>("GetCapacity", body, true, |_| Ok(None)),
+        "ControllerGetCapabilities" => {
+            look::<pb::ControllerGetCapabilitiesRequest, _>("ControllerGetCapabilities", body, true, |_| Ok(None))
+        }
+        "CreateSnapshot" => look::<pb::CreateSnapshotRequest, _>("CreateSnapshot", body, false, |m| {
+            required("source_volume_id", &m.source_volume_id)?;
+            required("name", &m.name)?;
+            Ok(Some(format!("snapshot:{}", m.name)))
+        }),
+        "DeleteSnapshot" => look::<pb::DeleteSnapshotRequest, _>("DeleteSnapshot", body, false, |m| {
+            required("snapshot_id", &m.snapshot_id)?;
+            Ok(Some(format!("snapshot:{}", m.snapshot_id)))
+        }),
+        "ListSnapshots" => look::<pb::ListSnapshotsRequest, _>("ListSnapshots", body, true, |m| {
+            check_entries(m.max_entries)?;
+            Ok(None)
+        }),
+        "ControllerExpandVolume" => {
+            look::<pb::ControllerExpandVolumeRequest, _>("ControllerExpandVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                if m.capacity_range.is_none() {
+                    return Err(Status::invalid_argument("capacity_range is required"));
+                }
+                check_range(m.capacity_range.as_ref())?;
+                Ok(volume(&m.volume_id))
+            })
+        }
+        "ControllerGetVolume" => {
+            look::<pb::ControllerGetVolumeRequest, _>("ControllerGetVolume", body, true, |m| {
+                required("volume_id", &m.volume_id)?;
+                Ok(None)
+            })
+        }
+        "ControllerModifyVolume" => {
+            look::<pb::ControllerModifyVolumeRequest, _>("ControllerModifyVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                if m.mutable_parameters.is_empty() {
+                    return Err(Status::invalid_argument("mutable_parameters is required"));
+                }
+                Ok(volume(&m.volume_id))
+            })
+        }
+        "GroupControllerGetCapabilities" => look::<pb::GroupControllerGetCapabilitiesRequest, _>(
+            "GroupControllerGetCapabilities",
+            body,
+            true,
+            |_| Ok(None),
+        ),
+        "CreateVolumeGroupSnapshot" => {
+            look::<pb::CreateVolumeGroupSnapshotRequest, _>("CreateVolumeGroupSnapshot", body, false, |m| {
+                required("name", &m.name)?;
+                if m.source_volume_ids.is_empty() || m.source_volume_ids.iter().any(String::is_empty) {
+                    return Err(Status::invalid_argument("source_volume_ids is required"));
+                }
+                Ok(Some(format!("group:{}", m.name)))
+            })
+        }
+        "DeleteVolumeGroupSnapshot" => {
+            look::<pb::DeleteVolumeGroupSnapshotRequest, _>("DeleteVolumeGroupSnapshot", body, false, |m| {
+                required("group_snapshot_id", &m.group_snapshot_id)?;
+                Ok(Some(format!("group:{}", m.group_snapshot_id)))
+            })
+        }
+        "GetVolumeGroupSnapshot" => {
+            look::<pb::GetVolumeGroupSnapshotRequest, _>("GetVolumeGroupSnapshot", body, true, |m| {
+                required("group_snapshot_id", &m.group_snapshot_id)?;
+                Ok(None)
+            })
+        }
+        "NodeStageVolume" => look::<pb::NodeStageVolumeRequest, _>("NodeStageVolume", body, false, |m| {
+            required("volume_id", &m.volume_id)?;
+            required("staging_target_path", &m.staging_target_path)?;
+            check_capability("volume_capability", m.volume_capability.as_ref())?;
+            Ok(volume(&m.volume_id))
+        }),
+        "NodeUnstageVolume" => look::<pb::NodeUnstageVolumeRequest, _>("NodeUnstageVolume", body, false, |m| {
+            required("volume_id", &m.volume_id)?;
+            required("staging_target_path", &m.staging_target_path)?;
+            Ok(volume(&m.volume_id))
+        }),
+        "NodePublishVolume" => look::<pb::NodePublishVolumeRequest, _>("NodePublishVolume", body, false, |m| {
+            required("volume_id", &m.volume_id)?;
+            required("target_path", &m.target_path)?;
+            check_capability("volume_capability", m.volume_capability.as_ref())?;
+            // STAGE_UNSTAGE_VOLUME is advertised, so the CO stages first, except for an
+            // ephemeral inline volume, which this call creates and stages itself.
+            if !ephemeral(&m.volume_context) {
+                required("staging_target_path", &m.staging_target_path)?;
+            }
+            Ok(volume(&m.volume_id))
+        }),
+        "NodeUnpublishVolume" => {
+            look::<pb::NodeUnpublishVolumeRequest, _>("NodeUnpublishVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                required("target_path", &m.target_path)?;
+                Ok(volume(&m.volume_id))
+            })
+        }
+        "NodeGetVolumeStats" => look::<pb::NodeGetVolumeStatsRequest, _>("NodeGetVolumeStats", body, true, |m| {
+            required("volume_id", &m.volume_id)?;
+            required("volume_path", &m.volume_path)?;
+            Ok(None)
+        }),
+        "NodeExpandVolume" => look::<pb::NodeExpandVolumeRequest, _>("NodeExpandVolume", body, false, |m| {
+            required("volume_id", &m.volume_id)?;
+            required("volume_path", &m.volume_path)?;
+            check_range(m.capacity_range.as_ref())?;
+            Ok(volume(&m.volume_id))
+        }),
+        "NodeGetCapabilities" => {
+            look::<pb::NodeGetCapabilitiesRequest, _>("NodeGetCapabilities", body, true, |_| Ok(None))
+        }
+        "NodeGetInfo" => look::<pb::NodeGetInfoRequest, _>("NodeGetInfo", body, true, |_| Ok(None)),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::FileDescriptorSet;
+
+    #[test]
+    fn every_secret_field_is_redacted() {
+        let set = FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+        let mut with_secret: Vec<String> = Vec::new();
+        for file in set.file.iter().filter(|f| f.package() == "csi.v1") {
+            for msg in &file.message_type {
+                // proto/tests/csi_proto.rs proves that `csi_secret` marks exactly the fields
+                // named `secrets`.
+                if msg.field.iter().any(|f| f.name() == "secrets") {
+                    with_secret.push(msg.name().to_owned());
+                }
+            }
+        }
+        with_secret.sort();
+        let mut listed: Vec<String> = WITH_SECRETS.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert!(!with_secret.is_empty());
+        assert_eq!(with_secret, listed);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_the_summary() {
+        let req = pb::CreateVolumeRequest {
+            name: "v".into(),
+            volume_capabilities: vec![pb::VolumeCapability {
+                access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
+                access_mode: Some(pb::volume_capability::AccessMode { mode: 1 }),
+            }],
+            secrets: [("password".to_owned(), "hunter2".to_owned())].into(),
+            ..Default::default()
+        };
+        let seen = inspect("/csi.v1.Controller/CreateVolume", &req.encode_to_vec())
+            .unwrap()
+            .unwrap();
+        assert!(!seen.summary.contains("hunter2"), "{}", seen.summary);
+        assert!(seen.summary.contains(REDACTED));
+        assert_eq!(seen.guard.as_deref(), Some("volume:v"));
+    }
+
+    #[test]
+    fn missing_fields_are_invalid_argument() {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("/csi.v1.Controller/CreateVolume", pb::CreateVolumeRequest::default().encode_to_vec()),
+            ("/csi.v1.Controller/DeleteVolume", pb::DeleteVolumeRequest::default().encode_to_vec()),
+            (
+                "/csi.v1.Node/NodeStageVolume",
+                pb::NodeStageVolumeRequest { volume_id: "v".into(), ..Default::default() }.encode_to_vec(),
+            ),
+            ("/csi.v1.Controller/ListVolumes", pb::ListVolumesRequest { max_entries: -1, ..Default::default() }.encode_to_vec()),
+            ("/csi.v1.Node/NodeGetVolumeStats", pb::NodeGetVolumeStatsRequest { volume_id: "v".into(), ..Default::default() }.encode_to_vec()),
+        ];
+        for (path, body) in cases {
+            let e = inspect(path, &body).unwrap().err().unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}");
+        }
+        assert!(inspect("/csi.v1.Controller/NoSuchMethod", &[]).is_none());
+        let garbage = inspect("/csi.v1.Controller/DeleteVolume", &[0xff, 0xff]).unwrap();
+        assert_eq!(garbage.err().unwrap().code(), tonic::Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,57 @@
+//! Serving CSI: the socket (0660, bound like the admin socket), the services the mode asks
+//! for, all behind the [`CsiLayer`](super::layer::CsiLayer).
+
+use super::layer::CsiLayer;
+use super::{Csi, Endpoint};
+use crate::error::{Error, Result};
+use std::future::Future;
+use tonic::transport::Server;
+use volbridge_proto::csi as pb;
+
+/// Binds the endpoint now (so callers know it is reachable once this returns) and serves
+/// until `stop` resolves.
+pub async fn serve(
+    csi: Csi,
+    endpoint: &Endpoint,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mode = csi.config.mode;
+    let mut router = Server::builder()
+        .layer(CsiLayer::default())
+        .add_service(pb::identity_server::IdentityServer::new(csi.clone()));
+    if mode.controller() {
+        router = router
+            .add_service(pb::controller_server::ControllerServer::new(csi.clone()))
+            .add_service(pb::group_controller_server::GroupControllerServer::new(csi.clone()));
+    }
+    if mode.node() {
+        router = router.add_service(pb::node_server::NodeServer::new(csi.clone()));
+    }
+    let shown = endpoint.to_string();
+    let task = match endpoint {
+        Endpoint::Unix(path) => {
+            let listener = crate::frontend::api::bind(path)?;
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let path = path.clone();
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                    tracing::error!(error = %e, "CSI server failed");
+                }
+                let _ = std::fs::remove_file(path);
+            })
+        }
+        Endpoint::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                    tracing::error!(error = %e, "CSI server failed");
+                }
+            })
+        }
+    };
+    tracing::info!(endpoint = %shown, mode = ?mode, driver = %csi.config.driver_name, "CSI serving");
+    Ok(task)
+}
