@@ -82,7 +82,7 @@ where
                     return inner.call(req).await;
                 }
             };
-            let span = tracing::info_span!("csi", req = %id, rpc = seen.method);
+            let span = tracing::info_span!("csi", req = %id, rpc = %seen.method);
             let _guard = match &seen.guard {
                 None => None,
                 Some(key) => match guards.try_lock(key) {
