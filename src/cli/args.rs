@@ -60,6 +60,8 @@ pub enum Command {
         #[arg(long, env = "VOLBRIDGE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Call any CSI plugin by hand: identity, controller, node and group RPCs.
+    Csi(super::csi::CsiArgs),
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod client;
+pub mod csi;
 mod csp;
 mod node;
 mod output;
@@ -76,6 +77,7 @@ pub async fn run_client(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Serve(_) => unreachable!("serve runs in its own runtime"),
         Command::Csp { command } => csp::run(command, format).await,
+        Command::Csi(args) => csi::run(args, format).await,
         Command::Volume { command } => {
             let client = AdminClient::new(&cli.socket)?;
             match node::volume(&client, command, format).await? {

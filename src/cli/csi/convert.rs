@@ -1,0 +1,218 @@
+//! From flags to CSI messages: key=value maps, secrets, capabilities, sizes; and the one
+//! place that knows which requests carry secrets.
+
+use super::args::{AccessModeArg, CapabilityArgs, SecretArg, TopologyArg};
+use crate::engine::size::parse_size;
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use volbridge_proto::csi::{self as pb, volume_capability as vc};
+
+pub type Map = HashMap<String, String>;
+
+/// Repeated `--flag key=value` pairs as a map; a key given twice is refused.
+pub fn map(flag: &str, pairs: &[(String, String)]) -> Result<Map> {
+    let mut out = Map::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if out.insert(k.clone(), v.clone()).is_some() {
+            return Err(Error::invalid(flag, format!("key '{k}' is given twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// `--secret key=value` flags as the request's `secrets` map. No error names a value: a
+/// malformed flag is identified by its position, since its text may be the secret itself.
+pub fn secrets(args: &[SecretArg]) -> Result<Map> {
+    let mut out = Map::with_capacity(args.len());
+    for (i, SecretArg(text)) in args.iter().enumerate() {
+        let n = i + 1;
+        let Some((k, v)) = text.split_once('=') else {
+            return Err(Error::invalid(
+                "--secret",
+                format!("secret #{n} is not KEY=VALUE (its text is not shown)"),
+            ));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(Error::invalid(
+                "--secret",
+                format!("secret #{n} has an empty key; write KEY=VALUE"),
+            ));
+        }
+        if out.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(Error::invalid(
+                "--secret",
+                format!("key '{k}' is given twice"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+pub fn access_mode(mode: AccessModeArg) -> vc::access_mode::Mode {
+    use vc::access_mode::Mode;
+    match mode {
+        AccessModeArg::SingleNodeWriter => Mode::SingleNodeWriter,
+        AccessModeArg::SingleNodeReaderOnly => Mode::SingleNodeReaderOnly,
+        AccessModeArg::MultiNodeReaderOnly => Mode::MultiNodeReaderOnly,
+        AccessModeArg::MultiNodeSingleWriter => Mode::MultiNodeSingleWriter,
+        AccessModeArg::MultiNodeMultiWriter => Mode::MultiNodeMultiWriter,
+        AccessModeArg::SingleNodeSingleWriter => Mode::SingleNodeSingleWriter,
+        AccessModeArg::SingleNodeMultiWriter => Mode::SingleNodeMultiWriter,
+    }
+}
+
+/// The capability the flags describe: block or mount, single-node-writer unless told.
+pub fn capability(a: &CapabilityArgs) -> pb::VolumeCapability {
+    let access_type = if a.block {
+        vc::AccessType::Block(vc::BlockVolume {})
+    } else {
+        vc::AccessType::Mount(vc::MountVolume {
+            fs_type: a.fs_type.clone().unwrap_or_default(),
+            mount_flags: a.mount_flags.clone(),
+            volume_mount_group: a.mount_group.clone().unwrap_or_default(),
+        })
+    };
+    let mode = access_mode(a.access_mode.unwrap_or(AccessModeArg::SingleNodeWriter));
+    pb::VolumeCapability {
+        access_type: Some(access_type),
+        access_mode: Some(vc::AccessMode { mode: mode as i32 }),
+    }
+}
+
+/// The capability, only when some capability flag was given (for RPCs where it is optional).
+pub fn optional_capability(a: &CapabilityArgs) -> Option<pb::VolumeCapability> {
+    let given = a.block
+        || a.fs_type.is_some()
+        || !a.mount_flags.is_empty()
+        || a.mount_group.is_some()
+        || a.access_mode.is_some();
+    given.then(|| capability(a))
+}
+
+fn size(flag: &str, text: &str) -> Result<i64> {
+    // parse_size caps sizes far below i64::MAX.
+    Ok(parse_size(flag, text)? as i64)
+}
+
+/// `--size` / `--limit` as a `CapacityRange`; none when neither is given. A size above the
+/// limit is sent as is: judging it is the plugin's job (and worth testing).
+pub fn capacity_range(
+    required: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Option<pb::CapacityRange>> {
+    let required_bytes = required.map(|s| size("--size", s)).transpose()?;
+    let limit_bytes = limit.map(|s| size("--limit", s)).transpose()?;
+    if required_bytes.is_none() && limit_bytes.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(pb::CapacityRange {
+        required_bytes: required_bytes.unwrap_or(0),
+        limit_bytes: limit_bytes.unwrap_or(0),
+    }))
+}
+
+pub fn content_source(
+    snapshot: Option<&str>,
+    volume: Option<&str>,
+) -> Option<pb::VolumeContentSource> {
+    use pb::volume_content_source::{SnapshotSource, Type, VolumeSource};
+    let r#type = match (snapshot, volume) {
+        (Some(s), _) => Type::Snapshot(SnapshotSource {
+            snapshot_id: s.to_owned(),
+        }),
+        (None, Some(v)) => Type::Volume(VolumeSource {
+            volume_id: v.to_owned(),
+        }),
+        (None, None) => return None,
+    };
+    Some(pb::VolumeContentSource {
+        r#type: Some(r#type),
+    })
+}
+
+pub fn topology(t: &TopologyArg) -> pb::Topology {
+    pb::Topology {
+        segments: t.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+/// Requests that may carry secrets. Every request goes through [`Secrets`] before it is
+/// logged, so no RPC can be added that forgets the redaction.
+pub trait Secrets: Clone {
+    fn secrets_mut(&mut self) -> Option<&mut Map>;
+
+    /// The secret values, to scrub from error text.
+    fn secret_values(&self) -> Vec<String> {
+        let mut me = self.clone();
+        me.secrets_mut()
+            .map(|m| m.values().filter(|v| !v.is_empty()).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A copy whose secret values read `<redacted>`, fit for `Debug` in a log line.
+    fn redacted(&self) -> Self {
+        let mut me = self.clone();
+        if let Some(m) = me.secrets_mut() {
+            for v in m.values_mut() {
+                *v = "<redacted>".into();
+            }
+        }
+        me
+    }
+}
+
+macro_rules! secrets {
+    (with: $($with:ident),* ; without: $($without:ident),* $(,)?) => {
+        $(impl Secrets for pb::$with {
+            fn secrets_mut(&mut self) -> Option<&mut Map> {
+                Some(&mut self.secrets)
+            }
+        })*
+        $(impl Secrets for pb::$without {
+            fn secrets_mut(&mut self) -> Option<&mut Map> {
+                None
+            }
+        })*
+    };
+}
+
+secrets! {
+    with: CreateVolumeRequest, DeleteVolumeRequest, ControllerPublishVolumeRequest,
+        ControllerUnpublishVolumeRequest, ValidateVolumeCapabilitiesRequest,
+        CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest,
+        ControllerExpandVolumeRequest, ControllerModifyVolumeRequest, NodeStageVolumeRequest,
+        NodePublishVolumeRequest, NodeExpandVolumeRequest, CreateVolumeGroupSnapshotRequest,
+        DeleteVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotRequest;
+    without: GetPluginInfoRequest, GetPluginCapabilitiesRequest, ProbeRequest,
+        ListVolumesRequest, ControllerGetVolumeRequest, GetCapacityRequest,
+        ControllerGetCapabilitiesRequest, NodeUnstageVolumeRequest, NodeUnpublishVolumeRequest,
+        NodeGetVolumeStatsRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
+        GroupControllerGetCapabilitiesRequest,
+}
+
+/// Replaces every secret value in `text`, in one pass, the longest value first where
+/// several start at the same place.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut values: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    values.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match values.iter().find(|v| rest.starts_with(**v)) {
+            Some(v) => {
+                out.push_str("<redacted>");
+                rest = &rest[v.len()..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
