@@ -291,6 +291,21 @@ mod tests {
     }
 
     #[test]
+    fn csi_section() {
+        let c = Config::parse("[csi]\nendpoint = \"unix:///run/csi.sock\"\nmode = \"node\"\n").unwrap();
+        assert_eq!(c.csi.endpoint.as_deref(), Some("unix:///run/csi.sock"));
+        assert_eq!(c.csi.driver_name, DEFAULT_CSI_DRIVER);
+        for bad in [
+            "[csi]\nmode = \"both\"",
+            "[csi]\nendpoint = \"relative.sock\"",
+            "[csi]\ndriver_name = \"-bad-\"",
+            "[csi]\nmax_volumes_per_node = -1",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn backends_and_errors() {
         let c = Config::parse(
             r#"
