@@ -69,6 +69,15 @@ impl Engine {
         validate_name("volume", &req.volume)
             .map_err(|_| Error::not_found(format!("volume '{}' does not exist", req.volume)))?;
         check_node_id(&req.node_id)?;
+        // Nodes register at the default backend (NodeGetInfo); a CSP that lists its hosts
+        // tells a node that never did from one that did.
+        let default = self.backends.resolve(None)?;
+        if default.client.host_registered(&req.node_id).await? == Some(false) {
+            return Err(Error::not_found(format!(
+                "node {} never registered with backend '{}'",
+                req.node_id, default.name
+            )));
+        }
         let backend = self.backends.resolve(req.backend.as_deref())?;
         let _guard = self.guard(&backend.name, &req.volume, wait).await?;
         let client = &backend.client;
@@ -148,6 +157,18 @@ impl Engine {
             &grant,
         )?;
         Ok(grant)
+    }
+
+    /// Registers this node as a host at the default backend, so that controllers may grant
+    /// it volumes (idempotent: an upsert by uuid).
+    pub async fn register_node(&self) -> Result<()> {
+        let backend = self.backends.resolve(None)?;
+        let host = Host {
+            uuid: Some(self.node.uuid.clone()),
+            name: Some(self.node.hostname.clone()),
+            ..Host::default()
+        };
+        backend.client.upsert_host(&host).await
     }
 
     /// Ends the grant of one node (or of every node, `None`); nothing to end is success.

@@ -112,4 +112,6 @@ pub struct CreateVolume {
     pub description: Option<String>,
     pub params: BTreeMap<String, String>,
     pub source: Option<VolumeSource>,
+    /// Several hosts may be granted the volume at once (csp-api.md B27).
+    pub multi_initiator: bool,
 }

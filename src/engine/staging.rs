@@ -45,9 +45,14 @@ impl Engine {
         let key = req.volume_key.clone();
         let previous = self.store.get::<StageRecord>(STAGES, &key)?;
         if let Some(p) = previous.as_ref().filter(|p| p.phase == Phase::Ready) {
+            let other_fs = match (&req.access, &p.fs_type) {
+                (Access::Mount { fs_type, .. }, Some(have)) => !fs_type.is_empty() && fs_type != have,
+                _ => false,
+            };
             if p.staging_path != staging_path
                 || p.access.is_block() != req.access.is_block()
                 || p.read_only != req.read_only
+                || other_fs
             {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,

@@ -38,7 +38,7 @@ impl Engine {
             size,
             description: req.description.clone(),
             params: req.params.clone(),
-            multi_initiator: false,
+            multi_initiator: req.multi_initiator,
         };
         let attempt = || async {
             match &req.source {

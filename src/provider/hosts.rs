@@ -51,6 +51,18 @@ impl CspClient {
         }
     }
 
+    /// H1: whether a host with this uuid is registered; `None` when the CSP does not list
+    /// hosts (H1 is optional), so the caller cannot tell.
+    pub async fn host_registered(&self, uuid: &str) -> Result<Option<bool>> {
+        let reply = self.call(Method::GET, &["hosts"], &[], None).await?;
+        if matches!(reply.status.as_u16(), 404 | 405 | 501) {
+            return Ok(None);
+        }
+        let reply = self.check(reply, Op::Other)?;
+        let hosts: Vec<Host> = self.decode_list(&reply, "host list")?;
+        Ok(Some(hosts.iter().any(|h| h.uuid.as_deref() == Some(uuid))))
+    }
+
     /// B33: V3, H2 (B22, every time), V6, B31. The protocol defaults to the volume's
     /// `config.access_protocol`, else the CSP's own default.
     pub async fn publish_volume(

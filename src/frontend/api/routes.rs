@@ -56,6 +56,7 @@ pub async fn create_volume(
         description: req.description,
         params: req.options,
         source,
+        ..CreateVolume::default()
     };
     let v = state.engine.create_volume(create, Wait::Bounded).await?;
     Ok(Json(convert::volume(v)))

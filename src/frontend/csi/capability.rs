@@ -47,6 +47,13 @@ impl Cap {
         )
     }
 
+    pub fn multi_node(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter
+        )
+    }
+
     pub fn read_only_mode(&self) -> bool {
         matches!(self.mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)
     }
@@ -57,7 +64,7 @@ impl Cap {
         if self.mode == Mode::Unknown {
             return Some("the access mode is unknown".into());
         }
-        if !self.block && !self.single_node() && self.mode != Mode::MultiNodeReaderOnly {
+        if !self.block && !self.single_node() {
             return Some(format!(
                 "{} needs a shared filesystem, which no volbridge backend offers; use block access",
                 self.mode.as_str_name()
@@ -87,7 +94,7 @@ mod tests {
     #[test]
     fn what_is_supported() {
         assert!(cap(false, Mode::SingleNodeWriter, "ext4").unsupported().is_none());
-        assert!(cap(false, Mode::MultiNodeReaderOnly, "").unsupported().is_none());
+        assert!(cap(false, Mode::MultiNodeReaderOnly, "").unsupported().is_some());
         assert!(cap(true, Mode::MultiNodeMultiWriter, "").unsupported().is_none());
         assert!(cap(false, Mode::MultiNodeMultiWriter, "ext4").unsupported().is_some());
         assert!(cap(false, Mode::MultiNodeSingleWriter, "ext4").unsupported().is_some());

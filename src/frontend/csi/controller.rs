@@ -15,6 +15,18 @@ use volbridge_proto::csi::volume_content_source::{SnapshotSource, Type as Source
 /// StorageClass parameters the Kubernetes sidecars add for themselves; not CSP config.
 const CO_PREFIX: &str = "csi.storage.k8s.io/";
 
+/// What a CreateVolume asked for besides its size, kept as the volume's description: a
+/// second CreateVolume of the name must ask the same (the CSP does not keep requests).
+fn create_fingerprint(params: &BTreeMap<String, String>, source: &str) -> String {
+    let mut text = String::from(source);
+    for (k, v) in params {
+        text.push_str(&format!("\n{k}={v}"));
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("csi-request:{hex}")
+}
+
 /// A CSI id that is not even a valid name names nothing.
 fn known_name(id: &str) -> bool {
     crate::engine::names::validate_name("id", id).is_ok()
@@ -128,15 +140,22 @@ impl pb::controller_server::Controller for Csi {
         let source = match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
             None => None,
             Some(Source::Snapshot(SnapshotSource { snapshot_id })) => {
-                let snap = match known_name(snapshot_id) {
-                    true => self.engine.get_snapshot(snapshot_id, backend.as_deref()).await,
-                    false => Err(crate::Error::not_found("")),
+                let (snap, source) = match snapshot_id.split_once('/') {
+                    Some((_, csp_id)) if !csp_id.is_empty() => (
+                        self.engine.get_snapshot_by_id(csp_id, backend.as_deref()).await,
+                        VolumeSource::SnapshotId(csp_id.to_owned()),
+                    ),
+                    _ if known_name(snapshot_id) => (
+                        self.engine.get_snapshot(snapshot_id, backend.as_deref()).await,
+                        VolumeSource::Snapshot(snapshot_id.clone()),
+                    ),
+                    _ => (Err(crate::Error::not_found("")), VolumeSource::Snapshot(String::new())),
                 };
                 let snap = snap.map_err(|e| match e.kind {
-                    ErrorKind::NotFound => not_found("snapshot", snapshot_id),
+                    ErrorKind::NotFound | ErrorKind::InvalidArgument => not_found("snapshot", snapshot_id),
                     _ => status(e),
                 })?;
-                Some((VolumeSource::Snapshot(snapshot_id.clone()), snap.size_bytes))
+                Some((source, snap.size_bytes))
             }
             Some(Source::Volume(VolSource { volume_id })) => {
                 let parent = match known_name(volume_id) {
@@ -167,15 +186,28 @@ impl pb::controller_server::Controller for Csi {
             .filter(|(k, _)| !k.starts_with(CO_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let source_id = match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+            Some(Source::Snapshot(s)) => format!("snapshot:{}", s.snapshot_id),
+            Some(Source::Volume(v)) => format!("volume:{}", v.volume_id),
+            None => String::new(),
+        };
+        let fingerprint = create_fingerprint(&params, &source_id);
         let create = CreateVolume {
             name: req.name.clone(),
             size: Some(size),
             backend: backend.clone(),
-            description: None,
+            description: Some(fingerprint.clone()),
             params,
             source: source.map(|(s, _)| s),
+            multi_initiator: req.volume_capabilities.iter().any(|c| Cap::of(c).multi_node()),
         };
         let volume = self.engine.create_volume(create, Wait::No).await.map_err(status)?;
+        if volume.description.as_deref() != Some(fingerprint.as_str()) {
+            return Err(Status::already_exists(format!(
+                "volume '{}' exists with other parameters or another content source",
+                volume.name
+            )));
+        }
         if limit > 0 && volume.size_bytes > limit {
             return Err(Status::already_exists(format!(
                 "volume '{}' exists with {} bytes, above limit_bytes {limit}",

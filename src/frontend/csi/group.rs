@@ -24,7 +24,7 @@ impl Csi {
                     .or_else(|| names.get(&s.volume_id).cloned())
                     .unwrap_or_default();
                 let mut snap = csi_snapshot(s, &source);
-                snap.snapshot_id = format!("{}/{}", g.id, s.id);
+                snap.snapshot_id = format!("{}/{}", g.name, s.id);
                 snap.group_snapshot_id = g.id.clone();
                 snap
             })

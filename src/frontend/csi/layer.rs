@@ -98,10 +98,24 @@ where
             };
             span.in_scope(|| tracing::debug!(request = %seen.summary, "received"));
             let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
-            let response = inner.call(req).instrument(span.clone()).await?;
+            let mut response = inner.call(req).instrument(span.clone()).await?;
+            if !seen.secrets.is_empty() {
+                scrub_answer(&mut response, &seen.secrets);
+            }
             span.in_scope(|| log_done(&seen, &response, started));
             Ok(response)
         })
+    }
+}
+
+/// Replaces a failure's status with one whose message holds none of the request's secrets.
+fn scrub_answer(response: &mut http::Response<Body>, secrets: &[String]) {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return;
+    };
+    let scrubbed = rpc::scrub(status.clone(), secrets);
+    if scrubbed.message() != status.message() {
+        let _ = scrubbed.add_header(response.headers_mut());
     }
 }
 

@@ -117,7 +117,13 @@ impl pb::node_server::Node for Csi {
             access: access_of(&cap),
             read_only,
         };
-        self.engine.node_stage(stage, Wait::No).await.map_err(status)?;
+        self.engine.node_stage(stage, Wait::No).await.map_err(|e| match e.kind {
+            // The volume's device cannot be reached from here (gone, or never granted).
+            ErrorKind::FailedPrecondition | ErrorKind::NotFound => {
+                Status::not_found(format!("attach: {}", e.message))
+            }
+            _ => status(e),
+        })?;
         Ok(Response::new(pb::NodeStageVolumeResponse {}))
     }
 
@@ -320,6 +326,10 @@ impl pb::node_server::Node for Csi {
         &self,
         _: Request<pb::NodeGetInfoRequest>,
     ) -> Result<Response<pb::NodeGetInfoResponse>, Status> {
+        // The registrar asks this once when the plugin registers, before any publish.
+        if let Err(e) = self.engine.register_node().await {
+            tracing::warn!(error = %e.message, "this node is not registered with the default backend");
+        }
         Ok(Response::new(pb::NodeGetInfoResponse {
             node_id: self.node_id().to_owned(),
             max_volumes_per_node: self.config.max_volumes_per_node,

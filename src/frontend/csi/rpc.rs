@@ -17,6 +17,8 @@ pub struct Inspected {
     pub summary: String,
     /// Calls that only read, polled by the CO all the time: logged at debug, not info.
     pub quiet: bool,
+    /// The request's secret values, to scrub from whatever the answer says.
+    pub secrets: Vec<String>,
 }
 
 const REDACTED: &str = "<redacted>";
@@ -25,6 +27,9 @@ const REDACTED: &str = "<redacted>";
 /// descriptor, so a new secret field cannot be forgotten.
 pub trait Secrets {
     fn redact(&mut self) {}
+    fn values(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 fn redact_map(map: &mut HashMap<String, String>) {
@@ -38,6 +43,9 @@ macro_rules! with_secrets {
         $(impl Secrets for pb::$t {
             fn redact(&mut self) {
                 redact_map(&mut self.secrets);
+            }
+            fn values(&self) -> Vec<String> {
+                self.secrets.values().filter(|v| !v.is_empty()).cloned().collect()
             }
         })*
         #[cfg(test)]
@@ -87,6 +95,19 @@ without_secrets!(
     NodeGetCapabilitiesRequest,
     NodeGetInfoRequest,
 );
+
+/// The status with every secret value cut out of its message: a backend may echo what it
+/// was sent (a user name, a CHAP secret) in an error.
+pub fn scrub(status: Status, secrets: &[String]) -> Status {
+    if !secrets.iter().any(|s| status.message().contains(s.as_str())) {
+        return status;
+    }
+    let mut message = status.message().to_owned();
+    for s in secrets {
+        message = message.replace(s.as_str(), REDACTED);
+    }
+    Status::new(status.code(), message)
+}
 
 fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
@@ -156,13 +177,15 @@ where
 {
     let mut msg =
         T::decode(body).map_err(|e| Status::invalid_argument(format!("malformed {method} request: {e}")))?;
-    let guard = check(&msg)?;
+    let secrets = msg.values();
+    let guard = check(&msg).map_err(|s| scrub(s, &secrets))?;
     msg.redact();
     Ok(Inspected {
         method,
         guard,
         summary: format!("{msg:?}"),
         quiet,
+        secrets,
     })
 }
 

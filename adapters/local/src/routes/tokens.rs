@@ -24,9 +24,8 @@ pub async fn login(
     let user_ok = same_secret(&username, &sh.cfg.username);
     let pass_ok = same_secret(&password, &sh.cfg.password);
     if !(user_ok & pass_ok) {
-        return Err(ApiError::unauthorized(format!(
-            "invalid username or password for user '{username}'"
-        )));
+        // The submitted name is not echoed: it may be a secret of the caller's.
+        return Err(ApiError::unauthorized("invalid username or password"));
     }
     let array_ip = req.array_ip.filter(|a| !a.is_empty());
     Ok(Json(sh.tokens.issue(&username, array_ip)))
