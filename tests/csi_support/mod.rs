@@ -955,3 +955,13 @@ pub fn is_block_device(path: &str) -> bool {
 pub fn timestamp_set(ts: &Option<prost_types::Timestamp>) -> bool {
     ts.as_ref().is_some_and(|t| t.seconds > 0)
 }
+
+/// Whether the top mount at `path` carries the `ro` mount option (mountinfo field 6).
+pub fn mount_is_read_only(path: &str) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(path))
+        .last()
+        .and_then(|l| l.split(' ').nth(5))
+        .is_some_and(|opts| opts.split(',').any(|o| o == "ro"))
+}
