@@ -292,7 +292,8 @@ mod tests {
 
     #[test]
     fn csi_section() {
-        let c = Config::parse("[csi]\nendpoint = \"unix:///run/csi.sock\"\nmode = \"node\"\n").unwrap();
+        let c =
+            Config::parse("[csi]\nendpoint = \"unix:///run/csi.sock\"\nmode = \"node\"\n").unwrap();
         assert_eq!(c.csi.endpoint.as_deref(), Some("unix:///run/csi.sock"));
         assert_eq!(c.csi.driver_name, DEFAULT_CSI_DRIVER);
         for bad in [

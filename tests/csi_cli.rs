@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{loops_under, mounts_under, require_root_and_tools, run, Daemon, HostCleanup, TempDir};
+use common::{
+    loops_under, mounts_under, require_root_and_tools, run, Daemon, HostCleanup, TempDir,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -55,7 +57,12 @@ impl Session {
             .as_object()
             .unwrap()
             .iter()
-            .flat_map(|(k, v)| ["--publish-context".to_owned(), format!("{k}={}", v.as_str().unwrap())])
+            .flat_map(|(k, v)| {
+                [
+                    "--publish-context".to_owned(),
+                    format!("{k}={}", v.as_str().unwrap()),
+                ]
+            })
             .collect()
     }
 
@@ -66,14 +73,25 @@ impl Session {
         let mut args = vec!["node", "stage", volume, "--staging-path", stage];
         args.extend(ctx.iter().map(String::as_str));
         self.json(&args);
-        let mut args = vec!["node", "publish", volume, "--staging-path", stage, "--target-path", target];
+        let mut args = vec![
+            "node",
+            "publish",
+            volume,
+            "--staging-path",
+            stage,
+            "--target-path",
+            target,
+        ];
         args.extend(ctx.iter().map(String::as_str));
         self.json(&args);
     }
 
     fn unpublish_and_unstage(&self, volume: &str, node: &str, stage: &str, target: &str) {
         self.json(&["node", "unpublish", volume, "--target-path", target]);
-        assert!(!std::path::Path::new(target).exists(), "the SP removes the target it made");
+        assert!(
+            !std::path::Path::new(target).exists(),
+            "the SP removes the target it made"
+        );
         self.json(&["node", "unstage", volume, "--staging-path", stage]);
         self.json(&["controller", "unpublish", volume, "--node-id", node]);
     }
@@ -89,31 +107,60 @@ fn manual_session_with_volbridge_csi() {
     let socket = dir.path().join("csi.sock");
     let endpoint = format!("unix://{}", socket.display());
     let d = Daemon::start(dir.path(), &["--csi-endpoint", &endpoint]);
-    let s = Session { d, endpoint, dir, _cleanup: cleanup };
+    let s = Session {
+        d,
+        endpoint,
+        dir,
+        _cleanup: cleanup,
+    };
 
     let info = s.json(&["identity", "info"]);
     assert_eq!(info["name"], "csi.volbridge.io");
-    let node = s.json(&["node", "info"])["node_id"].as_str().unwrap().to_owned();
+    let node = s.json(&["node", "info"])["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let created = s.json(&["controller", "create", "web-data", "--size", "64Mi"]);
     assert_eq!(created["volume_id"], "web-data");
     assert_eq!(created["capacity_bytes"], 64 << 20);
 
-    let (stage, target) = (s.path("kubelet/globalmount"), s.path("kubelet/pods/p1/mount"));
+    let (stage, target) = (
+        s.path("kubelet/globalmount"),
+        s.path("kubelet/pods/p1/mount"),
+    );
     s.stage_and_publish("web-data", &node, &stage, &target);
     let payload: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
     std::fs::write(format!("{target}/payload"), &payload).unwrap();
     let stats = s.json(&["node", "stats", "web-data", "--path", &target]);
-    assert!(stats["usage"][0]["used"].as_i64().unwrap() >= 3 << 20, "{stats}");
+    assert!(
+        stats["usage"][0]["used"].as_i64().unwrap() >= 3 << 20,
+        "{stats}"
+    );
     s.unpublish_and_unstage("web-data", &node, &stage, &target);
 
     let snap = s.json(&["controller", "snapshot", "web-snap", "--source", "web-data"]);
     assert_eq!(snap["source_volume_id"], "web-data");
-    let clone = s.json_retrying(&["controller", "create", "web-clone", "--from-snapshot", "web-snap"]);
-    assert_eq!(clone["content_source"]["snapshot"]["snapshot_id"], "web-snap", "{clone}");
-    let (cstage, ctarget) = (s.path("kubelet/clone-global"), s.path("kubelet/pods/p2/mount"));
+    let clone = s.json_retrying(&[
+        "controller",
+        "create",
+        "web-clone",
+        "--from-snapshot",
+        "web-snap",
+    ]);
+    assert_eq!(
+        clone["content_source"]["snapshot"]["snapshot_id"], "web-snap",
+        "{clone}"
+    );
+    let (cstage, ctarget) = (
+        s.path("kubelet/clone-global"),
+        s.path("kubelet/pods/p2/mount"),
+    );
     s.stage_and_publish("web-clone", &node, &cstage, &ctarget);
-    assert!(std::fs::read(format!("{ctarget}/payload")).unwrap() == payload, "the clone holds the snapshot's bytes");
+    assert!(
+        std::fs::read(format!("{ctarget}/payload")).unwrap() == payload,
+        "the clone holds the snapshot's bytes"
+    );
     s.unpublish_and_unstage("web-clone", &node, &cstage, &ctarget);
 
     let grown = s.json(&["controller", "expand", "web-data", "--size", "128Mi"]);
@@ -123,7 +170,10 @@ fn manual_session_with_volbridge_csi() {
     let expanded = s.json(&["node", "expand", "web-data", "--path", &target]);
     assert_eq!(expanded["capacity_bytes"], 128 << 20);
     let stats = s.json(&["node", "stats", "web-data", "--path", &target]);
-    assert!(stats["usage"][0]["total"].as_i64().unwrap() > 100 << 20, "the filesystem grew: {stats}");
+    assert!(
+        stats["usage"][0]["total"].as_i64().unwrap() > 100 << 20,
+        "the filesystem grew: {stats}"
+    );
     assert!(std::fs::read(format!("{target}/payload")).unwrap() == payload);
     s.unpublish_and_unstage("web-data", &node, &stage, &target);
 
@@ -131,7 +181,19 @@ fn manual_session_with_volbridge_csi() {
     s.json(&["controller", "delete-snapshot", "web-snap"]);
     s.json(&["controller", "delete", "web-data"]);
     let listed = s.json(&["controller", "list"]);
-    assert_eq!(listed["entries"].as_array().map_or(0, Vec::len), 0, "{listed}");
-    assert!(mounts_under(s.dir.path()).is_empty(), "{:?}", mounts_under(s.dir.path()));
-    assert!(loops_under(s.dir.path()).is_empty(), "{:?}", loops_under(s.dir.path()));
+    assert_eq!(
+        listed["entries"].as_array().map_or(0, Vec::len),
+        0,
+        "{listed}"
+    );
+    assert!(
+        mounts_under(s.dir.path()).is_empty(),
+        "{:?}",
+        mounts_under(s.dir.path())
+    );
+    assert!(
+        loops_under(s.dir.path()).is_empty(),
+        "{:?}",
+        loops_under(s.dir.path())
+    );
 }

@@ -201,10 +201,8 @@ impl Engine {
             }
         }
         for g in held {
-            self.store.remove(
-                GRANTS,
-                &grant_key(&g.backend, &g.volume_name, &g.node_id),
-            )?;
+            self.store
+                .remove(GRANTS, &grant_key(&g.backend, &g.volume_name, &g.node_id))?;
         }
         Ok(())
     }
@@ -236,8 +234,17 @@ mod tests {
     #[test]
     fn node_ids_are_uuids() {
         assert!(check_node_id("0f8b5a7e-2b0c-4c1e-9d3a-6f1e2d3c4b5a").is_ok());
-        for bad in ["", "node-1", "0f8b5a7e-2b0c-4c1e-9d3a-6f1e2d3c4b5", "../../etc"] {
-            assert_eq!(check_node_id(bad).unwrap_err().kind, ErrorKind::NotFound, "{bad}");
+        for bad in [
+            "",
+            "node-1",
+            "0f8b5a7e-2b0c-4c1e-9d3a-6f1e2d3c4b5",
+            "../../etc",
+        ] {
+            assert_eq!(
+                check_node_id(bad).unwrap_err().kind,
+                ErrorKind::NotFound,
+                "{bad}"
+            );
         }
     }
 }

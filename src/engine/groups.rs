@@ -159,7 +159,11 @@ impl Engine {
     }
 
     /// A volume group by name, if it exists.
-    pub async fn find_volume_group(&self, name: &str, backend: Option<&str>) -> Result<Option<VolumeGroup>> {
+    pub async fn find_volume_group(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+    ) -> Result<Option<VolumeGroup>> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let found = backend.client.find_volume_group(name).await?;
@@ -167,7 +171,11 @@ impl Engine {
     }
 
     /// A snapshot group by CSP id, with its member snapshots.
-    pub async fn get_snapshot_group(&self, id: &str, backend: Option<&str>) -> Result<SnapshotGroup> {
+    pub async fn get_snapshot_group(
+        &self,
+        id: &str,
+        backend: Option<&str>,
+    ) -> Result<SnapshotGroup> {
         let backend = self.backends.resolve(backend)?;
         let sg = backend.client.get_snapshot_group(id).await?;
         Ok(SnapshotGroup {

@@ -179,7 +179,11 @@ impl Engine {
     /// directory, or the empty file a block publish binds onto). Anything else is left.
     pub async fn forget_target(&self, target_path: &str) -> Result<()> {
         let target = paths::validate_target("target_path", target_path)?;
-        if self.store.get::<PublishRecord>(PUBLISHES, &target.display().to_string())?.is_some() {
+        if self
+            .store
+            .get::<PublishRecord>(PUBLISHES, &target.display().to_string())?
+            .is_some()
+        {
             return Ok(());
         }
         self.on_host(move |host| {
@@ -188,8 +192,12 @@ impl Engine {
             }
             let empty = match host.stat(&target)? {
                 None => return Ok(()),
-                Some(st) if st.kind == crate::host::FileKind::Dir => host.list_dir(&target)?.is_empty(),
-                Some(st) if st.kind == crate::host::FileKind::File => !host.file_has_data(&target)?,
+                Some(st) if st.kind == crate::host::FileKind::Dir => {
+                    host.list_dir(&target)?.is_empty()
+                }
+                Some(st) if st.kind == crate::host::FileKind::File => {
+                    !host.file_has_data(&target)?
+                }
                 Some(_) => false,
             };
             if empty {

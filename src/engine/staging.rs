@@ -46,7 +46,9 @@ impl Engine {
         let previous = self.store.get::<StageRecord>(STAGES, &key)?;
         if let Some(p) = previous.as_ref().filter(|p| p.phase == Phase::Ready) {
             let other_fs = match (&req.access, &p.fs_type) {
-                (Access::Mount { fs_type, .. }, Some(have)) => !fs_type.is_empty() && fs_type != have,
+                (Access::Mount { fs_type, .. }, Some(have)) => {
+                    !fs_type.is_empty() && fs_type != have
+                }
                 _ => false,
             };
             if p.staging_path != staging_path

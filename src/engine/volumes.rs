@@ -7,8 +7,8 @@ use super::size::align;
 use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{CloneSource, CspClient, VolumeCreate, VolumeEdit};
-use std::collections::BTreeMap;
 use backon::ConstantBuilder;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -54,7 +54,9 @@ impl Engine {
                 }
                 Some(VolumeSource::SnapshotId(id)) => {
                     client.get_snapshot(id).await.map_err(|e| match e.kind {
-                        ErrorKind::NotFound => Error::not_found(format!("snapshot {id} does not exist")),
+                        ErrorKind::NotFound => {
+                            Error::not_found(format!("snapshot {id} does not exist"))
+                        }
                         _ => e,
                     })?;
                     client

@@ -960,8 +960,7 @@ pub fn timestamp_set(ts: &Option<prost_types::Timestamp>) -> bool {
 pub fn mount_is_read_only(path: &str) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(path))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some(path))
         .and_then(|l| l.split(' ').nth(5))
         .is_some_and(|opts| opts.split(',').any(|o| o == "ro"))
 }

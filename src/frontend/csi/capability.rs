@@ -55,7 +55,10 @@ impl Cap {
     }
 
     pub fn read_only_mode(&self) -> bool {
-        matches!(self.mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)
+        matches!(
+            self.mode,
+            Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly
+        )
     }
 
     /// Why volbridge cannot serve this capability, if it cannot. A filesystem mounted on
@@ -71,14 +74,21 @@ impl Cap {
             ));
         }
         if !self.block && !matches!(self.fs_type.as_str(), "" | "ext4" | "xfs" | "btrfs") {
-            return Some(format!("fs_type '{}' is not one of ext4, xfs, btrfs", self.fs_type));
+            return Some(format!(
+                "fs_type '{}' is not one of ext4, xfs, btrfs",
+                self.fs_type
+            ));
         }
         None
     }
 
     /// How a grant remembers the capability, to refuse an incompatible second publish.
     pub fn fingerprint(&self) -> String {
-        let access = if self.block { "block".to_owned() } else { format!("mount:{}", self.fs_type) };
+        let access = if self.block {
+            "block".to_owned()
+        } else {
+            format!("mount:{}", self.fs_type)
+        };
         format!("{}/{access}", self.mode.as_str_name())
     }
 }
@@ -88,17 +98,37 @@ mod tests {
     use super::*;
 
     fn cap(block: bool, mode: Mode, fs: &str) -> Cap {
-        Cap { block, fs_type: fs.into(), mount_flags: vec![], mode }
+        Cap {
+            block,
+            fs_type: fs.into(),
+            mount_flags: vec![],
+            mode,
+        }
     }
 
     #[test]
     fn what_is_supported() {
-        assert!(cap(false, Mode::SingleNodeWriter, "ext4").unsupported().is_none());
-        assert!(cap(false, Mode::MultiNodeReaderOnly, "").unsupported().is_some());
-        assert!(cap(true, Mode::MultiNodeMultiWriter, "").unsupported().is_none());
-        assert!(cap(false, Mode::MultiNodeMultiWriter, "ext4").unsupported().is_some());
-        assert!(cap(false, Mode::MultiNodeSingleWriter, "ext4").unsupported().is_some());
-        assert!(cap(false, Mode::SingleNodeWriter, "ntfs").unsupported().is_some());
-        assert_eq!(cap(true, Mode::SingleNodeWriter, "").fingerprint(), "SINGLE_NODE_WRITER/block");
+        assert!(cap(false, Mode::SingleNodeWriter, "ext4")
+            .unsupported()
+            .is_none());
+        assert!(cap(false, Mode::MultiNodeReaderOnly, "")
+            .unsupported()
+            .is_some());
+        assert!(cap(true, Mode::MultiNodeMultiWriter, "")
+            .unsupported()
+            .is_none());
+        assert!(cap(false, Mode::MultiNodeMultiWriter, "ext4")
+            .unsupported()
+            .is_some());
+        assert!(cap(false, Mode::MultiNodeSingleWriter, "ext4")
+            .unsupported()
+            .is_some());
+        assert!(cap(false, Mode::SingleNodeWriter, "ntfs")
+            .unsupported()
+            .is_some());
+        assert_eq!(
+            cap(true, Mode::SingleNodeWriter, "").fingerprint(),
+            "SINGLE_NODE_WRITER/block"
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::controller_service_capability::rpc::Type as Rpc;
-use volbridge_proto::csi::volume_content_source::{SnapshotSource, Type as Source, VolumeSource as VolSource};
+use volbridge_proto::csi::volume_content_source::{
+    SnapshotSource, Type as Source, VolumeSource as VolSource,
+};
 
 /// StorageClass parameters the Kubernetes sidecars add for themselves; not CSP config.
 const CO_PREFIX: &str = "csi.storage.k8s.io/";
@@ -23,7 +25,10 @@ fn create_fingerprint(params: &BTreeMap<String, String>, source: &str) -> String
         text.push_str(&format!("\n{k}={v}"));
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let hex: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = digest.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("csi-request:{hex}")
 }
 
@@ -53,7 +58,8 @@ pub(super) fn csi_snapshot(s: &Snapshot, source_volume: &str) -> pb::Snapshot {
 
 /// What the size request means: at least `required`, at most `limit` (0: unset).
 fn wanted_size(range: Option<&pb::CapacityRange>, default: u64) -> Result<(u64, u64), Status> {
-    let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes as u64, r.limit_bytes as u64));
+    let (required, limit) =
+        range.map_or((0, 0), |r| (r.required_bytes as u64, r.limit_bytes as u64));
     let size = match (required, limit) {
         (0, 0) => default,
         (0, l) => default.min(l),
@@ -69,7 +75,12 @@ fn wanted_size(range: Option<&pb::CapacityRange>, default: u64) -> Result<(u64, 
 }
 
 impl Csi {
-    fn csi_volume(&self, v: &Volume, embedded: bool, source: Option<pb::VolumeContentSource>) -> pb::Volume {
+    fn csi_volume(
+        &self,
+        v: &Volume,
+        embedded: bool,
+        source: Option<pb::VolumeContentSource>,
+    ) -> pb::Volume {
         let mut context: HashMap<String, String> = v.context.clone().into_iter().collect();
         context.insert(CONTEXT_BACKEND.to_owned(), v.backend.clone());
         pb::Volume {
@@ -77,7 +88,11 @@ impl Csi {
             volume_id: v.name.clone(),
             volume_context: context,
             content_source: source,
-            accessible_topology: if embedded { vec![self.topology()] } else { vec![] },
+            accessible_topology: if embedded {
+                vec![self.topology()]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -101,7 +116,11 @@ impl Csi {
             .map(|g| g.node_id)
             .collect();
         let abnormal = v.status.starts_with("Failed");
-        let message = if abnormal { format!("backend reports {}", v.status) } else { v.status.clone() };
+        let message = if abnormal {
+            format!("backend reports {}", v.status)
+        } else {
+            v.status.clone()
+        };
         Ok((nodes, pb::VolumeCondition { abnormal, message }))
     }
 
@@ -125,7 +144,10 @@ impl pb::controller_server::Controller for Csi {
         crate::engine::names::validate_name("name", &req.name).map_err(status)?;
         Self::check_caps(&req.volume_capabilities)?;
         let backend = self.backend(&req.secrets)?;
-        let embedded = self.engine.is_embedded(backend.as_deref()).map_err(status)?;
+        let embedded = self
+            .engine
+            .is_embedded(backend.as_deref())
+            .map_err(status)?;
         if embedded {
             if let Some(t) = &req.accessibility_requirements {
                 if !self.topology_allows(&t.requisite) {
@@ -136,23 +158,39 @@ impl pb::controller_server::Controller for Csi {
                 }
             }
         }
-        let (mut size, limit) = wanted_size(req.capacity_range.as_ref(), self.engine.config().default_volume_size)?;
-        let source = match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+        let (mut size, limit) = wanted_size(
+            req.capacity_range.as_ref(),
+            self.engine.config().default_volume_size,
+        )?;
+        let source = match req
+            .volume_content_source
+            .as_ref()
+            .and_then(|s| s.r#type.as_ref())
+        {
             None => None,
             Some(Source::Snapshot(SnapshotSource { snapshot_id })) => {
                 let (snap, source) = match snapshot_id.split_once('/') {
                     Some((_, csp_id)) if !csp_id.is_empty() => (
-                        self.engine.get_snapshot_by_id(csp_id, backend.as_deref()).await,
+                        self.engine
+                            .get_snapshot_by_id(csp_id, backend.as_deref())
+                            .await,
                         VolumeSource::SnapshotId(csp_id.to_owned()),
                     ),
                     _ if known_name(snapshot_id) => (
-                        self.engine.get_snapshot(snapshot_id, backend.as_deref()).await,
+                        self.engine
+                            .get_snapshot(snapshot_id, backend.as_deref())
+                            .await,
                         VolumeSource::Snapshot(snapshot_id.clone()),
                     ),
-                    _ => (Err(crate::Error::not_found("")), VolumeSource::Snapshot(String::new())),
+                    _ => (
+                        Err(crate::Error::not_found("")),
+                        VolumeSource::Snapshot(String::new()),
+                    ),
                 };
                 let snap = snap.map_err(|e| match e.kind {
-                    ErrorKind::NotFound | ErrorKind::InvalidArgument => not_found("snapshot", snapshot_id),
+                    ErrorKind::NotFound | ErrorKind::InvalidArgument => {
+                        not_found("snapshot", snapshot_id)
+                    }
                     _ => status(e),
                 })?;
                 Some((source, snap.size_bytes))
@@ -186,7 +224,11 @@ impl pb::controller_server::Controller for Csi {
             .filter(|(k, _)| !k.starts_with(CO_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let source_id = match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+        let source_id = match req
+            .volume_content_source
+            .as_ref()
+            .and_then(|s| s.r#type.as_ref())
+        {
             Some(Source::Snapshot(s)) => format!("snapshot:{}", s.snapshot_id),
             Some(Source::Volume(v)) => format!("volume:{}", v.volume_id),
             None => String::new(),
@@ -199,9 +241,16 @@ impl pb::controller_server::Controller for Csi {
             description: Some(fingerprint.clone()),
             params,
             source: source.map(|(s, _)| s),
-            multi_initiator: req.volume_capabilities.iter().any(|c| Cap::of(c).multi_node()),
+            multi_initiator: req
+                .volume_capabilities
+                .iter()
+                .any(|c| Cap::of(c).multi_node()),
         };
-        let volume = self.engine.create_volume(create, Wait::No).await.map_err(status)?;
+        let volume = self
+            .engine
+            .create_volume(create, Wait::No)
+            .await
+            .map_err(status)?;
         if volume.description.as_deref() != Some(fingerprint.as_str()) {
             return Err(Status::already_exists(format!(
                 "volume '{}' exists with other parameters or another content source",
@@ -228,8 +277,16 @@ impl pb::controller_server::Controller for Csi {
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         }
         let backend = self.backend(&req.secrets)?;
-        let backend_name = self.engine.backends().resolve(backend.as_deref()).map_err(status)?.name;
-        let grants = self.engine.grants_of(&backend_name, &req.volume_id).map_err(status)?;
+        let backend_name = self
+            .engine
+            .backends()
+            .resolve(backend.as_deref())
+            .map_err(status)?
+            .name;
+        let grants = self
+            .engine
+            .grants_of(&backend_name, &req.volume_id)
+            .map_err(status)?;
         if let Some(g) = grants.first() {
             return Err(Status::failed_precondition(format!(
                 "volume '{}' is still published to node {}",
@@ -248,7 +305,11 @@ impl pb::controller_server::Controller for Csi {
         request: Request<pb::ControllerPublishVolumeRequest>,
     ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let cap = Cap::of(req.volume_capability.as_ref().expect("checked by the layer"));
+        let cap = Cap::of(
+            req.volume_capability
+                .as_ref()
+                .expect("checked by the layer"),
+        );
         if let Some(why) = cap.unsupported() {
             return Err(invalid(why));
         }
@@ -296,7 +357,10 @@ impl pb::controller_server::Controller for Csi {
             .get_volume(&req.volume_id, backend.as_deref())
             .await
             .map_err(status)?;
-        let refused = req.volume_capabilities.iter().find_map(|c| Cap::of(c).unsupported());
+        let refused = req
+            .volume_capabilities
+            .iter()
+            .find_map(|c| Cap::of(c).unsupported());
         let reply = match refused {
             Some(why) => pb::ValidateVolumeCapabilitiesResponse {
                 confirmed: None,
@@ -322,8 +386,13 @@ impl pb::controller_server::Controller for Csi {
         let req = request.into_inner();
         let default = self.engine.backends().default_name().to_owned();
         let embedded = self.engine.is_embedded(None).map_err(status)?;
-        let volumes = self.engine.list_volumes(Some(&default)).await.map_err(status)?;
-        let (volumes, next_token) = page(volumes, |v| &v.name, req.max_entries, &req.starting_token)?;
+        let volumes = self
+            .engine
+            .list_volumes(Some(&default))
+            .await
+            .map_err(status)?;
+        let (volumes, next_token) =
+            page(volumes, |v| &v.name, req.max_entries, &req.starting_token)?;
         let mut entries = Vec::with_capacity(volumes.len());
         for v in &volumes {
             let (published_node_ids, condition) = self.volume_status(v)?;
@@ -335,7 +404,10 @@ impl pb::controller_server::Controller for Csi {
                 }),
             });
         }
-        Ok(Response::new(pb::ListVolumesResponse { entries, next_token }))
+        Ok(Response::new(pb::ListVolumesResponse {
+            entries,
+            next_token,
+        }))
     }
 
     async fn get_capacity(
@@ -350,7 +422,12 @@ impl pb::controller_server::Controller for Csi {
             .is_none_or(|t| self.topology_allows(std::slice::from_ref(t)));
         let free = match embedded && !reachable_here {
             true => 0,
-            false => self.engine.capacity(None).await.map_err(status)?.map_or(0, |(_, free)| free),
+            false => self
+                .engine
+                .capacity(None)
+                .await
+                .map_err(status)?
+                .map_or(0, |(_, free)| free),
         };
         Ok(Response::new(pb::GetCapacityResponse {
             available_capacity: free as i64,
@@ -387,7 +464,9 @@ impl pb::controller_server::Controller for Csi {
                 )),
             })
             .collect();
-        Ok(Response::new(pb::ControllerGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(pb::ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
     async fn create_snapshot(
@@ -401,8 +480,16 @@ impl pb::controller_server::Controller for Csi {
         }
         let backend = self.backend(&req.secrets)?;
         // The same name taken by a snapshot of another volume is ALREADY_EXISTS.
-        match self.engine.get_snapshot(&req.name, backend.as_deref()).await {
-            Ok(s) if s.volume_name.as_deref().is_some_and(|v| v != req.source_volume_id) => {
+        match self
+            .engine
+            .get_snapshot(&req.name, backend.as_deref())
+            .await
+        {
+            Ok(s)
+                if s.volume_name
+                    .as_deref()
+                    .is_some_and(|v| v != req.source_volume_id) =>
+            {
                 return Err(Status::already_exists(format!(
                     "snapshot '{}' exists for volume '{}'",
                     req.name,
@@ -415,7 +502,13 @@ impl pb::controller_server::Controller for Csi {
         }
         let snap = self
             .engine
-            .create_snapshot(&req.name, &req.source_volume_id, None, backend.as_deref(), Wait::No)
+            .create_snapshot(
+                &req.name,
+                &req.source_volume_id,
+                None,
+                backend.as_deref(),
+                Wait::No,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CreateSnapshotResponse {
@@ -462,7 +555,11 @@ impl pb::controller_server::Controller for Csi {
             }
         } else if !req.source_volume_id.is_empty() {
             match known_name(&req.source_volume_id) {
-                true => match self.engine.list_snapshots(Some(&req.source_volume_id), backend).await {
+                true => match self
+                    .engine
+                    .list_snapshots(Some(&req.source_volume_id), backend)
+                    .await
+                {
                     Ok(s) => s,
                     Err(e) if e.kind == ErrorKind::NotFound => vec![],
                     Err(e) => return Err(status(e)),
@@ -470,16 +567,31 @@ impl pb::controller_server::Controller for Csi {
                 false => vec![],
             }
         } else {
-            self.engine.list_snapshots(None, backend).await.map_err(status)?
+            self.engine
+                .list_snapshots(None, backend)
+                .await
+                .map_err(status)?
         };
         let snapshots: Vec<Snapshot> = snapshots
             .into_iter()
-            .filter(|s| req.source_volume_id.is_empty() || s.volume_name.as_deref().is_none_or(|v| v == req.source_volume_id))
+            .filter(|s| {
+                req.source_volume_id.is_empty()
+                    || s.volume_name
+                        .as_deref()
+                        .is_none_or(|v| v == req.source_volume_id)
+            })
             .collect();
         // Names of source volumes, for CSPs that report only their ids.
         let names: HashMap<String, String> = if snapshots.iter().any(|s| s.volume_name.is_none()) {
             self.engine
-                .list_volumes(Some(&self.engine.backends().resolve(backend).map_err(status)?.name))
+                .list_volumes(Some(
+                    &self
+                        .engine
+                        .backends()
+                        .resolve(backend)
+                        .map_err(status)?
+                        .name,
+                ))
                 .await
                 .map_err(status)?
                 .into_iter()
@@ -488,7 +600,8 @@ impl pb::controller_server::Controller for Csi {
         } else {
             HashMap::new()
         };
-        let (snapshots, next_token) = page(snapshots, |s| &s.name, req.max_entries, &req.starting_token)?;
+        let (snapshots, next_token) =
+            page(snapshots, |s| &s.name, req.max_entries, &req.starting_token)?;
         let entries = snapshots
             .iter()
             .map(|s| {
@@ -502,7 +615,10 @@ impl pb::controller_server::Controller for Csi {
                 }
             })
             .collect();
-        Ok(Response::new(pb::ListSnapshotsResponse { entries, next_token }))
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            entries,
+            next_token,
+        }))
     }
 
     async fn controller_expand_volume(
@@ -527,7 +643,10 @@ impl pb::controller_server::Controller for Csi {
                 volume.name, volume.size_bytes
             )));
         }
-        let block = req.volume_capability.as_ref().is_some_and(|c| Cap::of(c).block);
+        let block = req
+            .volume_capability
+            .as_ref()
+            .is_some_and(|c| Cap::of(c).block);
         Ok(Response::new(pb::ControllerExpandVolumeResponse {
             capacity_bytes: volume.size_bytes as i64,
             node_expansion_required: !block,
@@ -542,7 +661,11 @@ impl pb::controller_server::Controller for Csi {
         if !known_name(&req.volume_id) {
             return Err(not_found("volume", &req.volume_id));
         }
-        let volume = self.engine.get_volume(&req.volume_id, None).await.map_err(status)?;
+        let volume = self
+            .engine
+            .get_volume(&req.volume_id, None)
+            .await
+            .map_err(status)?;
         let embedded = self.engine.is_embedded(None).map_err(status)?;
         let (published_node_ids, condition) = self.volume_status(&volume)?;
         Ok(Response::new(pb::ControllerGetVolumeResponse {

@@ -13,7 +13,11 @@ use volbridge_proto::csi as pb;
 use volbridge_proto::csi::group_controller_service_capability::rpc::Type as Rpc;
 
 impl Csi {
-    fn csi_group(&self, g: &SnapshotGroup, names: &std::collections::HashMap<String, String>) -> pb::VolumeGroupSnapshot {
+    fn csi_group(
+        &self,
+        g: &SnapshotGroup,
+        names: &std::collections::HashMap<String, String>,
+    ) -> pb::VolumeGroupSnapshot {
         let snapshots: Vec<pb::Snapshot> = g
             .snapshots
             .iter()
@@ -29,18 +33,34 @@ impl Csi {
                 snap
             })
             .collect();
-        let created = g.snapshots.iter().map(|s| s.creation_time).min().unwrap_or(0);
+        let created = g
+            .snapshots
+            .iter()
+            .map(|s| s.creation_time)
+            .min()
+            .unwrap_or(0);
         pb::VolumeGroupSnapshot {
             group_snapshot_id: g.id.clone(),
             ready_to_use: g.snapshots.iter().all(|s| s.ready_to_use),
             snapshots,
-            creation_time: Some(prost_types::Timestamp { seconds: created, nanos: 0 }),
+            creation_time: Some(prost_types::Timestamp {
+                seconds: created,
+                nanos: 0,
+            }),
         }
     }
 
     /// CSP volume id → volume name, for CSPs whose snapshots name only the volume id.
-    async fn volume_names(&self, backend: Option<&str>) -> Result<std::collections::HashMap<String, String>, Status> {
-        let name = self.engine.backends().resolve(backend).map_err(status)?.name;
+    async fn volume_names(
+        &self,
+        backend: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, String>, Status> {
+        let name = self
+            .engine
+            .backends()
+            .resolve(backend)
+            .map_err(status)?
+            .name;
         Ok(self
             .engine
             .list_volumes(Some(&name))
@@ -88,7 +108,12 @@ impl pb::group_controller_server::GroupController for Csi {
             })?;
         }
         let wanted: BTreeSet<&String> = req.source_volume_ids.iter().collect();
-        if let Some(g) = self.engine.find_volume_group(&req.name, backend).await.map_err(status)? {
+        if let Some(g) = self
+            .engine
+            .find_volume_group(&req.name, backend)
+            .await
+            .map_err(status)?
+        {
             let have: BTreeSet<&String> = g.members.iter().collect();
             if have != wanted {
                 return Err(Status::already_exists(format!(
@@ -120,7 +145,11 @@ impl pb::group_controller_server::GroupController for Csi {
         let req = request.into_inner();
         let backend = self.backend(&req.secrets)?;
         let backend = backend.as_deref();
-        let group = match self.engine.get_snapshot_group(&req.group_snapshot_id, backend).await {
+        let group = match self
+            .engine
+            .get_snapshot_group(&req.group_snapshot_id, backend)
+            .await
+        {
             Ok(g) => g,
             Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) => {
                 return Ok(Response::new(pb::DeleteVolumeGroupSnapshotResponse {}));
@@ -133,7 +162,11 @@ impl pb::group_controller_server::GroupController for Csi {
             .map_err(status)?;
         // The volume group was made for this group snapshot; it goes with it. Volumes keep
         // their data either way, so a refusal only leaves an empty grouping behind.
-        if let Err(e) = self.engine.delete_volume_group(&group.name, backend, Wait::No).await {
+        if let Err(e) = self
+            .engine
+            .delete_volume_group(&group.name, backend, Wait::No)
+            .await
+        {
             tracing::warn!(group = %group.name, error = %e.message, "volume group kept");
         }
         Ok(Response::new(pb::DeleteVolumeGroupSnapshotResponse {}))

@@ -4,7 +4,9 @@ use super::Csi;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
-use volbridge_proto::csi::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
+use volbridge_proto::csi::plugin_capability::{
+    service, volume_expansion, Service, Type, VolumeExpansion,
+};
 
 #[tonic::async_trait]
 impl pb::identity_server::Identity for Csi {
@@ -36,14 +38,20 @@ impl pb::identity_server::Identity for Csi {
         }
         caps.push(exp(volume_expansion::Type::Online));
         caps.push(exp(volume_expansion::Type::Offline));
-        Ok(Response::new(pb::GetPluginCapabilitiesResponse { capabilities: caps }))
+        Ok(Response::new(pb::GetPluginCapabilitiesResponse {
+            capabilities: caps,
+        }))
     }
 
     /// Cheap: one capacity call to the default backend, bounded. A node-only daemon does
     /// not need a backend to serve.
-    async fn probe(&self, _: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
+    async fn probe(
+        &self,
+        _: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
         let ready = if self.config.mode.controller() {
-            let asked = tokio::time::timeout(Duration::from_secs(2), self.engine.capacity(None)).await;
+            let asked =
+                tokio::time::timeout(Duration::from_secs(2), self.engine.capacity(None)).await;
             matches!(asked, Ok(Ok(_)))
         } else {
             true

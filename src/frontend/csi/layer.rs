@@ -78,7 +78,10 @@ where
                 }
                 // Not one of ours, or compressed: tonic gives the proper answer.
                 None => {
-                    let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
+                    let req = http::Request::from_parts(
+                        parts,
+                        Body::new(http_body_util::Full::new(bytes)),
+                    );
                     return inner.call(req).await;
                 }
             };
@@ -91,7 +94,9 @@ where
                         let status = Status::aborted(format!(
                             "an operation on {key} is already in progress; retry later"
                         ));
-                        span.in_scope(|| tracing::info!(code = ?status.code(), "{}", status.message()));
+                        span.in_scope(
+                            || tracing::info!(code = ?status.code(), "{}", status.message()),
+                        );
                         return Ok(status.into_http());
                     }
                 },

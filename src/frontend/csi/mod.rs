@@ -119,9 +119,14 @@ impl Csi {
     }
 
     /// The backend `secrets` name (None: the default one).
-    fn backend(&self, secrets: &HashMap<String, String>) -> std::result::Result<Option<String>, tonic::Status> {
-        let map: BTreeMap<String, String> =
-            secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    fn backend(
+        &self,
+        secrets: &HashMap<String, String>,
+    ) -> std::result::Result<Option<String>, tonic::Status> {
+        let map: BTreeMap<String, String> = secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         self.engine
             .backends()
             .from_credentials(&map)

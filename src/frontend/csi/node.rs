@@ -52,10 +52,16 @@ impl Csi {
     }
 
     /// Ephemeral inline volume: create, grant, stage and publish in one call.
-    async fn publish_ephemeral(&self, req: pb::NodePublishVolumeRequest, cap: Cap) -> Result<(), Status> {
+    async fn publish_ephemeral(
+        &self,
+        req: pb::NodePublishVolumeRequest,
+        cap: Cap,
+    ) -> Result<(), Status> {
         let backend = self.backend(&req.secrets)?;
         let size = match req.volume_context.get(CONTEXT_SIZE) {
-            Some(text) => Some(crate::engine::size::parse_size(CONTEXT_SIZE, text).map_err(status)?),
+            Some(text) => {
+                Some(crate::engine::size::parse_size(CONTEXT_SIZE, text).map_err(status)?)
+            }
             None => None,
         };
         let params: BTreeMap<String, String> = req
@@ -71,7 +77,10 @@ impl Csi {
             params,
             ..Default::default()
         };
-        self.engine.create_volume(create, Wait::No).await.map_err(status)?;
+        self.engine
+            .create_volume(create, Wait::No)
+            .await
+            .map_err(status)?;
         let mount = MountVolume {
             name: req.volume_id.clone(),
             backend,
@@ -81,7 +90,10 @@ impl Csi {
             fs_type: cap.fs_type.clone(),
             mount_options: cap.mount_flags.clone(),
         };
-        self.engine.mount_volume(mount, Wait::No).await.map_err(status)?;
+        self.engine
+            .mount_volume(mount, Wait::No)
+            .await
+            .map_err(status)?;
         Ok(())
     }
 }
@@ -93,7 +105,11 @@ impl pb::node_server::Node for Csi {
         request: Request<pb::NodeStageVolumeRequest>,
     ) -> Result<Response<pb::NodeStageVolumeResponse>, Status> {
         let req = request.into_inner();
-        let cap = Cap::of(req.volume_capability.as_ref().expect("checked by the layer"));
+        let cap = Cap::of(
+            req.volume_capability
+                .as_ref()
+                .expect("checked by the layer"),
+        );
         if let Some(why) = cap.unsupported() {
             return Err(invalid(why));
         }
@@ -117,13 +133,16 @@ impl pb::node_server::Node for Csi {
             access: access_of(&cap),
             read_only,
         };
-        self.engine.node_stage(stage, Wait::No).await.map_err(|e| match e.kind {
-            // The volume's device cannot be reached from here (gone, or never granted).
-            ErrorKind::FailedPrecondition | ErrorKind::NotFound => {
-                Status::not_found(format!("attach: {}", e.message))
-            }
-            _ => status(e),
-        })?;
+        self.engine
+            .node_stage(stage, Wait::No)
+            .await
+            .map_err(|e| match e.kind {
+                // The volume's device cannot be reached from here (gone, or never granted).
+                ErrorKind::FailedPrecondition | ErrorKind::NotFound => {
+                    Status::not_found(format!("attach: {}", e.message))
+                }
+                _ => status(e),
+            })?;
         Ok(Response::new(pb::NodeStageVolumeResponse {}))
     }
 
@@ -144,7 +163,11 @@ impl pb::node_server::Node for Csi {
         request: Request<pb::NodePublishVolumeRequest>,
     ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let cap = Cap::of(req.volume_capability.as_ref().expect("checked by the layer"));
+        let cap = Cap::of(
+            req.volume_capability
+                .as_ref()
+                .expect("checked by the layer"),
+        );
         if let Some(why) = cap.unsupported() {
             return Err(invalid(why));
         }
@@ -171,7 +194,11 @@ impl pb::node_server::Node for Csi {
                 return Err(Status::already_exists(format!(
                     "volume '{}' is staged for {} access",
                     req.volume_id,
-                    if s.access.is_block() { "block" } else { "mount" }
+                    if s.access.is_block() {
+                        "block"
+                    } else {
+                        "mount"
+                    }
                 )));
             }
             _ => {}
@@ -183,7 +210,10 @@ impl pb::node_server::Node for Csi {
             mount_options: cap.mount_flags,
             remove_target: true,
         };
-        self.engine.node_publish(publish, Wait::No).await.map_err(status)?;
+        self.engine
+            .node_publish(publish, Wait::No)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::NodePublishVolumeResponse {}))
     }
 
@@ -192,7 +222,8 @@ impl pb::node_server::Node for Csi {
         request: Request<pb::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<pb::NodeUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let target = crate::host::paths::validate_target("target_path", &req.target_path).map_err(status)?;
+        let target =
+            crate::host::paths::validate_target("target_path", &req.target_path).map_err(status)?;
         let published = self
             .engine
             .publishes()
@@ -200,12 +231,13 @@ impl pb::node_server::Node for Csi {
             .into_iter()
             .find(|p| p.target == target);
         let ephemeral = match &published {
-            Some(p) if p.volume_key != req.volume_id => self
-                .engine
-                .stages()
-                .map_err(status)?
-                .into_iter()
-                .find(|s| s.volume_key == p.volume_key && s.owner == Owner::Engine && s.volume_name == req.volume_id),
+            Some(p) if p.volume_key != req.volume_id => {
+                self.engine.stages().map_err(status)?.into_iter().find(|s| {
+                    s.volume_key == p.volume_key
+                        && s.owner == Owner::Engine
+                        && s.volume_name == req.volume_id
+                })
+            }
             _ => None,
         };
         match ephemeral {
@@ -227,7 +259,10 @@ impl pb::node_server::Node for Csi {
                     .map_err(status)?;
             }
         }
-        self.engine.forget_target(&req.target_path).await.map_err(status)?;
+        self.engine
+            .forget_target(&req.target_path)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))
     }
 
@@ -294,7 +329,11 @@ impl pb::node_server::Node for Csi {
                 req.volume_id
             )));
         }
-        let expanded = self.engine.node_expand(&key, Wait::No).await.map_err(status)?;
+        let expanded = self
+            .engine
+            .node_expand(&key, Wait::No)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::NodeExpandVolumeResponse {
             capacity_bytes: expanded.device_bytes as i64,
         }))
@@ -319,7 +358,9 @@ impl pb::node_server::Node for Csi {
                 )),
             })
             .collect();
-        Ok(Response::new(pb::NodeGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(pb::NodeGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
     async fn node_get_info(

@@ -20,10 +20,16 @@ pub fn page<T>(
         let last = starting_token
             .strip_prefix(PREFIX)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| Status::aborted(format!("starting_token '{starting_token}' is not valid")))?;
+            .ok_or_else(|| {
+                Status::aborted(format!("starting_token '{starting_token}' is not valid"))
+            })?;
         items.partition_point(|i| key(i) <= last)
     };
-    let limit = if max_entries > 0 { max_entries as usize } else { usize::MAX };
+    let limit = if max_entries > 0 {
+        max_entries as usize
+    } else {
+        usize::MAX
+    };
     let mut rest: Vec<T> = items.into_iter().skip(start).collect();
     let next = if rest.len() > limit {
         rest.truncate(limit);
@@ -50,6 +56,9 @@ mod tests {
         assert_eq!(t3, "");
         let (all, t) = page(names.clone(), |s| s, 0, "").unwrap();
         assert_eq!((all.len(), t.as_str()), (5, ""));
-        assert_eq!(page(names, |s| s, 2, "garbage").unwrap_err().code(), tonic::Code::Aborted);
+        assert_eq!(
+            page(names, |s| s, 2, "garbage").unwrap_err().code(),
+            tonic::Code::Aborted
+        );
     }
 }

@@ -99,7 +99,10 @@ without_secrets!(
 /// The status with every secret value cut out of its message: a backend may echo what it
 /// was sent (a user name, a CHAP secret) in an error.
 pub fn scrub(status: Status, secrets: &[String]) -> Status {
-    if !secrets.iter().any(|s| status.message().contains(s.as_str())) {
+    if !secrets
+        .iter()
+        .any(|s| status.message().contains(s.as_str()))
+    {
         return status;
     }
     let mut message = status.message().to_owned();
@@ -126,9 +129,11 @@ pub fn check_capability(field: &str, cap: Option<&pb::VolumeCapability>) -> Resu
     }
     let mode = cap.access_mode.as_ref().map(|m| m.mode).unwrap_or(0);
     match pb::volume_capability::access_mode::Mode::try_from(mode) {
-        Ok(pb::volume_capability::access_mode::Mode::Unknown) | Err(_) => Err(
-            Status::invalid_argument(format!("{field}: access_mode is required and must be known")),
-        ),
+        Ok(pb::volume_capability::access_mode::Mode::Unknown) | Err(_) => {
+            Err(Status::invalid_argument(format!(
+                "{field}: access_mode is required and must be known"
+            )))
+        }
         Ok(_) => Ok(()),
     }
 }
@@ -137,13 +142,16 @@ fn check_capabilities(field: &str, caps: &[pb::VolumeCapability]) -> Result<(), 
     if caps.is_empty() {
         return Err(Status::invalid_argument(format!("{field} is required")));
     }
-    caps.iter().try_for_each(|c| check_capability(field, Some(c)))
+    caps.iter()
+        .try_for_each(|c| check_capability(field, Some(c)))
 }
 
 fn check_range(range: Option<&pb::CapacityRange>) -> Result<(), Status> {
     let Some(r) = range else { return Ok(()) };
     if r.required_bytes < 0 || r.limit_bytes < 0 {
-        return Err(Status::invalid_argument("capacity_range: bytes must not be negative"));
+        return Err(Status::invalid_argument(
+            "capacity_range: bytes must not be negative",
+        ));
     }
     if r.limit_bytes > 0 && r.required_bytes > r.limit_bytes {
         return Err(Status::invalid_argument(format!(
@@ -175,8 +183,8 @@ where
     T: Message + Default + Secrets + std::fmt::Debug,
     F: FnOnce(&T) -> Result<Option<String>, Status>,
 {
-    let mut msg =
-        T::decode(body).map_err(|e| Status::invalid_argument(format!("malformed {method} request: {e}")))?;
+    let mut msg = T::decode(body)
+        .map_err(|e| Status::invalid_argument(format!("malformed {method} request: {e}")))?;
     let secrets = msg.values();
     let guard = check(&msg).map_err(|s| scrub(s, &secrets))?;
     msg.redact();
@@ -194,9 +202,13 @@ where
 pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
     let method = path.rsplit('/').next().unwrap_or_default();
     Some(match method {
-        "GetPluginInfo" => look::<pb::GetPluginInfoRequest, _>("GetPluginInfo", body, true, |_| Ok(None)),
+        "GetPluginInfo" => {
+            look::<pb::GetPluginInfoRequest, _>("GetPluginInfo", body, true, |_| Ok(None))
+        }
         "GetPluginCapabilities" => {
-            look::<pb::GetPluginCapabilitiesRequest, _>("GetPluginCapabilities", body, true, |_| Ok(None))
+            look::<pb::GetPluginCapabilitiesRequest, _>("GetPluginCapabilities", body, true, |_| {
+                Ok(None)
+            })
         }
         "Probe" => look::<pb::ProbeRequest, _>("Probe", body, true, |_| Ok(None)),
         "CreateVolume" => look::<pb::CreateVolumeRequest, _>("CreateVolume", body, false, |m| {
@@ -209,20 +221,26 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
             required("volume_id", &m.volume_id)?;
             Ok(volume(&m.volume_id))
         }),
-        "ControllerPublishVolume" => {
-            look::<pb::ControllerPublishVolumeRequest, _>("ControllerPublishVolume", body, false, |m| {
+        "ControllerPublishVolume" => look::<pb::ControllerPublishVolumeRequest, _>(
+            "ControllerPublishVolume",
+            body,
+            false,
+            |m| {
                 required("volume_id", &m.volume_id)?;
                 required("node_id", &m.node_id)?;
                 check_capability("volume_capability", m.volume_capability.as_ref())?;
                 Ok(volume(&m.volume_id))
-            })
-        }
-        "ControllerUnpublishVolume" => {
-            look::<pb::ControllerUnpublishVolumeRequest, _>("ControllerUnpublishVolume", body, false, |m| {
+            },
+        ),
+        "ControllerUnpublishVolume" => look::<pb::ControllerUnpublishVolumeRequest, _>(
+            "ControllerUnpublishVolume",
+            body,
+            false,
+            |m| {
                 required("volume_id", &m.volume_id)?;
                 Ok(volume(&m.volume_id))
-            })
-        }
+            },
+        ),
         "ValidateVolumeCapabilities" => look::<pb::ValidateVolumeCapabilitiesRequest, _>(
             "ValidateVolumeCapabilities",
             body,
@@ -240,96 +258,126 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
             Ok(None)
         }),
         "GetCapacity" => look::<pb::GetCapacityRequest, _>("GetCapacity", body, true, |_| Ok(None)),
-        "ControllerGetCapabilities" => {
-            look::<pb::ControllerGetCapabilitiesRequest, _>("ControllerGetCapabilities", body, true, |_| Ok(None))
+        "ControllerGetCapabilities" => look::<pb::ControllerGetCapabilitiesRequest, _>(
+            "ControllerGetCapabilities",
+            body,
+            true,
+            |_| Ok(None),
+        ),
+        "CreateSnapshot" => {
+            look::<pb::CreateSnapshotRequest, _>("CreateSnapshot", body, false, |m| {
+                required("source_volume_id", &m.source_volume_id)?;
+                required("name", &m.name)?;
+                Ok(Some(format!("snapshot:{}", m.name)))
+            })
         }
-        "CreateSnapshot" => look::<pb::CreateSnapshotRequest, _>("CreateSnapshot", body, false, |m| {
-            required("source_volume_id", &m.source_volume_id)?;
-            required("name", &m.name)?;
-            Ok(Some(format!("snapshot:{}", m.name)))
-        }),
-        "DeleteSnapshot" => look::<pb::DeleteSnapshotRequest, _>("DeleteSnapshot", body, false, |m| {
-            required("snapshot_id", &m.snapshot_id)?;
-            Ok(Some(format!("snapshot:{}", m.snapshot_id)))
-        }),
+        "DeleteSnapshot" => {
+            look::<pb::DeleteSnapshotRequest, _>("DeleteSnapshot", body, false, |m| {
+                required("snapshot_id", &m.snapshot_id)?;
+                Ok(Some(format!("snapshot:{}", m.snapshot_id)))
+            })
+        }
         "ListSnapshots" => look::<pb::ListSnapshotsRequest, _>("ListSnapshots", body, true, |m| {
             check_entries(m.max_entries)?;
             Ok(None)
         }),
-        "ControllerExpandVolume" => {
-            look::<pb::ControllerExpandVolumeRequest, _>("ControllerExpandVolume", body, false, |m| {
+        "ControllerExpandVolume" => look::<pb::ControllerExpandVolumeRequest, _>(
+            "ControllerExpandVolume",
+            body,
+            false,
+            |m| {
                 required("volume_id", &m.volume_id)?;
                 if m.capacity_range.is_none() {
                     return Err(Status::invalid_argument("capacity_range is required"));
                 }
                 check_range(m.capacity_range.as_ref())?;
                 Ok(volume(&m.volume_id))
-            })
-        }
+            },
+        ),
         "ControllerGetVolume" => {
             look::<pb::ControllerGetVolumeRequest, _>("ControllerGetVolume", body, true, |m| {
                 required("volume_id", &m.volume_id)?;
                 Ok(None)
             })
         }
-        "ControllerModifyVolume" => {
-            look::<pb::ControllerModifyVolumeRequest, _>("ControllerModifyVolume", body, false, |m| {
+        "ControllerModifyVolume" => look::<pb::ControllerModifyVolumeRequest, _>(
+            "ControllerModifyVolume",
+            body,
+            false,
+            |m| {
                 required("volume_id", &m.volume_id)?;
                 if m.mutable_parameters.is_empty() {
                     return Err(Status::invalid_argument("mutable_parameters is required"));
                 }
                 Ok(volume(&m.volume_id))
-            })
-        }
+            },
+        ),
         "GroupControllerGetCapabilities" => look::<pb::GroupControllerGetCapabilitiesRequest, _>(
             "GroupControllerGetCapabilities",
             body,
             true,
             |_| Ok(None),
         ),
-        "CreateVolumeGroupSnapshot" => {
-            look::<pb::CreateVolumeGroupSnapshotRequest, _>("CreateVolumeGroupSnapshot", body, false, |m| {
+        "CreateVolumeGroupSnapshot" => look::<pb::CreateVolumeGroupSnapshotRequest, _>(
+            "CreateVolumeGroupSnapshot",
+            body,
+            false,
+            |m| {
                 required("name", &m.name)?;
-                if m.source_volume_ids.is_empty() || m.source_volume_ids.iter().any(String::is_empty) {
+                if m.source_volume_ids.is_empty()
+                    || m.source_volume_ids.iter().any(String::is_empty)
+                {
                     return Err(Status::invalid_argument("source_volume_ids is required"));
                 }
                 Ok(Some(format!("group:{}", m.name)))
-            })
-        }
-        "DeleteVolumeGroupSnapshot" => {
-            look::<pb::DeleteVolumeGroupSnapshotRequest, _>("DeleteVolumeGroupSnapshot", body, false, |m| {
+            },
+        ),
+        "DeleteVolumeGroupSnapshot" => look::<pb::DeleteVolumeGroupSnapshotRequest, _>(
+            "DeleteVolumeGroupSnapshot",
+            body,
+            false,
+            |m| {
                 required("group_snapshot_id", &m.group_snapshot_id)?;
                 Ok(Some(format!("group:{}", m.group_snapshot_id)))
-            })
-        }
-        "GetVolumeGroupSnapshot" => {
-            look::<pb::GetVolumeGroupSnapshotRequest, _>("GetVolumeGroupSnapshot", body, true, |m| {
+            },
+        ),
+        "GetVolumeGroupSnapshot" => look::<pb::GetVolumeGroupSnapshotRequest, _>(
+            "GetVolumeGroupSnapshot",
+            body,
+            true,
+            |m| {
                 required("group_snapshot_id", &m.group_snapshot_id)?;
                 Ok(None)
+            },
+        ),
+        "NodeStageVolume" => {
+            look::<pb::NodeStageVolumeRequest, _>("NodeStageVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                required("staging_target_path", &m.staging_target_path)?;
+                check_capability("volume_capability", m.volume_capability.as_ref())?;
+                Ok(volume(&m.volume_id))
             })
         }
-        "NodeStageVolume" => look::<pb::NodeStageVolumeRequest, _>("NodeStageVolume", body, false, |m| {
-            required("volume_id", &m.volume_id)?;
-            required("staging_target_path", &m.staging_target_path)?;
-            check_capability("volume_capability", m.volume_capability.as_ref())?;
-            Ok(volume(&m.volume_id))
-        }),
-        "NodeUnstageVolume" => look::<pb::NodeUnstageVolumeRequest, _>("NodeUnstageVolume", body, false, |m| {
-            required("volume_id", &m.volume_id)?;
-            required("staging_target_path", &m.staging_target_path)?;
-            Ok(volume(&m.volume_id))
-        }),
-        "NodePublishVolume" => look::<pb::NodePublishVolumeRequest, _>("NodePublishVolume", body, false, |m| {
-            required("volume_id", &m.volume_id)?;
-            required("target_path", &m.target_path)?;
-            check_capability("volume_capability", m.volume_capability.as_ref())?;
-            // STAGE_UNSTAGE_VOLUME is advertised, so the CO stages first, except for an
-            // ephemeral inline volume, which this call creates and stages itself.
-            if !ephemeral(&m.volume_context) {
+        "NodeUnstageVolume" => {
+            look::<pb::NodeUnstageVolumeRequest, _>("NodeUnstageVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
                 required("staging_target_path", &m.staging_target_path)?;
-            }
-            Ok(volume(&m.volume_id))
-        }),
+                Ok(volume(&m.volume_id))
+            })
+        }
+        "NodePublishVolume" => {
+            look::<pb::NodePublishVolumeRequest, _>("NodePublishVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                required("target_path", &m.target_path)?;
+                check_capability("volume_capability", m.volume_capability.as_ref())?;
+                // STAGE_UNSTAGE_VOLUME is advertised, so the CO stages first, except for an
+                // ephemeral inline volume, which this call creates and stages itself.
+                if !ephemeral(&m.volume_context) {
+                    required("staging_target_path", &m.staging_target_path)?;
+                }
+                Ok(volume(&m.volume_id))
+            })
+        }
         "NodeUnpublishVolume" => {
             look::<pb::NodeUnpublishVolumeRequest, _>("NodeUnpublishVolume", body, false, |m| {
                 required("volume_id", &m.volume_id)?;
@@ -337,19 +385,25 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 Ok(volume(&m.volume_id))
             })
         }
-        "NodeGetVolumeStats" => look::<pb::NodeGetVolumeStatsRequest, _>("NodeGetVolumeStats", body, true, |m| {
-            required("volume_id", &m.volume_id)?;
-            required("volume_path", &m.volume_path)?;
-            Ok(None)
-        }),
-        "NodeExpandVolume" => look::<pb::NodeExpandVolumeRequest, _>("NodeExpandVolume", body, false, |m| {
-            required("volume_id", &m.volume_id)?;
-            required("volume_path", &m.volume_path)?;
-            check_range(m.capacity_range.as_ref())?;
-            Ok(volume(&m.volume_id))
-        }),
+        "NodeGetVolumeStats" => {
+            look::<pb::NodeGetVolumeStatsRequest, _>("NodeGetVolumeStats", body, true, |m| {
+                required("volume_id", &m.volume_id)?;
+                required("volume_path", &m.volume_path)?;
+                Ok(None)
+            })
+        }
+        "NodeExpandVolume" => {
+            look::<pb::NodeExpandVolumeRequest, _>("NodeExpandVolume", body, false, |m| {
+                required("volume_id", &m.volume_id)?;
+                required("volume_path", &m.volume_path)?;
+                check_range(m.capacity_range.as_ref())?;
+                Ok(volume(&m.volume_id))
+            })
+        }
         "NodeGetCapabilities" => {
-            look::<pb::NodeGetCapabilitiesRequest, _>("NodeGetCapabilities", body, true, |_| Ok(None))
+            look::<pb::NodeGetCapabilitiesRequest, _>("NodeGetCapabilities", body, true, |_| {
+                Ok(None)
+            })
         }
         "NodeGetInfo" => look::<pb::NodeGetInfoRequest, _>("NodeGetInfo", body, true, |_| Ok(None)),
         _ => return None,
@@ -403,17 +457,44 @@ mod tests {
     #[test]
     fn missing_fields_are_invalid_argument() {
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("/csi.v1.Controller/CreateVolume", pb::CreateVolumeRequest::default().encode_to_vec()),
-            ("/csi.v1.Controller/DeleteVolume", pb::DeleteVolumeRequest::default().encode_to_vec()),
+            (
+                "/csi.v1.Controller/CreateVolume",
+                pb::CreateVolumeRequest::default().encode_to_vec(),
+            ),
+            (
+                "/csi.v1.Controller/DeleteVolume",
+                pb::DeleteVolumeRequest::default().encode_to_vec(),
+            ),
             (
                 "/csi.v1.Node/NodeStageVolume",
-                pb::NodeStageVolumeRequest { volume_id: "v".into(), ..Default::default() }.encode_to_vec(),
+                pb::NodeStageVolumeRequest {
+                    volume_id: "v".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
             ),
-            ("/csi.v1.Controller/ListVolumes", pb::ListVolumesRequest { max_entries: -1, ..Default::default() }.encode_to_vec()),
-            ("/csi.v1.Node/NodeGetVolumeStats", pb::NodeGetVolumeStatsRequest { volume_id: "v".into(), ..Default::default() }.encode_to_vec()),
+            (
+                "/csi.v1.Controller/ListVolumes",
+                pb::ListVolumesRequest {
+                    max_entries: -1,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                "/csi.v1.Node/NodeGetVolumeStats",
+                pb::NodeGetVolumeStatsRequest {
+                    volume_id: "v".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
         ];
         for (path, body) in cases {
-            let e = inspect(path, &body).unwrap().err().unwrap_or_else(|| panic!("{path}"));
+            let e = inspect(path, &body)
+                .unwrap()
+                .err()
+                .unwrap_or_else(|| panic!("{path}"));
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}");
         }
         assert!(inspect("/csi.v1.Controller/NoSuchMethod", &[]).is_none());

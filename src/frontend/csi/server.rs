@@ -22,7 +22,9 @@ pub async fn serve(
     if mode.controller() {
         router = router
             .add_service(pb::controller_server::ControllerServer::new(csi.clone()))
-            .add_service(pb::group_controller_server::GroupControllerServer::new(csi.clone()));
+            .add_service(pb::group_controller_server::GroupControllerServer::new(
+                csi.clone(),
+            ));
     }
     if mode.node() {
         router = router.add_service(pb::node_server::NodeServer::new(csi.clone()));
