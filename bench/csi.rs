@@ -1,0 +1,1502 @@
+//! `cargo bench --bench csi`: the CSI front end against a real `volbridge serve` process
+//! (a table, not a timed test). Needs root: the node cycle binds loop devices, runs
+//! mkfs.ext4 and mounts.
+//!
+//! The daemon runs on a scratch state dir with `--csi-endpoint unix://<dir>/csi.sock`, the
+//! embedded local CSP on `--csp-listen 127.0.0.1:<free port>` (the default backend), and
+//! `RUST_LOG=warn` (override with VOLBRIDGE_BENCH_LOG; its log is `<dir>/daemon.log`).
+//!
+//! 1. CreateVolume + DeleteVolume pairs per second through CSI (1 GiB, mount
+//!    SINGLE_NODE_WRITER ext4, no secrets) at concurrency 1 and 16, with CreateVolume
+//!    p50/p99. At 16 the tasks share one HTTP/2 connection (the channel cloned per task),
+//!    and, in a second variant, four connections round-robin.
+//!    Baseline in the same run, interleaved round by round with the CSI variants so that
+//!    machine noise hits both: the same create+delete pairs sent straight to the daemon's
+//!    embedded CSP over HTTP with volbridge's own `CspClient`.
+//! 2. Daemon CPU (utime+stime of the whole process, /proc/<pid>/stat) per pair, measured
+//!    around every chunk of every variant: for CSI it covers the gRPC front end, the engine,
+//!    the CSP client and the embedded CSP; for the direct baseline only the embedded CSP.
+//! 3. The node cycle through CSI on a volume created and ControllerPublished once (node id
+//!    from NodeGetInfo): NodeStageVolume + NodePublishVolume + NodeUnpublishVolume +
+//!    NodeUnstageVolume, mount access ext4. The first cycle formats and is reported on its
+//!    own; the next ones find the filesystem. Baseline interleaved: the same host work
+//!    through the admin API (`POST /v1/volumes/{name}/mount` and `/unmount` over the admin
+//!    socket, one kept-alive connection) on another 1 GiB volume. Note that the admin
+//!    cycle also grants and revokes the node at the CSP on every cycle (mount_volume and
+//!    unmount_volume are whole flows), which the CSI cycle leaves to ControllerPublish.
+//! 4. VmRSS (and VmHWM) of the daemon after all the load.
+//!
+//! Every mount and loop device under the scratch dir is removed at the end (also on a panic
+//! or a second Ctrl-C), best effort, after the daemon is stopped.
+//!
+//! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default the system temp dir),
+//! VOLBRIDGE_BENCH_PAIRS (pairs per variant at concurrency 16; default 12000; a quarter of
+//! it at concurrency 1), VOLBRIDGE_BENCH_CYCLES (node cycles of each kind; default 30),
+//! VOLBRIDGE_BENCH_LOG (the daemon's RUST_LOG; default warn).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use volbridge::frontend::csi::Endpoint;
+use volbridge::provider::{ClientOptions, Credentials, CspClient, VolumeCreate};
+use volbridge_proto::admin::{MountInfo, MountRequest, UnmountInfo, UnmountRequest};
+use volbridge_proto::csi as pb;
+use volbridge_proto::csi::controller_client::ControllerClient;
+use volbridge_proto::csi::identity_client::IdentityClient;
+use volbridge_proto::csi::node_client::NodeClient;
+use volbridge_proto::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType};
+
+const SIZE: u64 = 1 << 30;
+/// Chunks per variant: variants take turns chunk by chunk (A B C A B C …).
+const ROUNDS: usize = 4;
+/// Untimed pairs per variant before the measured ones (connections, sessions, caches).
+const WARMUP_PAIRS: usize = 200;
+const CSP_USER: &str = "volbridge";
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Set by Ctrl-C: finish the current chunk or cycle, then clean up and report.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The daemon's pid, for the panic hook and the second Ctrl-C (0: none running).
+static DAEMON_PID: AtomicU32 = AtomicU32::new(0);
+
+fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("csi bench: {message}");
+    std::process::exit(1);
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a == 0.0 || b == 0.0 || !a.is_finite() || !b.is_finite() {
+        "n/a".to_owned()
+    } else {
+        format!("{:.2}x", a / b)
+    }
+}
+
+/// Refuses to run without root or loop devices, before anything is started.
+fn preflight() {
+    if !rustix::process::geteuid().is_root() {
+        fail(
+            "must run as root: the node cycle binds loop devices, runs mkfs.ext4 and mounts \
+             filesystems (try `sudo -E cargo bench --bench csi`); nothing was done",
+        );
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        fail("/dev/loop-control is missing (load the loop module: modprobe loop)");
+    }
+    for tool in ["losetup", "mkfs.ext4", "blkid"] {
+        let found = Command::new("sh")
+            .args(["-c", "command -v \"$1\"", "sh", tool])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            fail(&format!("`{tool}` is not installed or not on PATH"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scratch dir and host cleanup (as bench/node.rs)
+// ---------------------------------------------------------------------------------------
+
+/// The scratch root, canonical (mountinfo and sysfs report canonical paths).
+fn scratch() -> PathBuf {
+    let base = std::env::var_os("VOLBRIDGE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("vbbench-csi-{}", std::process::id()));
+    if dir.exists() {
+        sweep(&dir);
+        remove_tree(&dir);
+    }
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", dir.display())));
+    std::fs::canonicalize(&dir).unwrap()
+}
+
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    volbridge::host::parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| m.target.starts_with(root))
+        .map(|m| m.target)
+        .collect()
+}
+
+/// Loop devices whose backing file is (or was, before deletion) under `root`.
+fn loops_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = backing.trim_end_matches('\n');
+        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
+        if Path::new(backing).starts_with(root) {
+            out.push(PathBuf::from(format!("/dev/{name}")));
+        }
+    }
+    out
+}
+
+/// Best effort: unmounts everything mounted under `root` (last mounted first) and detaches
+/// every loop device backed by a file under it. Returns what was left behind.
+fn sweep(root: &Path) -> (usize, usize) {
+    use rustix::mount::{unmount, UnmountFlags};
+    for _ in 0..16 {
+        let targets = mounts_under(root);
+        if targets.is_empty() {
+            break;
+        }
+        for t in targets.iter().rev() {
+            if unmount(t, UnmountFlags::NOFOLLOW).is_err() {
+                let _ = unmount(t, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH);
+            }
+        }
+    }
+    for device in loops_under(root) {
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(&device)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    (mounts_under(root).len(), loops_under(root).len())
+}
+
+/// Removes a directory tree, but never while anything is mounted inside it.
+fn remove_tree(dir: &Path) -> bool {
+    let mounted = mounts_under(dir);
+    if !mounted.is_empty() {
+        eprintln!(
+            "csi bench: leaving {} in place: {} is still mounted",
+            dir.display(),
+            mounted[0].display()
+        );
+        return false;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            eprintln!("csi bench: cannot remove {}: {e}", dir.display());
+            false
+        }
+    }
+}
+
+/// Kills a daemon still running (the panic and Ctrl-C paths), then sweeps and removes.
+fn final_cleanup(root: &Path, keep: bool) -> String {
+    let pid = DAEMON_PID.swap(0, Ordering::Relaxed);
+    if pid != 0 {
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let (mounts, loops) = sweep(root);
+    let removed = keep || remove_tree(root);
+    if mounts == 0 && loops == 0 && removed {
+        match keep {
+            false => "every mount, loop device and temp dir removed".to_owned(),
+            true => format!(
+                "every mount and loop device removed; {} kept (its daemon.log shows the errors)",
+                root.display()
+            ),
+        }
+    } else {
+        format!(
+            "INCOMPLETE: {mounts} mount(s) and {loops} loop device(s) left under {}",
+            root.display()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon process
+// ---------------------------------------------------------------------------------------
+
+struct Daemon {
+    child: Child,
+    pid: u32,
+    state: PathBuf,
+    admin_socket: PathBuf,
+    csi_endpoint: String,
+    csp_addr: SocketAddr,
+    log: PathBuf,
+}
+
+/// A free loopback port (bound, read, released: the daemon binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| fail(&format!("cannot find a free loopback port: {e}")))
+}
+
+impl Daemon {
+    fn start(root: &Path) -> Result<Daemon, String> {
+        let state = root.join("state");
+        let admin_socket = root.join("admin.sock");
+        let csi_endpoint = format!("unix://{}", root.join("csi.sock").display());
+        let csp_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = root.join("daemon.log");
+        // An empty config file: a stray /etc/volbridge/volbridge.toml must not change the run.
+        let config = root.join("volbridge.toml");
+        std::fs::write(&config, "").map_err(|e| format!("{}: {e}", config.display()))?;
+        let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_volbridge"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--admin-socket")
+            .arg(&admin_socket)
+            .arg("--csi-endpoint")
+            .arg(&csi_endpoint)
+            .arg("--csp-listen")
+            .arg(csp_addr.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("VOLBRIDGE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env_remove("VOLBRIDGE_CONFIG")
+            .env_remove("VOLBRIDGE_STATE_DIR")
+            .env_remove("VOLBRIDGE_ADMIN_SOCKET")
+            .env_remove("VOLBRIDGE_CSP_PASSWORD")
+            .env_remove("CSI_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", env!("CARGO_BIN_EXE_volbridge")))?;
+        let pid = child.id();
+        DAEMON_PID.store(pid, Ordering::Relaxed);
+        let mut d = Daemon {
+            child,
+            pid,
+            state,
+            admin_socket,
+            csi_endpoint,
+            csp_addr,
+            log,
+        };
+        // CSI binds before the admin socket: once the admin socket answers, so does CSI.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&d.admin_socket).is_err() {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                DAEMON_PID.store(0, Ordering::Relaxed);
+                return Err(format!(
+                    "volbridge serve exited with {status}; log:\n{}",
+                    d.log_tail()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "volbridge serve did not open {} within 30 s; log:\n{}",
+                    d.admin_socket.display(),
+                    d.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(d)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn csp_password(&self) -> Result<String, String> {
+        let file = self.state.join("local-csp.password");
+        std::fs::read_to_string(&file)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+    }
+
+    /// utime + stime of every thread of the daemon, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        proc_cpu_ticks(&self.pid.to_string())
+    }
+
+    /// A `/proc/<pid>/status` value in KiB (VmRSS, VmHWM).
+    fn status_kib(&self, key: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then up to 15 s for a clean stop, then SIGKILL.
+    fn stop(&mut self) -> String {
+        DAEMON_PID.store(0, Ordering::Relaxed);
+        if !self.alive() {
+            return format!("had already exited: {:?}", self.child.try_wait());
+        }
+        if let Some(p) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return format!("stopped on SIGTERM ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        "did not stop within 15 s of SIGTERM; killed".to_owned()
+    }
+}
+
+/// utime + stime of every thread of a process (`self` or a pid), in clock ticks.
+fn proc_cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    field(14) + field(15)
+}
+
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+// ---------------------------------------------------------------------------------------
+// Create + delete pairs
+// ---------------------------------------------------------------------------------------
+
+fn mount_cap() -> pb::VolumeCapability {
+    pb::VolumeCapability {
+        access_type: Some(AccessType::Mount(pb::volume_capability::MountVolume {
+            fs_type: "ext4".to_owned(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+fn create_request(name: &str) -> pb::CreateVolumeRequest {
+    pb::CreateVolumeRequest {
+        name: name.to_owned(),
+        capacity_range: Some(pb::CapacityRange {
+            required_bytes: SIZE as i64,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![mount_cap()],
+        ..Default::default()
+    }
+}
+
+fn grpc_error(rpc: &str, detail: &str, s: &tonic::Status) -> String {
+    format!("{rpc} {detail}: {:?}: {}", s.code(), s.message())
+}
+
+/// What the pairs of one variant did, summed over its chunks.
+#[derive(Default)]
+struct Pairs {
+    pairs: usize,
+    elapsed: Duration,
+    create: Vec<Duration>,
+    failures: usize,
+    first_error: Option<String>,
+    cpu_ticks: u64,
+    /// This process's CPU over the same chunks (the client side).
+    client_ticks: u64,
+}
+
+impl Pairs {
+    fn per_sec(&self) -> f64 {
+        if self.elapsed.is_zero() {
+            return 0.0;
+        }
+        self.pairs as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn ms_per_pair(&self, ticks: u64, tck: u64) -> f64 {
+        if self.pairs == 0 {
+            return f64::NAN;
+        }
+        ticks as f64 * 1000.0 / tck as f64 / self.pairs as f64
+    }
+
+    fn add(&mut self, chunk: Chunk, (ticks, client): (u64, u64)) {
+        self.pairs += chunk.create.len();
+        self.elapsed += chunk.elapsed;
+        self.create.extend(chunk.create);
+        self.failures += chunk.failures;
+        if self.first_error.is_none() {
+            self.first_error = chunk.first_error;
+        }
+        self.cpu_ticks += ticks;
+        self.client_ticks += client;
+    }
+}
+
+struct Chunk {
+    elapsed: Duration,
+    create: Vec<Duration>,
+    failures: usize,
+    first_error: Option<String>,
+}
+
+/// Per task: successful create latencies, failures, first error.
+type TaskOut = (Vec<Duration>, usize, Option<String>);
+
+fn join_chunk(outs: Vec<TaskOut>, elapsed: Duration) -> Chunk {
+    let mut c = Chunk {
+        elapsed,
+        create: Vec::new(),
+        failures: 0,
+        first_error: None,
+    };
+    for (lat, failures, err) in outs {
+        c.create.extend(lat);
+        c.failures += failures;
+        if c.first_error.is_none() {
+            c.first_error = err;
+        }
+    }
+    c
+}
+
+/// `pairs` CreateVolume + DeleteVolume pairs through CSI by `concurrency` tasks, task `t`
+/// on connection `t % channels.len()`.
+async fn csi_chunk(channels: &[Channel], concurrency: usize, pairs: usize, tag: &str) -> Chunk {
+    let per_task = pairs / concurrency;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let mut client = ControllerClient::new(channels[t % channels.len()].clone());
+        let tag = tag.to_owned();
+        tasks.spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            let (mut failures, mut first) = (0, None);
+            for i in 0..per_task {
+                let name = format!("csi-{tag}-{t}-{i}");
+                let t0 = Instant::now();
+                let created = client.create_volume(create_request(&name)).await;
+                let took = t0.elapsed();
+                if let Err(s) = &created {
+                    failures += 1;
+                    first.get_or_insert_with(|| {
+                        grpc_error(
+                            "CreateVolume",
+                            &format!("name={name} 1 GiB mount ext4 SINGLE_NODE_WRITER"),
+                            s,
+                        )
+                    });
+                }
+                let deleted = client
+                    .delete_volume(pb::DeleteVolumeRequest {
+                        volume_id: name.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                match deleted {
+                    Ok(_) if created.is_ok() => lat.push(took),
+                    Ok(_) => {}
+                    Err(s) => {
+                        failures += usize::from(created.is_ok());
+                        first.get_or_insert_with(|| {
+                            grpc_error("DeleteVolume", &format!("volume_id={name}"), &s)
+                        });
+                    }
+                }
+            }
+            (lat, failures, first)
+        });
+    }
+    let outs = tasks.join_all().await;
+    join_chunk(outs, started.elapsed())
+}
+
+/// The same pairs straight to the embedded CSP.
+async fn direct_chunk(client: &CspClient, concurrency: usize, pairs: usize, tag: &str) -> Chunk {
+    let per_task = pairs / concurrency;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let client = client.clone();
+        let tag = tag.to_owned();
+        tasks.spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            let (mut failures, mut first) = (0, None);
+            for i in 0..per_task {
+                let name = format!("csp-{tag}-{t}-{i}");
+                let req = VolumeCreate {
+                    name: name.clone(),
+                    size: Some(SIZE),
+                    description: None,
+                    params: BTreeMap::new(),
+                    multi_initiator: false,
+                };
+                let t0 = Instant::now();
+                let created = client.create_volume(&req).await;
+                let took = t0.elapsed();
+                match created {
+                    Ok(v) => match client.delete_volume(v.id.as_deref().unwrap_or("")).await {
+                        Ok(()) => lat.push(took),
+                        Err(e) => {
+                            failures += 1;
+                            first.get_or_insert_with(|| format!("CSP delete_volume {name}: {e}"));
+                        }
+                    },
+                    Err(e) => {
+                        failures += 1;
+                        first.get_or_insert_with(|| format!("CSP create_volume {name}: {e}"));
+                    }
+                }
+            }
+            (lat, failures, first)
+        });
+    }
+    let outs = tasks.join_all().await;
+    join_chunk(outs, started.elapsed())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Through CSI on this many connections.
+    Csi(usize),
+    Direct,
+}
+
+struct Variant {
+    kind: Kind,
+    concurrency: usize,
+    pairs: Pairs,
+}
+
+impl Variant {
+    fn label(&self) -> String {
+        match self.kind {
+            Kind::Csi(1) => format!("CSI c{} (1 connection)", self.concurrency),
+            Kind::Csi(n) => format!("CSI c{} ({n} connections)", self.concurrency),
+            Kind::Direct => format!("direct CSP c{}", self.concurrency),
+        }
+    }
+}
+
+struct Ctx<'a> {
+    daemon: &'a Daemon,
+    one: Vec<Channel>,
+    four: Vec<Channel>,
+    csp: CspClient,
+}
+
+/// The chunk, the daemon's CPU ticks over it and this process's.
+async fn run_chunk(
+    ctx: &Ctx<'_>,
+    kind: Kind,
+    c: usize,
+    pairs: usize,
+    tag: &str,
+) -> (Chunk, (u64, u64)) {
+    let before = ctx.daemon.cpu_ticks();
+    let client_before = proc_cpu_ticks("self");
+    let chunk = match kind {
+        Kind::Csi(1) => csi_chunk(&ctx.one, c, pairs, tag).await,
+        Kind::Csi(_) => csi_chunk(&ctx.four, c, pairs, tag).await,
+        Kind::Direct => direct_chunk(&ctx.csp, c, pairs, tag).await,
+    };
+    let after = ctx.daemon.cpu_ticks();
+    let client = proc_cpu_ticks("self").saturating_sub(client_before);
+    (chunk, (after.saturating_sub(before), client))
+}
+
+/// Each variant of a concurrency level in turn, `ROUNDS` chunks each.
+async fn run_level(ctx: &Ctx<'_>, c: usize, pairs: usize, kinds: &[Kind]) -> Vec<Variant> {
+    let mut out: Vec<Variant> = kinds
+        .iter()
+        .map(|&kind| Variant {
+            kind,
+            concurrency: c,
+            pairs: Pairs::default(),
+        })
+        .collect();
+    let chunk = (pairs / ROUNDS).max(c);
+    for round in 0..ROUNDS {
+        for (n, v) in out.iter_mut().enumerate() {
+            if stopped() {
+                return out;
+            }
+            let tag = format!("c{c}v{n}r{round}");
+            let (result, ticks) = run_chunk(ctx, v.kind, c, chunk, &tag).await;
+            v.pairs.add(result, ticks);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Node cycles
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Series {
+    lat: Vec<Duration>,
+}
+
+impl Series {
+    fn p(&self, p: f64) -> Duration {
+        let mut s = self.lat.clone();
+        s.sort();
+        percentile(&s, p)
+    }
+}
+
+#[derive(Default)]
+struct NodeResults {
+    csi_first: Option<Duration>,
+    admin_first: Option<Duration>,
+    csi: Series,
+    stage: Series,
+    publish: Series,
+    unpublish: Series,
+    unstage: Series,
+    admin: Series,
+    mount: Series,
+    unmount: Series,
+    csi_failures: usize,
+    admin_failures: usize,
+    errors: Vec<String>,
+}
+
+struct CsiVolume {
+    id: String,
+    context: HashMap<String, String>,
+    publish_context: HashMap<String, String>,
+    staging: String,
+    target: String,
+}
+
+/// One CSI node cycle: (stage, publish, unpublish, unstage).
+async fn csi_cycle(node: &mut NodeClient<Channel>, v: &CsiVolume) -> Result<[Duration; 4], String> {
+    let t0 = Instant::now();
+    node.node_stage_volume(pb::NodeStageVolumeRequest {
+        volume_id: v.id.clone(),
+        publish_context: v.publish_context.clone(),
+        staging_target_path: v.staging.clone(),
+        volume_capability: Some(mount_cap()),
+        volume_context: v.context.clone(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|s| {
+        grpc_error(
+            "NodeStageVolume",
+            &format!("volume_id={} staging={}", v.id, v.staging),
+            &s,
+        )
+    })?;
+    let stage = t0.elapsed();
+    let t1 = Instant::now();
+    node.node_publish_volume(pb::NodePublishVolumeRequest {
+        volume_id: v.id.clone(),
+        publish_context: v.publish_context.clone(),
+        staging_target_path: v.staging.clone(),
+        target_path: v.target.clone(),
+        volume_capability: Some(mount_cap()),
+        readonly: false,
+        volume_context: v.context.clone(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|s| {
+        grpc_error(
+            "NodePublishVolume",
+            &format!("volume_id={} target={}", v.id, v.target),
+            &s,
+        )
+    })?;
+    let publish = t1.elapsed();
+    let t2 = Instant::now();
+    node.node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+        volume_id: v.id.clone(),
+        target_path: v.target.clone(),
+    })
+    .await
+    .map_err(|s| {
+        grpc_error(
+            "NodeUnpublishVolume",
+            &format!("volume_id={} target={}", v.id, v.target),
+            &s,
+        )
+    })?;
+    let unpublish = t2.elapsed();
+    let t3 = Instant::now();
+    node.node_unstage_volume(pb::NodeUnstageVolumeRequest {
+        volume_id: v.id.clone(),
+        staging_target_path: v.staging.clone(),
+    })
+    .await
+    .map_err(|s| {
+        grpc_error(
+            "NodeUnstageVolume",
+            &format!("volume_id={} staging={}", v.id, v.staging),
+            &s,
+        )
+    })?;
+    Ok([stage, publish, unpublish, t3.elapsed()])
+}
+
+/// The admin API over the daemon's unix socket (one kept-alive HTTP/1.1 connection).
+struct Admin {
+    http: reqwest::Client,
+}
+
+impl Admin {
+    fn new(socket: &Path) -> Result<Admin, String> {
+        let http = volbridge::tls::client_builder()
+            .unix_socket(socket.to_path_buf())
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .map_err(|e| format!("admin client: {e}"))?;
+        Ok(Admin { http })
+    }
+
+    async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, String> {
+        let bytes = self.send(method.clone(), path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{method} {path}: bad answer ({e})"))
+    }
+
+    async fn send<B: serde::Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<bytes::Bytes, String> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("http://volbridge{path}"));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let what = || format!("{method} {path}");
+        let resp = req.send().await.map_err(|e| format!("{}: {e}", what()))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| format!("{}: {e}", what()))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{}: {status}: {}",
+                what(),
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// One admin cycle: (mount, unmount), and whether the mount formatted.
+async fn admin_cycle(
+    admin: &Admin,
+    name: &str,
+    target: &str,
+) -> Result<([Duration; 2], bool), String> {
+    let t0 = Instant::now();
+    let m: MountInfo = admin
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/volumes/{name}/mount"),
+            Some(&MountRequest {
+                path: target.to_owned(),
+                fs_type: "ext4".to_owned(),
+                ..Default::default()
+            }),
+        )
+        .await?;
+    let mount = t0.elapsed();
+    let t1 = Instant::now();
+    let u: UnmountInfo = admin
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/volumes/{name}/unmount"),
+            Some(&UnmountRequest {
+                path: target.to_owned(),
+                backend: None,
+            }),
+        )
+        .await?;
+    if !u.unmounted {
+        return Err(format!(
+            "POST /v1/volumes/{name}/unmount: nothing was mounted at {target}"
+        ));
+    }
+    Ok(([mount, t1.elapsed()], m.formatted))
+}
+
+async fn run_node(
+    channel: &Channel,
+    admin: &Admin,
+    root: &Path,
+    cycles: usize,
+) -> Result<NodeResults, String> {
+    let mut controller = ControllerClient::new(channel.clone());
+    let mut node = NodeClient::new(channel.clone());
+    let node_id = node
+        .node_get_info(pb::NodeGetInfoRequest {})
+        .await
+        .map_err(|s| grpc_error("NodeGetInfo", "", &s))?
+        .into_inner()
+        .node_id;
+    let created = controller
+        .create_volume(create_request("node-csi"))
+        .await
+        .map_err(|s| grpc_error("CreateVolume", "name=node-csi", &s))?
+        .into_inner()
+        .volume
+        .ok_or("CreateVolume node-csi: no volume in the answer")?;
+    let published = controller
+        .controller_publish_volume(pb::ControllerPublishVolumeRequest {
+            volume_id: created.volume_id.clone(),
+            node_id: node_id.clone(),
+            volume_capability: Some(mount_cap()),
+            readonly: false,
+            volume_context: created.volume_context.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| {
+            grpc_error(
+                "ControllerPublishVolume",
+                &format!("volume_id=node-csi node_id={node_id}"),
+                &s,
+            )
+        });
+    let kubelet = root.join("kubelet");
+    let staging = kubelet.join("plugins/csi.volbridge.io/staging/node-csi/globalmount");
+    let pod = kubelet.join("pods/bench/volumes/node-csi");
+    let admin_target = root.join("admin/mnt/node-admin");
+    // kubelet makes the staging dir and the target's parent.
+    let dirs = std::fs::create_dir_all(&staging)
+        .and_then(|()| std::fs::create_dir_all(&pod))
+        .map_err(|e| format!("cannot make the kubelet dirs: {e}"));
+    let result = match published {
+        Err(e) => Err(e),
+        Ok(_) if dirs.is_err() => Err(dirs.unwrap_err()),
+        Ok(p) => {
+            let v = CsiVolume {
+                id: created.volume_id.clone(),
+                context: created.volume_context.clone(),
+                publish_context: p.into_inner().publish_context,
+                staging: staging.display().to_string(),
+                target: pod.join("mount").display().to_string(),
+            };
+            let made: Result<serde_json::Value, String> = admin
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/volumes",
+                    Some(&serde_json::json!({ "name": "node-admin", "size": SIZE })),
+                )
+                .await;
+            match made {
+                Err(e) => Err(e),
+                Ok(_) => {
+                    let target = admin_target.display().to_string();
+                    let r = node_loop(&mut node, &v, admin, &target, cycles).await;
+                    let gone = admin
+                        .send(
+                            reqwest::Method::DELETE,
+                            "/v1/volumes/node-admin",
+                            None::<&()>,
+                        )
+                        .await;
+                    if let Err(e) = gone {
+                        eprintln!("csi bench: delete node-admin: {e}");
+                    }
+                    Ok(r)
+                }
+            }
+        }
+    };
+    let unpublished = controller
+        .controller_unpublish_volume(pb::ControllerUnpublishVolumeRequest {
+            volume_id: "node-csi".to_owned(),
+            node_id: node_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    if let Err(s) = unpublished {
+        eprintln!(
+            "csi bench: {}",
+            grpc_error("ControllerUnpublishVolume", "volume_id=node-csi", &s)
+        );
+    }
+    let deleted = controller
+        .delete_volume(pb::DeleteVolumeRequest {
+            volume_id: "node-csi".to_owned(),
+            ..Default::default()
+        })
+        .await;
+    if let Err(s) = deleted {
+        eprintln!(
+            "csi bench: {}",
+            grpc_error("DeleteVolume", "volume_id=node-csi", &s)
+        );
+    }
+    result
+}
+
+async fn node_loop(
+    node: &mut NodeClient<Channel>,
+    v: &CsiVolume,
+    admin: &Admin,
+    admin_target: &str,
+    cycles: usize,
+) -> NodeResults {
+    let mut r = NodeResults::default();
+    // Cycle 0 formats both volumes (reported on its own), then `cycles` counted ones.
+    for i in 0..=cycles {
+        if stopped() {
+            break;
+        }
+        // A, then B: the pair sees the same machine.
+        match csi_cycle(node, v).await {
+            Ok(d) => {
+                let total = d.iter().sum();
+                if i == 0 {
+                    r.csi_first = Some(total);
+                } else {
+                    r.csi.lat.push(total);
+                    r.stage.lat.push(d[0]);
+                    r.publish.lat.push(d[1]);
+                    r.unpublish.lat.push(d[2]);
+                    r.unstage.lat.push(d[3]);
+                }
+            }
+            Err(e) => {
+                r.csi_failures += 1;
+                r.errors.push(format!("CSI cycle {i}: {e}"));
+                // Leave nothing staged for the next attempt.
+                let _ = node
+                    .node_unpublish_volume(pb::NodeUnpublishVolumeRequest {
+                        volume_id: v.id.clone(),
+                        target_path: v.target.clone(),
+                    })
+                    .await;
+                let _ = node
+                    .node_unstage_volume(pb::NodeUnstageVolumeRequest {
+                        volume_id: v.id.clone(),
+                        staging_target_path: v.staging.clone(),
+                    })
+                    .await;
+            }
+        }
+        match admin_cycle(admin, "node-admin", admin_target).await {
+            Ok((d, formatted)) => {
+                if i == 0 {
+                    r.admin_first = Some(d[0] + d[1]);
+                    if !formatted {
+                        r.errors
+                            .push("admin cycle 0: the blank volume was not formatted".into());
+                    }
+                } else {
+                    r.admin.lat.push(d[0] + d[1]);
+                    r.mount.lat.push(d[0]);
+                    r.unmount.lat.push(d[1]);
+                }
+            }
+            Err(e) => {
+                r.admin_failures += 1;
+                r.errors.push(format!("admin cycle {i}: {e}"));
+                let _: Result<UnmountInfo, String> = admin
+                    .call(
+                        reqwest::Method::POST,
+                        "/v1/volumes/node-admin/unmount",
+                        Some(&UnmountRequest {
+                            path: admin_target.to_owned(),
+                            backend: None,
+                        }),
+                    )
+                    .await;
+            }
+        }
+        if r.errors.len() > 5 {
+            r.errors
+                .push("too many failures; node cycles stopped".into());
+            break;
+        }
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------
+
+struct Outcome {
+    levels: Vec<Vec<Variant>>,
+    node: Result<NodeResults, String>,
+    rss_start_kib: u64,
+    /// VmRSS after each phase.
+    rss_steps: Vec<(&'static str, u64)>,
+    rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    threads: u64,
+    hwm_kib: u64,
+    pid: u32,
+    total: Duration,
+}
+
+async fn wait_probe(channel: &Channel) -> Result<(), String> {
+    let mut identity = IdentityClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = identity.probe(pb::ProbeRequest {}).await;
+        match answer {
+            Ok(r) if r.get_ref().ready == Some(true) => return Ok(()),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(r) => {
+                return Err(format!(
+                    "Probe: still not ready after 30 s ({:?})",
+                    r.get_ref()
+                ))
+            }
+            Err(s) => return Err(grpc_error("Probe", "", &s)),
+        }
+    }
+}
+
+async fn run(
+    daemon: &mut Daemon,
+    root: &Path,
+    pairs16: usize,
+    cycles: usize,
+) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let endpoint = Endpoint::parse(&daemon.csi_endpoint).map_err(|e| e.to_string())?;
+    let channel = || endpoint.channel().map_err(|e| e.to_string());
+    let one = vec![channel()?];
+    let four = vec![channel()?, channel()?, channel()?, channel()?];
+    wait_probe(&one[0]).await?;
+    let rss_start_kib = daemon.status_kib("VmRSS");
+    let creds = Credentials::service("local", daemon.csp_addr, CSP_USER, &daemon.csp_password()?)
+        .map_err(|e| format!("CSP credentials: {e}"))?;
+    let csp =
+        CspClient::new(creds, ClientOptions::default()).map_err(|e| format!("CSP client: {e}"))?;
+    let ctx = Ctx {
+        daemon,
+        one,
+        four,
+        csp,
+    };
+
+    // Warm-up, not counted: every connection and both paths.
+    for kind in [Kind::Csi(1), Kind::Csi(4), Kind::Direct] {
+        let (chunk, _) = run_chunk(&ctx, kind, 4, WARMUP_PAIRS, "warm").await;
+        if let Some(e) = chunk.first_error {
+            return Err(format!("warm-up: {e}"));
+        }
+    }
+    let mut rss_steps = vec![("warm-up", daemon.status_kib("VmRSS"))];
+    let pairs1 = (pairs16 / 4).max(ROUNDS);
+    let mut levels = Vec::new();
+    levels.push(run_level(&ctx, 1, pairs1, &[Kind::Csi(1), Kind::Direct]).await);
+    rss_steps.push(("c1", daemon.status_kib("VmRSS")));
+    levels.push(
+        run_level(
+            &ctx,
+            16,
+            pairs16,
+            &[Kind::Csi(1), Kind::Direct, Kind::Csi(4)],
+        )
+        .await,
+    );
+    rss_steps.push(("c16", daemon.status_kib("VmRSS")));
+    let node = if stopped() {
+        Err("stopped".to_owned())
+    } else {
+        let admin = Admin::new(&daemon.admin_socket)?;
+        run_node(&ctx.one[0], &admin, root, cycles).await
+    };
+    let rss_kib = daemon.status_kib("VmRSS");
+    rss_steps.push(("node", rss_kib));
+    let hwm_kib = daemon.status_kib("VmHWM");
+    let anon_kib = daemon.status_kib("RssAnon");
+    let file_kib = daemon.status_kib("RssFile");
+    let threads = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
+        .unwrap_or(0);
+    if !daemon.alive() {
+        return Err(format!(
+            "the daemon died during the run; log:\n{}",
+            daemon.log_tail()
+        ));
+    }
+    Ok(Outcome {
+        levels,
+        node,
+        rss_start_kib,
+        rss_steps,
+        rss_kib,
+        anon_kib,
+        file_kib,
+        threads,
+        hwm_kib,
+        pid: daemon.pid,
+        total: started.elapsed(),
+    })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not used by this harness.
+    preflight();
+    let env_usize = |key: &str, default: usize| -> usize {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let pairs16 = env_usize("VOLBRIDGE_BENCH_PAIRS", 12000).max(16 * ROUNDS);
+    let cycles = env_usize("VOLBRIDGE_BENCH_CYCLES", 30).max(1);
+    let tck = clock_ticks_per_second();
+    let load = load_average();
+    let root = scratch();
+    {
+        // The bench profile aborts on panic (no unwinding, no Drop): clean up in the hook.
+        let root = root.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            eprintln!("csi bench: {}", final_cleanup(&root, true));
+        }));
+    }
+    let mut daemon = match Daemon::start(&root) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("csi bench: cleanup: {}", final_cleanup(&root, true));
+            fail(&e);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = rt.block_on(async {
+        {
+            let root = root.clone();
+            tokio::spawn(async move {
+                loop {
+                    if tokio::signal::ctrl_c().await.is_err() {
+                        return;
+                    }
+                    if STOP.swap(true, Ordering::Relaxed) {
+                        eprintln!("csi bench: {}", final_cleanup(&root, true));
+                        std::process::exit(130);
+                    }
+                    eprintln!("csi bench: stopping after this chunk (Ctrl-C again to quit now)");
+                }
+            });
+        }
+        run(&mut daemon, &root, pairs16, cycles).await
+    });
+    drop(rt);
+    let stop = daemon.stop();
+    let failed = match &outcome {
+        Err(_) => true,
+        Ok(o) => {
+            o.levels.iter().flatten().any(|v| v.pairs.failures > 0)
+                || o.node.as_ref().map_or(true, |n| !n.errors.is_empty())
+        }
+    };
+    let cleanup = final_cleanup(&root, failed);
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("csi bench: daemon {stop}; cleanup: {cleanup}");
+            fail(&e);
+        }
+    };
+    report(&outcome, tck, &stop, &cleanup, &load, pairs16, cycles);
+    if stopped() {
+        std::process::exit(130);
+    }
+}
+
+/// The 1-minute load average: client, daemon and CSP share the machine's cores.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn line(measure: &str, result: &str, goal: &str) {
+    println!("{measure:<58} {result:>22}   {goal}");
+}
+
+fn report(
+    o: &Outcome,
+    tck: u64,
+    stop: &str,
+    cleanup: &str,
+    load: &str,
+    pairs16: usize,
+    cycles: usize,
+) {
+    println!();
+    println!(
+        "CSI against `volbridge serve` (pid {}, release build, embedded local CSP, default \
+         backend); 1 GiB volumes, mount SINGLE_NODE_WRITER ext4, no secrets",
+        o.pid
+    );
+    println!(
+        "pairs: {} per variant at c1, {pairs16} at c16, in {ROUNDS} interleaved chunks per \
+         variant ({WARMUP_PAIRS} warm-up pairs per path not counted); daemon CPU from \
+         /proc/<pid>/stat at {tck} ticks/s",
+        (pairs16 / 4).max(ROUNDS)
+    );
+    println!();
+    line("measure", "result", "goal");
+    println!("{}", "-".repeat(96));
+    let mut errors = Vec::new();
+    for level in &o.levels {
+        let direct = level.iter().find(|v| v.kind == Kind::Direct);
+        for v in level {
+            let p = &v.pairs;
+            let mut lat = p.create.clone();
+            lat.sort();
+            let fails = if p.failures > 0 {
+                format!("  ({} FAILED)", p.failures)
+            } else {
+                String::new()
+            };
+            let what = match v.kind {
+                Kind::Direct => "create+delete",
+                Kind::Csi(_) => "CreateVolume+DeleteVolume",
+            };
+            line(
+                &format!("{}: {what} pairs/s{fails}", v.label()),
+                &format!("{:.0}", p.per_sec()),
+                "",
+            );
+            line(
+                &format!("{}: create p50 / p99 ms", v.label()),
+                &format!(
+                    "{} / {}",
+                    ms(percentile(&lat, 0.5)),
+                    ms(percentile(&lat, 0.99))
+                ),
+                "",
+            );
+            let goal = match v.kind {
+                Kind::Csi(_) => "<= 0.5 ms",
+                Kind::Direct => "(the CSP's server side only)",
+            };
+            line(
+                &format!("{}: daemon CPU ms per pair", v.label()),
+                &format!("{:.3}", p.ms_per_pair(p.cpu_ticks, tck)),
+                goal,
+            );
+            let client = match v.kind {
+                Kind::Csi(_) => "(tonic client)",
+                Kind::Direct => "(CspClient: what the daemon's own client costs)",
+            };
+            line(
+                &format!("{}: bench process CPU ms per pair", v.label()),
+                &format!("{:.3}", p.ms_per_pair(p.client_ticks, tck)),
+                client,
+            );
+            if let (Kind::Csi(_), Some(d)) = (v.kind, direct) {
+                line(
+                    &format!("ratio {} / direct CSP pairs/s", v.label()),
+                    &ratio(p.per_sec(), d.pairs.per_sec()),
+                    "",
+                );
+            }
+            if let Some(e) = &p.first_error {
+                errors.push(format!("{}: {e}", v.label()));
+            }
+        }
+    }
+    match &o.node {
+        Ok(n) => {
+            let first = |d: Option<Duration>| d.map_or_else(|| "failed".to_owned(), ms);
+            line(
+                "node cycle via CSI, first (formats), ms",
+                &first(n.csi_first),
+                "",
+            );
+            line(
+                "node cycle via admin API, first (formats), ms",
+                &first(n.admin_first),
+                "",
+            );
+            let fails = |f: usize| {
+                if f > 0 {
+                    format!(" ({f} FAILED)")
+                } else {
+                    String::new()
+                }
+            };
+            line(
+                &format!(
+                    "node cycle via CSI (stage+publish+unpublish+unstage), n={}{}: p50 / p90 ms",
+                    n.csi.lat.len(),
+                    fails(n.csi_failures)
+                ),
+                &format!("{} / {}", ms(n.csi.p(0.5)), ms(n.csi.p(0.9))),
+                "",
+            );
+            for (label, s) in [
+                ("  NodeStageVolume", &n.stage),
+                ("  NodePublishVolume", &n.publish),
+                ("  NodeUnpublishVolume", &n.unpublish),
+                ("  NodeUnstageVolume", &n.unstage),
+            ] {
+                line(
+                    &format!("{label}: p50 / p90 ms"),
+                    &format!("{} / {}", ms(s.p(0.5)), ms(s.p(0.9))),
+                    "",
+                );
+            }
+            line(
+                &format!(
+                    "node cycle via admin API (mount+unmount), n={}{}: p50 / p90 ms",
+                    n.admin.lat.len(),
+                    fails(n.admin_failures)
+                ),
+                &format!("{} / {}", ms(n.admin.p(0.5)), ms(n.admin.p(0.9))),
+                "",
+            );
+            for (label, s) in [("  mount", &n.mount), ("  unmount", &n.unmount)] {
+                line(
+                    &format!("{label}: p50 / p90 ms"),
+                    &format!("{} / {}", ms(s.p(0.5)), ms(s.p(0.9))),
+                    "",
+                );
+            }
+            line(
+                "ratio node cycle CSI / admin API (p50)",
+                &ratio(n.csi.p(0.5).as_secs_f64(), n.admin.p(0.5).as_secs_f64()),
+                "<= 1.10x",
+            );
+            line(
+                "ratio node cycle CSI / admin API (p90)",
+                &ratio(n.csi.p(0.9).as_secs_f64(), n.admin.p(0.9).as_secs_f64()),
+                "",
+            );
+            errors.extend(n.errors.iter().cloned());
+        }
+        Err(e) => {
+            line("node cycle", "not measured", "");
+            errors.push(format!("node cycle: {e}"));
+        }
+    }
+    line(
+        "daemon VmRSS at start (after Probe), MiB",
+        &format!("{:.2}", o.rss_start_kib as f64 / 1024.0),
+        "",
+    );
+    let steps: Vec<String> = o
+        .rss_steps
+        .iter()
+        .map(|(_, kib)| format!("{:.2}", *kib as f64 / 1024.0))
+        .collect();
+    let names: Vec<&str> = o.rss_steps.iter().map(|(n, _)| *n).collect();
+    line(
+        &format!("daemon VmRSS after {}, MiB", names.join(" / ")),
+        &steps.join(" / "),
+        "",
+    );
+    line(
+        "daemon VmRSS after the load, MiB",
+        &format!("{:.2}", o.rss_kib as f64 / 1024.0),
+        "<= 12 MiB",
+    );
+    line(
+        &format!("  of which anon / file-backed, MiB ({} threads)", o.threads),
+        &format!(
+            "{:.2} / {:.2}",
+            o.anon_kib as f64 / 1024.0,
+            o.file_kib as f64 / 1024.0
+        ),
+        "",
+    );
+    line(
+        "daemon VmHWM (peak RSS), MiB",
+        &format!("{:.2}", o.hwm_kib as f64 / 1024.0),
+        "",
+    );
+    println!();
+    if errors.is_empty() {
+        println!("errors: none");
+    } else {
+        println!("errors (first of each variant):");
+        for e in &errors {
+            println!("  {e}");
+        }
+    }
+    println!(
+        "the admin cycle also grants and revokes the node at the CSP each time; the CSI cycle \
+         is ControllerPublished once ({cycles} counted cycles each, interleaved A B A B)"
+    );
+    println!(
+        "total {:.1} s; 1-min load average at start: {load}; daemon {stop}; cleanup: {cleanup}",
+        o.total.as_secs_f64()
+    );
+    println!(
+        "command: cargo bench --bench csi   (env: VOLBRIDGE_BENCH_DIR, VOLBRIDGE_BENCH_PAIRS, \
+         VOLBRIDGE_BENCH_CYCLES, VOLBRIDGE_BENCH_LOG)"
+    );
+}
