@@ -363,6 +363,11 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// (label, VmRSS, RssAnon) now.
+    fn memory(&self, label: &'static str) -> (&'static str, u64, u64) {
+        (label, self.status_kib("VmRSS"), self.status_kib("RssAnon"))
+    }
+
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -1083,9 +1088,8 @@ async fn node_loop(
 struct Outcome {
     levels: Vec<Vec<Variant>>,
     node: Result<NodeResults, String>,
-    rss_start_kib: u64,
-    /// VmRSS after each phase.
-    rss_steps: Vec<(&'static str, u64)>,
+    /// (VmRSS, RssAnon) at start and after each phase.
+    rss_steps: Vec<(&'static str, u64, u64)>,
     rss_kib: u64,
     anon_kib: u64,
     file_kib: u64,
@@ -1126,7 +1130,7 @@ async fn run(
     let one = vec![channel()?];
     let four = vec![channel()?, channel()?, channel()?, channel()?];
     wait_probe(&one[0]).await?;
-    let rss_start_kib = daemon.status_kib("VmRSS");
+    let mut rss_steps = vec![daemon.memory("start")];
     let creds = Credentials::service("local", daemon.csp_addr, CSP_USER, &daemon.csp_password()?)
         .map_err(|e| format!("CSP credentials: {e}"))?;
     let csp =
@@ -1145,11 +1149,11 @@ async fn run(
             return Err(format!("warm-up: {e}"));
         }
     }
-    let mut rss_steps = vec![("warm-up", daemon.status_kib("VmRSS"))];
+    rss_steps.push(daemon.memory("warm-up"));
     let pairs1 = (pairs16 / 4).max(ROUNDS);
     let mut levels = Vec::new();
     levels.push(run_level(&ctx, 1, pairs1, &[Kind::Csi(1), Kind::Direct]).await);
-    rss_steps.push(("c1", daemon.status_kib("VmRSS")));
+    rss_steps.push(daemon.memory("c1"));
     levels.push(
         run_level(
             &ctx,
@@ -1159,7 +1163,7 @@ async fn run(
         )
         .await,
     );
-    rss_steps.push(("c16", daemon.status_kib("VmRSS")));
+    rss_steps.push(daemon.memory("c16"));
     let node = if stopped() {
         Err("stopped".to_owned())
     } else {
@@ -1167,7 +1171,7 @@ async fn run(
         run_node(&ctx.one[0], &admin, root, cycles).await
     };
     let rss_kib = daemon.status_kib("VmRSS");
-    rss_steps.push(("node", rss_kib));
+    rss_steps.push(daemon.memory("node"));
     let hwm_kib = daemon.status_kib("VmHWM");
     let anon_kib = daemon.status_kib("RssAnon");
     let file_kib = daemon.status_kib("RssFile");
@@ -1185,7 +1189,6 @@ async fn run(
     Ok(Outcome {
         levels,
         node,
-        rss_start_kib,
         rss_steps,
         rss_kib,
         anon_kib,
@@ -1251,6 +1254,7 @@ fn main() {
         run(&mut daemon, &root, pairs16, cycles).await
     });
     drop(rt);
+    let load = format!("{load} at start, {} at end", load_average());
     let stop = daemon.stop();
     let failed = match &outcome {
         Err(_) => true,
@@ -1443,20 +1447,24 @@ fn report(
             errors.push(format!("node cycle: {e}"));
         }
     }
+    let mib = |kib: u64| format!("{:.2}", kib as f64 / 1024.0);
+    let names: Vec<&str> = o.rss_steps.iter().map(|s| s.0).collect();
     line(
-        "daemon VmRSS at start (after Probe), MiB",
-        &format!("{:.2}", o.rss_start_kib as f64 / 1024.0),
+        &format!("daemon VmRSS at {}, MiB", names.join(" / ")),
+        &o.rss_steps
+            .iter()
+            .map(|s| mib(s.1))
+            .collect::<Vec<_>>()
+            .join(" / "),
         "",
     );
-    let steps: Vec<String> = o
-        .rss_steps
-        .iter()
-        .map(|(_, kib)| format!("{:.2}", *kib as f64 / 1024.0))
-        .collect();
-    let names: Vec<&str> = o.rss_steps.iter().map(|(n, _)| *n).collect();
     line(
-        &format!("daemon VmRSS after {}, MiB", names.join(" / ")),
-        &steps.join(" / "),
+        "  of which RssAnon, MiB",
+        &o.rss_steps
+            .iter()
+            .map(|s| mib(s.2))
+            .collect::<Vec<_>>()
+            .join(" / "),
         "",
     );
     line(
@@ -1492,7 +1500,7 @@ fn report(
          is ControllerPublished once ({cycles} counted cycles each, interleaved A B A B)"
     );
     println!(
-        "total {:.1} s; 1-min load average at start: {load}; daemon {stop}; cleanup: {cleanup}",
+        "total {:.1} s; 1-min load average {load}; daemon {stop}; cleanup: {cleanup}",
         o.total.as_secs_f64()
     );
     println!(

@@ -37,6 +37,18 @@ impl Cap {
         }
     }
 
+    /// The capability of a request that carries one (the layer checked it is there), or
+    /// INVALID_ARGUMENT when volbridge cannot serve it.
+    pub fn usable(c: Option<&pb::VolumeCapability>) -> Result<Cap, tonic::Status> {
+        let cap = Cap::of(
+            c.ok_or_else(|| tonic::Status::invalid_argument("volume_capability is required"))?,
+        );
+        match cap.unsupported() {
+            Some(why) => Err(tonic::Status::invalid_argument(why)),
+            None => Ok(cap),
+        }
+    }
+
     pub fn single_node(&self) -> bool {
         matches!(
             self.mode,

@@ -305,14 +305,7 @@ impl pb::controller_server::Controller for Csi {
         request: Request<pb::ControllerPublishVolumeRequest>,
     ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let cap = Cap::of(
-            req.volume_capability
-                .as_ref()
-                .expect("checked by the layer"),
-        );
-        if let Some(why) = cap.unsupported() {
-            return Err(invalid(why));
-        }
+        let cap = Cap::usable(req.volume_capability.as_ref())?;
         let backend = self.backend(&req.secrets)?;
         let grant = GrantRequest {
             volume: req.volume_id.clone(),

@@ -2,7 +2,7 @@
 //! The volume key of a CSI volume on this node is its volume id.
 
 use super::capability::Cap;
-use super::status::{invalid, status};
+use super::status::status;
 use super::{Csi, CONTEXT_BACKEND, CONTEXT_EPHEMERAL};
 use crate::engine::{MountVolume, Owner, PublishVolume, StageVolume, Wait};
 use crate::host::stage::Access;
@@ -105,14 +105,7 @@ impl pb::node_server::Node for Csi {
         request: Request<pb::NodeStageVolumeRequest>,
     ) -> Result<Response<pb::NodeStageVolumeResponse>, Status> {
         let req = request.into_inner();
-        let cap = Cap::of(
-            req.volume_capability
-                .as_ref()
-                .expect("checked by the layer"),
-        );
-        if let Some(why) = cap.unsupported() {
-            return Err(invalid(why));
-        }
+        let cap = Cap::usable(req.volume_capability.as_ref())?;
         if req.publish_context.is_empty() {
             return Err(Status::not_found(format!(
                 "attach: volume '{}' has no publish_context; ControllerPublishVolume it to node {} first",
@@ -163,14 +156,7 @@ impl pb::node_server::Node for Csi {
         request: Request<pb::NodePublishVolumeRequest>,
     ) -> Result<Response<pb::NodePublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let cap = Cap::of(
-            req.volume_capability
-                .as_ref()
-                .expect("checked by the layer"),
-        );
-        if let Some(why) = cap.unsupported() {
-            return Err(invalid(why));
-        }
+        let cap = Cap::usable(req.volume_capability.as_ref())?;
         if is_ephemeral(&req.volume_context) {
             self.publish_ephemeral(req, cap).await?;
             return Ok(Response::new(pb::NodePublishVolumeResponse {}));
