@@ -16,6 +16,8 @@
 //! 2. Daemon CPU (utime+stime of the whole process, /proc/<pid>/stat) per pair, measured
 //!    around every chunk of every variant: for CSI it covers the gRPC front end, the engine,
 //!    the CSP client and the embedded CSP; for the direct baseline only the embedded CSP.
+//!    Next to it, this process's own CPU per pair: for the baseline that is what a
+//!    `CspClient` costs, i.e. what the daemon spends on its side of the same CSP calls.
 //! 3. The node cycle through CSI on a volume created and ControllerPublished once (node id
 //!    from NodeGetInfo): NodeStageVolume + NodePublishVolume + NodeUnpublishVolume +
 //!    NodeUnstageVolume, mount access ext4. The first cycle formats and is reported on its
@@ -24,7 +26,8 @@
 //!    socket, one kept-alive connection) on another 1 GiB volume. Note that the admin
 //!    cycle also grants and revokes the node at the CSP on every cycle (mount_volume and
 //!    unmount_volume are whole flows), which the CSI cycle leaves to ControllerPublish.
-//! 4. VmRSS (and VmHWM) of the daemon after all the load.
+//! 4. VmRSS of the daemon after all the load (and at start and after each phase, with
+//!    RssAnon: file-backed pages are mostly the binary's text).
 //!
 //! Every mount and loop device under the scratch dir is removed at the end (also on a panic
 //! or a second Ctrl-C), best effort, after the daemon is stopped.
