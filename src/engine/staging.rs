@@ -223,6 +223,11 @@ impl Engine {
             .collect())
     }
 
+    /// The stage record under one key (one record read, not a listing).
+    pub fn stage(&self, volume_key: &str) -> Result<Option<StageRecord>> {
+        self.store.get::<StageRecord>(STAGES, volume_key)
+    }
+
     /// Every stage record of this node (for the admin API and the reconciler).
     pub fn stages(&self) -> Result<Vec<StageRecord>> {
         Ok(self

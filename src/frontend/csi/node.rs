@@ -4,7 +4,7 @@
 use super::capability::Cap;
 use super::status::status;
 use super::{Csi, CONTEXT_BACKEND, CONTEXT_EPHEMERAL};
-use crate::engine::{MountVolume, Owner, PublishVolume, StageVolume, Wait};
+use crate::engine::{MountVolume, Owner, PublishVolume, StageRecord, StageVolume, Wait};
 use crate::host::stage::Access;
 use crate::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
@@ -38,17 +38,18 @@ impl Csi {
             .unwrap_or_else(|| self.engine.backends().default_name().to_owned())
     }
 
-    /// The stage key of a volume: its id, or, for an ephemeral volume (staged by the
-    /// engine's own flow), whatever key that flow chose.
-    fn stage_key(&self, volume_id: &str) -> Result<String, Status> {
-        let stages = self.engine.stages().map_err(status)?;
-        if stages.iter().any(|s| s.volume_key == volume_id) {
-            return Ok(volume_id.to_owned());
+    /// The stage of a volume: under its id, or, for an ephemeral volume (staged by the
+    /// engine's own flow), under whatever key that flow chose.
+    fn stage_of(&self, volume_id: &str) -> Result<Option<StageRecord>, Status> {
+        if let Some(s) = self.engine.stage(volume_id).map_err(status)? {
+            return Ok(Some(s));
         }
-        Ok(stages
+        Ok(self
+            .engine
+            .stages()
+            .map_err(status)?
             .into_iter()
-            .find(|s| s.owner == Owner::Engine && s.volume_name == volume_id)
-            .map_or_else(|| volume_id.to_owned(), |s| s.volume_key))
+            .find(|s| s.owner == Owner::Engine && s.volume_name == volume_id))
     }
 
     /// Ephemeral inline volume: create, grant, stage and publish in one call.
@@ -161,13 +162,7 @@ impl pb::node_server::Node for Csi {
             self.publish_ephemeral(req, cap).await?;
             return Ok(Response::new(pb::NodePublishVolumeResponse {}));
         }
-        let stage = self
-            .engine
-            .stages()
-            .map_err(status)?
-            .into_iter()
-            .find(|s| s.volume_key == req.volume_id);
-        match stage {
+        match self.engine.stage(&req.volume_id).map_err(status)? {
             Some(s) if s.staging_path.as_os_str() != req.staging_target_path.as_str() => {
                 return Err(Status::failed_precondition(format!(
                     "volume '{}' is staged at {}, not at {}",
@@ -257,7 +252,9 @@ impl pb::node_server::Node for Csi {
         request: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<pb::NodeGetVolumeStatsResponse>, Status> {
         let req = request.into_inner();
-        let key = self.stage_key(&req.volume_id)?;
+        let key = self
+            .stage_of(&req.volume_id)?
+            .map_or_else(|| req.volume_id.clone(), |s| s.volume_key);
         let stats = self
             .engine
             .node_stats(&key, &req.volume_path)
@@ -302,19 +299,13 @@ impl pb::node_server::Node for Csi {
         request: Request<pb::NodeExpandVolumeRequest>,
     ) -> Result<Response<pb::NodeExpandVolumeResponse>, Status> {
         let req = request.into_inner();
-        let key = self.stage_key(&req.volume_id)?;
-        let known = self
-            .engine
-            .stages()
-            .map_err(status)?
-            .into_iter()
-            .any(|s| s.volume_key == key);
-        if !known {
+        let Some(stage) = self.stage_of(&req.volume_id)? else {
             return Err(Status::not_found(format!(
                 "volume '{}' is not staged on this node",
                 req.volume_id
             )));
-        }
+        };
+        let key = stage.volume_key;
         let expanded = self
             .engine
             .node_expand(&key, Wait::No)
