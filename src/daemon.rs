@@ -157,6 +157,7 @@ async fn start_local_csp(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("local CSP address: {e}")))?;
+    let router = csp.router();
     let mut stop = stop;
     let task = tokio::spawn(async move {
         let shutdown = async move {
@@ -167,7 +168,8 @@ async fn start_local_csp(
         }
     });
     let creds = Credentials::service(LOCAL_BACKEND, addr, &section.username, &password)?;
-    let client = CspClient::new(creds, options.clone())?;
+    // The daemon's own calls skip the loopback; other clients use the listener.
+    let client = CspClient::in_process(creds, options.clone(), router)?;
     tracing::info!(url = %client.base_url(), data_dir = %config.csp_data_dir().display(), "embedded local CSP serving");
     Ok((
         Backend {

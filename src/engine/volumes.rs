@@ -239,12 +239,7 @@ impl Engine {
         let _guard = self.guard(&backend.name, name, wait).await?;
         match backend.client.find_volume(name).await? {
             None => Ok(()),
-            Some(v) => {
-                backend
-                    .client
-                    .delete_volume(&v.id.unwrap_or_default())
-                    .await
-            }
+            Some(v) => backend.client.delete_found_volume(&v).await,
         }
     }
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::Retryable;
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore};
+use tower::ServiceExt;
 use tracing::{debug, warn};
 use volbridge_proto::csp::{
     AccessToken, ErrorBody, API_PREFIX, ARRAY_HEADER, AUTH_HEADER, INSUFFICIENT_SPACE,
@@ -103,11 +104,21 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// How a request reaches the CSP.
+enum Transport {
+    Http(reqwest::Client),
+    /// The embedded CSP's router, called in the daemon's own process: the same REST
+    /// contract (paths, tokens, JSON bodies, statuses) without a loopback connection, whose
+    /// client and server halves were most of the daemon's CPU per volume operation.
+    InProcess(axum::Router),
+}
+
 struct Inner {
     creds: Credentials,
     base_url: String,
     api: Url,
-    http: reqwest::Client,
+    transport: Transport,
+    timeout: Duration,
     limit: Semaphore,
     retry_delays: Vec<Duration>,
     /// Held across a login, which is what makes logins single-flight (A5).
@@ -185,9 +196,6 @@ enum OneOrMany<T> {
 
 impl CspClient {
     pub fn new(creds: Credentials, opts: ClientOptions) -> Result<CspClient> {
-        let base_url = creds.base_url();
-        let api = Url::parse(&format!("{base_url}{API_PREFIX}"))
-            .map_err(|e| Error::invalid("backend", format!("cannot form a CSP URL: {e}")))?;
         let mut builder =
             crate::tls::client_builder().timeout(opts.timeout.unwrap_or(creds.timeout()));
         if !creds.is_service_mode() {
@@ -205,12 +213,35 @@ impl CspClient {
         let http = builder
             .build()
             .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
+        Self::with_transport(creds, opts, Transport::Http(http))
+    }
+
+    /// A client of an embedded CSP that calls `router` directly. `creds` still name the
+    /// CSP's listening address (shown to operators) and its user: logins and tokens work
+    /// exactly as over HTTP.
+    pub fn in_process(
+        creds: Credentials,
+        opts: ClientOptions,
+        router: axum::Router,
+    ) -> Result<CspClient> {
+        Self::with_transport(creds, opts, Transport::InProcess(router))
+    }
+
+    fn with_transport(
+        creds: Credentials,
+        opts: ClientOptions,
+        transport: Transport,
+    ) -> Result<CspClient> {
+        let base_url = creds.base_url();
+        let api = Url::parse(&format!("{base_url}{API_PREFIX}"))
+            .map_err(|e| Error::invalid("backend", format!("cannot form a CSP URL: {e}")))?;
         Ok(CspClient {
             inner: Arc::new(Inner {
+                timeout: opts.timeout.unwrap_or(creds.timeout()),
                 creds,
                 base_url,
                 api,
-                http,
+                transport,
                 limit: Semaphore::new(opts.max_inflight.max(1)),
                 retry_delays: opts.retry_delays,
                 token: Mutex::new(None),
@@ -265,7 +296,8 @@ impl CspClient {
         err
     }
 
-    /// One HTTP exchange with transport retries on connection failures (§1.3).
+    /// One exchange with the CSP: over HTTP with transport retries on connection failures
+    /// (§1.3), or in-process.
     async fn send(
         &self,
         method: &Method,
@@ -275,26 +307,68 @@ impl CspClient {
         token: Option<&str>,
     ) -> Result<Reply> {
         let inner = &*self.inner;
+        let mut headers = HeaderMap::new();
         let json = HeaderValue::from_static("application/json");
+        headers.insert(ACCEPT, json.clone());
+        headers.insert(CONTENT_TYPE, json);
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(token)
+                .map_err(|_| Error::internal("the CSP issued a token that is not a header value"))?;
+            headers.insert(AUTH_HEADER, value);
+            if inner.creds.is_service_mode() {
+                let array = HeaderValue::from_str(inner.creds.backend())
+                    .map_err(|_| Error::invalid("backend", "is not a valid header value"))?;
+                headers.insert(ARRAY_HEADER, array);
+            }
+        }
+        match &inner.transport {
+            Transport::Http(http) => {
+                self.send_http(http, method, url, query, body, headers)
+                    .await
+            }
+            Transport::InProcess(router) => {
+                let mut url = url.clone();
+                if !query.is_empty() {
+                    url.query_pairs_mut().extend_pairs(query);
+                }
+                let _permit = inner.limit.acquire().await.expect("the limit is never closed");
+                let start = Instant::now();
+                let result = self
+                    .send_in_process(router, method, &url, body, headers)
+                    .await;
+                let ms = start.elapsed().as_millis() as u64;
+                match &result {
+                    Ok(r) => {
+                        debug!(%method, path = url.path(), status = r.status.as_u16(), ms, "CSP call")
+                    }
+                    Err(e) => debug!(%method, path = url.path(), ms, error = %e, "CSP call failed"),
+                }
+                result.map_err(|e| self.scrub(e, &[]))
+            }
+        }
+    }
+
+    async fn send_http(
+        &self,
+        http: &reqwest::Client,
+        method: &Method,
+        url: &Url,
+        query: &[(&str, &str)],
+        body: Option<&[u8]>,
+        headers: HeaderMap,
+    ) -> Result<Reply> {
+        let inner = &*self.inner;
         let attempt = || async {
             let _permit = inner
                 .limit
                 .acquire()
                 .await
                 .expect("the limit is never closed");
-            let mut req = inner
-                .http
+            let mut req = http
                 .request(method.clone(), url.clone())
-                .header(ACCEPT, json.clone())
-                .header(CONTENT_TYPE, json.clone());
+                .headers(headers.clone());
             if !query.is_empty() {
                 req = req.query(query);
-            }
-            if let Some(token) = token {
-                req = req.header(AUTH_HEADER, token);
-                if inner.creds.is_service_mode() {
-                    req = req.header(ARRAY_HEADER, inner.creds.backend());
-                }
             }
             if let Some(body) = body {
                 req = req.body(body.to_vec());
@@ -323,6 +397,51 @@ impl CspClient {
             .await
             .map_err(transport_error)
             .map_err(|e| self.scrub(e, &[]))
+    }
+
+    /// The embedded CSP's handlers run in the caller's task, bounded by the same timeout
+    /// an HTTP call has.
+    async fn send_in_process(
+        &self,
+        router: &axum::Router,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        headers: HeaderMap,
+    ) -> Result<Reply> {
+        let body = axum::body::Body::from(body.map(<[u8]>::to_vec).unwrap_or_default());
+        let mut req = http::Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = url
+            .as_str()
+            .parse()
+            .map_err(|e| Error::internal(format!("cannot form a CSP request URI: {e}")))?;
+        *req.headers_mut() = headers;
+        let exchange = async {
+            let resp = match router.clone().oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .map_err(|e| Error::internal(format!("CSP answer unreadable: {e}")))?;
+            Ok(Reply {
+                status,
+                body: body.to_vec(),
+            })
+        };
+        tokio::time::timeout(self.inner.timeout, exchange)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!(
+                        "CSP did not answer in time ({} s)",
+                        self.inner.timeout.as_secs()
+                    ),
+                )
+            })?
     }
 
     /// A1/A2: one login; the caller holds the token lock.

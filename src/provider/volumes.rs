@@ -403,9 +403,15 @@ impl CspClient {
 
     /// B35: refuses while published or while snapshots exist; gone counts as deleted.
     pub async fn delete_volume(&self, id: &str) -> Result<()> {
-        let Some(v) = self.get_volume_opt(id).await? else {
-            return Ok(());
-        };
+        match self.get_volume_opt(id).await? {
+            None => Ok(()),
+            Some(v) => self.delete_found_volume(&v).await,
+        }
+    }
+
+    /// B35 after its first step: `v` is what V3 (or a lookup by name) answered just now.
+    pub async fn delete_found_volume(&self, v: &Volume) -> Result<()> {
+        let id = require_id("volumeId", vol_id(v))?;
         if v.published == Some(true) {
             return Err(Error::precondition(format!(
                 "volume {id} is still published"
