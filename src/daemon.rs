@@ -67,7 +67,8 @@ pub async fn serve(config: Config) -> Result<()> {
                     mode: csi::Mode::parse(&config.csi.mode)?,
                     max_volumes_per_node: config.csi.max_volumes_per_node,
                 },
-            );
+            )
+            .with_ready(state.ready.clone());
             let mut stop = stop_rx.clone();
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;

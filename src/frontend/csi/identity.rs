@@ -49,13 +49,15 @@ impl pb::identity_server::Identity for Csi {
         &self,
         _: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
-        let ready = if self.config.mode.controller() {
-            let asked =
-                tokio::time::timeout(Duration::from_secs(2), self.engine.capacity(None)).await;
-            matches!(asked, Ok(Ok(_)))
-        } else {
-            true
-        };
+        let started = *self.ready.borrow();
+        let ready = started
+            && if self.config.mode.controller() {
+                let asked =
+                    tokio::time::timeout(Duration::from_secs(2), self.engine.capacity(None)).await;
+                matches!(asked, Ok(Ok(_)))
+            } else {
+                true
+            };
         Ok(Response::new(pb::ProbeResponse { ready: Some(ready) }))
     }
 }

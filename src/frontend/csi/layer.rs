@@ -12,14 +12,25 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::Status;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CsiLayer {
     guards: OpGuards,
+    ready: watch::Receiver<bool>,
+}
+
+impl CsiLayer {
+    pub fn new(ready: watch::Receiver<bool>) -> CsiLayer {
+        CsiLayer {
+            guards: OpGuards::default(),
+            ready,
+        }
+    }
 }
 
 impl<S> Layer<S> for CsiLayer {
@@ -29,6 +40,7 @@ impl<S> Layer<S> for CsiLayer {
         CsiService {
             inner,
             guards: self.guards.clone(),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -37,7 +49,11 @@ impl<S> Layer<S> for CsiLayer {
 pub struct CsiService<S> {
     inner: S,
     guards: OpGuards,
+    ready: watch::Receiver<bool>,
 }
+
+/// Identity answers at once, also during start-up (Probe reports it).
+const IDENTITY: &str = "/csi.v1.Identity/";
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
@@ -62,6 +78,7 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let guards = self.guards.clone();
+        let mut ready = self.ready.clone();
         Box::pin(async move {
             let id = format!("c{}", NEXT.fetch_add(1, Ordering::Relaxed));
             let started = Instant::now();
@@ -85,6 +102,9 @@ where
                     return inner.call(req).await;
                 }
             };
+            if !parts.uri.path().starts_with(IDENTITY) {
+                let _ = ready.wait_for(|r| *r).await;
+            }
             let span = tracing::info_span!("csi", req = %id, rpc = %seen.method);
             let _guard = match &seen.guard {
                 None => None,
@@ -146,4 +166,45 @@ fn log_done(seen: &Inspected, response: &http::Response<Body>, started: Instant)
 
 fn log_rejected(id: &str, path: &str, status: &Status) {
     tracing::info!(req = %id, rpc = %path, code = ?status.code(), "{}", status.message());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    fn call(layer: &CsiLayer, path: &str) -> BoxFuture<Result<http::Response<Body>, Infallible>> {
+        let inner = tower::service_fn(|_req: http::Request<Body>| async {
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        });
+        let mut service = layer.layer(inner);
+        // An empty message: one uncompressed frame of length 0.
+        let body = Body::new(http_body_util::Full::new(Bytes::from_static(&[0; 5])));
+        let req = http::Request::post(path).body(body).unwrap();
+        service.call(req)
+    }
+
+    #[tokio::test]
+    async fn calls_wait_for_start_up_but_identity_answers_at_once() {
+        let (tx, rx) = watch::channel(false);
+        let layer = CsiLayer::new(rx);
+        let info = call(&layer, "/csi.v1.Identity/GetPluginInfo");
+        tokio::time::timeout(Duration::from_secs(5), info)
+            .await
+            .expect("Identity is not held")
+            .unwrap();
+        let mut node = call(&layer, "/csi.v1.Node/NodeGetCapabilities");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut node)
+                .await
+                .is_err(),
+            "a Node call must wait for the start-up reconciliation"
+        );
+        tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), node)
+            .await
+            .expect("released once ready")
+            .unwrap();
+    }
 }

@@ -108,14 +108,26 @@ pub struct CsiConfig {
 pub struct Csi {
     engine: Arc<Engine>,
     config: Arc<CsiConfig>,
+    /// True once the start-up reconciliation is done (see [`Csi::with_ready`]).
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Csi {
     pub fn new(engine: Arc<Engine>, config: CsiConfig) -> Csi {
+        let (_, ready) = tokio::sync::watch::channel(true);
         Csi {
             engine,
             config: Arc::new(config),
+            ready,
         }
+    }
+
+    /// Calls other than Identity wait until `ready` turns true, as admin API calls do, so
+    /// that no CSI call races the start-up reconciliation of the node's records; Probe
+    /// answers `ready: false` until then.
+    pub fn with_ready(mut self, ready: tokio::sync::watch::Receiver<bool>) -> Csi {
+        self.ready = ready;
+        self
     }
 
     /// The backend `secrets` name (None: the default one).

@@ -17,7 +17,7 @@ pub async fn serve(
 ) -> Result<tokio::task::JoinHandle<()>> {
     let mode = csi.config.mode;
     let mut router = Server::builder()
-        .layer(CsiLayer::default())
+        .layer(CsiLayer::new(csi.ready.clone()))
         .add_service(pb::identity_server::IdentityServer::new(csi.clone()));
     if mode.controller() {
         router = router
