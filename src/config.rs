@@ -3,7 +3,7 @@
 //! serve` needs nothing on a fresh machine.
 
 use crate::error::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/volbridge/volbridge.sock";
 pub const LOCAL_BACKEND: &str = "local";
 pub const DEFAULT_CSI_DRIVER: &str = "csi.volbridge.io";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub state_dir: PathBuf,
@@ -24,17 +24,21 @@ pub struct Config {
     pub default_backend: String,
     /// Size of volumes created without one (`1Gi`).
     pub default_volume_size: String,
+    /// A TCP address serving `/metrics`, `/healthz` and `/readyz` (nothing else) for
+    /// Prometheus and kubelet probes; off by default.
+    pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
     pub local_csp: LocalCspSection,
     pub limits: Limits,
     pub node: NodeSection,
     pub csi: CsiSection,
+    pub docker: DockerSection,
     /// Named CSP backends: string maps as in csp-api.md §1.1 (`backend`, `username`,
     /// `password`, `serviceName`, `servicePort`, …).
     pub backends: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter (`info`, `volbridge=debug`); `RUST_LOG` wins when set.
@@ -43,7 +47,7 @@ pub struct LogConfig {
     pub format: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalCspSection {
     pub enabled: bool,
@@ -56,7 +60,7 @@ pub struct LocalCspSection {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Concurrent CSP calls per backend.
@@ -69,7 +73,7 @@ pub struct Limits {
     pub worker_threads: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSection {
     /// Limit for each external tool (mkfs, e2fsck, resize2fs, iscsiadm, nvme).
@@ -85,7 +89,7 @@ pub struct NodeSection {
 }
 
 /// The CSI gRPC front end; off unless an endpoint is given.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CsiSection {
     /// `unix:///path/csi.sock` (or a plain absolute path); none: CSI is not served.
@@ -95,6 +99,117 @@ pub struct CsiSection {
     pub driver_name: String,
     /// What NodeGetInfo reports and ControllerPublishVolume enforces per node; 0: no limit.
     pub max_volumes_per_node: i64,
+}
+
+/// The Docker volume plugin front end; off unless enabled (`--docker`, `--docker-socket`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSection {
+    pub enabled: bool,
+    /// The name users pass to `docker volume create -d`.
+    pub driver_name: String,
+    /// `socket` (Docker finds `/run/docker/plugins/<name>.sock`), `spec` (a socket
+    /// elsewhere, announced by `<spec_dir>/<name>.spec`) or `tcp` (`<name>.json`).
+    pub listen: String,
+    /// Default: `/run/docker/plugins/<driver_name>.sock`.
+    pub socket: Option<PathBuf>,
+    pub tcp_addr: Option<SocketAddr>,
+    pub spec_dir: PathBuf,
+    /// `legacy` (a host process) or `managed` (inside a Docker managed plugin).
+    pub mode: String,
+    /// `auto` (local for the embedded CSP, global for remote CSPs), `local` or `global`.
+    pub scope: String,
+    /// How long a volume stays mounted after its last Unmount (copy-up + start reuse it).
+    pub unstage_delay_seconds: u64,
+    /// Per-volume mount points; default `<state_dir>/mounts` (managed: `/mnt/volbridge`).
+    pub mount_base: Option<PathBuf>,
+    /// One budget for every call in seconds; 0: 110 s for Create/Mount, 50 s for the
+    /// others (managed: 25 s, or `VOLBRIDGE_CALL_BUDGET`).
+    pub call_budget_seconds: u64,
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        DockerSection {
+            enabled: false,
+            driver_name: "volbridge".into(),
+            listen: "socket".into(),
+            socket: None,
+            tcp_addr: None,
+            spec_dir: "/etc/docker/plugins".into(),
+            mode: "legacy".into(),
+            scope: "auto".into(),
+            unstage_delay_seconds: 5,
+            mount_base: None,
+            call_budget_seconds: 0,
+        }
+    }
+}
+
+impl DockerSection {
+    /// The front end's settings; refuses combinations Docker could not use.
+    pub fn to_frontend(&self) -> Result<crate::frontend::docker::DockerConfig> {
+        use crate::frontend::docker::{DockerConfig, Listen, Mode, Scope};
+        let mode = match self.mode.as_str() {
+            "legacy" => Mode::Legacy,
+            "managed" => Mode::Managed,
+            other => {
+                return Err(Error::invalid(
+                    "docker.mode",
+                    format!("'{other}' is not one of legacy, managed"),
+                ))
+            }
+        };
+        let socket = self
+            .socket
+            .clone()
+            .unwrap_or_else(|| DockerConfig::default_socket(&self.driver_name));
+        if !socket.is_absolute() {
+            return Err(Error::invalid(
+                "docker.socket",
+                format!("'{}' is not an absolute path", socket.display()),
+            ));
+        }
+        let listen = match self.listen.as_str() {
+            "socket" => Listen::Socket(socket),
+            "spec" => Listen::Spec {
+                socket,
+                spec_dir: self.spec_dir.clone(),
+            },
+            "tcp" => Listen::Tcp {
+                addr: self.tcp_addr.ok_or_else(|| {
+                    Error::invalid("docker.tcp_addr", "the tcp listen mode needs an address")
+                })?,
+                spec_dir: self.spec_dir.clone(),
+            },
+            other => {
+                return Err(Error::invalid(
+                    "docker.listen",
+                    format!("'{other}' is not one of socket, spec, tcp"),
+                ))
+            }
+        };
+        let from_env = std::env::var("VOLBRIDGE_CALL_BUDGET")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|v| *v > 0);
+        let budget = match (self.call_budget_seconds, from_env) {
+            (0, None) => None,
+            (0, Some(e)) => Some(e),
+            (s, _) => Some(s),
+        };
+        let config = DockerConfig {
+            driver_name: self.driver_name.clone(),
+            listen,
+            mode,
+            scope: Scope::parse(&self.scope)?,
+            unstage_delay: std::time::Duration::from_secs(self.unstage_delay_seconds),
+            mount_base: self.mount_base.clone(),
+            call_budget: budget.map(std::time::Duration::from_secs),
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 impl Default for CsiSection {
@@ -126,11 +241,13 @@ impl Default for Config {
             admin_socket: DEFAULT_ADMIN_SOCKET.into(),
             default_backend: LOCAL_BACKEND.into(),
             default_volume_size: "1Gi".into(),
+            metrics_listen: None,
             log: LogConfig::default(),
             local_csp: LocalCspSection::default(),
             limits: Limits::default(),
             node: NodeSection::default(),
             csi: CsiSection::default(),
+            docker: DockerSection::default(),
             backends: BTreeMap::new(),
         }
     }
@@ -249,6 +366,9 @@ impl Config {
                 "must be 0 (no limit) or more",
             ));
         }
+        if self.docker.enabled {
+            self.docker.to_frontend()?;
+        }
         for name in self.backends.keys() {
             crate::engine::names::validate_name("backends", name)?;
             if name == LOCAL_BACKEND && self.local_csp.enabled {
@@ -277,9 +397,123 @@ impl Config {
     }
 }
 
+/// Keys whose values are never printed: passwords, tokens, CHAP and other secrets.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "chap", "key"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+fn mask(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                if is_secret_key(k) && !matches!(v, toml::Value::Table(_)) {
+                    *v = toml::Value::String("********".into());
+                } else {
+                    mask(v);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
+
+impl Config {
+    /// The configuration as a TOML value with every secret masked.
+    fn masked(&self) -> Result<toml::Value> {
+        let mut value = toml::Value::try_from(self)
+            .map_err(|e| Error::internal(format!("cannot render the configuration: {e}")))?;
+        mask(&mut value);
+        Ok(value)
+    }
+
+    /// `volbridge config show`: a file `volbridge serve --config` would accept.
+    pub fn shown_toml(&self) -> Result<String> {
+        toml::to_string(&self.masked()?)
+            .map_err(|e| Error::internal(format!("cannot render the configuration: {e}")))
+    }
+
+    pub fn shown_json(&self) -> Result<String> {
+        let mut text = serde_json::to_string_pretty(&self.masked()?)
+            .map_err(|e| Error::internal(format!("cannot render the configuration: {e}")))?;
+        text.push('\n');
+        Ok(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `etc/volbridge.toml` with its examples uncommented: `# key = …` and `# [section]`.
+    fn shipped_uncommented() -> String {
+        include_str!("../etc/volbridge.toml")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn shipped_config_is_the_defaults_and_names_every_key() {
+        let shipped = Config::parse(include_str!("../etc/volbridge.toml")).unwrap();
+        let defaults = Config::default().shown_toml().unwrap();
+        assert_eq!(shipped.shown_toml().unwrap(), defaults, "all commented out");
+        let text = shipped_uncommented();
+        Config::parse(&text).unwrap_or_else(|e| panic!("{}:\n{text}", e.message));
+        let all: toml::Table = text.parse().unwrap();
+        let want: toml::Table = defaults.parse().unwrap();
+        for (key, value) in &want {
+            match value {
+                toml::Value::Table(section) => {
+                    for k in section.keys() {
+                        assert!(all[key].get(k).is_some(), "[{key}] {k} not in the file");
+                    }
+                }
+                _ => assert!(all.contains_key(key), "{key} not in the file"),
+            }
+        }
+        assert!(
+            all.contains_key("metrics_listen"),
+            "metrics_listen not in the file"
+        );
+    }
+
+    #[test]
+    fn shown_config_masks_secrets_and_reads_back() {
+        let c = Config::parse(
+            "metrics_listen = \"127.0.0.1:9808\"\n\
+             [local_csp]\npassword = \"hunter22\"\n\
+             [backends.array1]\nbackend = \"10.0.0.5\"\nusername = \"admin\"\n\
+             password = \"s3cret!\"\nchapSecret = \"chap-pw\"\n",
+        )
+        .unwrap();
+        for text in [c.shown_toml().unwrap(), c.shown_json().unwrap()] {
+            for secret in ["hunter22", "s3cret!", "chap-pw"] {
+                assert!(!text.contains(secret), "{secret} shown in:\n{text}");
+            }
+            assert!(
+                text.contains("10.0.0.5") && text.contains("admin"),
+                "{text}"
+            );
+        }
+        let back = Config::parse(&c.shown_toml().unwrap()).expect("a file serve accepts");
+        assert_eq!(back.metrics_listen, c.metrics_listen);
+        assert_eq!(back.backends["array1"]["password"], "********");
+    }
 
     #[test]
     fn empty_file_is_all_defaults() {
@@ -301,6 +535,34 @@ mod tests {
             "[csi]\nendpoint = \"relative.sock\"",
             "[csi]\ndriver_name = \"-bad-\"",
             "[csi]\nmax_volumes_per_node = -1",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_section() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.docker.enabled);
+        let d = c.docker.to_frontend().unwrap();
+        assert_eq!(
+            d.listen,
+            crate::frontend::docker::Listen::Socket("/run/docker/plugins/volbridge.sock".into())
+        );
+        let c = Config::parse(
+            "[docker]\nenabled = true\nscope = \"global\"\nunstage_delay_seconds = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.docker.to_frontend().unwrap().scope,
+            crate::frontend::docker::Scope::Global
+        );
+        for bad in [
+            "[docker]\nenabled = true\nscope = \"cluster\"",
+            "[docker]\nenabled = true\nmode = \"v3\"",
+            "[docker]\nenabled = true\nlisten = \"tcp\"",
+            "[docker]\nenabled = true\nmode = \"managed\"\nmount_base = \"/var/lib/x\"",
+            "[docker]\nenabled = true\nsocket = \"rel.sock\"",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }

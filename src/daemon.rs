@@ -6,6 +6,7 @@ use crate::engine::{size, Backend, Backends, Engine, EngineConfig, NodeConfig, S
 use crate::error::{Error, Result};
 use crate::frontend::api::{self, AdminState};
 use crate::frontend::csi;
+use crate::frontend::docker;
 use crate::host::transport::TransportConfig;
 use crate::provider::{ClientOptions, Credentials, CspClient};
 use std::sync::Arc;
@@ -18,6 +19,16 @@ const START_GATE_LIMIT: Duration = Duration::from_secs(30);
 
 pub async fn serve(config: Config) -> Result<()> {
     let store = StateStore::open(&config.state_dir)?;
+    // The Docker socket is bound first: Docker (and a managed plugin's enable, which gives
+    // up after ~9 s) can connect at once; calls queue until the router serves them.
+    let docker_bound = if config.docker.enabled {
+        let docker_config = config.docker.to_frontend()?;
+        let bound = docker::bind(&docker_config)?;
+        tracing::info!(endpoint = %bound.shown, driver = %docker_config.driver_name, "Docker plugin socket bound");
+        Some((docker_config, bound))
+    } else {
+        None
+    };
     // Two stages: the admin API stops first, then the engine logs out of every backend
     // (the embedded CSP among them), then the embedded CSP stops.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -55,6 +66,23 @@ pub async fn serve(config: Config) -> Result<()> {
             .with_node(Arc::new(crate::host::RealHost), node_config),
     );
     let (state, ready) = AdminState::new(engine.clone());
+    // Docker's records are loaded (a reboot drops stale refs) before Docker is served.
+    let docker_task = match docker_bound {
+        None => None,
+        Some((docker_config, bound)) => {
+            let loaded = engine.docker_open(crate::engine::DockerSettings {
+                mount_base: docker_config.effective_mount_base(),
+                unstage_delay: docker_config.unstage_delay,
+            })?;
+            tracing::info!(volumes = loaded, "Docker volume records loaded");
+            let front = docker::Docker::new(engine.clone(), docker_config, state.ready.clone());
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            Some(docker::serve(front, bound, stopped))
+        }
+    };
 
     // CSI first, then the admin socket: once the admin socket answers, so does CSI.
     let csi_task = match &config.csi.endpoint {
@@ -97,6 +125,10 @@ pub async fn serve(config: Config) -> Result<()> {
     });
     let reconciler = tokio::spawn(reconcile_loop(state.clone(), every, ready, stop_rx.clone()));
 
+    let metrics_task = match config.metrics_listen {
+        None => None,
+        Some(addr) => Some(serve_probes(addr, state.clone(), stop_rx.clone()).await?),
+    };
     let mut stop_admin = stop_rx.clone();
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
         let _ = stop_admin.wait_for(|s| *s).await;
@@ -114,6 +146,12 @@ pub async fn serve(config: Config) -> Result<()> {
     gate_timer.abort();
     let _ = std::fs::remove_file(&config.admin_socket);
     if let Some(task) = csi_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if let Some(task) = metrics_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if let Some(task) = docker_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     engine.shutdown().await;
@@ -207,6 +245,30 @@ pub fn node_config(config: &Config) -> Result<NodeConfig> {
 }
 
 /// Reconciles at start, then every `every`.
+/// `--metrics-listen`: probes and metrics over TCP, for Prometheus and kubelet.
+async fn serve_probes(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::internal(format!("cannot listen for metrics on {addr}: {e}")))?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    let app = api::health::probes(state);
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    }))
+}
+
 async fn reconcile_loop(
     state: AdminState,
     every: Duration,

@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use volbridge::cli::args::{Command, ServeArgs};
+use volbridge::cli::args::{Command, ConfigCommand, ServeArgs};
+use volbridge::cli::Format;
 use volbridge::cli::{self, Cli};
 use volbridge::config::Config;
 use volbridge::Error;
@@ -11,6 +12,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(ref args) => serve(args),
+        Command::Config {
+            command: ConfigCommand::Show(ref args),
+        } => show_config(args, cli.output),
         _ => client(cli),
     };
     ExitCode::from(code)
@@ -58,6 +62,20 @@ fn one_malloc_arena() {
     }
 }
 
+fn show_config(args: &ServeArgs, format: Format) -> u8 {
+    let shown = effective_config(args).and_then(|c| match format {
+        Format::Json => c.shown_json(),
+        _ => c.shown_toml(),
+    });
+    match shown {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => cli::report(&e),
+    }
+}
+
 fn effective_config(args: &ServeArgs) -> Result<Config, Error> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(d) = &args.state_dir {
@@ -93,6 +111,10 @@ fn effective_config(args: &ServeArgs) -> Result<Config, Error> {
     if let Some(n) = args.csi_max_volumes_per_node {
         config.csi.max_volumes_per_node = n;
     }
+    if let Some(a) = args.metrics_listen {
+        config.metrics_listen = Some(a);
+    }
+    args.docker.apply(&mut config.docker);
     config.validate()?;
     Ok(config)
 }

@@ -25,9 +25,21 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration `volbridge serve` would run with (the same file, flags and
+    /// environment; defaults filled in), secrets masked. TOML, or JSON with `-O json`.
+    Show(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: engine, embedded local CSP, admin API.
     Serve(ServeArgs),
+    /// The daemon's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Serve or check a Container Storage Provider.
     Csp {
         #[command(subcommand)]
@@ -59,6 +71,11 @@ pub enum Command {
     Doctor {
         #[arg(long, env = "VOLBRIDGE_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Docker volume plugin: mount references, and releasing those Docker never released.
+    Docker {
+        #[command(subcommand)]
+        command: super::docker::DockerCommand,
     },
     /// Call any CSI plugin by hand: identity, controller, node and group RPCs.
     Csi(super::csi::CsiArgs),
@@ -102,6 +119,80 @@ pub struct ServeArgs {
     /// Volumes this node accepts (NodeGetInfo, ControllerPublishVolume); 0: no limit.
     #[arg(long)]
     pub csi_max_volumes_per_node: Option<i64>,
+    /// Also serve /metrics, /healthz and /readyz on this TCP address (e.g. 0.0.0.0:9808).
+    #[arg(long, env = "VOLBRIDGE_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub docker: DockerServeArgs,
+}
+
+/// The Docker volume plugin front end (`[docker]` in the config file).
+#[derive(Debug, Args, Default)]
+pub struct DockerServeArgs {
+    /// Serve the Docker volume plugin on /run/docker/plugins/volbridge.sock.
+    #[arg(long)]
+    pub docker: bool,
+    /// Serve the Docker volume plugin on this socket (implies --docker).
+    #[arg(long, env = "VOLBRIDGE_DOCKER_SOCKET")]
+    pub docker_socket: Option<PathBuf>,
+    /// `legacy` (host process) or `managed` (inside a Docker managed plugin; implies --docker).
+    #[arg(long, value_parser = ["legacy", "managed"])]
+    pub docker_mode: Option<String>,
+    /// Capabilities scope: `auto`, `local` or `global`.
+    #[arg(long, value_parser = ["auto", "local", "global"])]
+    pub docker_scope: Option<String>,
+    /// How Docker finds the plugin: `socket`, `spec` or `tcp` (implies --docker).
+    #[arg(long, value_parser = ["socket", "spec", "tcp"])]
+    pub docker_listen: Option<String>,
+    /// Driver name (`docker volume create -d NAME`; default volbridge).
+    #[arg(long)]
+    pub docker_driver_name: Option<String>,
+    /// Seconds a volume stays mounted after its last Unmount (default 5).
+    #[arg(long)]
+    pub docker_unstage_delay: Option<u64>,
+    /// Directory of the per-volume mount points Docker is given.
+    #[arg(long)]
+    pub docker_mount_base: Option<PathBuf>,
+    /// Directory of `.spec`/`.json` discovery files (default /etc/docker/plugins).
+    #[arg(long)]
+    pub docker_spec_dir: Option<PathBuf>,
+}
+
+impl DockerServeArgs {
+    /// Applies the flags over the config file's `[docker]` section.
+    pub fn apply(&self, d: &mut crate::config::DockerSection) {
+        if self.docker
+            || self.docker_socket.is_some()
+            || self.docker_mode.is_some()
+            || self.docker_listen.is_some()
+        {
+            d.enabled = true;
+        }
+        if let Some(s) = &self.docker_socket {
+            d.socket = Some(s.clone());
+        }
+        if let Some(m) = &self.docker_mode {
+            d.mode = m.clone();
+        }
+        if let Some(s) = &self.docker_scope {
+            d.scope = s.clone();
+        }
+        if let Some(l) = &self.docker_listen {
+            d.listen = l.clone();
+        }
+        if let Some(n) = &self.docker_driver_name {
+            d.driver_name = n.clone();
+        }
+        if let Some(s) = self.docker_unstage_delay {
+            d.unstage_delay_seconds = s;
+        }
+        if let Some(b) = &self.docker_mount_base {
+            d.mount_base = Some(b.clone());
+        }
+        if let Some(s) = &self.docker_spec_dir {
+            d.spec_dir = s.clone();
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,8 +5,10 @@ pub mod args;
 mod client;
 pub mod csi;
 mod csp;
+pub mod docker;
 mod node;
 mod output;
+pub use output::Format;
 mod volumes;
 
 pub use args::Cli;
@@ -75,7 +77,9 @@ fn doctor(config: Option<&std::path::Path>, format: output::Format) -> Result<()
 pub async fn run_client(cli: Cli) -> Result<(), Error> {
     let format = cli.output;
     match cli.command {
-        Command::Serve(_) => unreachable!("serve runs in its own runtime"),
+        Command::Serve(_) | Command::Config { .. } => {
+            unreachable!("serve and config run without the admin API")
+        }
         Command::Csp { command } => csp::run(command, format).await,
         Command::Csi(args) => csi::run(args, format).await,
         Command::Volume { command } => {
@@ -84,6 +88,9 @@ pub async fn run_client(cli: Cli) -> Result<(), Error> {
                 Some(other) => volumes::volume(&client, other, format).await,
                 None => Ok(()),
             }
+        }
+        Command::Docker { command } => {
+            docker::run(&AdminClient::new(&cli.socket)?, command, format).await
         }
         Command::Node => node::node(&AdminClient::new(&cli.socket)?, format).await,
         Command::Reconcile => node::reconcile(&AdminClient::new(&cli.socket)?, format).await,

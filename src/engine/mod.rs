@@ -3,6 +3,7 @@
 
 pub mod attachments;
 mod backends;
+pub mod docker_mounts;
 mod grants;
 mod groups;
 mod guard;
@@ -24,6 +25,7 @@ mod volumes;
 
 pub use attachments::Attachment;
 pub use backends::{Backend, Backends};
+pub use docker_mounts::{DockerCreate, DockerRelease, DockerSettings, DockerVolume};
 pub use grants::{Grant, GrantRequest};
 pub use groups::{SnapshotGroup, VolumeGroup};
 pub use guard::{OpGuard, OpGuards};
@@ -105,6 +107,8 @@ pub struct Engine {
     /// Orphaned loop devices seen by the last reconciler pass (device, backing file).
     orphans_seen: std::sync::Mutex<std::collections::BTreeSet<(PathBuf, PathBuf)>>,
     reconciled_once: std::sync::atomic::AtomicBool,
+    /// Docker's volumes and mount references, in memory (loaded on first use).
+    docker: docker_mounts::DockerTable,
 }
 
 impl Engine {
@@ -121,6 +125,7 @@ impl Engine {
             node_config: NodeConfig::default(),
             orphans_seen: Default::default(),
             reconciled_once: Default::default(),
+            docker: Default::default(),
         })
     }
 

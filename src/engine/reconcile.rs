@@ -35,6 +35,9 @@ impl Engine {
         let first_pass = !self
             .reconciled_once
             .swap(true, std::sync::atomic::Ordering::SeqCst);
+        // Docker first: a volume no container references any more is unmounted before the
+        // node pass would restore its mount.
+        self.reconcile_docker(&mut report).await;
         self.reconcile_node(&mut report, first_pass).await;
         self.reconcile_intents(&mut report).await;
         self.reconcile_attachments(&mut report).await;

@@ -2,3 +2,4 @@
 
 pub mod api;
 pub mod csi;
+pub mod docker;

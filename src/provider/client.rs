@@ -312,8 +312,9 @@ impl CspClient {
         headers.insert(ACCEPT, json.clone());
         headers.insert(CONTENT_TYPE, json);
         if let Some(token) = token {
-            let value = HeaderValue::from_str(token)
-                .map_err(|_| Error::internal("the CSP issued a token that is not a header value"))?;
+            let value = HeaderValue::from_str(token).map_err(|_| {
+                Error::internal("the CSP issued a token that is not a header value")
+            })?;
             headers.insert(AUTH_HEADER, value);
             if inner.creds.is_service_mode() {
                 let array = HeaderValue::from_str(inner.creds.backend())
@@ -321,7 +322,8 @@ impl CspClient {
                 headers.insert(ARRAY_HEADER, array);
             }
         }
-        match &inner.transport {
+        let started = Instant::now();
+        let result = match &inner.transport {
             Transport::Http(http) => {
                 self.send_http(http, method, url, query, body, headers)
                     .await
@@ -331,7 +333,11 @@ impl CspClient {
                 if !query.is_empty() {
                     url.query_pairs_mut().extend_pairs(query);
                 }
-                let _permit = inner.limit.acquire().await.expect("the limit is never closed");
+                let _permit = inner
+                    .limit
+                    .acquire()
+                    .await
+                    .expect("the limit is never closed");
                 let start = Instant::now();
                 let result = self
                     .send_in_process(router, method, &url, body, headers)
@@ -345,7 +351,30 @@ impl CspClient {
                 }
                 result.map_err(|e| self.scrub(e, &[]))
             }
-        }
+        };
+        self.count(method, url, &result, started.elapsed());
+        result
+    }
+
+    fn count(&self, method: &Method, url: &Url, result: &Result<Reply>, elapsed: Duration) {
+        let path = url.path();
+        let rest = path
+            .find(API_PREFIX)
+            .map_or(path, |i| &path[i + API_PREFIX.len()..]);
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let failure = match result {
+            Ok(r) if r.status.is_server_error() => Some(r.status.as_str().to_owned()),
+            Ok(_) => None,
+            Err(e) if e.kind == ErrorKind::DeadlineExceeded => Some("timeout".to_owned()),
+            Err(_) => Some("unreachable".to_owned()),
+        };
+        crate::metrics::csp_call(
+            self.inner.creds.backend(),
+            method.as_str(),
+            &crate::metrics::csp_route(&segments),
+            failure.as_deref(),
+            elapsed,
+        );
     }
 
     async fn send_http(

@@ -2,11 +2,14 @@
 //! `proto/openapi/admin.yaml`. The CLI and the FlexVolume binary are its clients.
 
 mod convert;
+pub mod docker_routes;
 pub mod error;
+pub mod health;
 mod json;
 mod node_routes;
 mod request_id;
 mod routes;
+mod secrets;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -43,6 +46,8 @@ impl AdminState {
     }
 
     pub fn record_reconcile(&self, report: crate::engine::ReconcileReport) {
+        let deferred = report.pending;
+        crate::metrics::reconciled(report.actions.len().saturating_sub(deferred), deferred);
         *self.reconciled.lock().unwrap_or_else(|p| p.into_inner()) = ReconcileInfo {
             actions: report.actions,
             pending: report.pending,
@@ -74,6 +79,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/volumes/{name}/detach", post(node_routes::detach))
         .route("/v1/volumes/{name}/stats", get(node_routes::stats))
         .route("/v1/node", get(node_routes::node))
+        .route("/v1/docker/volumes", get(docker_routes::list))
+        .route(
+            "/v1/docker/volumes/{name}/release",
+            post(docker_routes::release),
+        )
         .route(
             "/v1/reconcile",
             get(node_routes::last_reconcile).post(node_routes::reconcile_now),
@@ -88,8 +98,11 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/backends", get(routes::list_backends))
         .route("/v1/status", get(routes::status))
-        .route("/healthz", get(routes::healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/openapi.yaml", get(routes::openapi))
+        .route_layer(axum::middleware::from_fn(health::count))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn(request_id::tag))
@@ -98,16 +111,34 @@ pub fn router(state: AdminState) -> Router {
             wait_until_ready,
         ))
         .layer(DefaultBodyLimit::max(json::BODY_LIMIT + 1))
+        .layer(axum::middleware::from_fn(run_to_completion))
         .with_state(state)
 }
 
-/// Holds requests (all but `/healthz`) until the start-up reconciliation is done.
+/// Runs each request in its own task, so a client that goes away (a FlexVolume call past
+/// its budget, a killed CLI) does not cancel an engine operation half-way: hyper drops the
+/// handler's future when the connection closes, the task keeps running to the end.
+async fn run_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            use axum::response::IntoResponse;
+            error::ApiFailure(Error::internal(format!("the request's task failed: {e}")))
+                .into_response()
+        }
+    }
+}
+
+/// Holds requests (all but the probes and metrics) until the start-up reconciliation is done.
 async fn wait_until_ready(
     axum::extract::State(state): axum::extract::State<AdminState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if request.uri().path() != "/healthz" {
+    if !health::UNGATED.contains(&request.uri().path()) {
         let mut ready = state.ready.clone();
         let _ = ready.wait_for(|r| *r).await;
     }

@@ -3,6 +3,7 @@
 
 use super::error::ApiResult;
 use super::json::ApiJson;
+use super::secrets::{backend_of, WithSecrets};
 use super::AdminState;
 use crate::engine::{MountVolume, Mounted, Wait};
 use axum::extract::{Path, Query, State};
@@ -28,14 +29,16 @@ fn mount_info(m: Mounted) -> MountInfo {
 pub async fn mount(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-    ApiJson(req): ApiJson<MountRequest>,
+    ApiJson(body): ApiJson<WithSecrets<MountRequest>>,
 ) -> ApiResult<Json<MountInfo>> {
+    let req = body.request;
+    let backend = backend_of(&state.engine, req.backend, &body.secrets)?;
     let m = state
         .engine
         .mount_volume(
             MountVolume {
                 name,
-                backend: req.backend,
+                backend,
                 target: req.path,
                 read_only: req.read_only,
                 block: req.block,

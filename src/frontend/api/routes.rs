@@ -4,6 +4,7 @@
 use super::convert;
 use super::error::{ApiFailure, ApiResult};
 use super::json::ApiJson;
+use super::secrets::{backend_of, WithSecrets};
 use super::AdminState;
 use crate::engine::size::size_from_json;
 use crate::engine::{CreateVolume, VolumeSource, Wait};
@@ -30,8 +31,10 @@ pub struct SnapshotQuery {
 
 pub async fn create_volume(
     State(state): State<AdminState>,
-    ApiJson(req): ApiJson<VolumeCreateRequest>,
+    ApiJson(body): ApiJson<WithSecrets<VolumeCreateRequest>>,
 ) -> ApiResult<Json<VolumeInfo>> {
+    let req = body.request;
+    let backend = backend_of(&state.engine, req.backend, &body.secrets)?;
     let size = req
         .size
         .as_ref()
@@ -52,7 +55,7 @@ pub async fn create_volume(
     let create = CreateVolume {
         name: req.name,
         size,
-        backend: req.backend,
+        backend,
         description: req.description,
         params: req.options,
         source,
@@ -182,10 +185,6 @@ pub async fn status(State(state): State<AdminState>) -> Json<DaemonStatus> {
         pending_intents: pending,
         reconciled: state.last_reconcile().actions,
     })
-}
-
-pub async fn healthz() -> &'static str {
-    "ok\n"
 }
 
 pub async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {

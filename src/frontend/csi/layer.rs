@@ -91,6 +91,8 @@ where
                 Some(Ok(seen)) => seen,
                 Some(Err(status)) => {
                     log_rejected(&id, parts.uri.path(), &status);
+                    let method = parts.uri.path().rsplit('/').next().unwrap_or_default();
+                    count(method, status.code(), started);
                     return Ok(status.into_http());
                 }
                 // Not one of ours, or compressed: tonic gives the proper answer.
@@ -117,6 +119,7 @@ where
                         span.in_scope(
                             || tracing::info!(code = ?status.code(), "{}", status.message()),
                         );
+                        count(seen.method, status.code(), started);
                         return Ok(status.into_http());
                     }
                 },
@@ -155,13 +158,24 @@ fn frame(body: &Bytes) -> Option<&[u8]> {
 /// no status header (it comes in the trailers).
 fn log_done(seen: &Inspected, response: &http::Response<Body>, started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
-    match Status::from_header_map(response.headers()) {
+    let status = Status::from_header_map(response.headers());
+    count(
+        seen.method,
+        status.as_ref().map_or(tonic::Code::Ok, Status::code),
+        started,
+    );
+    match status {
         Some(s) if s.code() != tonic::Code::Ok => {
             tracing::info!(code = ?s.code(), micros, "{}", s.message())
         }
         _ if seen.quiet => tracing::debug!(micros, "ok"),
         _ => tracing::info!(micros, "ok"),
     }
+}
+
+fn count(method: &str, code: tonic::Code, started: Instant) {
+    let result = format!("{code:?}");
+    crate::metrics::operation("csi", method, &result, started.elapsed());
 }
 
 fn log_rejected(id: &str, path: &str, status: &Status) {

@@ -1,0 +1,195 @@
+//! `/metrics`, `/healthz` and `/readyz` on a real daemon: on the admin socket and on
+//! `--metrics-listen`. After a CSI operation, an admin call and a Docker call, the scrape
+//! parses with an independent Prometheus text-format parser and holds every family with
+//! its label set.
+
+mod common;
+
+use common::{raw_http, Daemon, TempDir};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tcp_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Family name → the label names seen on its samples, and the samples' label values.
+type Families = BTreeMap<String, (BTreeSet<String>, Vec<BTreeMap<String, String>>)>;
+
+fn parse(text: &str) -> Families {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the scrape parses");
+    let mut out = Families::new();
+    for s in scrape.samples {
+        let labels: BTreeMap<String, String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|(k, _)| k != "le")
+            .collect();
+        let entry = out.entry(s.metric).or_default();
+        entry.0.extend(labels.keys().cloned());
+        entry.1.push(labels);
+    }
+    out
+}
+
+fn labels(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn metrics_list_every_family_after_csi_admin_and_docker_calls() {
+    let dir = TempDir::new("metrics");
+    let port = free_port();
+    let csi = dir.path().join("csi.sock");
+    let docker = dir.path().join("docker.sock");
+    let endpoint = format!("unix://{}", csi.display());
+    let listen = format!("127.0.0.1:{port}");
+    // A backend nobody listens for: its calls fail and are counted as errors.
+    let config = dir.path().join("volbridge.toml");
+    std::fs::write(
+        &config,
+        "[backends.dead]\nbackend = \"127.0.0.1\"\nserviceName = \"127.0.0.1\"\n\
+         servicePort = \"1\"\nusername = \"u\"\npassword = \"planted-pw\"\n",
+    )
+    .unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--csp-listen",
+            "127.0.0.1:0",
+            "--csi-endpoint",
+            &endpoint,
+            "--docker-socket",
+            docker.to_str().unwrap(),
+            "--metrics-listen",
+            &listen,
+        ],
+    );
+
+    // A CSI operation (through `volbridge csi`), an admin call, a Docker call.
+    let created = d.json(&[
+        "csi",
+        "--endpoint",
+        &endpoint,
+        "controller",
+        "create",
+        "metered",
+        "--size",
+        "16Mi",
+    ]);
+    assert!(created.to_string().contains("metered"), "{created}");
+    let (code, _) = raw_http(&d.socket, "GET", "/v1/status", None);
+    assert_eq!(code, 200);
+    let (code, body) = raw_http(
+        &d.socket,
+        "POST",
+        "/v1/volumes",
+        Some(r#"{"name":"unreached","backend":"dead"}"#),
+    );
+    assert_eq!(code, 503, "{body}");
+    let (code, body) = raw_http(&docker, "POST", "/VolumeDriver.List", Some("{}"));
+    assert_eq!(code, 200, "{body}");
+
+    let (code, body) = tcp_get(port, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, body) = tcp_get(port, "/readyz");
+    assert_eq!(code, 200, "/readyz: {body}");
+    let (code, _) = tcp_get(port, "/v1/volumes");
+    assert_eq!(code, 404, "the metrics listener serves nothing but probes");
+
+    let (code, over_tcp) = tcp_get(port, "/metrics");
+    assert_eq!(code, 200);
+    let (code, over_socket) = raw_http(&d.socket, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    for text in [&over_tcp, &over_socket] {
+        let families = parse(text);
+        // The parser folds a histogram's _bucket, _sum and _count lines into one sample.
+        let want: [(&str, &[&str]); 6] = [
+            (
+                "volbridge_operations_total",
+                &["frontend", "operation", "result"],
+            ),
+            (
+                "volbridge_operation_duration_seconds",
+                &["frontend", "operation"],
+            ),
+            (
+                "volbridge_csp_request_duration_seconds",
+                &["backend", "method", "route"],
+            ),
+            ("volbridge_reconciler_actions_total", &["outcome"]),
+            ("volbridge_reconciler_passes_total", &[]),
+            ("volbridge_attached_volumes", &[]),
+        ];
+        for (name, names) in want {
+            let (seen, _) = families
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+            assert_eq!(seen, &labels(names), "label names of {name}");
+        }
+        let failed = &families
+            .get("volbridge_csp_request_errors_total")
+            .unwrap_or_else(|| panic!("no CSP error counted:\n{text}"))
+            .1;
+        assert!(
+            failed
+                .iter()
+                .any(|l| l["route"] == "tokens" && l["reason"] == "unreachable"),
+            "the login to the dead backend is counted as unreachable:\n{text}"
+        );
+        assert!(!text.contains("planted-pw"), "no secret in the metrics");
+        let ops = &families["volbridge_operations_total"].1;
+        for (frontend, operation, result) in [
+            ("csi", "CreateVolume", "Ok"),
+            ("admin", "GET /v1/status", "200"),
+            ("docker", "List", "ok"),
+        ] {
+            assert!(
+                ops.iter().any(|l| l["frontend"] == frontend
+                    && l["operation"] == operation
+                    && l["result"] == result),
+                "no {frontend}/{operation}/{result} sample in:\n{text}"
+            );
+        }
+        let csp = &families["volbridge_csp_request_duration_seconds"].1;
+        assert!(
+            csp.iter().any(|l| l["backend"] == "local"
+                && l["method"] == "POST"
+                && l["route"] == "volumes"),
+            "the CSP create call is counted by route, without ids:\n{text}"
+        );
+        assert!(
+            !text.contains("metered"),
+            "volume names never become label values"
+        );
+    }
+}
