@@ -444,3 +444,27 @@ fn doctor_passes_on_this_machine_and_changes_nothing() {
     assert!(failed.is_empty(), "{failed:?}");
     assert!(out.status.success());
 }
+
+#[test]
+fn a_snapshot_of_a_mounted_volume_holds_writes_not_yet_synced() {
+    let Some(r) = rig("snapflush") else { return };
+    r.ok(&["volume", "create", "live", "--size", "128Mi"]);
+    let mnt = r.path("srv/live");
+    r.ok(&["volume", "mount", "live", &mnt]);
+    // Written and left in the page cache: no fsync, no sync.
+    let payload = pattern(1 << 20, 3);
+    std::fs::write(Path::new(&mnt).join("cached.bin"), &payload).unwrap();
+    r.ok(&["snapshot", "create", "live-snap", "--volume", "live"]);
+    r.ok(&["volume", "clone", "copy", "--from-snapshot", "live-snap"]);
+    let copy = r.path("srv/copy");
+    r.ok(&["volume", "mount", "copy", &copy]);
+    let read = std::fs::read(Path::new(&copy).join("cached.bin"))
+        .expect("the file written before the snapshot is in it");
+    assert!(read == payload, "the snapshot holds the file's bytes");
+    r.ok(&["volume", "unmount", "copy", &copy]);
+    r.ok(&["volume", "unmount", "live", &mnt]);
+    r.ok(&["volume", "rm", "copy"]);
+    r.ok(&["snapshot", "rm", "live-snap"]);
+    r.ok(&["volume", "rm", "live"]);
+    r.assert_nothing_left();
+}

@@ -138,6 +138,7 @@ impl Engine {
             .find_volume_group(group)
             .await?
             .ok_or_else(|| Error::not_found(format!("volume group '{group}' does not exist")))?;
+        self.flush_staged(&backend.name, None).await;
         let sg = client
             .create_snapshot_group(name, vg.id.as_deref().unwrap_or_default())
             .await?;

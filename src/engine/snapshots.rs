@@ -28,6 +28,7 @@ impl Engine {
             .find_volume(volume)
             .await?
             .ok_or_else(|| Error::not_found(format!("volume '{volume}' does not exist")))?;
+        self.flush_staged(&backend.name, Some(volume)).await;
         let req = SnapshotCreate {
             name: name.to_owned(),
             volume_id: source.id.unwrap_or_default(),

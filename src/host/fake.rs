@@ -23,6 +23,7 @@ pub enum Call {
     },
     LoopDetach(PathBuf),
     LoopRefresh(PathBuf),
+    Flush(PathBuf),
     WriteFile {
         path: PathBuf,
         contents: String,
@@ -368,6 +369,13 @@ impl Host for FakeHost {
 
     fn loops(&self) -> Result<Vec<LoopDevice>> {
         self.with(|s| Ok(s.loops.clone()))
+    }
+
+    fn flush(&self, path: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::Flush(path.to_path_buf()));
+            Ok(())
+        })
     }
 
     fn loop_refresh(&self, device: &Path) -> Result<()> {

@@ -114,6 +114,9 @@ pub trait Host: Send + Sync {
     fn loops(&self) -> Result<Vec<LoopDevice>>;
     /// Re-reads the size of the backing file (after the CSP grew it).
     fn loop_refresh(&self, device: &Path) -> Result<()>;
+    /// Writes back what the kernel holds for a mounted filesystem (`syncfs` of a path in
+    /// it) or a block device (`fsync`), so that the CSP's copy sees it.
+    fn flush(&self, path: &Path) -> Result<()>;
 
     /// Size of a block device in bytes (BLKGETSIZE64).
     fn device_size(&self, device: &Path) -> Result<u64>;

@@ -124,6 +124,20 @@ impl Host for RealHost {
         loopdev::refresh_capacity(device)
     }
 
+    fn flush(&self, path: &Path) -> Result<()> {
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::internal(format!("cannot open {}: {e}", path.display())))?;
+        let block = rustix::fs::fstat(&fd)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_block_device())
+            .unwrap_or(false);
+        let synced = if block {
+            rustix::fs::fsync(&fd)
+        } else {
+            rustix::fs::syncfs(&fd)
+        };
+        synced.map_err(|e| Error::internal(format!("cannot flush {}: {e}", path.display())))
+    }
+
     fn device_size(&self, device: &Path) -> Result<u64> {
         loopdev::device_size(device)
     }
