@@ -3242,13 +3242,31 @@ async fn rule_23_node_publish_volume() {
                     is_block_device(&ro),
                     "block: read-only target is a block device",
                 );
-                // A read-only bind of a device node does not stop writes through it: the
-                // CO denies them with the container's device cgroup (kubelet passes "r").
-                // What the SP guarantees is a read-only mount at the target; a read-only
-                // loop layer per target is a known gap (see the issue note).
                 c.check(
                     mount_is_read_only(&ro),
                     "block: the read-only target is mounted read-only",
+                );
+                // Writes through the device node itself are refused too (the target binds
+                // a read-only view of the device, not the device).
+                // (The kernel may let the open succeed; the write fails with EPERM.)
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&ro)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, &[0xA5; 4096]))
+                    .and_then(|()| std::fs::File::open(&ro)?.sync_all());
+                c.check(
+                    written.is_err(),
+                    "block: a write through the read-only target's device node fails",
+                );
+                let mut head = [0u8; 512];
+                let read = std::fs::File::open(&ro)
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+                c.check(read.is_ok(), "block: the read-only target reads");
+                // The read-write target still writes.
+                let rw = std::fs::OpenOptions::new().write(true).open(&target);
+                c.check(
+                    rw.is_ok(),
+                    "block: the read-write target still opens for writing",
                 );
             }
         }

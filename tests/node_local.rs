@@ -468,3 +468,71 @@ fn a_snapshot_of_a_mounted_volume_holds_writes_not_yet_synced() {
     r.ok(&["volume", "rm", "live"]);
     r.assert_nothing_left();
 }
+
+#[test]
+fn read_only_block_targets_refuse_writes_and_orphaned_views_are_detached() {
+    let Some(mut r) = rig("roview") else { return };
+    r.ok(&["volume", "create", "raw", "--size", "64Mi"]);
+    let rw = r.path("pods/rw/dev");
+    let ro = r.path("pods/ro/dev");
+    r.ok(&["volume", "mount", "raw", &rw, "--block"]);
+    std::fs::write(&rw, pattern(4096, 9)).expect("the read-write target writes");
+    r.ok(&["volume", "unmount", "raw", &rw]);
+    // (Through the admin API a volume is attached read-only or not as a whole; CSI's
+    // conformance suite covers a read-write and a read-only target of one stage.)
+    r.ok(&["volume", "mount", "raw", &ro, "--block", "--read-only"]);
+    let refused = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ro)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &[0u8; 4096]));
+    assert!(
+        refused.is_err(),
+        "a write through the read-only target succeeded"
+    );
+    let mut head = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut std::fs::File::open(&ro).unwrap(), &mut head).unwrap();
+    assert_eq!(
+        head,
+        pattern(4096, 9),
+        "the read-only target shows the volume"
+    );
+    // The staged loop, and the view the read-only target binds.
+    assert_eq!(
+        loops_under(r.dir.path()).len(),
+        2,
+        "{:?}",
+        loops_under(r.dir.path())
+    );
+
+    // A crash between making a view and binding it leaves a view nothing binds.
+    r.d.kill();
+    let staged = loops_under(r.dir.path())
+        .into_iter()
+        .find(|(_, backing)| !backing.starts_with("/dev/"))
+        .unwrap()
+        .0;
+    let out = Command::new("losetup")
+        .args(["--find", "--show", "--read-only", &staged])
+        .output()
+        .unwrap();
+    let orphan = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(orphan.starts_with("/dev/loop"), "{out:?}");
+    r.d.crash_and_restart();
+    let actions = r.d.json(&["status"])["reconciled"].to_string();
+    assert!(actions.contains(&orphan), "{actions}");
+    let loops = loops_under(r.dir.path());
+    assert_eq!(loops.len(), 2, "only the orphaned view goes: {loops:?}");
+    assert!(loops.iter().all(|(d, _)| *d != orphan), "{loops:?}");
+    assert!(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&ro)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &[0u8; 4096]))
+            .is_err(),
+        "the bound view survived the restart"
+    );
+
+    r.ok(&["volume", "unmount", "raw", &ro]);
+    r.ok(&["volume", "rm", "raw"]);
+    r.assert_nothing_left();
+}

@@ -7,7 +7,7 @@ use super::node_records::{Phase, PublishRecord, StageRecord, FORMATS, PUBLISHES,
 use super::reconcile::ReconcileReport;
 use super::{Engine, Wait};
 use crate::host::stage::{self, StageRequest};
-use crate::host::{paths, transport, LoopDevice};
+use crate::host::{paths, read_only_view, transport, LoopDevice};
 use crate::provider::PublishContext;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -194,13 +194,24 @@ impl Engine {
         let staged_paths: BTreeSet<PathBuf> =
             stages.iter().map(|s| s.staging_path.clone()).collect();
         let staging_root = self.staging_root();
-        let candidates: Vec<LoopDevice> = loops
+        // Read-only views (read_only_view) of the devices our stages use: the local loops
+        // over files of our roots, and what the other transports find.
+        let mut our_devices: BTreeSet<PathBuf> = loops
+            .iter()
+            .filter(|l| paths::is_within(&strip_deleted(&l.backing_file), &roots))
+            .map(|l| l.device.clone())
+            .collect();
+        our_devices.extend(self.devices_of(&stages).await);
+        let mut candidates: Vec<LoopDevice> = loops
             .into_iter()
             .filter(|l| {
                 let file = strip_deleted(&l.backing_file);
-                paths::is_within(&file, &roots) && !claimed.contains(&file)
+                (paths::is_within(&file, &roots) && !claimed.contains(&file))
+                    || (read_only_view::is_view(l) && our_devices.contains(&file))
             })
             .collect();
+        // Views first: each holds the device it shows open.
+        candidates.sort_by_key(|l| !read_only_view::is_view(l));
         let now: BTreeSet<(PathBuf, PathBuf)> = candidates
             .iter()
             .map(|l| (l.device.clone(), l.backing_file.clone()))
@@ -230,9 +241,10 @@ impl Engine {
                 }
                 let mounts = host.mounts()?;
                 let current = host.loops()?;
+                let dev_fs = read_only_view::dev_fs(host)?;
                 for l in ripe {
-                    // Still the same binding, and nothing mounts it.
-                    if !current.contains(&l) || mounts.iter().any(|m| m.dev == l.dev) {
+                    // Still the same binding, and nothing mounts it or binds its node.
+                    if !current.contains(&l) || read_only_view::in_use(&mounts, &dev_fs, &l) {
                         continue;
                     }
                     host.loop_detach(&l.device)?;
@@ -249,6 +261,33 @@ impl Engine {
             Ok(a) => report.actions.extend(a),
             Err(e) => report.actions.push(format!("orphan sweep failed: {e}")),
         }
+    }
+}
+
+impl Engine {
+    /// The devices of ready stages that do not use the local transport (whose loops the
+    /// sweep sees directly), found by their identity.
+    async fn devices_of(&self, stages: &[StageRecord]) -> Vec<PathBuf> {
+        let contexts: Vec<PublishContext> = stages
+            .iter()
+            .filter(|s| s.phase == Phase::Ready && !s.context.contains_key("localPath"))
+            .filter_map(|s| PublishContext::parse(&s.context).ok())
+            .collect();
+        if contexts.is_empty() {
+            return Vec::new();
+        }
+        let transport_config = self.node_config.transport.clone();
+        self.on_host(move |host| {
+            Ok(contexts
+                .iter()
+                .filter_map(|ctx| {
+                    let t = transport::for_context(ctx, &transport_config).ok()?;
+                    t.find(host, ctx).ok().flatten()
+                })
+                .collect())
+        })
+        .await
+        .unwrap_or_default()
     }
 }
 

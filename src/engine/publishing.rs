@@ -5,7 +5,7 @@ use super::node_records::{Phase, PublishRecord, StageRecord, PUBLISHES, STAGES};
 use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host::stage::{self, PublishRequest};
-use crate::host::{paths, transport};
+use crate::host::{paths, read_only_view, transport};
 use crate::provider::PublishContext;
 
 #[derive(Debug, Clone)]
@@ -107,18 +107,23 @@ impl Engine {
         let transport_config = self.node_config.transport.clone();
         let record = record.clone();
         self.on_host(move |host| {
-            let source = if record.block {
+            let (source, new_view) = if record.block {
                 // The device is found by its identity now, never from a stored name.
                 let transport = transport::for_context(&ctx, &transport_config)?;
-                transport.find(host, &ctx)?.ok_or_else(|| {
+                let device = transport.find(host, &ctx)?.ok_or_else(|| {
                     Error::precondition(
                         "the volume's device is gone from this node; stage it again",
                     )
-                })?
+                })?;
+                if record.read_only {
+                    read_only_view::for_target(host, &device, &record.target)?
+                } else {
+                    (device, false)
+                }
             } else {
-                record.staging_path.clone()
+                (record.staging_path.clone(), false)
             };
-            stage::publish(
+            let published = stage::publish(
                 host,
                 &PublishRequest {
                     source: &source,
@@ -127,7 +132,11 @@ impl Engine {
                     read_only: record.read_only,
                     mount_options: &record.mount_options,
                 },
-            )
+            );
+            if published.is_err() && new_view {
+                let _ = host.loop_detach(&source);
+            }
+            published
         })
         .await
     }
@@ -170,8 +179,21 @@ impl Engine {
     pub(super) async fn unpublish_on_host(&self, record: &PublishRecord) -> Result<()> {
         let target = record.target.clone();
         let remove = record.remove_target || record.block;
-        self.on_host(move |host| stage::unpublish(host, &target, remove))
-            .await
+        let view = record.block && record.read_only;
+        self.on_host(move |host| {
+            // Found before the unmount: the mount is what names the view.
+            let view = if view {
+                read_only_view::bound_at(host, &target)?
+            } else {
+                None
+            };
+            stage::unpublish(host, &target, remove)?;
+            match view {
+                Some(device) => host.loop_detach(&device),
+                None => Ok(()),
+            }
+        })
+        .await
     }
 
     /// A target with no publish record (CSI unpublish after a lost answer, or a path the CO

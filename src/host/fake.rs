@@ -330,6 +330,7 @@ impl Host for FakeHost {
             });
             let size = match s.files.get(file) {
                 Some(Node::File(c)) => c.len() as u64,
+                Some(Node::Block { size, .. }) => *size,
                 _ => {
                     return Err(Error::not_found(format!(
                         "{}: no such file",

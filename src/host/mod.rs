@@ -11,6 +11,7 @@ pub mod fs;
 mod loopdev;
 mod mountinfo;
 pub mod paths;
+pub mod read_only_view;
 mod real;
 pub mod stage;
 pub mod transport;

@@ -417,6 +417,9 @@ pub fn expand(host: &dyn Host, r: &ExpandRequest) -> Result<Expanded> {
     if r.ctx.access_protocol == "local" {
         host.loop_refresh(&device)?;
     }
+    // Read-only block targets bind a view of the device, which keeps its old size until
+    // told.
+    super::read_only_view::refresh(host, &device)?;
     let device_bytes = host.device_size(&device)?;
     let filesystem = match r.fs_type {
         None => None,

@@ -275,20 +275,33 @@ pub fn require_root_and_tools(test: &str) -> bool {
 /// Loop devices whose backing file lies under `dir`: (device, backing file).
 pub fn loops_under(dir: &Path) -> Vec<(String, String)> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("loop") {
             continue;
         }
         if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
-            let b = b.trim_end().to_owned();
-            if Path::new(&b).starts_with(&dir) {
-                out.push((format!("/dev/{name}"), b));
-            }
+            all.push((format!("/dev/{name}"), b.trim_end().to_owned()));
         }
     }
-    out
+    // Loops over files under `dir`, and loops over those loops (read-only block views).
+    let mut out: Vec<(String, String)> = all
+        .iter()
+        .filter(|(_, b)| Path::new(b).starts_with(&dir))
+        .cloned()
+        .collect();
+    loop {
+        let more: Vec<(String, String)> = all
+            .iter()
+            .filter(|l| !out.contains(l) && out.iter().any(|(d, _)| *d == l.1))
+            .cloned()
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more);
+    }
 }
 
 /// Mount points under `dir` (from /proc/self/mountinfo).
