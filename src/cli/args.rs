@@ -79,6 +79,11 @@ pub enum Command {
     },
     /// Call any CSI plugin by hand: identity, controller, node and group RPCs.
     Csi(super::csi::CsiArgs),
+    /// The FlexVolume driver for legacy kubelets: `flex install`.
+    Flex {
+        #[command(subcommand)]
+        command: super::flex::FlexCommand,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod client;
 pub mod csi;
 mod csp;
 pub mod docker;
+pub mod flex;
 mod node;
 mod output;
 pub use output::Format;
@@ -82,6 +83,7 @@ pub async fn run_client(cli: Cli) -> Result<(), Error> {
         }
         Command::Csp { command } => csp::run(command, format).await,
         Command::Csi(args) => csi::run(args, format).await,
+        Command::Flex { command } => flex::run(command, format),
         Command::Volume { command } => {
             let client = AdminClient::new(&cli.socket)?;
             match node::volume(&client, command, format).await? {

@@ -1,0 +1,758 @@
+//! The commands of flexvolume.md §6. Everything that can be judged locally (argv shape,
+//! options JSON, names, paths, the mode) is judged before a runtime is built; only the
+//! commands that need the daemon build a current-thread runtime and connect.
+//!
+//! Engine mapping through the admin API:
+//!
+//! * `mount` (non-attachable): `POST /v1/volumes/{vol}/mount` at the pod dir (attach,
+//!   format if blank, stage, bind); a missing volume is created first only with
+//!   `autoCreate=true`.
+//! * `unmount`, `unmountdevice`: the volume published at that path (`GET /v1/node`), then
+//!   `POST …/unmount`; the last one unstages and detaches.
+//! * Attachable mode: `attach` / `waitforattach` mount the volume at a per-PV anchor under
+//!   `attach_dir` (the record that the volume is attached here, and how `detach`, which gets
+//!   only the PV name, finds it); `mountdevice` and `mount` add publications at the device
+//!   mount path and the pod dir; `detach` removes the anchor, which releases the volume once
+//!   nothing else uses it.
+//! * `expandvolume`, `expandfs`: `POST …/expand` (the daemon also grows a staged filesystem).
+
+use crate::client::{backend_query, volume_path, CallError, Daemon};
+use crate::config::{Config, FsGroup, Mode};
+use crate::errors::Failure;
+use crate::names::{validate_name, validate_path};
+use crate::options::{self, Options};
+use crate::output::{Capabilities, Reply};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use volbridge_proto::admin::{
+    MountInfo, MountRequest, NodeInfo, UnmountInfo, UnmountRequest, VolumeCreateRequest,
+    VolumeExpandRequest, VolumeInfo,
+};
+
+/// Set to make the driver panic (tests of the panic path; never set by kubelet).
+pub const ENV_TEST_PANIC: &str = "VOLBRIDGE_FLEX_TEST_PANIC";
+
+/// The argv shape of each command kubelet or KCM calls.
+const SHAPES: &[(&str, &[&str])] = &[
+    ("init", &[]),
+    ("getvolumename", &["<json>"]),
+    ("attach", &["<json>", "<nodeName>"]),
+    ("isattached", &["<json>", "<nodeName>"]),
+    ("waitforattach", &["<device>", "<json>"]),
+    ("mountdevice", &["<deviceMountPath>", "<device>", "<json>"]),
+    ("unmountdevice", &["<deviceMountPath>"]),
+    ("mount", &["<podVolumeDir>", "<json>"]),
+    ("unmount", &["<podVolumeDir>"]),
+    ("detach", &["<pvOrVolumeName>", "<nodeName>"]),
+    (
+        "expandvolume",
+        &[
+            "<json>",
+            "<deviceMountPath>",
+            "<newSizeBytes>",
+            "<oldSizeBytes>",
+        ],
+    ),
+    (
+        "expandfs",
+        &[
+            "<json>",
+            "<devicePath>",
+            "<deviceMountPath>",
+            "<newSizeBytes>",
+            "<oldSizeBytes>",
+        ],
+    ),
+];
+
+/// Commands kubelet only calls when `attach` is true.
+const ATTACH_ONLY: &[&str] = &[
+    "attach",
+    "isattached",
+    "waitforattach",
+    "mountdevice",
+    "unmountdevice",
+    "detach",
+];
+
+/// What an invocation produced, for stdout and the log.
+#[derive(Debug)]
+pub struct Outcome {
+    pub reply: Reply,
+    pub request_ids: Vec<String>,
+    pub timings: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    fn local(reply: Reply) -> Outcome {
+        Outcome {
+            reply,
+            request_ids: Vec::new(),
+            timings: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn failed(f: &Failure) -> Outcome {
+        Outcome::local(Reply::failure(f.message()))
+    }
+}
+
+/// The work of a command that needs the daemon, validated.
+enum Job {
+    /// `mount` (and, attachable, `mountdevice`): publish the volume at `target`.
+    Mount {
+        target: String,
+        opts: Box<Options>,
+        pod: bool,
+    },
+    /// `unmount`, `unmountdevice`.
+    Unmount {
+        target: String,
+    },
+    /// `attach` (KCM, with the node) and `waitforattach` (kubelet).
+    Attach {
+        opts: Box<Options>,
+        node: Option<String>,
+    },
+    IsAttached {
+        opts: Box<Options>,
+        node: String,
+    },
+    Detach {
+        pv: String,
+        node: String,
+    },
+    Expand {
+        opts: Box<Options>,
+        size: u64,
+    },
+}
+
+impl Job {
+    /// What the timeout message names.
+    fn subject(&self) -> String {
+        let name = |o: &Options| {
+            o.volume_name()
+                .map(|n| format!("\"{n}\""))
+                .unwrap_or_default()
+        };
+        match self {
+            Job::Mount { opts, .. }
+            | Job::Attach { opts, .. }
+            | Job::IsAttached { opts, .. }
+            | Job::Expand { opts, .. } => name(opts),
+            Job::Unmount { target } => target.clone(),
+            Job::Detach { pv, .. } => format!("\"{pv}\""),
+        }
+    }
+}
+
+pub fn run(cfg: &Config, args: &[String]) -> Outcome {
+    if std::env::var_os(ENV_TEST_PANIC).is_some() {
+        panic!("induced by {ENV_TEST_PANIC}");
+    }
+    let Some(command) = args.first() else {
+        return Outcome::failed(&Failure::invalid_arguments("no command given"));
+    };
+    let rest = &args[1..];
+    let command = command.as_str();
+    let Some((_, shape)) = SHAPES.iter().find(|(c, _)| *c == command) else {
+        return Outcome::local(Reply::not_supported(format!(
+            "volbridge: unknown command \"{}\"",
+            command.escape_debug()
+        )));
+    };
+    if command == "getvolumename" {
+        return Outcome::local(Reply::not_supported(
+            "getvolumename: kubelet uses the PV or volume name",
+        ));
+    }
+    if cfg.mode == Mode::Mount && ATTACH_ONLY.contains(&command) {
+        return Outcome::local(Reply::not_supported(format!(
+            "{command}: not used in the non-attachable mode (mode = \"mount\")"
+        )));
+    }
+    if rest.len() != shape.len() {
+        let expected = if shape.is_empty() {
+            "no arguments".to_owned()
+        } else {
+            format!("{} ({})", shape.len(), shape.join(" "))
+        };
+        return Outcome::failed(&Failure::invalid_arguments(format!(
+            "{command} expects {expected}, got {}",
+            rest.len()
+        )));
+    }
+    if command == "init" {
+        return Outcome::local(init(cfg));
+    }
+    match prepare(cfg, command, rest) {
+        Ok(job) => execute(cfg, command, job),
+        Err(f) => Outcome::failed(&f),
+    }
+}
+
+fn init(cfg: &Config) -> Reply {
+    Reply::success().with_capabilities(Capabilities {
+        attach: cfg.mode == Mode::Attach,
+        selinux_relabel: true,
+        fs_group: cfg.fs_group == FsGroup::Kubelet,
+        supports_metrics: true,
+        requires_fs_resize: true,
+    })
+}
+
+fn parse_options(text: &str) -> Result<Box<Options>, Failure> {
+    options::parse(text).map(Box::new)
+}
+
+fn bytes_arg(what: &str, text: &str) -> Result<u64, Failure> {
+    text.trim().parse::<u64>().map_err(|_| {
+        Failure::invalid_arguments(format!(
+            "{what} \"{}\" is not a number of bytes",
+            text.escape_debug()
+        ))
+    })
+}
+
+fn node_arg(text: &str) -> Result<String, Failure> {
+    let ok = !text.is_empty()
+        && text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(Failure::invalid_arguments(format!(
+            "\"{}\" is not a node name",
+            text.escape_debug()
+        )))
+    }
+}
+
+/// Everything judged without the daemon.
+fn prepare(cfg: &Config, command: &str, a: &[String]) -> Result<Job, Failure> {
+    Ok(match command {
+        "mount" => {
+            validate_path("pod volume dir", &a[0])?;
+            let opts = parse_options(&a[1])?;
+            opts.volume_name()?;
+            Job::Mount {
+                target: a[0].clone(),
+                opts,
+                pod: true,
+            }
+        }
+        "unmount" => {
+            validate_path("pod volume dir", &a[0])?;
+            Job::Unmount {
+                target: a[0].clone(),
+            }
+        }
+        "unmountdevice" => {
+            validate_path("device mount path", &a[0])?;
+            Job::Unmount {
+                target: a[0].clone(),
+            }
+        }
+        "mountdevice" => {
+            validate_path("device mount path", &a[0])?;
+            let opts = parse_options(&a[2])?;
+            opts.volume_name()?;
+            Job::Mount {
+                target: a[0].clone(),
+                opts,
+                pod: false,
+            }
+        }
+        "attach" | "waitforattach" => {
+            let (json, node) = if command == "attach" {
+                (&a[0], Some(node_arg(&a[1])?))
+            } else {
+                (&a[1], None)
+            };
+            let opts = parse_options(json)?;
+            opts.volume_name()?;
+            opts.pv()?;
+            anchor(cfg, opts.pv()?)?;
+            Job::Attach { opts, node }
+        }
+        "isattached" => {
+            let opts = parse_options(&a[0])?;
+            opts.volume_name()?;
+            opts.pv()?;
+            Job::IsAttached {
+                opts,
+                node: node_arg(&a[1])?,
+            }
+        }
+        "detach" => {
+            validate_name("PV name", &a[0])?;
+            Job::Detach {
+                pv: a[0].clone(),
+                node: node_arg(&a[1])?,
+            }
+        }
+        "expandvolume" | "expandfs" => {
+            let opts = parse_options(&a[0])?;
+            opts.volume_name()?;
+            let new = if command == "expandvolume" {
+                &a[2]
+            } else {
+                &a[3]
+            };
+            Job::Expand {
+                opts,
+                size: bytes_arg("newSizeBytes", new)?,
+            }
+        }
+        _ => unreachable!("every command of SHAPES is prepared"),
+    })
+}
+
+/// The anchor of a PV in attachable mode: `<attach_dir>/<pv>`.
+fn anchor(cfg: &Config, pv: &str) -> Result<String, Failure> {
+    validate_name("PV name", pv)?;
+    let path = cfg.attach_dir.join(pv).display().to_string();
+    validate_path("attach_dir", &path)?;
+    Ok(path)
+}
+
+fn execute(cfg: &Config, command: &str, job: Job) -> Outcome {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return Outcome::failed(&Failure::new(
+                "internal error",
+                format!("cannot start the I/O runtime: {e}"),
+            ))
+        }
+    };
+    let mut daemon = Daemon::new(&cfg.socket);
+    let mut warnings = Vec::new();
+    let budget = cfg.budgets.of(command);
+    let subject = job.subject();
+    let result = runtime.block_on(async {
+        daemon.connect(cfg.budgets.connect).await?;
+        let work = job.run(&mut daemon, cfg, &mut warnings);
+        match tokio::time::timeout(budget, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(
+                "timeout",
+                format!(
+                    "node daemon did not finish {command} of {subject} within {}s",
+                    budget.as_secs()
+                ),
+            )
+            .hint("it continues in the background and the next retry picks it up")),
+        }
+    });
+    // Dropping the runtime closes the connection; the daemon finishes what it started.
+    drop(runtime);
+    Outcome {
+        reply: result.unwrap_or_else(|f| Reply::failure(f.message())),
+        request_ids: daemon.request_ids,
+        timings: daemon.timings,
+        warnings,
+    }
+}
+
+/// A request body plus the decoded secrets that select its backend (never logged).
+#[derive(Serialize)]
+struct WithSecrets<'a, T: Serialize> {
+    #[serde(flatten)]
+    request: &'a T,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: &'a BTreeMap<String, String>,
+}
+
+fn failure(e: CallError) -> Failure {
+    e.into_failure()
+}
+
+impl Job {
+    async fn run(
+        self,
+        d: &mut Daemon,
+        cfg: &Config,
+        warnings: &mut Vec<String>,
+    ) -> Result<Reply, Failure> {
+        match self {
+            Job::Mount { target, opts, pod } => {
+                if pod && cfg.mode == Mode::Attach {
+                    require_staged(d, &opts).await?;
+                }
+                mount_at(d, cfg, &target, &opts, pod, warnings).await?;
+                Ok(Reply::success())
+            }
+            Job::Unmount { target } => {
+                unmount_at(d, &target).await?;
+                Ok(Reply::success())
+            }
+            Job::Attach { opts, node } => {
+                if let Some(node) = &node {
+                    check_node(d, cfg, node).await?;
+                }
+                let anchor = anchor(cfg, opts.pv()?)?;
+                let info = mount_at(d, cfg, &anchor, &opts, false, warnings).await?;
+                Ok(Reply::success().with_device(info.device))
+            }
+            Job::IsAttached { opts, node } => {
+                check_node(d, cfg, &node).await?;
+                let name = opts.volume_name()?;
+                let path = volume_path(name, None) + &backend_query(opts.user.backend.as_deref());
+                let volume: VolumeInfo = match d.get(&path).await {
+                    Ok(v) => v,
+                    Err(CallError::Daemon(e)) if e.is("NotFound") => {
+                        return Ok(Reply::success().with_attached(false))
+                    }
+                    Err(e) => return Err(failure(e)),
+                };
+                let anchor = anchor(cfg, opts.pv()?)?;
+                let node_info: NodeInfo = d.get("/v1/node").await.map_err(failure)?;
+                let anchored = node_info
+                    .volumes
+                    .iter()
+                    .any(|v| v.published_at.contains(&anchor));
+                Ok(Reply::success().with_attached(volume.published && anchored))
+            }
+            Job::Detach { pv, node } => {
+                check_node(d, cfg, &node).await?;
+                unmount_at(d, &anchor(cfg, &pv)?).await?;
+                Ok(Reply::success())
+            }
+            Job::Expand { opts, size } => {
+                let name = opts.volume_name()?;
+                let path = volume_path(name, Some("expand"))
+                    + &backend_query(opts.user.backend.as_deref());
+                let body = VolumeExpandRequest {
+                    size: Value::from(size),
+                };
+                match d.post::<_, VolumeInfo>(&path, &body).await {
+                    Ok(_) => Ok(Reply::success()),
+                    Err(CallError::Daemon(e)) if e.is("NotFound") => {
+                        Err(no_such_volume(name, &opts, false))
+                    }
+                    Err(e) => Err(failure(e)),
+                }
+            }
+        }
+    }
+}
+
+fn no_such_volume(name: &str, opts: &Options, hint_create: bool) -> Failure {
+    let backend = opts
+        .user
+        .backend
+        .clone()
+        .or_else(|| opts.secrets.get("backend").cloned());
+    let detail = match backend {
+        Some(b) => format!("\"{name}\" on backend {b}"),
+        None => format!("\"{name}\" on the default backend"),
+    };
+    let f = Failure::new("no such volume", detail);
+    if hint_create {
+        f.hint("create it first or set option autoCreate=true")
+    } else {
+        f
+    }
+}
+
+/// Publishes the volume of `opts` at `target` (attaching, formatting and staging as
+/// needed), creating it first when it is missing and `autoCreate=true`.
+async fn mount_at(
+    d: &mut Daemon,
+    cfg: &Config,
+    target: &str,
+    opts: &Options,
+    pod: bool,
+    warnings: &mut Vec<String>,
+) -> Result<MountInfo, Failure> {
+    let name = opts.volume_name()?;
+    let path = volume_path(name, Some("mount"));
+    let mut request = MountRequest {
+        path: target.to_owned(),
+        backend: opts.user.backend.clone(),
+        read_only: opts.read_only(),
+        block: false,
+        fs_type: opts.fs_type(),
+        mount_options: opts.user.mount_options.clone(),
+    };
+    let mut created = false;
+    let info = loop {
+        let body = WithSecrets {
+            request: &request,
+            secrets: &opts.secrets,
+        };
+        match d.post::<_, MountInfo>(&path, &body).await {
+            Ok(info) => break info,
+            Err(CallError::Daemon(e)) if e.is("NotFound") && !created => {
+                if !opts.user.auto_create {
+                    return Err(no_such_volume(name, opts, true));
+                }
+                create(d, name, opts).await?;
+                created = true;
+            }
+            // Never reformat: an existing filesystem wins over the requested type.
+            Err(CallError::Daemon(e))
+                if e.is("FailedPrecondition")
+                    && e.message.contains("never reformats")
+                    && e.message.contains(" filesystem, not ")
+                    && !request.fs_type.is_empty() =>
+            {
+                warnings.push(format!(
+                    "fsType {} not used: {}; mounting the existing filesystem",
+                    request.fs_type, e.message
+                ));
+                request.fs_type.clear();
+            }
+            Err(e) => return Err(failure(e)),
+        }
+    };
+    if let Err(f) = after_mount(cfg, target, opts, pod, &info) {
+        // Roll back: kubelet removes the pod dir after a failed mount.
+        let undo = UnmountRequest {
+            path: target.to_owned(),
+            backend: Some(info.backend.clone()),
+        };
+        if let Err(e) = d
+            .post::<_, UnmountInfo>(&volume_path(&info.volume, Some("unmount")), &undo)
+            .await
+        {
+            warnings.push(format!(
+                "rollback of {target} failed: {}",
+                e.into_failure().message()
+            ));
+        }
+        return Err(f);
+    }
+    Ok(info)
+}
+
+/// Owner and mode of a filesystem formatted by this call; fsGroup under
+/// `fs_group = "volbridge"` (pod mounts, read-write only).
+fn after_mount(
+    cfg: &Config,
+    target: &str,
+    opts: &Options,
+    pod: bool,
+    info: &MountInfo,
+) -> Result<(), Failure> {
+    let root = Path::new(target);
+    let writable = !info.read_only;
+    if info.formatted && writable && (opts.user.fs_owner.is_some() || opts.user.fs_mode.is_some()) {
+        crate::host::set_owner_and_mode(root, opts.user.fs_owner, opts.user.fs_mode)?;
+    }
+    if pod && writable && cfg.fs_group == FsGroup::Volbridge {
+        if let Some(gid) = opts.fs_group {
+            crate::host::apply_fs_group(root, gid)?;
+        }
+    }
+    Ok(())
+}
+
+async fn create(d: &mut Daemon, name: &str, opts: &Options) -> Result<(), Failure> {
+    let u = &opts.user;
+    let request = VolumeCreateRequest {
+        name: name.to_owned(),
+        size: u.size.map(Value::from),
+        backend: u.backend.clone(),
+        description: u.description.clone(),
+        options: u.config.clone(),
+        from_snapshot: u.from_snapshot.clone(),
+        from_volume: u.clone_of.clone(),
+    };
+    let body = WithSecrets {
+        request: &request,
+        secrets: &opts.secrets,
+    };
+    d.post::<_, VolumeInfo>("/v1/volumes", &body)
+        .await
+        .map(drop)
+        .map_err(failure)
+}
+
+/// Unmounts whatever volume volbridge has published at `target`; nothing there is success,
+/// a mount point volbridge does not know is refused (never unmounted blindly).
+async fn unmount_at(d: &mut Daemon, target: &str) -> Result<(), Failure> {
+    let node: NodeInfo = d.get("/v1/node").await.map_err(failure)?;
+    let found = node
+        .volumes
+        .iter()
+        .find(|v| v.published_at.iter().any(|p| p == target));
+    if let Some(v) = found {
+        let request = UnmountRequest {
+            path: target.to_owned(),
+            backend: Some(v.backend.clone()),
+        };
+        return match d
+            .post::<_, UnmountInfo>(&volume_path(&v.volume, Some("unmount")), &request)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A backend named only by a mount's secrets: gone with a daemon restart.
+            Err(CallError::Daemon(e))
+                if e.is("InvalidArgument") && e.field.as_deref() == Some("backend") =>
+            {
+                Err(Failure::new(
+                    "backend unavailable",
+                    format!(
+                        "volume \"{}\" at {target} belongs to backend {}, which the daemon no longer knows (its credentials came with a mount's secrets)",
+                        v.volume, v.backend
+                    ),
+                )
+                .hint("mount a volume with the same secrets again, or name the backend in the daemon config"))
+            }
+            Err(e) => Err(failure(e)),
+        };
+    }
+    if crate::host::is_mount_point(target) {
+        return Err(Failure::new(
+            "in use",
+            format!("{target} is a mount point volbridge has no record of"),
+        )
+        .hint("unmount it by hand (volbridge never unmounts what it did not mount)"));
+    }
+    Ok(())
+}
+
+/// Attachable mode, pod mount: the volume must be attached and staged here already.
+async fn require_staged(d: &mut Daemon, opts: &Options) -> Result<(), Failure> {
+    let name = opts.volume_name()?;
+    let node: NodeInfo = d.get("/v1/node").await.map_err(failure)?;
+    let staged = node
+        .volumes
+        .iter()
+        .any(|v| v.volume == name && opts.user.backend.as_deref().is_none_or(|b| b == v.backend));
+    if staged {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            "not staged",
+            format!("volume \"{name}\" is not attached and mounted on this node"),
+        )
+        .hint("kubelet runs waitforattach and mountdevice before mount"))
+    }
+}
+
+/// Attachable mode: `<node>` must be this node (the daemon attaches only its own host).
+async fn check_node(d: &mut Daemon, cfg: &Config, node: &str) -> Result<(), Failure> {
+    let local = match &cfg.node_name {
+        Some(n) => n.clone(),
+        None => {
+            let info: NodeInfo = d.get("/v1/node").await.map_err(failure)?;
+            info.hostname
+        }
+    };
+    if node.eq_ignore_ascii_case(&local) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "no such node",
+        format!("\"{node}\" is not this node (\"{local}\")"),
+    )
+    .hint("the daemon attaches only its own host: run kubelet with --enable-controller-attach-detach=false, set node_name in flex.toml, or use mode = \"mount\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn cfg(text: &str) -> Config {
+        Config::parse(
+            Path::new("/etc/volbridge/flex.toml"),
+            text,
+            Some(PathBuf::from("/nonexistent/flex-test.sock")),
+        )
+        .unwrap()
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn local_answers() {
+        let c = cfg("");
+        let r = run(&c, &args(&["init"])).reply;
+        let caps = r.capabilities.unwrap();
+        assert!(!caps.attach && caps.fs_group && caps.selinux_relabel);
+        let r = run(
+            &cfg("mode = \"attach\"\nfs_group = \"volbridge\""),
+            &args(&["init"]),
+        )
+        .reply;
+        let caps = r.capabilities.unwrap();
+        assert!(caps.attach && !caps.fs_group);
+        assert_eq!(
+            run(&c, &args(&["getvolumename", "{}"])).reply.status,
+            "Not supported"
+        );
+        assert_eq!(
+            run(&c, &args(&["frobnicate", "a", "b"])).reply.status,
+            "Not supported"
+        );
+        for cmd in ATTACH_ONLY {
+            assert_eq!(
+                run(&c, &args(&[cmd])).reply.status,
+                "Not supported",
+                "{cmd}"
+            );
+        }
+        let r = run(&c, &[]).reply;
+        assert_eq!(
+            r.message.as_deref(),
+            Some("volbridge: invalid arguments: no command given")
+        );
+    }
+
+    #[test]
+    fn argument_counts_and_local_validation_fail_before_the_daemon() {
+        let c = cfg("mode = \"attach\"");
+        let r = run(&c, &args(&["mount", "/var/lib/kubelet/pods/u/volumes/v"])).reply;
+        assert_eq!(
+            r.message.as_deref(),
+            Some("volbridge: invalid arguments: mount expects 2 (<podVolumeDir> <json>), got 1")
+        );
+        for (a, want) in [
+            (vec!["mount", "/p", "{\"a\":"], "invalid options JSON"),
+            (vec!["mount", "relative", "{}"], "invalid arguments"),
+            (vec!["mount", "/p", "{}"], "invalid option"),
+            (
+                vec![
+                    "attach",
+                    "{\"kubernetes.io/pvOrVolumeName\":\"v\"}",
+                    "bad node!",
+                ],
+                "invalid arguments",
+            ),
+            (vec!["detach", "../x", "node-a"], "invalid name"),
+            (
+                vec![
+                    "expandvolume",
+                    "{\"kubernetes.io/pvOrVolumeName\":\"v\"}",
+                    "/d",
+                    "ten",
+                    "1",
+                ],
+                "invalid arguments",
+            ),
+            (vec!["init", "extra"], "invalid arguments"),
+        ] {
+            let r = run(&c, &args(&a)).reply;
+            assert_eq!(r.status, "Failure", "{a:?}");
+            let m = r.message.unwrap();
+            assert!(m.starts_with(&format!("volbridge: {want}")), "{a:?}: {m}");
+        }
+    }
+}
