@@ -3,9 +3,7 @@
 //! KCM (`tests/flex_support`) against a real `volbridge serve` with the embedded local CSP,
 //! as root, with real loop devices, mkfs and mounts.
 //!
-//! Every test names the checklist items it covers as `[Cn]`. Item 35 (`release-pending`
-//! after a restart of a secrets-only mount) needs a daemon feature that does not exist yet;
-//! see flexvolume/README.md.
+//! Every test names the checklist items it covers as `[Cn]`.
 
 mod common;
 mod flex_support;
@@ -1126,10 +1124,10 @@ fn atomic_install_under_probing() {
     assert!(!dir.path().join("nope").exists());
 }
 
-/// [C35, partly] A volume mounted with secrets-only credentials, then a daemon restart: the
-/// credentials lived in memory only, so `unmount` cannot finish yet (the daemon has no
-/// `release-pending` state); it must say so clearly, unmount nothing blindly, and complete
-/// once a mount brings the same secrets again, leaving nothing behind.
+/// [C35] A volume mounted with secrets-only credentials, then a daemon restart: the
+/// credentials lived in memory only. `unmount` still succeeds and leaves no host mount or
+/// loop device; the CSP grant is marked release-pending and ended by the next mount that
+/// brings the same secrets.
 #[test]
 fn secrets_only_backend_across_a_daemon_restart() {
     let port = free_port();
@@ -1157,19 +1155,29 @@ fn secrets_only_backend_across_a_daemon_restart() {
     r.k.mount(&pod, &with(Opts::new("pv-sec-r")))
         .expect_ok("mount with secrets");
     r.d.restart();
-    r.k.unmount(&pod).expect_failure(
-        "unmount after the credentials are gone",
-        "volbridge: backend unavailable: volume \"pv-sec-r\"",
-    );
-    assert!(
-        is_mount_point(&pod),
-        "the pod dir must stay mounted until it can be released"
-    );
-    let other = r.k.pod_dir(&uid(2), "sec");
-    r.k.mount(&other, &with(Opts::new("pv-sec-r")))
-        .expect_ok("mount bringing the secrets");
+    // The credentials are gone with the restart: the node side is torn down anyway, and
+    // the CSP grant waits (release pending).
     r.k.unmount(&pod)
-        .expect_ok("unmount once the secrets came back");
+        .expect_ok("unmount after the credentials are gone");
+    assert!(!is_mount_point(&pod), "the pod dir is released");
+    let node = r.d.json(&["node"]);
+    let pending = node["pending_releases"].to_string();
+    assert!(pending.contains("pv-sec-r"), "release pending: {node}");
+    assert!(
+        node["volumes"].as_array().is_none_or(|v| v.is_empty()),
+        "nothing staged: {node}"
+    );
+    // The next mount that brings the same secrets ends the pending grant.
+    let other = r.k.pod_dir(&uid(2), "sec");
+    r.k.mount(&other, &with(Opts::new("pv-sec-other")))
+        .expect_ok("mount bringing the secrets");
+    let node = r.d.json(&["node"]);
+    assert!(
+        node["pending_releases"]
+            .as_array()
+            .is_none_or(|p| p.is_empty()),
+        "the pending release is done: {node}"
+    );
     r.k.unmount(&other).expect_ok("last unmount");
     r.assert_nothing_left();
 }

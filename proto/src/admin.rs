@@ -242,6 +242,16 @@ pub struct NodeInfo {
     pub uuid: String,
     pub hostname: String,
     pub volumes: Vec<NodeVolumeInfo>,
+    /// Volumes nothing on this node uses whose CSP grant is still to be ended (their
+    /// backend is unknown or unreachable for now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_releases: Vec<PendingRelease>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRelease {
+    pub backend: String,
+    pub volume: String,
 }
 
 /// `GET /v1/reconcile` (the last pass) and `POST /v1/reconcile` (a pass now).

@@ -21,6 +21,11 @@ pub struct Attachment {
     /// The publish context (csp-api.md §6). May hold CHAP credentials: the record is 0600
     /// and is never logged.
     pub context: BTreeMap<String, String>,
+    /// Nothing on this node uses the volume any more, but the CSP grant could not be ended
+    /// (its backend came from request secrets the daemon no longer has, or did not answer).
+    /// The next call that brings the backend back, or a reconciler pass, ends it.
+    #[serde(default)]
+    pub release_pending: bool,
 }
 
 impl Attachment {
@@ -94,6 +99,7 @@ impl Engine {
             node_uuid: self.node.uuid.clone(),
             read_only,
             context,
+            release_pending: false,
         };
         self.store.put(COLLECTION, &key, &record)?;
         Ok(record)
@@ -132,6 +138,79 @@ impl Engine {
         };
         self.store
             .remove(COLLECTION, &Attachment::key(&backend.name, &volume_id))
+    }
+
+    /// Ends the CSP grant of an attachment nothing uses; when the backend is unknown (a
+    /// secrets-only backend after a restart) or unreachable, records the release as pending
+    /// instead of failing: the node side is already clean.
+    pub(super) async fn release_or_defer(&self, a: &Attachment) -> Result<()> {
+        match self
+            .detach_locked(&a.backend, &a.volume_name, Some(&a.volume_id))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e)
+                if self.backends.resolve(Some(&a.backend)).is_err()
+                    || e.kind == crate::ErrorKind::Unavailable =>
+            {
+                tracing::warn!(
+                    volume = %a.volume_name,
+                    backend = %a.backend,
+                    error = %e.message,
+                    "the CSP grant stays until the backend is back (release pending)"
+                );
+                let pending = Attachment {
+                    release_pending: true,
+                    ..a.clone()
+                };
+                self.store.put(
+                    COLLECTION,
+                    &Attachment::key(&a.backend, &a.volume_id),
+                    &pending,
+                )
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the pending releases of one backend (after a call brought it back). Best
+    /// effort: what still fails stays pending for the reconciler.
+    pub(super) async fn finish_pending_releases(&self, backend: &str) {
+        let Ok(all) = self.attachments() else {
+            return;
+        };
+        for a in all
+            .into_iter()
+            .filter(|a| a.release_pending && a.backend == backend)
+        {
+            let Ok(_guard) = self
+                .guards
+                .try_lock(&format!("{}/{}", a.backend, a.volume_name))
+            else {
+                continue;
+            };
+            let key = Attachment::key(&a.backend, &a.volume_id);
+            if self
+                .store
+                .get::<super::node_records::StageRecord>(super::node_records::STAGES, &key)
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                continue;
+            }
+            match self
+                .detach_locked(&a.backend, &a.volume_name, Some(&a.volume_id))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(volume = %a.volume_name, backend = %a.backend, "pending release done")
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %a.volume_name, error = %e.message, "pending release failed")
+                }
+            }
+        }
     }
 
     /// Every attachment record of this node.

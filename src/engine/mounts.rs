@@ -74,6 +74,9 @@ impl Engine {
         }
         self.store
             .remove_volatile(intent::COLLECTION, &intent_key)?;
+        if result.is_ok() {
+            self.finish_pending_releases(&backend).await;
+        }
         result
     }
 
@@ -137,7 +140,16 @@ impl Engine {
     ) -> Result<bool> {
         validate_name("name", name)?;
         let target = paths::validate_target("path", target)?;
-        let backend = self.backends.resolve(backend)?.name.clone();
+        let backend = match self.backends.resolve(backend) {
+            Ok(b) => b.name,
+            // A backend named by request secrets is forgotten at a restart. The node's
+            // records say what the target holds (checked below), so the node side can
+            // still be torn down; the CSP grant waits for the backend (release pending).
+            Err(e) => match backend.filter(|b| !b.is_empty()) {
+                Some(named) => named.to_owned(),
+                None => return Err(e),
+            },
+        };
         let Some(publish) = self
             .store
             .get::<PublishRecord>(PUBLISHES, &target.display().to_string())?
@@ -218,6 +230,7 @@ impl Engine {
                 node_uuid: self.node.uuid.clone(),
                 read_only: false,
                 context: Default::default(),
+                release_pending: false,
             }))
     }
 
@@ -234,12 +247,7 @@ impl Engine {
             }
             self.unstage_locked(&key, None).await?;
         }
-        self.detach_locked(
-            &attachment.backend,
-            &attachment.volume_name,
-            Some(&attachment.volume_id),
-        )
-        .await
+        self.release_or_defer(attachment).await
     }
 
     /// Attaches a volume's device to this node and keeps it attached (`volume attach`).

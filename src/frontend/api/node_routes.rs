@@ -10,8 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 use volbridge_proto::admin::{
-    AttachRequest, MountInfo, MountRequest, NodeInfo, NodeVolumeInfo, ReconcileInfo, UnmountInfo,
-    UnmountRequest, VolumeStatsInfo,
+    AttachRequest, MountInfo, MountRequest, NodeInfo, NodeVolumeInfo, PendingRelease,
+    ReconcileInfo, UnmountInfo, UnmountRequest, VolumeStatsInfo,
 };
 
 fn mount_info(m: Mounted) -> MountInfo {
@@ -170,10 +170,20 @@ pub async fn node(State(state): State<AdminState>) -> ApiResult<Json<NodeInfo>> 
             pinned: s.pinned,
         })
         .collect();
+    let pending_releases = engine
+        .attachments()?
+        .into_iter()
+        .filter(|a| a.release_pending)
+        .map(|a| PendingRelease {
+            backend: a.backend,
+            volume: a.volume_name,
+        })
+        .collect();
     Ok(Json(NodeInfo {
         uuid: engine.node().uuid.clone(),
         hostname: engine.node().hostname.clone(),
         volumes,
+        pending_releases,
     }))
 }
 
