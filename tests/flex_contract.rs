@@ -427,6 +427,30 @@ fn two_pods_share_one_stage() {
     r.assert_nothing_left();
 }
 
+/// [C22] `mkfsOptions` of the shared option table: kept by autoCreate as the volume's
+/// `fsCreateOptions` and used when the node formats it.
+#[test]
+fn mkfs_options_reach_mkfs() {
+    let Some(r) = Rig::start("flex-mkfs", RigOptions::default()) else {
+        return;
+    };
+    let opts = Opts::new("pv-mkfs")
+        .user("autoCreate", "true")
+        .user("size", "64Mi")
+        .user("fsType", "ext4")
+        .user("mkfsOptions", "-L flexlabel -m 0");
+    let pod = r.k.pod_dir(&uid(1), "mkfs");
+    r.k.mount(&pod, &opts).expect_ok("mount with mkfsOptions");
+    let device = r.loops()[0].0.clone();
+    let label = std::process::Command::new("blkid")
+        .args(["-s", "LABEL", "-o", "value", &device])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "flexlabel");
+    r.k.unmount(&pod).expect_ok("unmount");
+    r.assert_nothing_left();
+}
+
 /// [C20] both fsGroup keys under `fs_group = "volbridge"` (mounterArgs.FsGroup wins).
 #[test]
 fn fs_group_applied_by_volbridge() {

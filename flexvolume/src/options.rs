@@ -317,11 +317,21 @@ fn parse_user(pairs: Vec<(String, String)>) -> Result<UserOptions, Failure> {
             "autoCreate" => u.auto_create = boolean(k, &value)?,
             "readOnly" => u.read_only = boolean(k, &value)?,
             "size" => u.size = Some(size(&value)?),
-            "mkfsOptions" => return Err(Failure::new(
-                "not supported",
-                "option mkfsOptions: the node daemon's admin API cannot pass mkfs arguments yet",
-            )
-            .hint("omit mkfsOptions, or format the volume once with `volbridge volume mount`")),
+            // As in the Docker plugin: kept in the volume's CSP config (`fsCreateOptions`)
+            // when autoCreate makes it, and used when the node formats it.
+            "mkfsOptions" => {
+                let tokens: Vec<&str> = value.split_whitespace().collect();
+                if tokens
+                    .iter()
+                    .any(|t| t.chars().any(|c| "'\"`$\\;&|<>".contains(c)))
+                {
+                    return Err(Failure::invalid_option(format!(
+                        "mkfsOptions=\"{}\": plain whitespace-separated arguments only, no quoting",
+                        value.escape_debug()
+                    )));
+                }
+                u.config.insert("fsCreateOptions".into(), tokens.join(" "));
+            }
             "fsOwner" => u.fs_owner = Some(owner(&value)?),
             "fsMode" => u.fs_mode = Some(mode(&value)?),
             "description" => {
@@ -617,7 +627,7 @@ mod tests {
             r#"{"kubernetes.io/pvOrVolumeName":"a/b"}"#,
             r#"{"kubernetes.io/readwrite":"rx"}"#,
             r#"{"kubernetes.io/mounterArgs.FsGroup":"abc"}"#,
-            r#"{"mkfsOptions":"-m 0"}"#,
+            r#"{"mkfsOptions":"-L 'x y'"}"#,
         ];
         for text in bad {
             assert!(parse(text).is_err(), "{text} was accepted");
