@@ -5,38 +5,8 @@
 
 mod common;
 
-use common::{raw_http, Daemon, TempDir};
+use common::{free_port, raw_http, raw_tcp, Daemon, TempDir};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn tcp_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect the metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 /// Family name → the label names seen on its samples, and the samples' label values.
 type Families = BTreeMap<String, (BTreeSet<String>, Vec<BTreeMap<String, String>>)>;
@@ -119,14 +89,14 @@ fn metrics_list_every_family_after_csi_admin_and_docker_calls() {
     let (code, body) = raw_http(&docker, "POST", "/VolumeDriver.List", Some("{}"));
     assert_eq!(code, 200, "{body}");
 
-    let (code, body) = tcp_get(port, "/healthz");
+    let (code, body) = raw_tcp(port, "GET", "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
-    let (code, body) = tcp_get(port, "/readyz");
+    let (code, body) = raw_tcp(port, "GET", "/readyz");
     assert_eq!(code, 200, "/readyz: {body}");
-    let (code, _) = tcp_get(port, "/v1/volumes");
+    let (code, _) = raw_tcp(port, "GET", "/v1/volumes");
     assert_eq!(code, 404, "the metrics listener serves nothing but probes");
 
-    let (code, over_tcp) = tcp_get(port, "/metrics");
+    let (code, over_tcp) = raw_tcp(port, "GET", "/metrics");
     assert_eq!(code, 200);
     let (code, over_socket) = raw_http(&d.socket, "GET", "/metrics", None);
     assert_eq!(code, 200);

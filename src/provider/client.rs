@@ -186,6 +186,20 @@ fn transport_error(e: reqwest::Error) -> Error {
     }
 }
 
+/// One debug line per CSP exchange (never a body: they may hold secrets).
+fn log_call<E: std::fmt::Display>(
+    method: &Method,
+    url: &Url,
+    start: Instant,
+    outcome: std::result::Result<StatusCode, E>,
+) {
+    let ms = start.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(status) => debug!(%method, path = url.path(), status = status.as_u16(), ms, "CSP call"),
+        Err(e) => debug!(%method, path = url.path(), ms, error = %e, "CSP call failed"),
+    }
+}
+
 /// Decodes an array, or a single object as a one-element list (D10).
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -342,13 +356,7 @@ impl CspClient {
                 let result = self
                     .send_in_process(router, method, &url, body, headers)
                     .await;
-                let ms = start.elapsed().as_millis() as u64;
-                match &result {
-                    Ok(r) => {
-                        debug!(%method, path = url.path(), status = r.status.as_u16(), ms, "CSP call")
-                    }
-                    Err(e) => debug!(%method, path = url.path(), ms, error = %e, "CSP call failed"),
-                }
+                log_call(method, &url, start, result.as_ref().map(|r| r.status));
                 result.map_err(|e| self.scrub(e, &[]))
             }
         };
@@ -410,13 +418,7 @@ impl CspClient {
                 Ok::<_, reqwest::Error>(Reply { status, body })
             }
             .await;
-            let ms = start.elapsed().as_millis() as u64;
-            match &result {
-                Ok(r) => {
-                    debug!(%method, path = url.path(), status = r.status.as_u16(), ms, "CSP call")
-                }
-                Err(e) => debug!(%method, path = url.path(), ms, error = %e, "CSP call failed"),
-            }
+            log_call(method, url, start, result.as_ref().map(|r| r.status));
             result
         };
         attempt

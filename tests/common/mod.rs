@@ -217,8 +217,25 @@ impl Drop for Daemon {
 }
 
 pub fn raw_http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).expect("connect admin socket");
+    let s = UnixStream::connect(socket).expect("connect admin socket");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    exchange(s, method, path, body)
+}
+
+/// The same over TCP (the `--metrics-listen` listener).
+pub fn raw_tcp(port: u16, method: &str, path: &str) -> (u16, String) {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect over TCP");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    exchange(s, method, path, None)
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the status and the body.
+fn exchange(
+    mut s: impl Read + Write,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: volbridge\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
@@ -237,6 +254,15 @@ pub fn raw_http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> 
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether this test may touch the kernel (root, loop devices, mkfs). In CI it must: a
