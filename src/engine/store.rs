@@ -94,8 +94,10 @@ impl StateStore {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(stem) = name.strip_suffix(".json") else {
-                // Leftover temp files of an interrupted write: the record itself is intact.
-                if name.starts_with('.') && name.ends_with(".tmp") {
+                // Leftover temp files of an interrupted write (the record itself is intact).
+                // Only old ones: a young one belongs to a write in flight, which renames it
+                // a moment later.
+                if name.starts_with('.') && name.ends_with(".tmp") && is_stale(&entry) {
                     let _ = fs::remove_file(entry.path());
                 }
                 continue;
@@ -113,6 +115,16 @@ impl StateStore {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// A temp file no write can still own: older than any write takes.
+fn is_stale(entry: &fs::DirEntry) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(60))
 }
 
 /// Creates a directory (and parents) readable only by its owner.
@@ -284,10 +296,25 @@ mod tests {
         store.put("intents", "a", &1u32).unwrap();
         fs::write(root.join("intents/b.json"), b"{torn").unwrap();
         fs::write(root.join("intents/.c.json.tmp"), b"half").unwrap();
+        fs::write(root.join("intents/.d.json.tmp"), b"in flight").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(root.join("intents/.c.json.tmp"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let listed = store.list::<u32>("intents").unwrap();
         assert_eq!(listed.len(), 2);
         assert!(listed[1].1.is_err());
-        assert!(!root.join("intents/.c.json.tmp").exists());
+        assert!(
+            !root.join("intents/.c.json.tmp").exists(),
+            "a leftover goes"
+        );
+        assert!(
+            root.join("intents/.d.json.tmp").exists(),
+            "a young temp file may be a write in flight: it stays"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }
