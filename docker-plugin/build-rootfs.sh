@@ -58,6 +58,17 @@ for t in "${tools[@]}"; do
   libs_of "$path"
 done
 [ -f /etc/mke2fs.conf ] && place /etc/mke2fs.conf /etc/mke2fs.conf
+# CA certificates: the CSP client loads the system roots when it is built, for any
+# configured backend (plain HTTP ones too), and https CSPs are verified against them.
+cas=""
+for f in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/ca-bundle.pem /etc/ssl/cert.pem; do
+  if [ -s "$f" ]; then cas=$f; break; fi
+done
+if [ -n "$cas" ]; then
+  place "$cas" /etc/ssl/certs/ca-certificates.crt
+else
+  echo "build-rootfs.sh: no CA bundle on this host (apt-get install ca-certificates); the plugin cannot reach remote CSP backends" >&2
+fi
 # Name resolution files are bind-mounted by Docker with host networking; passwd for tools.
 printf 'root:x:0:0:root:/:/bin/false\n' > "$rootfs/etc/passwd"
 printf 'root:x:0:\n' > "$rootfs/etc/group"

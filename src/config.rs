@@ -113,6 +113,9 @@ pub struct DockerSection {
     pub listen: String,
     /// Default: `/run/docker/plugins/<driver_name>.sock`.
     pub socket: Option<PathBuf>,
+    /// Group of the socket (mode 0660): a name from `/etc/group` or a numeric gid; unset:
+    /// the daemon's own group (root's).
+    pub socket_group: Option<String>,
     pub tcp_addr: Option<SocketAddr>,
     pub spec_dir: PathBuf,
     /// `legacy` (a host process) or `managed` (inside a Docker managed plugin).
@@ -135,6 +138,7 @@ impl Default for DockerSection {
             driver_name: "volbridge".into(),
             listen: "socket".into(),
             socket: None,
+            socket_group: None,
             tcp_addr: None,
             spec_dir: "/etc/docker/plugins".into(),
             mode: "legacy".into(),
@@ -206,6 +210,7 @@ impl DockerSection {
             unstage_delay: std::time::Duration::from_secs(self.unstage_delay_seconds),
             mount_base: self.mount_base.clone(),
             call_budget: budget.map(std::time::Duration::from_secs),
+            socket_group: self.socket_group.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -557,12 +562,20 @@ mod tests {
             c.docker.to_frontend().unwrap().scope,
             crate::frontend::docker::Scope::Global
         );
+        let c = Config::parse("[docker]\nenabled = true\nsocket_group = \"docker\"\n").unwrap();
+        assert_eq!(
+            c.docker.to_frontend().unwrap().socket_group.as_deref(),
+            Some("docker")
+        );
         for bad in [
             "[docker]\nenabled = true\nscope = \"cluster\"",
             "[docker]\nenabled = true\nmode = \"v3\"",
             "[docker]\nenabled = true\nlisten = \"tcp\"",
             "[docker]\nenabled = true\nmode = \"managed\"\nmount_base = \"/var/lib/x\"",
             "[docker]\nenabled = true\nsocket = \"rel.sock\"",
+            "[docker]\nenabled = true\nsocket_group = \"\"",
+            "[docker]\nenabled = true\nsocket_group = \"a b\"",
+            "[docker]\nenabled = true\nlisten = \"tcp\"\ntcp_addr = \"127.0.0.1:1\"\nsocket_group = \"docker\"",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }

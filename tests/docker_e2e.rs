@@ -1,22 +1,55 @@
-//! End-to-end with a real, private dockerd (docker-volume-plugin.md §14.1): the legacy
-//! socket (volbridge as a host daemon) and the managed (v2) plugin built from
-//! `docker-plugin/`. Containers run an offline busybox image with `--network none`.
-//! Teardown is by PID and leaves no mount, loop device, socket or process behind.
+//! End-to-end with a real, private dockerd (docker-volume-plugin.md §14.1 and the scenarios
+//! 23–38 of §14.2): the legacy socket (volbridge as a host daemon), `.spec` discovery, a
+//! slow and an unreachable CSP, and the managed (v2) plugin built from `docker-plugin/`.
+//! Containers run an offline busybox image with `--network none`.
+//!
+//! Call traces come from the daemon itself: the number of calls per method from
+//! `volbridge_operations_total{frontend="docker"}` at `GET /metrics` on its admin socket
+//! (every call is counted, whatever the log level), the mount IDs from its info lines
+//! `Docker: Mount volume=… id=…` (the daemons here log at debug). Attaches are the CSP's
+//! publish calls (`volbridge_csp_request_duration_seconds_count{route=…/publish}`).
+//!
+//! A slow or unreachable CSP is a standalone `volbridge csp serve` behind a TCP proxy the
+//! test steers (`docker_support::faults`): no test hook in the product.
+//!
+//! Teardown is by PID and leaves no mount, loop device, socket, discovery file or process
+//! behind.
 
 mod common;
 mod docker_support;
 
 use common::{loops_under, mounts_under, Daemon, HostCleanup, TempDir};
-use docker_support::{eventually, pids_mentioning, require_dockerd, Dockerd, IMAGE};
-use std::path::Path;
+use docker_support::faults::{CspServer, FaultProxy};
+use docker_support::{
+    calls, calls_between, eventually, is_hex64, logged_calls, logged_ids, mountinfo_id,
+    pids_mentioning, require_dockerd, Dockerd, PluginLoops, Scrape, IMAGE,
+};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// One private dockerd at a time: both tests use the host-global /run/docker/plugins.
+/// One private dockerd at a time: the tests use the host-global /run/docker/plugins and
+/// /etc/docker/plugins.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Removes a host-global file (the plugin socket) even when the test fails.
-struct RemoveOnDrop(std::path::PathBuf);
+/// The unstage delay of the legacy daemons: it must bridge the copy-up cycle and the start
+/// of one `docker run` on a loaded machine, and stays short enough to wait out.
+const UNSTAGE_DELAY: u64 = 3;
+
+/// Long enough for the unstage delay plus a teardown.
+const UNSTAGED_WITHIN: Duration = Duration::from_secs(UNSTAGE_DELAY + 15);
+
+/// The daemons log at debug here: the `Docker: Mount volume=… id=…` lines (info) are the
+/// mount-ID trace, whatever `VOLBRIDGE_TEST_LOG` says.
+const LOG_LEVEL: (&str, &str) = ("RUST_LOG", "debug");
+
+/// The Create budget of the daemon behind the slow CSP (scenario 36).
+const CREATE_BUDGET: u64 = 5;
+
+/// Removes a host-global file (a plugin socket, a discovery file) even when the test fails.
+struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -29,7 +62,7 @@ fn driver_name(tag: &str) -> String {
 }
 
 /// No mount, loop device or socket under `dir`, and no process started there.
-fn assert_clean(dir: &Path, sockets: &[&Path]) {
+fn assert_clean(dir: &Path, files: &[&Path]) {
     assert!(
         eventually(Duration::from_secs(10), || mounts_under(dir).is_empty()),
         "mounts left: {:?}",
@@ -40,14 +73,898 @@ fn assert_clean(dir: &Path, sockets: &[&Path]) {
         "loop devices left: {:?}",
         loops_under(dir)
     );
-    for s in sockets {
-        assert!(!s.exists(), "{} left behind", s.display());
+    for f in files {
+        assert!(!f.exists(), "{} left behind", f.display());
     }
     assert!(
         eventually(Duration::from_secs(10), || pids_mentioning(dir).is_empty()),
         "processes left: {:?}",
         pids_mentioning(dir)
     );
+}
+
+fn scrape(d: &Daemon) -> Scrape {
+    Scrape::of(&d.socket)
+}
+
+/// The daemon log's length now: what is logged later is `log_since(d, mark)`.
+fn log_mark(d: &Daemon) -> usize {
+    d.log_text().len()
+}
+
+fn log_since(d: &Daemon, mark: usize) -> String {
+    d.log_text().get(mark..).unwrap_or_default().to_owned()
+}
+
+/// `volbridge docker refs VOLUME`: mount ID → count.
+fn refs(d: &Daemon, volume: &str) -> BTreeMap<String, u64> {
+    let all = d.json(&["docker", "refs", volume]);
+    all[0]["refs"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no refs for {volume}: {all}"))
+        .iter()
+        .map(|(id, n)| (id.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+/// `available`, `attached`, `mounted` or `release-pending`.
+fn vstate(d: &Daemon, volume: &str) -> String {
+    d.json(&["docker", "refs", volume])[0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The Docker volumes the daemon has records of.
+fn records(d: &Daemon) -> BTreeSet<String> {
+    d.json(&["docker", "refs"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until `volume` has no reference and is unmounted and detached.
+fn assert_unstaged(d: &Daemon, volume: &str) {
+    if !eventually(UNSTAGED_WITHIN, || vstate(d, volume) == "available") {
+        let warnings: Vec<String> = d
+            .log_text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect();
+        panic!(
+            "{volume} is still {} after the unstage delay; the daemon's warnings:\n{}\nmounts: {:?}",
+            vstate(d, volume),
+            warnings.join("\n"),
+            mounts_under(&d.dir)
+        );
+    }
+    let base = d.state.join("mounts");
+    assert!(
+        mounts_under(&base).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(&base)
+    );
+}
+
+fn inspect(d: &Dockerd, volume: &str) -> Value {
+    let all: Value = serde_json::from_str(&d.ok(&["volume", "inspect", volume])).unwrap();
+    all[0].clone()
+}
+
+/// `docker volume ls` as "driver name" lines.
+fn volume_ls(d: &Dockerd) -> BTreeSet<String> {
+    d.ok(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(v["Labels"].clone()).unwrap_or_default()
+}
+
+fn options(v: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(v["Options"].clone()).unwrap_or_default()
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The second daemon: `spec` listen mode (socket outside /run/docker/plugins), every volume
+/// on a standalone local CSP reached through a fault proxy, Create budget lowered.
+struct Remote {
+    // Dropped in this order: the daemon before the CSP it talks to.
+    daemon: Daemon,
+    proxy: FaultProxy,
+    csp: CspServer,
+    driver: String,
+    socket: PathBuf,
+    spec: PathBuf,
+    _spec_guard: RemoveOnDrop,
+}
+
+impl Remote {
+    fn start(dir: &Path) -> Remote {
+        let dir = dir.join("remote");
+        std::fs::create_dir_all(&dir).unwrap();
+        let csp = CspServer::start(&dir);
+        let proxy = FaultProxy::start(csp.addr);
+        let driver = driver_name("spec");
+        let socket = dir.join("plugin.sock");
+        let spec = Path::new("/etc/docker/plugins").join(format!("{driver}.spec"));
+        let spec_guard = RemoveOnDrop(spec.clone());
+        let config = dir.join("volbridge.toml");
+        // The CSP's files are this host's loop backing files: an allowed local root.
+        std::fs::write(
+            &config,
+            format!(
+                "default_backend = \"csp\"\n\n[node]\nlocal_roots = [\"{}\"]\n\n[docker]\ncall_budget_seconds = {CREATE_BUDGET}\n\n{}",
+                csp.data_dir.display(),
+                csp.backend_toml("csp", proxy.port)
+            ),
+        )
+        .unwrap();
+        let daemon = Daemon::start_with_env(
+            &dir,
+            &[
+                "--no-local-csp",
+                "--config",
+                config.to_str().unwrap(),
+                "--docker-listen",
+                "spec",
+                "--docker-socket",
+                socket.to_str().unwrap(),
+                "--docker-spec-dir",
+                "/etc/docker/plugins",
+                "--docker-driver-name",
+                &driver,
+                // Forced: `auto` answers global for a remote CSP, and a global-scope Get
+                // miss asks the CSP (up to 5 s), which would blur scenario 36's timing.
+                "--docker-scope",
+                "local",
+                "--docker-unstage-delay",
+                &UNSTAGE_DELAY.to_string(),
+            ],
+            &[LOG_LEVEL],
+        );
+        Remote {
+            daemon,
+            proxy,
+            csp,
+            driver,
+            socket,
+            spec,
+            _spec_guard: spec_guard,
+        }
+    }
+}
+
+/// The legacy-socket scenarios, sharing one dockerd.
+struct Legacy {
+    // Dropped in this order: dockerd (and its containers) before the plugins.
+    dockerd: Dockerd,
+    remote: Option<Remote>,
+    daemon: Daemon,
+    dir: PathBuf,
+    drv: String,
+}
+
+impl Legacy {
+    fn run(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "--rm", "--network", "none"];
+        all.extend(args);
+        self.dockerd.ok(&all)
+    }
+
+    /// A detached container on `mount` (`vol:/data[:nocopy]`) that sleeps; stops at once.
+    fn run_detached(&self, name: &str, mount: &str, command: &[&str]) {
+        let mut all = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--stop-timeout",
+            "1",
+            "-v",
+            mount,
+            IMAGE,
+        ];
+        all.extend(command);
+        self.dockerd.ok(&all);
+    }
+
+    fn remote(&self) -> &Remote {
+        self.remote.as_ref().expect("the remote daemon runs")
+    }
+
+    /// 23: create, ls, inspect, rm, and exactly the calls §8 lists for each.
+    fn s23_volume_commands_and_their_calls(&self) {
+        let (d, drv) = (&self.dockerd, self.drv.as_str());
+        let s0 = scrape(&self.daemon);
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
+            drv,
+            "-o",
+            "size=10Gi",
+            "-o",
+            "fsType=xfs",
+            "v1",
+        ]);
+        let s1 = scrape(&self.daemon);
+        assert_eq!(
+            calls_between(&s0, &s1),
+            calls(&[
+                ("Activate", 1),
+                ("Capabilities", 1),
+                ("Get", 1),
+                ("Create", 1)
+            ]),
+            "first use of the driver, then volume create"
+        );
+        assert!(
+            volume_ls(d).contains(&format!("{drv} v1")),
+            "{:?}",
+            volume_ls(d)
+        );
+        let s2 = scrape(&self.daemon);
+        assert_eq!(calls_between(&s1, &s2), calls(&[("List", 1)]), "volume ls");
+        let v = inspect(d, "v1");
+        let s3 = scrape(&self.daemon);
+        assert_eq!(calls_between(&s2, &s3), calls(&[("Get", 1)]), "inspect");
+        assert_eq!(v["Driver"], drv);
+        assert_eq!(options(&v), map(&[("size", "10Gi"), ("fsType", "xfs")]));
+        assert_eq!(v["Scope"], "local", "auto scope with the embedded CSP");
+        assert_eq!(v["Status"]["fsType"], "xfs");
+        assert_eq!(v["Status"]["sizeBytes"], 10u64 << 30);
+        assert_eq!(v["Status"]["state"], "available");
+        humantime::parse_rfc3339(v["CreatedAt"].as_str().unwrap()).unwrap();
+        d.ok(&["volume", "rm", "v1"]);
+        let s4 = scrape(&self.daemon);
+        assert_eq!(
+            calls_between(&s3, &s4),
+            calls(&[("Get", 2), ("Remove", 1)]),
+            "volume rm"
+        );
+        assert!(!records(&self.daemon).contains("v1"));
+        let left = self.daemon.json(&["volume", "ls"]);
+        assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
+    }
+
+    /// 24: one container writes, a second one reads it back.
+    fn s24_write_then_read(&self) {
+        let (d, drv) = (&self.dockerd, self.drv.as_str());
+        d.ok(&["volume", "create", "-d", drv, "-o", "size=64Mi", "vol1"]);
+        assert!(volume_ls(d).contains(&format!("{drv} vol1")));
+        self.run(&["-v", "vol1:/data", IMAGE, "sh", "-c", "echo hi > /data/f"]);
+        assert_eq!(
+            self.run(&["-v", "vol1:/data", IMAGE, "cat", "/data/f"]),
+            "hi\n"
+        );
+    }
+
+    /// 25: without nocopy two Mount/Unmount cycles with distinct IDs and one attach; with
+    /// nocopy one cycle; no reference left, unstaged after the delay.
+    fn s25_copy_up_cycles_share_one_attach(&self) {
+        for (mount, cycles) in [("vol1:/data", 2), ("vol1:/data:nocopy", 1)] {
+            assert_unstaged(&self.daemon, "vol1");
+            let s0 = scrape(&self.daemon);
+            let mark = log_mark(&self.daemon);
+            assert_eq!(self.run(&["-v", mount, IMAGE, "cat", "/data/f"]), "hi\n");
+            let s1 = scrape(&self.daemon);
+            let c = calls_between(&s0, &s1);
+            assert_eq!(
+                (c.get("Mount"), c.get("Unmount")),
+                (Some(&cycles), Some(&cycles)),
+                "{mount}: {c:?}"
+            );
+            assert_eq!(
+                s1.docker_result("Mount", "ok") - s0.docker_result("Mount", "ok"),
+                cycles
+            );
+            let log = log_since(&self.daemon, mark);
+            let mounted = logged_ids(&log, "Mount", "vol1");
+            let unmounted = logged_ids(&log, "Unmount", "vol1");
+            assert_eq!(mounted.len() as u64, cycles, "{mount}: {mounted:?}");
+            assert!(mounted.iter().all(|id| is_hex64(id)), "{mounted:?}");
+            let distinct: BTreeSet<&String> = mounted.iter().collect();
+            assert_eq!(distinct.len(), mounted.len(), "distinct IDs: {mounted:?}");
+            assert_eq!(unmounted, mounted, "each ID unmounted, in order");
+            assert!(refs(&self.daemon, "vol1").is_empty());
+            assert_unstaged(&self.daemon, "vol1");
+            let s2 = scrape(&self.daemon);
+            assert_eq!(
+                (
+                    s2.csp_actions("local", "publish") - s0.csp_actions("local", "publish"),
+                    s2.csp_actions("local", "unpublish") - s0.csp_actions("local", "unpublish"),
+                ),
+                (1, 1),
+                "{mount}: a single attach and detach"
+            );
+        }
+    }
+
+    /// 26: two long-running containers, one stage, refs = 2; stopping one leaves the
+    /// other's data path working; stopping both unstages.
+    fn s26_two_containers_one_stage(&self) {
+        let d = &self.dockerd;
+        assert_unstaged(&self.daemon, "vol1");
+        let s0 = scrape(&self.daemon);
+        self.run_detached("c26a", "vol1:/data", &["sleep", "600"]);
+        self.run_detached("c26b", "vol1:/data", &["sleep", "600"]);
+        let held = refs(&self.daemon, "vol1");
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert!(held.values().all(|n| *n == 1), "{held:?}");
+        assert_eq!(vstate(&self.daemon, "vol1"), "mounted");
+        d.ok(&["exec", "c26a", "sh", "-c", "echo from-a > /data/shared"]);
+        assert_eq!(d.ok(&["exec", "c26b", "cat", "/data/shared"]), "from-a\n");
+        d.ok(&["stop", "-t", "0", "c26a"]);
+        assert!(
+            eventually(Duration::from_secs(10), || refs(&self.daemon, "vol1").len()
+                == 1),
+            "{:?}",
+            refs(&self.daemon, "vol1")
+        );
+        assert_eq!(vstate(&self.daemon, "vol1"), "mounted");
+        assert_eq!(
+            d.ok(&[
+                "exec",
+                "c26b",
+                "sh",
+                "-c",
+                "echo from-b >> /data/shared && cat /data/shared"
+            ]),
+            "from-a\nfrom-b\n"
+        );
+        let mounted = d.ok(&["exec", "c26b", "sh", "-c", "grep ' /data ' /proc/mounts"]);
+        assert!(mounted.contains("ext4"), "{mounted}");
+        d.ok(&["stop", "-t", "0", "c26b"]);
+        assert_unstaged(&self.daemon, "vol1");
+        let s1 = scrape(&self.daemon);
+        assert_eq!(
+            (
+                s1.csp_actions("local", "publish") - s0.csp_actions("local", "publish"),
+                s1.csp_actions("local", "unpublish") - s0.csp_actions("local", "unpublish"),
+            ),
+            (1, 1),
+            "one stage for both containers"
+        );
+        d.ok(&["rm", "c26a", "c26b"]);
+    }
+
+    /// A container writing a counter into vol1 every 0.1 s: scenarios 27 and 30.
+    fn start_writer(&self) -> String {
+        self.run_detached(
+            "writer",
+            "vol1:/data",
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do i=$((i+1)); echo $i > /data/counter; sleep 0.1; done",
+            ],
+        );
+        let held = refs(&self.daemon, "vol1");
+        assert_eq!(held.len(), 1, "{held:?}");
+        held.into_keys().next().unwrap()
+    }
+
+    fn counter(&self) -> u64 {
+        let text = self.dockerd.ok(&["exec", "writer", "cat", "/data/counter"]);
+        text.trim().parse().unwrap_or(0)
+    }
+
+    /// 27: `docker cp` into the running container: Mount/Unmount with the container's own
+    /// ID, the mount stays, refs back to 1.
+    fn s27_docker_cp_keeps_the_mount(&self, id: &str) {
+        let d = &self.dockerd;
+        let mountpoint = self.daemon.json(&["docker", "refs", "vol1"])[0]["mountpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let stage = mountinfo_id(&mountpoint);
+        assert!(stage.is_some(), "{mountpoint} is mounted");
+        let s0 = scrape(&self.daemon);
+        let mark = log_mark(&self.daemon);
+        let src = self.dir.join("copied.txt");
+        std::fs::write(&src, "copied\n").unwrap();
+        d.ok(&["cp", src.to_str().unwrap(), "writer:/data/copied.txt"]);
+        assert_eq!(
+            d.ok(&["exec", "writer", "cat", "/data/copied.txt", "/data/f"]),
+            "copied\nhi\n"
+        );
+        let mounted = d.ok(&["exec", "writer", "sh", "-c", "grep ' /data ' /proc/mounts"]);
+        assert!(mounted.contains("ext4"), "{mounted}");
+        let s1 = scrape(&self.daemon);
+        let c = calls_between(&s0, &s1);
+        assert_eq!(
+            (c.get("Mount"), c.get("Unmount")),
+            (Some(&2), Some(&2)),
+            "{c:?}"
+        );
+        let log = log_since(&self.daemon, mark);
+        let used: BTreeSet<String> = logged_ids(&log, "Mount", "vol1")
+            .into_iter()
+            .chain(logged_ids(&log, "Unmount", "vol1"))
+            .collect();
+        assert_eq!(used, BTreeSet::from([id.to_owned()]), "the container's ID");
+        assert_eq!(
+            refs(&self.daemon, "vol1"),
+            BTreeMap::from([(id.to_owned(), 1)])
+        );
+        assert_eq!(mountinfo_id(&mountpoint), stage, "never unstaged");
+        assert_eq!(
+            s1.csp_actions("local", "unpublish"),
+            s0.csp_actions("local", "unpublish")
+        );
+    }
+
+    /// 30 (and a graceful restart): the daemon is killed with -9 while the container
+    /// writes and is back within 5 s; the container keeps writing, `volume ls` lists the
+    /// volume, the later Unmount is processed.
+    fn s30_daemon_restarts_under_a_running_container(&mut self, id: &str) {
+        self.daemon.restart();
+        assert_eq!(
+            self.dockerd.ok(&["exec", "writer", "cat", "/data/f"]),
+            "hi\n"
+        );
+        let before = self.counter();
+        let t = Instant::now();
+        self.daemon.crash_and_restart();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "restart took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || self.counter() > before + 5),
+            "the container stopped writing: {} then {}",
+            before,
+            self.counter()
+        );
+        assert_eq!(
+            refs(&self.daemon, "vol1"),
+            BTreeMap::from([(id.to_owned(), 1)])
+        );
+        self.dockerd
+            .ok(&["exec", "writer", "sh", "-c", "echo after-crash >> /data/f"]);
+        assert!(volume_ls(&self.dockerd).contains(&format!("{} vol1", self.drv)));
+        let s0 = scrape(&self.daemon);
+        let mark = log_mark(&self.daemon);
+        self.dockerd.ok(&["rm", "-f", "writer"]);
+        assert!(eventually(Duration::from_secs(10), || {
+            scrape(&self.daemon).docker_result("Unmount", "ok") > s0.docker_result("Unmount", "ok")
+        }));
+        assert_eq!(
+            logged_ids(&log_since(&self.daemon, mark), "Unmount", "vol1"),
+            vec![id.to_owned()]
+        );
+        assert!(refs(&self.daemon, "vol1").is_empty());
+        assert_unstaged(&self.daemon, "vol1");
+        assert_eq!(
+            self.run(&["-v", "vol1:/data:nocopy", IMAGE, "cat", "/data/f"]),
+            "hi\nafter-crash\n"
+        );
+    }
+
+    /// 28: an anonymous volume: Create with a 64-hex name, Remove on exit; the named volume
+    /// used with --rm all along survives.
+    fn s28_anonymous_volume_goes_with_the_container(&self) {
+        let s0 = scrape(&self.daemon);
+        let mark = log_mark(&self.daemon);
+        self.run(&[
+            "--volume-driver",
+            &self.drv,
+            "-v",
+            "/anon",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo x > /anon/x",
+        ]);
+        assert!(
+            eventually(Duration::from_secs(15), || {
+                calls_between(&s0, &scrape(&self.daemon)).get("Remove") == Some(&1)
+            }),
+            "no Remove after --rm: {:?}",
+            calls_between(&s0, &scrape(&self.daemon))
+        );
+        let c = calls_between(&s0, &scrape(&self.daemon));
+        assert_eq!(c.get("Create"), Some(&1), "{c:?}");
+        let trace = logged_calls(&log_since(&self.daemon, mark));
+        let created: Vec<&str> = trace
+            .iter()
+            .filter(|c| c.method == "Create")
+            .map(|c| c.volume.as_str())
+            .collect();
+        let removed: Vec<&str> = trace
+            .iter()
+            .filter(|c| c.method == "Remove")
+            .map(|c| c.volume.as_str())
+            .collect();
+        assert_eq!(created.len(), 1, "{trace:?}");
+        assert!(is_hex64(created[0]), "{created:?}");
+        assert_eq!(removed, created);
+        assert!(!records(&self.daemon).contains(created[0]));
+        assert!(!volume_ls(&self.dockerd)
+            .iter()
+            .any(|l| l.contains(created[0])));
+        // The named volume was used with --rm throughout and is still there.
+        assert!(records(&self.daemon).contains("vol1"));
+        assert!(volume_ls(&self.dockerd).contains(&format!("{} vol1", self.drv)));
+    }
+
+    /// 29: a bad option: non-zero exit, the documented message, nothing created.
+    fn s29_bad_option_message(&self) {
+        let s0 = scrape(&self.daemon);
+        let out = self.dockerd.docker(&[
+            "volume",
+            "create",
+            "-d",
+            &self.drv,
+            "-o",
+            "size=10GB",
+            "bad",
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Error response from daemon: create bad: volbridge: invalid option: size=\"10GB\": unknown unit \"GB\"; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"),
+            "{err}"
+        );
+        let s1 = scrape(&self.daemon);
+        assert_eq!(
+            s1.docker_result("Create", "error") - s0.docker_result("Create", "error"),
+            1
+        );
+        assert!(!records(&self.daemon).contains("bad"));
+    }
+
+    /// Snapshot and clone through -o fromSnapshot / cloneOf (a snapshot copies the backing
+    /// file: vol1 is unmounted first, so its data is flushed).
+    fn snapshot_and_clone(&self) {
+        let d = &self.dockerd;
+        let drv = self.drv.as_str();
+        assert_unstaged(&self.daemon, "vol1");
+        let out = self
+            .daemon
+            .cli(&["snapshot", "create", "snap1", "--volume", "vol1"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
+            drv,
+            "-o",
+            "fromSnapshot=snap1",
+            "fromsnap",
+        ]);
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
+            drv,
+            "-o",
+            "cloneOf=vol1",
+            "clone1",
+        ]);
+        for name in ["fromsnap", "clone1"] {
+            let mount = format!("{name}:/data");
+            assert_eq!(
+                self.run(&["-v", &mount, IMAGE, "cat", "/data/f"]),
+                "hi\nafter-crash\n",
+                "{name}"
+            );
+        }
+        let v = inspect(d, "fromsnap");
+        assert_eq!(v["Options"]["fromSnapshot"], "snap1");
+        assert_eq!(v["Status"]["source"], "snapshot:snap1");
+        // A volume with snapshots is refused with a message that says why.
+        d.ok(&["volume", "rm", "fromsnap", "clone1"]);
+        let err = d.fails(&["volume", "rm", "vol1"]);
+        assert!(
+            err.contains("remove vol1: volbridge: ") && err.contains("has snapshots"),
+            "{err}"
+        );
+        let out = self.daemon.cli(&["snapshot", "rm", "snap1"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// 33: `spec` listen mode: the socket outside /run/docker/plugins, found through
+    /// /etc/docker/plugins/<name>.spec; scenario 24 on it.
+    fn s33_spec_discovery(&mut self) {
+        let remote = Remote::start(&self.dir);
+        let plugins_dir_socket =
+            Path::new("/run/docker/plugins").join(format!("{}.sock", remote.driver));
+        assert!(!plugins_dir_socket.exists());
+        assert!(!remote.socket.starts_with("/run/docker/plugins"));
+        assert_eq!(
+            std::fs::read_to_string(&remote.spec).unwrap(),
+            format!("unix://{}\n", remote.socket.display())
+        );
+        let drv = remote.driver.clone();
+        let d = &self.dockerd;
+        let s0 = scrape(&remote.daemon);
+        d.ok(&["volume", "create", "-d", &drv, "-o", "size=64Mi", "rvol"]);
+        assert_eq!(
+            calls_between(&s0, &scrape(&remote.daemon)),
+            calls(&[
+                ("Activate", 1),
+                ("Capabilities", 1),
+                ("Get", 1),
+                ("Create", 1)
+            ]),
+            "Docker found the driver through the .spec file"
+        );
+        self.remote = Some(remote);
+        self.run(&[
+            "-v",
+            "rvol:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo remote > /data/f",
+        ]);
+        assert_eq!(
+            self.run(&["-v", "rvol:/data", IMAGE, "cat", "/data/f"]),
+            "remote\n"
+        );
+        let v = inspect(&self.dockerd, "rvol");
+        assert_eq!(v["Driver"], drv.as_str());
+        assert_eq!(v["Status"]["backend"], "csp");
+        assert_unstaged(&self.remote().daemon, "rvol");
+    }
+
+    /// 34: `docker volume prune -f` calls no driver and removes nothing.
+    fn s34_prune_calls_no_driver(&self) {
+        let remote = self.remote();
+        let (before_ls, before_a, before_b) = (
+            volume_ls(&self.dockerd),
+            records(&self.daemon),
+            records(&remote.daemon),
+        );
+        let (s0, r0) = (scrape(&self.daemon), scrape(&remote.daemon));
+        self.dockerd.ok(&["volume", "prune", "-f"]);
+        assert_eq!(calls_between(&s0, &scrape(&self.daemon)), calls(&[]));
+        assert_eq!(calls_between(&r0, &scrape(&remote.daemon)), calls(&[]));
+        assert_eq!(volume_ls(&self.dockerd), before_ls);
+        assert_eq!(records(&self.daemon), before_a);
+        assert_eq!(records(&remote.daemon), before_b);
+    }
+
+    /// 36: the Create budget (5 s here) runs out while the CSP stalls: Docker shows the
+    /// `timeout` message, not its own deadline error; once the CSP has finished, the same
+    /// command succeeds through Get alone.
+    fn s36_create_budget_and_a_slow_csp(&self) {
+        let remote = self.remote();
+        let (d, drv) = (&self.dockerd, remote.driver.as_str());
+        remote.proxy.stall(Duration::from_secs(60));
+        let s0 = scrape(&remote.daemon);
+        let t = Instant::now();
+        let out = d.docker(&["volume", "create", "-d", drv, "-o", "size=32Mi", "slow1"]);
+        let took = t.elapsed();
+        remote.proxy.pass();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("Error response from daemon: create slow1: volbridge: timeout: create of \"slow1\" did not finish within {CREATE_BUDGET}s; it continues in the background, retry the command")),
+            "{err}"
+        );
+        assert!(
+            !err.contains("deadline exceeded") && !err.contains("VolumeDriver.Create"),
+            "{err}"
+        );
+        assert!(
+            took >= Duration::from_secs(CREATE_BUDGET) && took < Duration::from_secs(30),
+            "create failed after {took:?}"
+        );
+        let s1 = scrape(&remote.daemon);
+        assert_eq!(calls_between(&s0, &s1), calls(&[("Get", 1), ("Create", 1)]));
+        assert_eq!(
+            s1.docker_result("Create", "error") - s0.docker_result("Create", "error"),
+            1
+        );
+        // The create goes on in the background once the CSP answers.
+        assert!(
+            eventually(Duration::from_secs(60), || records(&remote.daemon)
+                .contains("slow1")),
+            "the background create never finished"
+        );
+        d.ok(&["volume", "create", "-d", drv, "-o", "size=32Mi", "slow1"]);
+        let c = calls_between(&s1, &scrape(&remote.daemon));
+        assert_eq!(
+            c.keys().collect::<Vec<_>>(),
+            vec!["Get"],
+            "Get alone: {c:?}"
+        );
+        assert!(volume_ls(d).contains(&format!("{drv} slow1")));
+        assert_eq!(inspect(d, "slow1")["Status"]["sizeBytes"], 32u64 << 20);
+    }
+
+    /// 32, first half: with the CSP unreachable, inspect answers at once with the labels
+    /// and options.
+    fn s32_inspect_while_the_csp_is_unreachable(&self) {
+        let remote = self.remote();
+        let (d, drv) = (&self.dockerd, remote.driver.as_str());
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
+            drv,
+            "--label",
+            "team=storage",
+            "--label",
+            "tier=gold",
+            "-o",
+            "size=32Mi",
+            "-o",
+            "description=kept",
+            "rlab",
+        ]);
+        remote.proxy.refuse();
+        let s0 = scrape(&remote.daemon);
+        let t = Instant::now();
+        let v = inspect(d, "rlab");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(
+            calls_between(&s0, &scrape(&remote.daemon)),
+            calls(&[("Get", 1)])
+        );
+        assert_eq!(labels(&v), map(&[("team", "storage"), ("tier", "gold")]));
+        assert_eq!(
+            options(&v),
+            map(&[("size", "32Mi"), ("description", "kept")])
+        );
+        assert_eq!(v["Status"]["description"], "kept");
+        assert!(volume_ls(d).contains(&format!("{drv} rlab")));
+    }
+
+    /// 35: dockerd stops with running containers: one Unmount per active ID, no
+    /// reference left, the volumes unstaged.
+    fn s35_dockerd_stop_unmounts_every_active_id(&mut self) {
+        let (d, drv) = (&self.dockerd, self.drv.as_str());
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
+            drv,
+            "--label",
+            "owner=qa",
+            "-o",
+            "size=32Mi",
+            "-o",
+            "description=survives-restart",
+            "lab1",
+        ]);
+        self.run_detached("c35a", "vol1:/data", &["sleep", "600"]);
+        self.run_detached("c35b", "vol1:/data", &["sleep", "600"]);
+        self.run_detached("c35c", "lab1:/data", &["sleep", "600"]);
+        let active: BTreeSet<String> = refs(&self.daemon, "vol1")
+            .into_keys()
+            .chain(refs(&self.daemon, "lab1").into_keys())
+            .collect();
+        assert_eq!(active.len(), 3, "{active:?}");
+        let s0 = scrape(&self.daemon);
+        let mark = log_mark(&self.daemon);
+        self.dockerd.stop_daemon();
+        let c = calls_between(&s0, &scrape(&self.daemon));
+        assert_eq!(c.get("Unmount"), Some(&3), "{c:?}");
+        assert_eq!(c.get("Mount"), None, "{c:?}");
+        let log = log_since(&self.daemon, mark);
+        let unmounted: BTreeSet<String> = logged_ids(&log, "Unmount", "vol1")
+            .into_iter()
+            .chain(logged_ids(&log, "Unmount", "lab1"))
+            .collect();
+        assert_eq!(unmounted, active);
+        assert!(refs(&self.daemon, "vol1").is_empty());
+        assert!(refs(&self.daemon, "lab1").is_empty());
+        assert_unstaged(&self.daemon, "vol1");
+        assert_unstaged(&self.daemon, "lab1");
+    }
+
+    /// 31: dockerd starts again (no live-restore): the volumes, their options and labels
+    /// are all there; the CSP behind the remote daemon is still unreachable.
+    fn s31_dockerd_restart_keeps_volumes(&mut self) {
+        let (s0, r0) = (scrape(&self.daemon), scrape(&self.remote().daemon));
+        self.dockerd.start_again();
+        let d = &self.dockerd;
+        let (drv, rdrv) = (self.drv.as_str(), self.remote().driver.as_str());
+        let ls = volume_ls(d);
+        for want in [
+            format!("{drv} vol1"),
+            format!("{drv} lab1"),
+            format!("{rdrv} rvol"),
+            format!("{rdrv} rlab"),
+            format!("{rdrv} slow1"),
+        ] {
+            assert!(ls.contains(&want), "{want} lost: {ls:?}");
+        }
+        let v = inspect(d, "lab1");
+        assert_eq!(labels(&v), map(&[("owner", "qa")]));
+        assert_eq!(
+            options(&v),
+            map(&[("size", "32Mi"), ("description", "survives-restart")])
+        );
+        assert_eq!(v["Status"]["description"], "survives-restart");
+        let v = inspect(d, "rlab");
+        assert_eq!(labels(&v), map(&[("team", "storage"), ("tier", "gold")]));
+        assert_eq!(
+            options(&v),
+            map(&[("size", "32Mi"), ("description", "kept")])
+        );
+        // The new dockerd activated both plugins again and asked for their volumes.
+        for (before, daemon) in [(&s0, &self.daemon), (&r0, &self.remote().daemon)] {
+            let c = calls_between(before, &scrape(daemon));
+            assert!(
+                c.get("Activate") == Some(&1) && c.get("Get").is_some_and(|n| *n >= 1),
+                "{c:?}"
+            );
+            assert_eq!(c.get("Create"), None, "{c:?}");
+        }
+        assert!(
+            d.ok(&["ps", "-q"]).trim().is_empty(),
+            "no container left running"
+        );
+        d.ok(&["rm", "c35a", "c35b", "c35c"]);
+    }
+
+    /// 32, second half: the CSP is back; labels and options are unchanged and the volume
+    /// mounts again.
+    fn s32_after_the_csp_returns(&self) {
+        let remote = self.remote();
+        remote.proxy.pass();
+        let v = inspect(&self.dockerd, "rlab");
+        assert_eq!(labels(&v), map(&[("team", "storage"), ("tier", "gold")]));
+        assert_eq!(
+            options(&v),
+            map(&[("size", "32Mi"), ("description", "kept")])
+        );
+        assert_eq!(
+            self.run(&[
+                "-v",
+                "rlab:/data",
+                IMAGE,
+                "sh",
+                "-c",
+                "echo back > /data/f && cat /data/f"
+            ]),
+            "back\n"
+        );
+    }
+
+    /// Everything removed through Docker; the daemons and the CSP hold nothing.
+    fn remove_all(&self) {
+        let remote = self.remote();
+        for v in ["vol1", "lab1", "rvol", "rlab", "slow1"] {
+            self.dockerd.ok(&["volume", "rm", v]);
+        }
+        for daemon in [&self.daemon, &remote.daemon] {
+            assert!(records(daemon).is_empty(), "{:?}", records(daemon));
+            let left = daemon.json(&["volume", "ls"]);
+            assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
+        }
+        let files = std::fs::read_dir(remote.csp.data_dir.join("volumes"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 0, "volumes left in the standalone CSP");
+    }
 }
 
 #[test]
@@ -61,7 +978,7 @@ fn legacy_socket_with_a_real_dockerd() {
     let drv = driver_name("legacy");
     let socket = Path::new("/run/docker/plugins").join(format!("{drv}.sock"));
     let _socket_guard = RemoveOnDrop(socket.clone());
-    let mut daemon = Daemon::start(
+    let daemon = Daemon::start_with_env(
         dir.path(),
         &[
             "--docker-socket",
@@ -69,160 +986,125 @@ fn legacy_socket_with_a_real_dockerd() {
             "--docker-driver-name",
             &drv,
             "--docker-unstage-delay",
-            "1",
+            &UNSTAGE_DELAY.to_string(),
         ],
+        &[LOG_LEVEL],
     );
-    let mut dockerd = Dockerd::start(dir.path());
-    let d = &dockerd;
-    let run = |args: &[&str]| {
-        let mut all = vec!["run", "--rm", "--network", "none"];
-        all.extend(args);
-        d.ok(&all)
+    let dockerd = Dockerd::start(dir.path());
+    let mut t = Legacy {
+        dockerd,
+        remote: None,
+        daemon,
+        dir: dir.path().to_path_buf(),
+        drv,
     };
 
-    // Create, then a container writes and a second one reads.
-    d.ok(&["volume", "create", "-d", &drv, "-o", "size=64Mi", "vol1"]);
-    let ls = d.ok(&["volume", "ls"]);
-    assert!(ls.contains(&drv) && ls.contains("vol1"), "{ls}");
-    run(&["-v", "vol1:/data", IMAGE, "sh", "-c", "echo hi > /data/f"]);
-    assert_eq!(run(&["-v", "vol1:/data", IMAGE, "cat", "/data/f"]), "hi\n");
-
-    // `docker cp` into a running container keeps the volume mounted (same mount ID).
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "long",
-        "--network",
-        "none",
-        "-v",
-        "vol1:/data",
-        IMAGE,
-        "sleep",
-        "600",
-    ]);
-    let src = dir.path().join("copied.txt");
-    std::fs::write(&src, "copied\n").unwrap();
-    d.ok(&["cp", src.to_str().unwrap(), "long:/data/copied.txt"]);
-    assert_eq!(
-        d.ok(&["exec", "long", "cat", "/data/copied.txt", "/data/f"]),
-        "copied\nhi\n"
-    );
-    let mounted = d.ok(&["exec", "long", "sh", "-c", "grep ' /data ' /proc/mounts"]);
-    assert!(mounted.contains("ext4"), "{mounted}");
-    let refs = daemon.json(&["docker", "refs", "vol1"]);
-    assert_eq!(refs[0]["refs"].as_object().unwrap().len(), 1, "{refs}");
-    assert_eq!(refs[0]["state"], "mounted");
-
-    // volbridge restarts (graceful, then kill -9) while the container runs: the data and
-    // the container's mount stay, and the later Unmount is processed.
-    daemon.restart();
-    assert_eq!(d.ok(&["exec", "long", "cat", "/data/f"]), "hi\n");
-    daemon.crash_and_restart();
-    d.ok(&["exec", "long", "sh", "-c", "echo after-crash >> /data/f"]);
-    let ls = d.ok(&["volume", "ls"]);
-    assert!(ls.contains("vol1"), "{ls}");
-    d.ok(&["rm", "-f", "long"]);
-    let refs = daemon.json(&["docker", "refs", "vol1"]);
-    assert!(refs[0]["refs"].as_object().unwrap().is_empty(), "{refs}");
-    assert_eq!(
-        run(&["-v", "vol1:/data:nocopy", IMAGE, "cat", "/data/f"]),
-        "hi\nafter-crash\n"
-    );
-
-    // inspect shows Docker's options and the plugin's Status.
-    let inspect: serde_json::Value =
-        serde_json::from_str(&d.ok(&["volume", "inspect", "vol1"])).unwrap();
-    let v = &inspect[0];
-    assert_eq!(v["Driver"], drv.as_str());
-    assert_eq!(v["Options"]["size"], "64Mi");
-    assert_eq!(v["Scope"], "local");
-    assert_eq!(v["Status"]["fsType"], "ext4");
-    assert_eq!(v["Status"]["sizeBytes"], 64 << 20);
-    humantime::parse_rfc3339(v["CreatedAt"].as_str().unwrap()).unwrap();
-
-    // Snapshot and clone through -o fromSnapshot / cloneOf, once the unstage delay has
-    // unmounted the volume (a snapshot copies the backing file: flushed data only).
-    assert!(eventually(Duration::from_secs(10), || {
-        daemon.json(&["docker", "refs", "vol1"])[0]["state"] == "available"
-    }));
-    let out = daemon.cli(&["snapshot", "create", "snap1", "--volume", "vol1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d.ok(&[
-        "volume",
-        "create",
-        "-d",
-        &drv,
-        "-o",
-        "fromSnapshot=snap1",
-        "fromsnap",
-    ]);
-    d.ok(&[
-        "volume",
-        "create",
-        "-d",
-        &drv,
-        "-o",
-        "cloneOf=vol1",
-        "clone1",
-    ]);
-    for name in ["fromsnap", "clone1"] {
-        let mount = format!("{name}:/data");
-        assert_eq!(
-            run(&["-v", &mount, IMAGE, "cat", "/data/f"]),
-            "hi\nafter-crash\n",
-            "{name}"
-        );
-    }
-    let inspect: serde_json::Value =
-        serde_json::from_str(&d.ok(&["volume", "inspect", "fromsnap"])).unwrap();
-    assert_eq!(inspect[0]["Options"]["fromSnapshot"], "snap1");
-    assert_eq!(inspect[0]["Status"]["source"], "snapshot:snap1");
-
-    // Anonymous volume with --rm: a 64-hex name, removed on exit.
-    run(&[
-        "--volume-driver",
-        &drv,
-        "-v",
-        "/anon",
-        IMAGE,
-        "sh",
-        "-c",
-        "echo x > /anon/x",
-    ]);
-
-    // Bad input: the user reads the documented message; nothing is created.
-    let err = d.fails(&["volume", "create", "-d", &drv, "-o", "size=10GB", "bad"]);
-    assert!(
-        err.contains("create bad: volbridge: invalid option: size=\"10GB\": unknown unit \"GB\"; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"),
-        "{err}"
-    );
-    // Remove everything; `docker volume rm` reaches the CSP. A volume with snapshots is
-    // refused with a message that says why.
-    d.ok(&["volume", "rm", "fromsnap", "clone1"]);
-    let err = d.fails(&["volume", "rm", "vol1"]);
-    assert!(
-        err.contains("remove vol1: volbridge: ") && err.contains("has snapshots"),
-        "{err}"
-    );
-    let out = daemon.cli(&["snapshot", "rm", "snap1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d.ok(&["volume", "rm", "vol1"]);
-    let left = daemon.json(&["volume", "ls"]);
-    assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
+    // Each scenario prints its duration (`cargo test -- --nocapture`).
+    let mut clock = Instant::now();
+    let mut took = |what: &str| {
+        eprintln!("{what}: {:.1} s", clock.elapsed().as_secs_f64());
+        clock = Instant::now();
+    };
+    t.s23_volume_commands_and_their_calls();
+    took("23");
+    t.s24_write_then_read();
+    took("24");
+    t.s25_copy_up_cycles_share_one_attach();
+    took("25");
+    t.s26_two_containers_one_stage();
+    took("26");
+    let id = t.start_writer();
+    t.s27_docker_cp_keeps_the_mount(&id);
+    took("27");
+    t.s30_daemon_restarts_under_a_running_container(&id);
+    took("30");
+    t.s28_anonymous_volume_goes_with_the_container();
+    took("28");
+    t.s29_bad_option_message();
+    took("29");
+    t.snapshot_and_clone();
+    took("snapshot and clone");
+    t.s33_spec_discovery();
+    took("33");
+    t.s34_prune_calls_no_driver();
+    took("34");
+    t.s36_create_budget_and_a_slow_csp();
+    took("36");
+    t.s32_inspect_while_the_csp_is_unreachable();
+    took("32 (CSP down)");
+    t.s35_dockerd_stop_unmounts_every_active_id();
+    took("35");
+    t.s31_dockerd_restart_keeps_volumes();
+    took("31");
+    t.s32_after_the_csp_returns();
+    took("32 (CSP back)");
+    t.remove_all();
+    took("remove all");
 
     // Teardown by PID: nothing left behind.
-    dockerd.stop();
-    daemon.stop();
-    assert_clean(dir.path(), &[&socket]);
+    let remote_socket = t.remote().socket.clone();
+    let spec = t.remote().spec.clone();
+    t.dockerd.stop();
+    if let Some(mut remote) = t.remote.take() {
+        remote.daemon.stop();
+        remote.csp.stop();
+    }
+    t.daemon.stop();
+    assert_clean(dir.path(), &[&socket, &remote_socket, &spec]);
+}
+
+/// The managed plugin's process: the `volbridge serve --docker-mode=managed` whose parent
+/// (the runtime shim) names the plugin id.
+fn plugin_pid(plugin_id: &str) -> Option<u32> {
+    let cmdline = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default()
+    };
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            cmdline(*pid).contains("--docker-mode=managed")
+                && parent(*pid).is_some_and(|pp| cmdline(pp).contains(plugin_id))
+        })
+}
+
+/// When a process started, as wall-clock time: its start in clock ticks since boot
+/// (/proc/<pid>/stat) on top of the boot time (now less /proc/uptime; /proc/stat's btime
+/// is rounded to the second).
+fn process_start(pid: u32) -> std::time::SystemTime {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Field 22, counted after the command name in parentheses (field 2).
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let boot = std::time::SystemTime::now() - Duration::from_secs_f64(uptime);
+    // /proc counts in USER_HZ, 100 on every architecture Docker runs on.
+    boot + Duration::from_millis(ticks * 10)
 }
 
 #[test]
@@ -233,6 +1115,8 @@ fn managed_plugin_with_a_real_dockerd() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = TempDir::new("dk-managed");
     let _cleanup = HostCleanup(dir.path().to_path_buf());
+    // Declared before dockerd: dropped after it, once the plugin has stopped.
+    let plugin_loops = PluginLoops::snapshot();
     // The bundle from docker-plugin/, around the binary under test.
     let bundle = dir.path().join("bundle");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-plugin/build-rootfs.sh");
@@ -248,6 +1132,29 @@ fn managed_plugin_with_a_real_dockerd() {
         "build-rootfs.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The plugin's CSP client needs CA certificates to start with a remote backend.
+    if !bundle
+        .join("rootfs/etc/ssl/certs/ca-certificates.crt")
+        .exists()
+    {
+        let why = "managed_plugin_with_a_real_dockerd needs a CA bundle on this host for the plugin (apt-get install ca-certificates)";
+        if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+        panic!("{why}; set VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
+    }
+    // A slow CSP for scenario 38, named `csp` in the plugin's config file.
+    let csp = CspServer::start(dir.path());
+    let proxy = FaultProxy::start(csp.addr);
+    let etc = dir.path().join("plugin-etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("volbridge.toml"),
+        csp.backend_toml("csp", proxy.port),
+    )
+    .unwrap();
+
     let mut dockerd = Dockerd::start(dir.path());
     let d = &dockerd;
     let name = format!("{}:latest", driver_name("managed"));
@@ -263,14 +1170,37 @@ fn managed_plugin_with_a_real_dockerd() {
         &name,
         &format!("state.source={}", state.display()),
         &format!("run.source={}", run_dir.display()),
+        &format!("config.source={}", etc.display()),
     ]);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     d.ok(&["plugin", "enable", &name]);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "enable took {:?}",
         started.elapsed()
     );
+    let id = d
+        .ok(&["plugin", "inspect", &name, "-f", "{{.Id}}"])
+        .trim()
+        .to_owned();
+    // 37: the socket was live within 1 s of the plugin's start (its file is made by bind).
+    let pid = plugin_pid(&id).expect("the plugin's process");
+    let socket = plugin_socket(&dockerd, &id);
+    let bound = std::fs::metadata(&socket).unwrap().modified().unwrap();
+    let after_start = bound
+        .duration_since(process_start(pid))
+        .unwrap_or(Duration::ZERO);
+    assert!(
+        after_start < Duration::from_secs(1),
+        "the plugin socket appeared {after_start:?} after the process started"
+    );
+    eprintln!(
+        "37: enable {:.1} s, socket bound {} ms after the plugin started",
+        started.elapsed().as_secs_f64(),
+        after_start.as_millis()
+    );
+    let admin = run_dir.join("volbridge.sock");
+    let metrics = || Scrape::of(&admin);
 
     d.ok(&["volume", "create", "-d", &drv, "-o", "size=64Mi", "mvol1"]);
     d.ok(&[
@@ -298,26 +1228,30 @@ fn managed_plugin_with_a_real_dockerd() {
         "sleep",
         "600",
     ]);
-    // The data appears under the plugin's propagated mount on the host.
-    let id = d
-        .ok(&["plugin", "inspect", &name, "-f", "{{.Id}}"])
-        .trim()
-        .to_owned();
+    // The data appears under the plugin's propagated mount on the host, in the volume's
+    // own directory, named by its internal id: the Mountpoint the plugin reports (in its
+    // namespace, under PropagatedMount) is that directory.
     let propagated = dockerd
         .data_root
         .join("plugins")
         .join(&id)
         .join("propagated-mount");
-    let found = std::fs::read_dir(&propagated)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("f"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("no volume under {}", propagated.display()));
-    assert_eq!(std::fs::read_to_string(found).unwrap(), "managed\n");
+    let v = inspect(d, "mvol1");
+    let volume_id = v["Status"]["volumeId"].as_str().unwrap().to_owned();
+    let reported = v["Mountpoint"].as_str().unwrap().to_owned();
+    let leaf = reported
+        .strip_prefix("/mnt/volbridge/")
+        .unwrap_or_else(|| panic!("{reported} is not under PropagatedMount"));
+    assert!(
+        leaf.ends_with(&volume_id) && !leaf.contains('/') && !leaf.contains("mvol1"),
+        "{leaf}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(propagated.join(leaf).join("f")).unwrap(),
+        "managed\n"
+    );
     assert_eq!(d.ok(&["exec", "mlong", "cat", "/data/f"]), "managed\n");
     // The admin socket of the plugin serves the CLI on the host.
-    let admin = run_dir.join("volbridge.sock");
     let out = std::process::Command::new(common::BIN)
         .args(["--output", "json", "docker", "refs", "mvol1"])
         .env("VOLBRIDGE_SOCKET", &admin)
@@ -328,14 +1262,108 @@ fn managed_plugin_with_a_real_dockerd() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Managed plugins are never activated; Capabilities came before nearly every call.
+    let calls_so_far = metrics().docker_calls();
+    assert_eq!(calls_so_far.get("Activate"), None, "{calls_so_far:?}");
+    assert!(
+        calls_so_far.contains_key("Capabilities"),
+        "{calls_so_far:?}"
+    );
     // Disable is refused while a volume exists.
     let err = d.fails(&["plugin", "disable", &name]);
     assert!(err.contains("in use"), "{err}");
+
+    // 38: budget 25 s (VOLBRIDGE_CALL_BUDGET), a CSP stalled for up to 40 s: the Create
+    // fails with the `timeout` message before Docker's 30 s cap of a fresh enable.
+    proxy.stall(Duration::from_secs(40));
+    let t = Instant::now();
+    let out = d.docker(&[
+        "volume",
+        "create",
+        "-d",
+        &drv,
+        "-o",
+        "backend=csp",
+        "-o",
+        "size=32Mi",
+        "mslow",
+    ]);
+    let took = t.elapsed();
+    proxy.pass();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("create mslow: volbridge: timeout: create of \"mslow\" did not finish within 25s; it continues in the background, retry the command"),
+        "{err}"
+    );
+    assert!(!err.contains("deadline exceeded"), "{err}");
+    eprintln!("38: {:.1} s: {}", took.as_secs_f64(), err.trim());
+    assert!(
+        took >= Duration::from_secs(25) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    // Once the CSP has answered, the same command succeeds with Get alone.
+    let refs_of = |v: &str| {
+        std::process::Command::new(common::BIN)
+            .args(["--output", "json", "docker", "refs", v])
+            .env("VOLBRIDGE_SOCKET", &admin)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(eventually(Duration::from_secs(60), || refs_of("mslow")));
+    let before = metrics();
+    d.ok(&[
+        "volume",
+        "create",
+        "-d",
+        &drv,
+        "-o",
+        "backend=csp",
+        "-o",
+        "size=32Mi",
+        "mslow",
+    ]);
+    let c = calls_between(&before, &metrics());
+    assert_eq!(c.get("Create"), None, "{c:?}");
+    assert!(c.contains_key("Get"), "{c:?}");
+    d.ok(&["volume", "rm", "mslow"]);
 
     d.ok(&["rm", "-f", "mlong"]);
     d.ok(&["volume", "rm", "mvol1"]);
     d.ok(&["plugin", "disable", &name]);
     d.ok(&["plugin", "rm", &name]);
     dockerd.stop();
+    drop(proxy);
+    let mut csp = csp;
+    csp.stop();
     assert_clean(dir.path(), &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || plugin_loops
+            .attached()
+            .is_empty()),
+        "loop devices of the plugin left: {:?}",
+        plugin_loops.attached()
+    );
+}
+
+/// The managed plugin's socket on the host (`<exec-root>/plugins/<id>/volbridge.sock` or
+/// `/run/docker/plugins/<id>/volbridge.sock`).
+fn plugin_socket(dockerd: &Dockerd, plugin_id: &str) -> PathBuf {
+    let candidates = [
+        dockerd
+            .dir
+            .join("docker-exec/plugins")
+            .join(plugin_id)
+            .join("volbridge.sock"),
+        Path::new("/run/docker/plugins")
+            .join(plugin_id)
+            .join("volbridge.sock"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| panic!("no plugin socket at {candidates:?}"))
 }

@@ -28,8 +28,40 @@ fn assert_err_shape(err: &str) {
     assert!(!err.contains('\n') && err.len() <= 300, "{err:?}");
 }
 
+/// A group of this host other than root's, from `/etc/group`: (name, gid).
+fn some_non_root_group() -> (String, u32) {
+    std::fs::read_to_string("/etc/group")
+        .expect("read /etc/group")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse::<u32>().ok()?))
+        })
+        .find(|(name, gid)| *gid != 0 && !name.is_empty())
+        .expect("/etc/group lists a group other than root")
+}
+
+/// `volbridge serve` on `socket` that must fail; its stderr.
+fn serve_fails(dir: &Path, socket: &Path, extra: &[&str]) -> String {
+    let other = dir.join(format!("failing-{}", extra.len()));
+    std::fs::create_dir_all(&other).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--state-dir"])
+        .arg(other.join("state"))
+        .arg("--admin-socket")
+        .arg(other.join("admin.sock"))
+        .arg("--docker-socket")
+        .arg(socket)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve {extra:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
-fn c01_socket_mode_stale_socket_replaced_live_one_refused() {
+fn c01_socket_mode_group_stale_socket_replaced_live_one_refused() {
+    use std::os::unix::fs::MetadataExt;
     let Some((dir, _c)) = setup("dk-c01") else {
         return;
     };
@@ -41,31 +73,57 @@ fn c01_socket_mode_stale_socket_replaced_live_one_refused() {
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 0, "no socket_group: root's group");
     assert_eq!(
         plugin.call("Plugin.Activate", "").status,
         200,
         "the replaced socket answers"
     );
     // A second instance on the same live socket exits with an error.
-    let other = dir.path().join("second");
-    std::fs::create_dir_all(&other).unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--state-dir"])
-        .arg(other.join("state"))
-        .arg("--admin-socket")
-        .arg(other.join("admin.sock"))
-        .arg("--docker-socket")
-        .arg(&socket)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_fails(dir.path(), &socket, &[]);
     assert!(stderr.contains("listening on"), "{stderr}");
     // The first instance still serves, and removes its socket on a clean exit.
     assert_eq!(plugin.call("Plugin.Activate", "").status, 200);
     let mut plugin = plugin;
     plugin.daemon.stop();
     assert!(!socket.exists(), "socket removed at exit");
+
+    // The configured group, by name (flag) and by gid (config file); the mode stays 0660.
+    let (group, gid) = some_non_root_group();
+    let mut plugin = Plugin::start(&dir, &["--docker-socket-group", &group]);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        (meta.gid(), meta.permissions().mode() & 0o777),
+        (gid, 0o660),
+        "group {group}"
+    );
+    assert_eq!(plugin.call("Plugin.Activate", "").status, 200);
+    plugin.daemon.stop();
+    let config = write_config(&dir, "[docker]\nsocket_group = \"4242\"\n");
+    let mut plugin = Plugin::start(&dir, &["--config", config.to_str().unwrap()]);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        (meta.gid(), meta.permissions().mode() & 0o777),
+        (4242, 0o660)
+    );
+    plugin.daemon.stop();
+
+    // A group that does not exist, or is not a group at all: a clear error, no socket.
+    let stderr = serve_fails(
+        dir.path(),
+        &socket,
+        &["--docker-socket-group", "no-such-group-vb"],
+    );
+    assert!(
+        stderr.contains("docker.socket_group: no group \"no-such-group-vb\" in /etc/group"),
+        "{stderr}"
+    );
+    let stderr = serve_fails(dir.path(), &socket, &["--docker-socket-group", "a:b"]);
+    assert!(
+        stderr.contains("docker.socket_group: \"a:b\" is neither a group name nor a numeric gid"),
+        "{stderr}"
+    );
+    assert!(!socket.exists(), "no socket left by a refused start");
 }
 
 #[test]

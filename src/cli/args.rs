@@ -140,6 +140,10 @@ pub struct DockerServeArgs {
     /// Serve the Docker volume plugin on this socket (implies --docker).
     #[arg(long, env = "VOLBRIDGE_DOCKER_SOCKET")]
     pub docker_socket: Option<PathBuf>,
+    /// Group of the Docker socket (mode 0660): a name from /etc/group or a numeric gid
+    /// (default: the daemon's own group).
+    #[arg(long, value_name = "GROUP")]
+    pub docker_socket_group: Option<String>,
     /// `legacy` (host process) or `managed` (inside a Docker managed plugin; implies --docker).
     #[arg(long, value_parser = ["legacy", "managed"])]
     pub docker_mode: Option<String>,
@@ -175,6 +179,9 @@ impl DockerServeArgs {
         }
         if let Some(s) = &self.docker_socket {
             d.socket = Some(s.clone());
+        }
+        if let Some(g) = &self.docker_socket_group {
+            d.socket_group = Some(g.clone());
         }
         if let Some(m) = &self.docker_mode {
             d.mode = m.clone();

@@ -3,8 +3,11 @@
 //! private dockerd for the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use crate::common::{Daemon, TempDir};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -293,20 +296,35 @@ pub const IMAGE: &str = "vbtest:local";
 
 impl Dockerd {
     pub fn start(dir: &Path) -> Dockerd {
-        let data_root = dir.join("docker-data");
-        let exec_root = dir.join("docker-exec");
-        let socket = dir.join("docker.sock");
-        let log = dir.join("dockerd.log");
-        let out = std::fs::File::create(&log).unwrap();
+        let mut d = Dockerd {
+            dir: dir.to_path_buf(),
+            socket: dir.join("docker.sock"),
+            data_root: dir.join("docker-data"),
+            child: None,
+            log: dir.join("dockerd.log"),
+            client: docker_client().unwrap(),
+        };
+        d.spawn();
+        d.import_busybox();
+        d
+    }
+
+    /// Starts dockerd on this data root, exec root and socket; waits for `docker info`.
+    fn spawn(&mut self) {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = std::process::Command::new(find_tool("dockerd").unwrap())
             .arg("--data-root")
-            .arg(&data_root)
+            .arg(&self.data_root)
             .arg("--exec-root")
-            .arg(&exec_root)
+            .arg(self.dir.join("docker-exec"))
             .arg("--pidfile")
-            .arg(dir.join("dockerd.pid"))
+            .arg(self.dir.join("dockerd.pid"))
             .arg("-H")
-            .arg(format!("unix://{}", socket.display()))
+            .arg(format!("unix://{}", self.socket.display()))
             .args([
                 "--iptables=false",
                 "--ip6tables=false",
@@ -320,30 +338,58 @@ impl Dockerd {
             .stderr(out)
             .spawn()
             .expect("spawn dockerd");
-        let mut d = Dockerd {
-            dir: dir.to_path_buf(),
-            socket,
-            data_root,
-            child: Some(child),
-            log,
-            client: docker_client().unwrap(),
-        };
+        self.child = Some(child);
         let ready = eventually(Duration::from_secs(60), || {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "dockerd exited at start ({status}); it cannot run on this machine. Log:\n{}",
-                    d.log_tail()
+                    self.log_tail()
                 );
             }
-            d.docker(&["info"]).status.success()
+            self.docker(&["info"]).status.success()
         });
         assert!(
             ready,
             "dockerd did not answer `docker info` within 60 s. Log:\n{}",
-            d.log_tail()
+            self.log_tail()
         );
-        d.import_busybox();
-        d
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// dockerd's own shutdown by its PID (SIGTERM), containers left running: without
+    /// live-restore it stops them and unmounts their volumes. Waits up to 30 s.
+    pub fn stop_daemon(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let stopped = eventually(Duration::from_secs(30), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !stopped {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // containerd and shims it started, found by the exec root in their command line.
+        for pid in pids_mentioning(&self.dir.join("docker-exec")) {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+        assert!(stopped, "dockerd did not stop within 30 s of SIGTERM");
+    }
+
+    /// dockerd again on the same data root (after [`Dockerd::stop_daemon`]).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "dockerd is running");
+        self.spawn();
     }
 
     pub fn log_tail(&self) -> String {
@@ -422,13 +468,16 @@ impl Dockerd {
 
     /// Removes containers, then stops dockerd by its PID (TERM, up to 30 s, then KILL).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        if self.child.is_none() {
             return;
-        };
+        }
         let ids = self.docker(&["ps", "-aq"]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
@@ -473,5 +522,248 @@ pub fn pids_mentioning(path: &Path) -> Vec<u32> {
 impl Drop for Dockerd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// One sample: its labels and value.
+type Sample = (BTreeMap<String, String>, f64);
+
+/// One scrape of a daemon's `GET /metrics` (admin socket): samples by family name.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape(BTreeMap<String, Vec<Sample>>);
+
+impl Scrape {
+    pub fn of(admin_socket: &Path) -> Scrape {
+        let (status, body) = crate::common::raw_http(admin_socket, "GET", "/metrics", None);
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        Scrape::parse(&body)
+    }
+
+    /// The text format: `name{k="v",…} value`; label values may hold `{`, `}` and `,`.
+    fn parse(text: &str) -> Scrape {
+        let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}').unwrap_or(rest))),
+                None => (series, BTreeMap::new()),
+            };
+            out.entry(name.to_owned())
+                .or_default()
+                .push((labels, value));
+        }
+        Scrape(out)
+    }
+
+    /// The sum of a family's samples whose labels include `with`.
+    pub fn sum(&self, family: &str, with: &[(&str, &str)]) -> u64 {
+        self.0
+            .get(family)
+            .map(|samples| {
+                samples
+                    .iter()
+                    .filter(|(labels, _)| {
+                        with.iter()
+                            .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+                    })
+                    .map(|(_, v)| *v as u64)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Docker calls answered, by method (`Get`, `Mount`, …), every result counted.
+    pub fn docker_calls(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (labels, v) in self
+            .0
+            .get("volbridge_operations_total")
+            .into_iter()
+            .flatten()
+        {
+            if labels.get("frontend").map(String::as_str) == Some("docker") {
+                *out.entry(labels["operation"].clone()).or_insert(0) += *v as u64;
+            }
+        }
+        out
+    }
+
+    /// Docker calls of one method with one result (`ok`, `error`).
+    pub fn docker_result(&self, method: &str, result: &str) -> u64 {
+        self.sum(
+            "volbridge_operations_total",
+            &[
+                ("frontend", "docker"),
+                ("operation", method),
+                ("result", result),
+            ],
+        )
+    }
+
+    /// CSP calls to `backend` on the route `volumes/{id}/actions/<action>` (publish = one
+    /// attach to this host, unpublish = one detach).
+    pub fn csp_actions(&self, backend: &str, action: &str) -> u64 {
+        let route = format!("volumes/{{id}}/actions/{action}");
+        self.sum(
+            "volbridge_csp_request_duration_seconds_count",
+            &[("backend", backend), ("route", &route)],
+        )
+    }
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').trim().to_owned(), value);
+        rest = &after[end..];
+    }
+    out
+}
+
+/// Docker calls made between two scrapes, by method; methods not called are left out.
+pub fn calls_between(before: &Scrape, after: &Scrape) -> BTreeMap<String, u64> {
+    let b = before.docker_calls();
+    after
+        .docker_calls()
+        .into_iter()
+        .map(|(m, n)| {
+            let d = n - b.get(&m).copied().unwrap_or(0);
+            (m, d)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// `[("Get", 1), ("Create", 1)]` as the map [`calls_between`] returns.
+pub fn calls(list: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    list.iter().map(|(m, n)| (m.to_string(), *n)).collect()
+}
+
+/// A Docker call as the daemon logs it at info level (`Docker: Mount volume=v id=X`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedCall {
+    pub method: String,
+    pub volume: String,
+    pub id: Option<String>,
+}
+
+/// The Docker calls the daemon logged in `text`, in order (failure lines left out).
+pub fn logged_calls(text: &str) -> Vec<LoggedCall> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.split_once(" Docker: ")?.1;
+            let mut words = rest.split_whitespace();
+            let method = words.next()?.to_owned();
+            let mut volume = None;
+            let mut id = None;
+            for w in words {
+                if let Some(v) = w.strip_prefix("volume=") {
+                    volume = Some(v.to_owned());
+                } else if let Some(v) = w.strip_prefix("id=") {
+                    id = Some(v.to_owned());
+                } else if !w.contains('=') {
+                    // "Docker: Mount failed …" and other sentences.
+                    return None;
+                }
+            }
+            Some(LoggedCall {
+                method,
+                volume: volume?,
+                id,
+            })
+        })
+        .collect()
+}
+
+/// The mount IDs of the `method` calls (`Mount`, `Unmount`) on `volume` in `text`.
+pub fn logged_ids(text: &str, method: &str, volume: &str) -> Vec<String> {
+    logged_calls(text)
+        .into_iter()
+        .filter(|c| c.method == method && c.volume == volume)
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// A Docker mount ID: 64 lower-case hex digits.
+pub fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Loop devices now: device → backing file as the kernel shows it.
+pub fn loop_devices() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            out.insert(format!("/dev/{name}"), b.trim_end().to_owned());
+        }
+    }
+    out
+}
+
+/// The loop devices a managed plugin attaches: the kernel shows their backing files as the
+/// plugin saw them (`/var/lib/volbridge/csp/volumes/…`, or `/csp/volumes/…` once the
+/// plugin's namespace is gone), so [`crate::common::loops_under`] cannot find them. This
+/// guard knows the devices that existed before the test; the new ones over a local CSP
+/// volume file are the plugin's, detached on drop (after dockerd stopped the plugin).
+pub struct PluginLoops {
+    before: BTreeMap<String, String>,
+}
+
+impl PluginLoops {
+    pub fn snapshot() -> PluginLoops {
+        PluginLoops {
+            before: loop_devices(),
+        }
+    }
+
+    /// New loop devices over a local CSP volume file.
+    pub fn attached(&self) -> Vec<(String, String)> {
+        loop_devices()
+            .into_iter()
+            .filter(|(dev, file)| {
+                self.before.get(dev) != Some(file) && file.contains("/csp/volumes/")
+            })
+            .collect()
+    }
+}
+
+impl Drop for PluginLoops {
+    fn drop(&mut self) {
+        for (dev, _) in self.attached() {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&dev)
+                .status();
+        }
     }
 }

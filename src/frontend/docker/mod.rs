@@ -79,6 +79,9 @@ pub struct DockerConfig {
     /// One budget for every call; `None`: Docker's deadlines less a margin (Create and
     /// Mount 110 s, the others 50 s).
     pub call_budget: Option<Duration>,
+    /// Group of the unix socket (a name from `/etc/group` or a numeric gid); `None`: the
+    /// daemon's own group (root's when run as root). Mode is 0660 either way.
+    pub socket_group: Option<String>,
 }
 
 impl DockerConfig {
@@ -102,6 +105,15 @@ impl DockerConfig {
         }
         if let Some(base) = &self.mount_base {
             crate::host::paths::validate_target("docker.mount_base", &base.display().to_string())?;
+        }
+        if let Some(group) = &self.socket_group {
+            if matches!(self.listen, Listen::Tcp { .. }) {
+                return Err(Error::invalid(
+                    "docker.socket_group",
+                    "the tcp listen mode has no socket file to give a group; remove socket_group or use the socket or spec listen mode",
+                ));
+            }
+            check_group(group)?;
         }
         Ok(())
     }
@@ -199,9 +211,10 @@ pub fn bind(config: &DockerConfig) -> Result<Bound> {
         }
         Ok(())
     };
+    let group = config.socket_group.as_deref();
     match &config.listen {
         Listen::Socket(path) => {
-            let listener = bind_unix(path)?;
+            let listener = bind_unix(path, group)?;
             Ok(Bound {
                 listener: Listener::Unix(listener),
                 owned_files: OwnedFiles(vec![path.clone()]),
@@ -210,7 +223,7 @@ pub fn bind(config: &DockerConfig) -> Result<Bound> {
         }
         Listen::Spec { socket, spec_dir } => {
             check_shadow()?;
-            let listener = bind_unix(socket)?;
+            let listener = bind_unix(socket, group)?;
             let spec = spec_dir.join(format!("{name}.spec"));
             let text = format!("unix://{}\n", socket.display());
             write_discovery(spec_dir, &spec, &text).inspect_err(|_| {
@@ -246,7 +259,7 @@ pub fn bind(config: &DockerConfig) -> Result<Bound> {
     }
 }
 
-fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
+fn bind_unix(path: &Path, group: Option<&str>) -> Result<tokio::net::UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
@@ -256,8 +269,92 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
             )));
         }
     }
+    // Resolved before binding: an unknown group leaves no socket behind.
+    let gid = group.map(resolve_group).transpose()?;
     // 0660, parent created, stale socket replaced, live one refused.
-    crate::frontend::api::bind(path)
+    let listener = crate::frontend::api::bind(path)?;
+    if let Some(gid) = gid {
+        // The socket is 0660 root:root until here: narrower, never wider, than asked for.
+        let owned = rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)));
+        if let Err(e) = owned {
+            let _ = std::fs::remove_file(path);
+            return Err(Error::internal(format!(
+                "cannot give {} the group {gid}: {e}",
+                path.display()
+            )));
+        }
+    }
+    Ok(listener)
+}
+
+/// `docker.socket_group` as written: a numeric gid, or a group name (letters, digits,
+/// `_`, `.`, `-`, an optional trailing `$`), at most 64 bytes.
+fn check_group(group: &str) -> Result<()> {
+    let invalid = |why: String| Err(Error::invalid("docker.socket_group", why));
+    if group.is_empty() {
+        return invalid("is empty; give a group name or a numeric gid, or leave it unset".into());
+    }
+    if group.bytes().all(|b| b.is_ascii_digit()) {
+        return match group.parse::<u32>() {
+            Ok(gid) if gid != u32::MAX => Ok(()),
+            _ => invalid(format!("gid {group} is out of range")),
+        };
+    }
+    let name = group.strip_suffix('$').unwrap_or(group);
+    let shown: String = group
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if group.len() > 64
+        || name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        || name.starts_with('-')
+    {
+        return invalid(format!(
+            "\"{shown}\" is neither a group name nor a numeric gid"
+        ));
+    }
+    Ok(())
+}
+
+/// The gid of `docker.socket_group`: digits are the gid itself (it need not be listed);
+/// a name is looked up in `/etc/group`, as Docker does for its own socket's group.
+fn resolve_group(group: &str) -> Result<u32> {
+    check_group(group)?;
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string(GROUP_FILE).map_err(|e| {
+        Error::invalid(
+            "docker.socket_group",
+            format!("cannot read {GROUP_FILE} to find group \"{group}\": {e}; give a numeric gid instead"),
+        )
+    })?;
+    gid_in_group_file(&text, group).ok_or_else(|| {
+        Error::invalid(
+            "docker.socket_group",
+            format!("no group \"{group}\" in {GROUP_FILE}; create it (groupadd {group}) or give a numeric gid"),
+        )
+    })
+}
+
+const GROUP_FILE: &str = "/etc/group";
+
+/// The gid of `name` in group(5) text (`name:password:gid:members`).
+fn gid_in_group_file(text: &str, name: &str) -> Option<u32> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next()? == name)
+                .then(|| fields.nth(1)?.trim().parse::<u32>().ok())
+                .flatten()
+        })
+        .filter(|gid| *gid != u32::MAX)
 }
 
 /// Temp file + rename in the same directory.
@@ -299,4 +396,61 @@ pub fn serve(
         }
         drop(owned_files);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_groups() {
+        for good in ["docker", "0", "999", "svc_docker", "a.b-c", "machine$"] {
+            assert!(check_group(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "4294967295",
+            "99999999999",
+            "-x",
+            "a b",
+            "a:b",
+            "../x",
+            "$",
+        ] {
+            let e = check_group(bad).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("docker.socket_group"), "{bad}");
+        }
+        let file = "# comment\nroot:x:0:\ndocker:x:998:alice,bob\nbroken:x:notanumber:\n";
+        assert_eq!(gid_in_group_file(file, "docker"), Some(998));
+        assert_eq!(gid_in_group_file(file, "root"), Some(0));
+        assert_eq!(gid_in_group_file(file, "dock"), None);
+        assert_eq!(gid_in_group_file(file, "broken"), None);
+        assert_eq!(resolve_group("4242").unwrap(), 4242);
+        let e = resolve_group("no-such-group-vb").unwrap_err();
+        assert!(
+            e.message
+                .contains("no group \"no-such-group-vb\" in /etc/group"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn tcp_has_no_socket_group() {
+        let config = DockerConfig {
+            driver_name: DEFAULT_DRIVER_NAME.into(),
+            listen: Listen::Tcp {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                spec_dir: SPEC_DIR.into(),
+            },
+            mode: Mode::Legacy,
+            scope: Scope::Auto,
+            unstage_delay: Duration::ZERO,
+            mount_base: None,
+            call_budget: None,
+            socket_group: Some("docker".into()),
+        };
+        let e = config.validate().unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("docker.socket_group"));
+    }
 }
