@@ -286,3 +286,33 @@ fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     first.crash_and_restart();
     first.json(&["volume", "ls"]);
 }
+
+/// A plain-HTTP backend needs no CA bundle: the daemon starts (and lists its backends) on a
+/// machine without one, as in a minimal container image.
+#[test]
+fn plain_http_backends_need_no_ca_bundle() {
+    let dir = TempDir::new("no-ca");
+    let config = dir.path().join("volbridge.toml");
+    std::fs::write(
+        &config,
+        "[backends.array]\nbackend = \"127.0.0.1\"\nserviceName = \"127.0.0.1\"\n\
+         servicePort = \"1\"\nusername = \"u\"\npassword = \"p\"\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with_env(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--csp-listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
+    );
+    let (status, body) = d.raw("GET", "/v1/backends", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("array"), "{body}");
+}

@@ -212,7 +212,11 @@ impl CspClient {
     pub fn new(creds: Credentials, opts: ClientOptions) -> Result<CspClient> {
         let mut builder =
             crate::tls::client_builder().timeout(opts.timeout.unwrap_or(creds.timeout()));
-        if !creds.is_service_mode() {
+        if creds.base_url().starts_with("http://") {
+            // Plain HTTP needs no roots; without this the platform verifier would insist on
+            // loading the system's CA bundle (absent in minimal images) for nothing.
+            builder = builder.tls_certs_only(std::iter::empty());
+        } else if !creds.is_service_mode() {
             if creds.tls_insecure() {
                 builder = builder.danger_accept_invalid_certs(true);
             }
