@@ -362,27 +362,7 @@ impl Dockerd {
     /// dockerd's own shutdown by its PID (SIGTERM), containers left running: without
     /// live-restore it stops them and unmounts their volumes. Waits up to 30 s.
     pub fn stop_daemon(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let stopped = eventually(Duration::from_secs(30), || {
-            child.try_wait().ok().flatten().is_some()
-        });
-        if !stopped {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // containerd and shims it started, found by the exec root in their command line.
-        for pid in pids_mentioning(&self.dir.join("docker-exec")) {
-            let _ = std::process::Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-        }
+        let stopped = self.terminate();
         assert!(stopped, "dockerd did not stop within 30 s of SIGTERM");
     }
 
@@ -466,17 +446,11 @@ impl Dockerd {
         ]);
     }
 
-    /// Removes containers, then stops dockerd by its PID (TERM, up to 30 s, then KILL).
-    pub fn stop(&mut self) {
-        if self.child.is_none() {
-            return;
-        }
-        let ids = self.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.docker(&["rm", "-f", id]);
-        }
+    /// dockerd by its PID: TERM, up to 30 s, then KILL; then the containerd and shims it
+    /// started, found by the exec root in their command line. Whether TERM was enough.
+    fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
-            return;
+            return true;
         };
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
@@ -489,13 +463,25 @@ impl Dockerd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // containerd and shims it started, found by the exec root in their command line.
         for pid in pids_mentioning(&self.dir.join("docker-exec")) {
             let _ = std::process::Command::new("kill")
                 .arg("-KILL")
                 .arg(pid.to_string())
                 .status();
         }
+        stopped
+    }
+
+    /// Removes containers, then stops dockerd by its PID (TERM, up to 30 s, then KILL).
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        self.terminate();
     }
 }
 
