@@ -88,6 +88,14 @@ fn metrics_list_every_family_after_csi_admin_and_docker_calls() {
     assert_eq!(code, 503, "{body}");
     let (code, body) = raw_http(&docker, "POST", "/VolumeDriver.List", Some("{}"));
     assert_eq!(code, 200, "{body}");
+    // The Get Docker sends before every Create: a miss, not an error.
+    let (code, body) = raw_http(
+        &docker,
+        "POST",
+        "/VolumeDriver.Get",
+        Some(r#"{"Name":"unknown"}"#),
+    );
+    assert_eq!((code, body.trim()), (200, r#"{"Err":"no such volume"}"#));
 
     let (code, body) = raw_tcp(port, "GET", "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
@@ -142,6 +150,7 @@ fn metrics_list_every_family_after_csi_admin_and_docker_calls() {
             ("csi", "CreateVolume", "Ok"),
             ("admin", "GET /v1/status", "200"),
             ("docker", "List", "ok"),
+            ("docker", "Get", "not_found"),
         ] {
             assert!(
                 ops.iter().any(|l| l["frontend"] == frontend

@@ -47,15 +47,17 @@ fn ok(body: Value) -> Response {
 fn failed(e: &Error, mut extra: Map<String, Value>) -> Response {
     extra.insert("Err".into(), Value::String(err_text(e)));
     let mut response = ok(Value::Object(extra));
-    response.extensions_mut().insert(Failed);
+    response.extensions_mut().insert(Outcome("error"));
     response
 }
 
-/// Marks a 200 answer that carries an `Err`, for the metrics.
+/// The metrics' word for a 200 answer that carries an `Err` (`error`, or `not_found` for
+/// the Get that Docker sends before every Create).
 #[derive(Clone, Copy)]
-struct Failed;
+struct Outcome(&'static str);
 
-/// Answers one call and counts it: `ok`, `error` (an `Err` answer) or the HTTP status of
+/// Answers one call and counts it: `ok`, `error` (an `Err` answer), `not_found` (a Get of
+/// an unknown volume) or the HTTP status of
 /// a refused request.
 async fn dispatch(state: State<Docker>, request: Request) -> Response {
     let started = std::time::Instant::now();
@@ -70,8 +72,8 @@ async fn dispatch(state: State<Docker>, request: Request) -> Response {
     let response = answer(state, request).await;
     let result = if response.status() != StatusCode::OK {
         response.status().as_str().to_owned()
-    } else if response.extensions().get::<Failed>().is_some() {
-        "error".to_owned()
+    } else if let Some(Outcome(word)) = response.extensions().get::<Outcome>() {
+        (*word).to_owned()
     } else {
         "ok".to_owned()
     };
@@ -283,7 +285,9 @@ async fn get(docker: &Docker, name: &str) -> Response {
         None => None,
     };
     let Some(v) = found else {
-        return ok(json!({ "Err": "no such volume" }));
+        let mut response = ok(json!({ "Err": "no such volume" }));
+        response.extensions_mut().insert(Outcome("not_found"));
+        return response;
     };
     let mut volume = Map::new();
     // Docker takes the name from the reply: echo the request's bytes.
