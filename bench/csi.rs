@@ -37,12 +37,16 @@
 //! it at concurrency 1), VOLBRIDGE_BENCH_CYCLES (node cycles of each kind; default 30),
 //! VOLBRIDGE_BENCH_LOG (the daemon's RUST_LOG; default warn).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use support::{load_average, ms, percentile, remove_tree, sweep};
 use tonic::transport::Channel;
 use volbridge::frontend::csi::Endpoint;
 use volbridge::provider::{ClientOptions, Credentials, CspClient, VolumeCreate};
@@ -73,17 +77,6 @@ fn stopped() -> bool {
 fn fail(message: &str) -> ! {
     eprintln!("csi bench: {message}");
     std::process::exit(1);
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -129,90 +122,11 @@ fn scratch() -> PathBuf {
     let dir = base.join(format!("vbbench-csi-{}", std::process::id()));
     if dir.exists() {
         sweep(&dir);
-        remove_tree(&dir);
+        remove_tree(&dir, "csi");
     }
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", dir.display())));
     std::fs::canonicalize(&dir).unwrap()
-}
-
-fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    volbridge::host::parse_mountinfo(&text)
-        .into_iter()
-        .filter(|m| m.target.starts_with(root))
-        .map(|m| m.target)
-        .collect()
-}
-
-/// Loop devices whose backing file is (or was, before deletion) under `root`.
-fn loops_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/sys/block") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let backing = backing.trim_end_matches('\n');
-        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
-        if Path::new(backing).starts_with(root) {
-            out.push(PathBuf::from(format!("/dev/{name}")));
-        }
-    }
-    out
-}
-
-/// Best effort: unmounts everything mounted under `root` (last mounted first) and detaches
-/// every loop device backed by a file under it. Returns what was left behind.
-fn sweep(root: &Path) -> (usize, usize) {
-    use rustix::mount::{unmount, UnmountFlags};
-    for _ in 0..16 {
-        let targets = mounts_under(root);
-        if targets.is_empty() {
-            break;
-        }
-        for t in targets.iter().rev() {
-            if unmount(t, UnmountFlags::NOFOLLOW).is_err() {
-                let _ = unmount(t, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH);
-            }
-        }
-    }
-    for device in loops_under(root) {
-        let _ = Command::new("losetup")
-            .arg("-d")
-            .arg(&device)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-    (mounts_under(root).len(), loops_under(root).len())
-}
-
-/// Removes a directory tree, but never while anything is mounted inside it.
-fn remove_tree(dir: &Path) -> bool {
-    let mounted = mounts_under(dir);
-    if !mounted.is_empty() {
-        eprintln!(
-            "csi bench: leaving {} in place: {} is still mounted",
-            dir.display(),
-            mounted[0].display()
-        );
-        return false;
-    }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => {
-            eprintln!("csi bench: cannot remove {}: {e}", dir.display());
-            false
-        }
-    }
 }
 
 /// Kills a daemon still running (the panic and Ctrl-C paths), then sweeps and removes.
@@ -225,7 +139,7 @@ fn final_cleanup(root: &Path, keep: bool) -> String {
         }
     }
     let (mounts, loops) = sweep(root);
-    let removed = keep || remove_tree(root);
+    let removed = keep || remove_tree(root, "csi");
     if mounts == 0 && loops == 0 && removed {
         match keep {
             false => "every mount, loop device and temp dir removed".to_owned(),
@@ -1281,13 +1195,6 @@ fn main() {
 }
 
 /// The 1-minute load average: client, daemon and CSP share the machine's cores.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
-}
-
 fn line(measure: &str, result: &str, goal: &str) {
     println!("{measure:<58} {result:>22}   {goal}");
 }

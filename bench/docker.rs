@@ -15,11 +15,15 @@
 //! VOLBRIDGE_BENCH_VOLUMES (default 1000), VOLBRIDGE_BENCH_GETS (default 5000),
 //! VOLBRIDGE_BENCH_CYCLES (default 15).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::percentile;
 
 const BIN: &str = env!("CARGO_BIN_EXE_volbridge");
 
@@ -89,13 +93,6 @@ fn err_of(text: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn us(d: Duration) -> String {

@@ -18,21 +18,18 @@
 //! Env: VOLBRIDGE_BENCH_DIR (scratch dir; default the system temp dir),
 //! VOLBRIDGE_BENCH_RUNS (runs per row; default 400).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::percentile;
 
 const VOLBRIDGE: &str = env!("CARGO_BIN_EXE_volbridge");
 const WARMUP: usize = 20;
 const INIT_GOAL: Duration = Duration::from_millis(3);
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

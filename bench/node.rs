@@ -19,11 +19,15 @@
 //! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default the system temp dir),
 //! VOLBRIDGE_BENCH_CYCLES (cycles of (1) and of (2); default 30).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{load_average, mounts_under, ms, percentile, remove_tree, sweep};
 use volbridge::engine::{
     Backend, Backends, CreateVolume, Engine, EngineConfig, MountVolume, NodeConfig, PublishVolume,
     StateStore, Wait,
@@ -70,17 +74,6 @@ impl Series {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
-}
-
 /// The scratch root, canonical (mountinfo and sysfs report canonical paths).
 fn scratch() -> PathBuf {
     let base = std::env::var_os("VOLBRIDGE_BENCH_DIR")
@@ -89,7 +82,7 @@ fn scratch() -> PathBuf {
     let dir = base.join(format!("vbbench-node-{}", std::process::id()));
     if dir.exists() {
         sweep(&dir);
-        remove_tree(&dir);
+        remove_tree(&dir, "node");
     }
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", dir.display())));
@@ -124,89 +117,9 @@ fn preflight() {
     }
 }
 
-fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    volbridge::host::parse_mountinfo(&text)
-        .into_iter()
-        .filter(|m| m.target.starts_with(root))
-        .map(|m| m.target)
-        .collect()
-}
-
-/// Loop devices whose backing file is (or was, before deletion) under `root`.
-fn loops_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/sys/block") else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let backing = backing.trim_end_matches('\n');
-        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
-        if Path::new(backing).starts_with(root) {
-            out.push(PathBuf::from(format!("/dev/{name}")));
-        }
-    }
-    out
-}
-
-/// Best effort: unmounts everything mounted under `root` (last mounted first) and detaches
-/// every loop device backed by a file under it. Returns what was left behind.
-fn sweep(root: &Path) -> (usize, usize) {
-    use rustix::mount::{unmount, UnmountFlags};
-    for _ in 0..16 {
-        let targets = mounts_under(root);
-        if targets.is_empty() {
-            break;
-        }
-        for t in targets.iter().rev() {
-            if unmount(t, UnmountFlags::NOFOLLOW).is_err() {
-                let _ = unmount(t, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH);
-            }
-        }
-    }
-    for device in loops_under(root) {
-        let _ = Command::new("losetup")
-            .arg("-d")
-            .arg(&device)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-    (mounts_under(root).len(), loops_under(root).len())
-}
-
-/// Removes a directory tree, but never while anything is mounted inside it (that would
-/// delete the mounted filesystem's contents).
-fn remove_tree(dir: &Path) -> bool {
-    let mounted = mounts_under(dir);
-    if !mounted.is_empty() {
-        eprintln!(
-            "node bench: leaving {} in place: {} is still mounted",
-            dir.display(),
-            mounted[0].display()
-        );
-        return false;
-    }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-        Err(e) => {
-            eprintln!("node bench: cannot remove {}: {e}", dir.display());
-            false
-        }
-    }
-}
-
 fn final_cleanup(root: &Path) -> String {
     let (mounts, loops) = sweep(root);
-    let removed = remove_tree(root);
+    let removed = remove_tree(root, "node");
     if mounts == 0 && loops == 0 && removed {
         "every mount, loop device and temp dir removed".to_owned()
     } else {
@@ -333,7 +246,7 @@ fn shell_cycle(root: &Path, i: usize) -> Result<Duration, String> {
     if result.is_err() || !mounts_under(&dir).is_empty() {
         sweep(root);
     }
-    remove_tree(&dir);
+    remove_tree(&dir, "node");
     result
 }
 
@@ -657,13 +570,6 @@ fn row(label: &str, s: &Series, p99: bool) {
 
 /// The 1-minute load average: the shell baseline (nine processes per cycle) slows down
 /// more than volbridge on a busy machine, so the ratio is only meaningful when this is low.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
-}
-
 fn report(cycles: usize, c: &Cycles, p: &Result<Publishes, String>, cleanup: &str, load: &str) {
     let header = || {
         println!(
