@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::provider::{self, Host, PublishContextInput};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 pub const COLLECTION: &str = "attachments";
 
@@ -167,7 +168,10 @@ impl Engine {
                     COLLECTION,
                     &Attachment::key(&a.backend, &a.volume_id),
                     &pending,
-                )
+                )?;
+                // After the record: a scan that finds none may clear the flag first.
+                self.releases_pending.store(true, Ordering::SeqCst);
+                Ok(())
             }
             Err(e) => Err(e),
         }
@@ -176,13 +180,21 @@ impl Engine {
     /// Ends the pending releases of one backend (after a call brought it back). Best
     /// effort: what still fails stays pending for the reconciler.
     pub(super) async fn finish_pending_releases(&self, backend: &str) {
+        if !self.releases_pending.load(Ordering::SeqCst) {
+            return;
+        }
         let Ok(all) = self.attachments() else {
             return;
         };
-        for a in all
-            .into_iter()
-            .filter(|a| a.release_pending && a.backend == backend)
-        {
+        let pending: Vec<Attachment> = all.into_iter().filter(|a| a.release_pending).collect();
+        if pending.is_empty() {
+            // A deferral racing this scan sets the flag again after writing its record; in
+            // the rare interleaving that loses, the reconciler still retries the release
+            // (an attachment with no stage) on its next pass.
+            self.releases_pending.store(false, Ordering::SeqCst);
+            return;
+        }
+        for a in pending.into_iter().filter(|a| a.backend == backend) {
             let Ok(_guard) = self
                 .guards
                 .try_lock(&format!("{}/{}", a.backend, a.volume_name))

@@ -107,6 +107,10 @@ pub struct Engine {
     /// Orphaned loop devices seen by the last reconciler pass (device, backing file).
     orphans_seen: std::sync::Mutex<std::collections::BTreeSet<(PathBuf, PathBuf)>>,
     reconciled_once: std::sync::atomic::AtomicBool,
+    /// Whether an attachment record may be release-pending: true at start (records from
+    /// before), set when a release is deferred, cleared by a scan that finds none. Spares
+    /// every mount a listing of the attachment records.
+    releases_pending: std::sync::atomic::AtomicBool,
     /// Docker's volumes and mount references, in memory (loaded on first use).
     docker: docker_mounts::DockerTable,
 }
@@ -125,6 +129,7 @@ impl Engine {
             node_config: NodeConfig::default(),
             orphans_seen: Default::default(),
             reconciled_once: Default::default(),
+            releases_pending: std::sync::atomic::AtomicBool::new(true),
             docker: Default::default(),
         })
     }
