@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use volbridge_local_csp::PoolChoice;
 
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/volbridge/volbridge.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/volbridge";
@@ -58,6 +59,11 @@ pub struct LocalCspSection {
     pub username: String,
     /// Default: generated on first start and kept in `<state_dir>/local-csp.password` (0600).
     pub password: Option<String>,
+    /// Where volume images live: `auto` (the data dir when its filesystem reflinks, else an
+    /// xfs or btrfs image pool under it), `dir`, `xfs-image` or `btrfs-image`.
+    pub pool: PoolChoice,
+    /// How many times its capacity the pool's volumes may promise (0: no limit).
+    pub overcommit: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -275,6 +281,8 @@ impl Default for LocalCspSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             username: "volbridge".into(),
             password: None,
+            pool: PoolChoice::Auto,
+            overcommit: volbridge_local_csp::DEFAULT_OVERCOMMIT,
         }
     }
 }
@@ -325,6 +333,12 @@ impl Config {
             return Err(Error::invalid(
                 "local_csp.listen",
                 "the embedded CSP serves plain HTTP and must listen on a loopback address",
+            ));
+        }
+        if !(self.local_csp.overcommit >= 0.0 && self.local_csp.overcommit.is_finite()) {
+            return Err(Error::invalid(
+                "local_csp.overcommit",
+                "must be a number of times the pool's capacity, 0 or more (0: no limit)",
             ));
         }
         if self.limits.max_inflight_per_backend == 0 {

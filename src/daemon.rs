@@ -175,7 +175,9 @@ async fn start_local_csp(
             .map_err(|e| Error::internal(format!("cannot keep the local CSP password: {e}")))?,
     };
     let data_dir = config.csp_data_dir();
-    let csp_config = LocalCspConfig::new(&data_dir, &section.username, &password);
+    let mut csp_config = LocalCspConfig::new(&data_dir, &section.username, &password);
+    csp_config.pool = section.pool;
+    csp_config.overcommit = section.overcommit;
     let csp = tokio::task::spawn_blocking(move || LocalCsp::open(csp_config))
         .await
         .map_err(|e| Error::internal(format!("local CSP start-up failed: {e}")))?
@@ -202,9 +204,12 @@ async fn start_local_csp(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        let closer = csp.clone();
         if let Err(e) = csp.serve(listener, shutdown).await {
             tracing::error!(error = %e, "local CSP stopped");
         }
+        // An image pool is unmounted unless a volume in it is still attached here.
+        let _ = tokio::task::spawn_blocking(move || closer.close()).await;
     });
     let creds = Credentials::service(LOCAL_BACKEND, addr, &section.username, &password)?;
     // The daemon's own calls skip the loopback; other clients use the listener.
@@ -286,7 +291,7 @@ async fn reconcile_loop(
     }
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

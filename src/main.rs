@@ -90,6 +90,9 @@ fn effective_config(args: &ServeArgs) -> Result<Config, Error> {
     if let Some(l) = args.csp_listen {
         config.local_csp.listen = l;
     }
+    if let Some(p) = args.csp_pool {
+        config.local_csp.pool = p;
+    }
     if args.no_local_csp {
         config.local_csp.enabled = false;
     }

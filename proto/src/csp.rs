@@ -363,7 +363,7 @@ pub struct ReplicationPartner {
 }
 
 /// `GET /capacity` (ext, §4.9).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capacity {
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub total_bytes: Option<u64>,
@@ -371,6 +371,34 @@ pub struct Capacity {
     pub free_bytes: Option<u64>,
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub used_bytes: Option<u64>,
+    /// The sizes of all volumes added up (thin provisioning: may exceed `total_bytes`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub provisioned_bytes: Option<u64>,
+    /// The most `provisioned_bytes` may reach; creates beyond it are refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub provisioned_limit_bytes: Option<u64>,
+    /// How the CSP stores volumes (volbridge extension; the local CSP fills it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolStatus>,
+}
+
+/// The local CSP's pool (csp-api.md B39b): its mode, whether snapshots and clones share
+/// extents, and why this mode was chosen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// `dir`, `xfs-image` or `btrfs-image`.
+    pub mode: String,
+    pub reflink: bool,
+    #[serde(default)]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use crate::config::DEFAULT_ADMIN_SOCKET;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use volbridge_local_csp::PoolChoice;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,6 +104,9 @@ pub struct ServeArgs {
     /// Loopback address of the embedded local CSP (port 0: any free port).
     #[arg(long)]
     pub csp_listen: Option<SocketAddr>,
+    /// Where the embedded local CSP keeps volume images: auto, dir, xfs-image, btrfs-image.
+    #[arg(long, value_parser = parse_pool)]
+    pub csp_pool: Option<PoolChoice>,
     /// Do not run the embedded local CSP.
     #[arg(long)]
     pub no_local_csp: bool,
@@ -220,6 +224,13 @@ pub enum CspCommand {
         /// Default: generated on first start, kept in <data-dir>/password (0600).
         #[arg(long, env = "VOLBRIDGE_CSP_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// Where volume images live: auto (the data dir when it reflinks, else an image
+        /// pool under it), dir, xfs-image, btrfs-image.
+        #[arg(long, default_value = "auto", value_parser = parse_pool)]
+        pool: PoolChoice,
+        /// How many times the pool's capacity the volumes may promise (0: no limit).
+        #[arg(long, default_value_t = volbridge_local_csp::DEFAULT_OVERCOMMIT)]
+        overcommit: f64,
     },
     /// Run the conformance checklist against any CSP.
     Check {
@@ -412,4 +423,8 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         _ => Err(format!("'{s}' is not KEY=VALUE")),
     }
+}
+
+fn parse_pool(s: &str) -> Result<PoolChoice, String> {
+    s.parse()
 }

@@ -14,6 +14,8 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
             listen,
             username,
             password,
+            pool,
+            overcommit,
         } => {
             let password = match password {
                 Some(p) => p,
@@ -36,8 +38,17 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
                 tracing::warn!(%listen, "the local CSP serves plain HTTP; put it behind TLS before exposing it");
             }
             let dir = data_dir.clone();
+            if !(overcommit >= 0.0 && overcommit.is_finite()) {
+                return Err(Error::invalid(
+                    "--overcommit",
+                    "must be a number of times the pool's capacity, 0 or more (0: no limit)",
+                ));
+            }
             let csp = tokio::task::spawn_blocking(move || {
-                LocalCsp::open(LocalCspConfig::new(dir, username, password))
+                let mut config = LocalCspConfig::new(dir, username, password);
+                config.pool = pool;
+                config.overcommit = overcommit;
+                LocalCsp::open(config)
             })
             .await
             .map_err(|e| Error::internal(format!("start-up failed: {e}")))?
@@ -46,11 +57,13 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
                 .await
                 .map_err(|e| Error::unavailable(format!("cannot listen on {listen}: {e}")))?;
             tracing::info!(url = %format!("http://{listen}"), data_dir = %data_dir.display(), "local CSP serving");
-            csp.serve(listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| Error::internal(format!("local CSP failed: {e}")))
+            let closer = csp.clone();
+            let served = csp
+                .serve(listener, crate::daemon::wait_for_signal())
+                .await
+                .map_err(|e| Error::internal(format!("local CSP failed: {e}")));
+            let _ = tokio::task::spawn_blocking(move || closer.close()).await;
+            served
         }
         CspCommand::Check {
             url,

@@ -11,6 +11,7 @@ use crate::host::{paths, read_only_view, transport, LoopDevice};
 use crate::provider::PublishContext;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use volbridge_local_csp::POOL_IMAGE;
 
 impl Engine {
     pub(super) async fn reconcile_node(&self, report: &mut ReconcileReport, first_pass: bool) {
@@ -206,7 +207,9 @@ impl Engine {
             .into_iter()
             .filter(|l| {
                 let file = strip_deleted(&l.backing_file);
-                (paths::is_within(&file, &roots) && !claimed.contains(&file))
+                // The local CSP's image pool holds the volumes' files; it is not one.
+                let pool_image = file.file_name() == Some(POOL_IMAGE.as_ref());
+                (paths::is_within(&file, &roots) && !claimed.contains(&file) && !pool_image)
                     || (read_only_view::is_view(l) && our_devices.contains(&file))
             })
             .collect();

@@ -81,21 +81,7 @@ pub fn align(bytes: u64) -> u64 {
     bytes.div_ceil(ALIGNMENT) * ALIGNMENT
 }
 
-/// `1073741824` → `1Gi`, `1572864` → `1.5Mi`: for tables.
-pub fn human(bytes: u64) -> String {
-    const NAMES: [&str; 6] = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
-    let mut value = bytes as f64;
-    let mut i = 0;
-    while value >= 1024.0 && i + 1 < NAMES.len() {
-        value /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        return format!("{bytes}B");
-    }
-    let text = format!("{value:.1}");
-    format!("{}{}", text.trim_end_matches(".0"), NAMES[i])
-}
+pub use volbridge_proto::units::human;
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,12 @@
 //! Configuration of the embedded CSP and its generated password.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::DirBuilder;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::pool::PoolChoice;
 
 /// Default token lifetime (csp-api.md A7).
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(1800);
@@ -15,7 +17,15 @@ pub struct LocalCspConfig {
     pub username: String,
     pub password: String,
     pub token_ttl: Duration,
+    /// Where images live (`auto` by default; see [`crate::pool`]).
+    pub pool: PoolChoice,
+    /// The most the volumes' sizes may add up to, as a multiple of the pool's capacity
+    /// (thin provisioning); a create beyond it is refused as out of space. 0: no limit.
+    pub overcommit: f64,
 }
+
+/// Default over-commit: volumes may promise ten times the pool's capacity.
+pub const DEFAULT_OVERCOMMIT: f64 = 10.0;
 
 impl LocalCspConfig {
     pub fn new(
@@ -28,6 +38,8 @@ impl LocalCspConfig {
             username: username.into(),
             password: password.into(),
             token_ttl: DEFAULT_TOKEN_TTL,
+            pool: PoolChoice::Auto,
+            overcommit: DEFAULT_OVERCOMMIT,
         }
     }
 }
@@ -39,6 +51,8 @@ impl std::fmt::Debug for LocalCspConfig {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("token_ttl", &self.token_ttl)
+            .field("pool", &self.pool)
+            .field("overcommit", &self.overcommit)
             .finish()
     }
 }
@@ -61,33 +75,7 @@ pub fn load_or_generate_password(path: &Path) -> io::Result<String> {
         .mode(0o700)
         .create(&parent)?;
     let password = crate::ids::random_hex(16);
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "password path has no file name",
-        )
-    })?;
-    let tmp = parent.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        crate::ids::random_hex(4)
-    ));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(password.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        crate::files::sync_dir(&parent)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    crate::files::write_atomic(path, format!("{password}\n").as_bytes())?;
     Ok(password)
 }
 

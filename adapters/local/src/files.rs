@@ -56,6 +56,66 @@ pub fn reflink(dst: &File, src: &File) -> io::Result<bool> {
     }
 }
 
+/// Whether `dir`'s filesystem clones extents: a probe pair of files, removed after.
+pub fn reflink_works(dir: &Path) -> bool {
+    let tag = crate::ids::random_hex(4);
+    let (a, b) = (
+        dir.join(format!(".reflink-probe-{tag}-a")),
+        dir.join(format!(".reflink-probe-{tag}-b")),
+    );
+    let works = (|| -> io::Result<bool> {
+        let src = create_sparse(&a, 0)?;
+        src.write_all_at(&[1u8; BLOCK], 0)?;
+        let dst = create_sparse(&b, 0)?;
+        reflink(&dst, &src)
+    })()
+    .unwrap_or(false);
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    works
+}
+
+/// Creates `path` (and its parents) with mode 0700 if it does not exist.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Replaces `path` with `bytes` durably: a temp file in the same directory (mode 0600),
+/// fsync, rename, fsync of the directory. A crash leaves the old content or the new.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = parent.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        crate::ids::random_hex(4)
+    ));
+    let written = (|| {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all_at(bytes, 0)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(&parent)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// fsync of a directory, making entries created or removed in it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

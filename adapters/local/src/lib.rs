@@ -4,13 +4,18 @@
 //! # Layout
 //!
 //! ```text
-//! <data_dir>/volumes/<id>.img     volume images (sparse; `thick` ones fallocated)
-//! <data_dir>/snapshots/<id>.img   snapshot images (reflinked, or a sparse copy)
-//! <data_dir>/retained/<id>.img    volumes deleted with destroy_on_delete=false
+//! <pool>/volumes/<id>.img         volume images (sparse; `thick` ones fallocated)
+//! <pool>/snapshots/<id>.img       snapshot images (reflinked, or a sparse copy)
+//! <pool>/retained/<id>.img        volumes deleted with destroy_on_delete=false
+//! <data_dir>/volbridge-pool.img   an image pool's image, mounted at <data_dir>/pool
+//! <data_dir>/pool.json            an image pool's mode, kept
 //! <data_dir>/state.json           metadata snapshot
 //! <data_dir>/journal              metadata changes since that snapshot
 //! <data_dir>/lock                 flock'd while a server owns the directory
 //! ```
+//!
+//! `<pool>` is the data dir itself or, where its filesystem cannot reflink, the mounted image
+//! pool `<data_dir>/pool` ([`pool`]).
 //!
 //! Files are named only by random ids (32 lower-case hex); no name from a request ever
 //! reaches a path.
@@ -43,6 +48,8 @@ mod ids;
 mod journal;
 mod locks;
 mod model;
+mod pool;
+mod provision;
 mod recovery;
 mod routes;
 mod server;
@@ -50,5 +57,8 @@ mod state;
 mod store;
 mod views;
 
-pub use config::{load_or_generate_password, LocalCspConfig, DEFAULT_TOKEN_TTL};
+pub use config::{
+    load_or_generate_password, LocalCspConfig, DEFAULT_OVERCOMMIT, DEFAULT_TOKEN_TTL,
+};
+pub use pool::{PoolChoice, PoolMode, POOL_IMAGE};
 pub use server::LocalCsp;

@@ -5,6 +5,7 @@ use crate::config::LocalCspConfig;
 use crate::errors::ApiError;
 use crate::journal::Journal;
 use crate::locks::KeyedLocks;
+use crate::pool::{Pool, PoolMode};
 use crate::routes::{groups, hosts, misc, publish, snapshots, tokens, volumes};
 use crate::store::Store;
 use axum::extract::Request;
@@ -12,9 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use volbridge_proto::csp::API_PREFIX;
 
 /// Where the images live. Paths are built only from ids.
 pub struct Dirs {
+    /// The data dir: metadata, the lock, and an image pool's image.
     pub root: PathBuf,
     pub volumes: PathBuf,
     pub snapshots: PathBuf,
@@ -83,6 +85,7 @@ pub struct Shared {
     pub locks: KeyedLocks,
     pub tokens: Tokens,
     pub copy_events: CopyEvents,
+    pub pool: Arc<Pool>,
     _dir_lock: File,
 }
 
@@ -92,36 +95,18 @@ pub struct LocalCsp {
     shared: Arc<Shared>,
 }
 
-fn private_dir(path: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(path)
-}
-
 impl LocalCsp {
     /// Opens (creating if needed) the data dir, loads durable metadata, runs crash recovery.
     pub fn open(config: LocalCspConfig) -> io::Result<LocalCsp> {
         let root = config.data_dir.clone();
-        private_dir(&root)?;
-        let dirs = Dirs {
-            volumes: root.join("volumes"),
-            snapshots: root.join("snapshots"),
-            retained: root.join("retained"),
-            canonical_volumes: PathBuf::new(),
-            root,
-        };
-        for d in [&dirs.volumes, &dirs.snapshots, &dirs.retained] {
-            private_dir(d)?;
-        }
-        let dirs = Dirs {
-            canonical_volumes: std::fs::canonicalize(&dirs.volumes)?,
-            ..dirs
-        };
+        crate::files::private_dir(&root)?;
         let dir_lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(dirs.root.join("lock"))?;
+            .open(root.join("lock"))?;
         rustix::fs::flock(
             &dir_lock,
             rustix::fs::FlockOperation::NonBlockingLockExclusive,
@@ -131,12 +116,32 @@ impl LocalCsp {
                 io::ErrorKind::WouldBlock,
                 format!(
                     "data dir {} is in use by another local CSP: {e}",
-                    dirs.root.display()
+                    root.display()
                 ),
             )
         })?;
 
-        let (mut journal, mut tables) = Journal::open(&dirs.root)?;
+        let (mut journal, mut tables) = Journal::open(&root)?;
+        let has_data = !(tables.volumes.is_empty()
+            && tables.snapshots.is_empty()
+            && tables.retained.is_empty());
+        let pool = Pool::open(&root, config.pool, has_data)?;
+        let images = pool.images_root().to_owned();
+        let dirs = Dirs {
+            volumes: images.join("volumes"),
+            snapshots: images.join("snapshots"),
+            retained: images.join("retained"),
+            canonical_volumes: PathBuf::new(),
+            root,
+        };
+        for d in [&dirs.volumes, &dirs.snapshots, &dirs.retained] {
+            crate::files::private_dir(d)?;
+        }
+        let dirs = Dirs {
+            canonical_volumes: std::fs::canonicalize(&dirs.volumes)?,
+            ..dirs
+        };
+
         let restart = crate::recovery::reconcile(&dirs, &mut tables)?;
         journal.compact(&tables)?;
         let store = Store::start(journal, tables);
@@ -147,6 +152,7 @@ impl LocalCsp {
             store,
             locks: KeyedLocks::default(),
             copy_events: CopyEvents::default(),
+            pool,
             _dir_lock: dir_lock,
         });
         for id in restart {
@@ -185,6 +191,18 @@ impl LocalCsp {
 
     pub fn data_dir(&self) -> &Path {
         &self.shared.dirs.root
+    }
+
+    /// The pool's mode, whether it reflinks, and why it was chosen.
+    pub fn pool(&self) -> (PoolMode, bool, String) {
+        let p = &self.shared.pool;
+        (p.mode(), p.reflink(), p.reason().to_owned())
+    }
+
+    /// Unmounts an image pool at shutdown unless a volume in it is in use (see
+    /// [`Pool::close`]). Requests after this still work on files already open.
+    pub fn close(&self) {
+        self.shared.pool.close();
     }
 }
 

@@ -17,6 +17,8 @@ pub struct State {
     sg_by_name: HashMap<String, String>,
     members_of_vg: Index,
     sgs_of_vg: Index,
+    /// The volumes' sizes added up (thin provisioning, see `provision`).
+    provisioned: u64,
 }
 
 fn add(ix: &mut Index, key: &str, id: &str) {
@@ -58,11 +60,13 @@ impl State {
     }
 
     fn index_volume(&mut self, v: &VolumeRec) {
+        self.provisioned += v.size;
         self.vol_by_name.insert(v.name.clone(), v.id.clone());
         add(&mut self.clones_of_snapshot, &v.base_snapshot_id, &v.id);
         add(&mut self.members_of_vg, &v.volume_group_id, &v.id);
     }
     fn unindex_volume(&mut self, v: &VolumeRec) {
+        self.provisioned = self.provisioned.saturating_sub(v.size);
         if self.vol_by_name.get(&v.name) == Some(&v.id) {
             self.vol_by_name.remove(&v.name);
         }
@@ -143,6 +147,11 @@ impl State {
             Change::PutHost(_) | Change::DeleteHost(_) | Change::ForgetRetained(_) => {}
         }
         self.t.apply(change);
+    }
+
+    /// The volumes' sizes added up.
+    pub fn provisioned(&self) -> u64 {
+        self.provisioned
     }
 
     pub fn volume(&self, id: &str) -> Option<&VolumeRec> {

@@ -117,7 +117,7 @@ async fn volumes_create_get_list_edit_delete() {
     assert_eq!(v["clone"], false);
     assert_eq!(v["base_snapshot_id"], "");
     assert_eq!(v["config"]["custom"], "x");
-    let img = dir.path().join(format!("volumes/{id}.img"));
+    let img = images(dir.path()).join(format!("volumes/{id}.img"));
     assert_eq!(std::fs::metadata(&img).unwrap().len(), GIB);
 
     // B11: same size → same volume; other size → 409. Size given as a string is accepted.
@@ -299,7 +299,9 @@ async fn retention_moves_images_to_retained() {
         s.delete(&format!("/volumes/{id}?force=false")).await.0,
         StatusCode::NO_CONTENT
     );
-    assert!(dir.path().join(format!("retained/{id}.img")).exists());
+    assert!(images(dir.path())
+        .join(format!("retained/{id}.img"))
+        .exists());
     assert_eq!(
         s.get(&format!("/volumes/{id}")).await.0,
         StatusCode::NOT_FOUND
@@ -316,8 +318,12 @@ async fn retention_moves_images_to_retained() {
         s.delete(&format!("/volumes/{id}?force=true")).await.0,
         StatusCode::NO_CONTENT
     );
-    assert!(!dir.path().join(format!("retained/{id}.img")).exists());
-    assert!(!dir.path().join(format!("volumes/{id}.img")).exists());
+    assert!(!images(dir.path())
+        .join(format!("retained/{id}.img"))
+        .exists());
+    assert!(!images(dir.path())
+        .join(format!("volumes/{id}.img"))
+        .exists());
 }
 
 #[tokio::test]
@@ -425,7 +431,7 @@ async fn publish_and_unpublish() {
     assert!(lp.is_absolute());
     assert_eq!(std::fs::canonicalize(&lp).unwrap(), lp);
     assert_eq!(
-        std::fs::canonicalize(dir.path().join(format!("volumes/{id}.img"))).unwrap(),
+        std::fs::canonicalize(images(dir.path()).join(format!("volumes/{id}.img"))).unwrap(),
         lp
     );
     // Idempotent; absent protocol → local.
@@ -621,7 +627,9 @@ async fn snapshots_list_get_and_delete_rules() {
         s.delete(&format!("/snapshots/{sid}")).await.0,
         StatusCode::NO_CONTENT
     );
-    assert!(!dir.path().join(format!("snapshots/{sid}.img")).exists());
+    assert!(!images(dir.path())
+        .join(format!("snapshots/{sid}.img"))
+        .exists());
     assert_eq!(
         s.get(&format!("/snapshots/{sid}")).await.0,
         StatusCode::NOT_FOUND
@@ -729,7 +737,9 @@ async fn clones_and_temporary_snapshots() {
         s.get(&format!("/snapshots/{sid}")).await.0,
         StatusCode::NOT_FOUND
     );
-    assert!(!dir.path().join(format!("snapshots/{sid}.img")).exists());
+    assert!(!images(dir.path())
+        .join(format!("snapshots/{sid}.img"))
+        .exists());
     assert_eq!(
         s.delete(&format!("/volumes/{vid}?force=false")).await.0,
         StatusCode::NO_CONTENT

@@ -61,7 +61,7 @@ async fn snapshot_and_clone_copy_real_data_sparsely() {
     let s = Server::start(dir.path()).await;
     let v = s.volume("data", SIZE).await;
     let vid = v["id"].as_str().unwrap().to_owned();
-    let vol_img = dir.path().join(format!("volumes/{vid}.img"));
+    let vol_img = images(dir.path()).join(format!("volumes/{vid}.img"));
     scribble(&vol_img, 0x5a);
     let reference = dir.path().join("reference.bin");
     std::fs::copy(&vol_img, &reference).unwrap();
@@ -88,7 +88,7 @@ async fn snapshot_and_clone_copy_real_data_sparsely() {
     }
     let snap = s.wait_ready(&sid).await;
     assert_eq!(snap["in_use"], false);
-    let snap_img = dir.path().join(format!("snapshots/{sid}.img"));
+    let snap_img = images(dir.path()).join(format!("snapshots/{sid}.img"));
     assert_eq!(std::fs::metadata(&snap_img).unwrap().len(), SIZE);
     assert!(
         same_bytes(&reference, &snap_img, SIZE),
@@ -139,7 +139,7 @@ async fn snapshot_and_clone_copy_real_data_sparsely() {
     }
     let done = s.wait_clone(&cid).await;
     assert_eq!(done["config"]["background_operation_status"], "Completed");
-    let clone_img = dir.path().join(format!("volumes/{cid}.img"));
+    let clone_img = images(dir.path()).join(format!("volumes/{cid}.img"));
     assert_eq!(
         std::fs::metadata(&clone_img).unwrap().len(),
         SIZE + 64 * MIB
@@ -175,7 +175,7 @@ async fn deleting_a_clone_mid_copy_stops_it_cleanly() {
     let s = Server::start(dir.path()).await;
     let v = s.volume("big", 512 * MIB).await;
     let vid = v["id"].as_str().unwrap().to_owned();
-    let img = dir.path().join(format!("volumes/{vid}.img"));
+    let img = images(dir.path()).join(format!("volumes/{vid}.img"));
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     let chunk = vec![7u8; MIB as usize];
     for i in 0..64 {
@@ -208,5 +208,7 @@ async fn deleting_a_clone_mid_copy_stops_it_cleanly() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(deleted);
-    assert!(!dir.path().join(format!("volumes/{cid}.img")).exists());
+    assert!(!images(dir.path())
+        .join(format!("volumes/{cid}.img"))
+        .exists());
 }

@@ -83,13 +83,13 @@ async fn restart(s: Server) -> Server {
     let dir = s.csp.data_dir().to_owned();
     let csp = s.stop().await;
     drop(csp);
-    Server::start(&dir).await
+    Server::start_dir(&dir).await
 }
 
 #[tokio::test]
 async fn state_survives_a_restart() {
     let dir = TempDir::new("restart");
-    let s = Server::start(dir.path()).await;
+    let s = Server::start_dir(dir.path()).await;
     let (vid, sid, cid, gid) = populate(&s).await;
     let before = sorted(snapshot_of_state(&s).await);
 
@@ -115,7 +115,7 @@ async fn state_survives_a_restart() {
 #[tokio::test]
 async fn a_second_server_cannot_open_a_busy_data_dir() {
     let dir = TempDir::new("busy");
-    let s = Server::start(dir.path()).await;
+    let s = Server::start_dir(dir.path()).await;
     let err = LocalCsp::open(LocalCspConfig::new(dir.path(), USER, PASSWORD))
         .err()
         .expect("refused");
@@ -126,7 +126,7 @@ async fn a_second_server_cannot_open_a_busy_data_dir() {
 #[tokio::test]
 async fn torn_journal_tail_and_leftover_files_are_handled() {
     let dir = TempDir::new("torn");
-    let s = Server::start(dir.path()).await;
+    let s = Server::start_dir(dir.path()).await;
     let (vid, _, _, _) = populate(&s).await;
     let before = sorted(snapshot_of_state(&s).await);
     let csp = s.stop().await;
@@ -171,7 +171,7 @@ async fn torn_journal_tail_and_leftover_files_are_handled() {
         .set_len(4096)
         .unwrap();
 
-    let s = Server::start(root).await;
+    let s = Server::start_dir(root).await;
     assert_eq!(sorted(snapshot_of_state(&s).await), before);
     assert!(!orphan.exists());
     assert!(!orphan_snap.exists());
@@ -194,7 +194,7 @@ async fn torn_journal_tail_and_leftover_files_are_handled() {
 #[tokio::test]
 async fn interrupted_retention_move_is_finished() {
     let dir = TempDir::new("retain-crash");
-    let s = Server::start(dir.path()).await;
+    let s = Server::start_dir(dir.path()).await;
     let (_, v) = s
         .post(
             "/volumes",
@@ -215,7 +215,7 @@ async fn interrupted_retention_move_is_finished() {
         root.join(format!("volumes/{id}.img")),
     )
     .unwrap();
-    let s = Server::start(root).await;
+    let s = Server::start_dir(root).await;
     assert!(root.join(format!("retained/{id}.img")).exists());
     assert!(!root.join(format!("volumes/{id}.img")).exists());
     assert_eq!(

@@ -4,6 +4,7 @@ use super::{check_size, snapshot_key};
 use crate::errors::{ApiError, ApiResult};
 use crate::files;
 use crate::model::{Change, VolumeRec};
+use crate::provision::Limit;
 use crate::routes::snapshots::make_image;
 use crate::routes::volumes::{check_group, create_error, same_or_conflict};
 use crate::server::Shared;
@@ -11,6 +12,7 @@ use crate::views;
 use axum::Json;
 use std::sync::Arc;
 use volbridge_proto::csp::{Config, Volume, BACKGROUND_COMPLETED, BACKGROUND_STATUS};
+use volbridge_proto::units::human;
 
 /// Status of a clone whose copy runs in the background (B39).
 pub const IN_PROGRESS: &str = "InProgress";
@@ -47,6 +49,9 @@ pub async fn create(sh: &Arc<Shared>, spec: CloneSpec) -> ApiResult<Json<Volume>
         )));
     }
 
+    let limit = Limit::of(sh)?;
+    let what = format!("clone '{}' ({})", spec.name, human(size));
+    sh.store.read(|s| limit.check(s, &what, size)).0?;
     let id = crate::ids::new_id();
     let dst = sh.dirs.volume(&id);
     let src = sh.dirs.snapshot(&snap.id);
@@ -96,6 +101,7 @@ pub async fn create(sh: &Arc<Shared>, spec: CloneSpec) -> ApiResult<Json<Volume>
                 snap.id
             )));
         }
+        limit.check(s, &what, size)?;
         let new = VolumeRec {
             volume_group_id: check_group(s, spec.group.as_deref())?,
             ..rec.clone()

@@ -6,7 +6,7 @@ use crate::server::Shared;
 use axum::extract::State;
 use axum::Json;
 use std::sync::Arc;
-use volbridge_proto::csp::{Capacity, ReplicationPartner};
+use volbridge_proto::csp::{Capacity, PoolStatus, ReplicationPartner};
 
 pub async fn replication_partners(params: Params) -> ApiResult<Json<Vec<ReplicationPartner>>> {
     if let Some(name) = params.get("name") {
@@ -18,12 +18,23 @@ pub async fn replication_partners(params: Params) -> ApiResult<Json<Vec<Replicat
 }
 
 pub async fn capacity(State(sh): State<Arc<Shared>>) -> ApiResult<Json<Capacity>> {
-    let st = rustix::fs::statvfs(&sh.dirs.root)
-        .map_err(|e| ApiError::io("reading capacity", &e.into()))?;
-    let unit = st.f_frsize;
+    let pool = sh.pool.clone();
+    let space = tokio::task::spawn_blocking(move || pool.space())
+        .await
+        .map_err(|e| ApiError::internal(format!("reading capacity: {e}")))?
+        .map_err(|e| ApiError::io("reading capacity", &e))?;
+    let limit = crate::provision::Limit::of(&sh)?;
+    let provisioned = sh.store.query(|s| s.provisioned()).await?;
     Ok(Json(Capacity {
-        total_bytes: Some(st.f_blocks.saturating_mul(unit)),
-        free_bytes: Some(st.f_bavail.saturating_mul(unit)),
-        used_bytes: Some(st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(unit)),
+        total_bytes: Some(space.total),
+        free_bytes: Some(space.free),
+        used_bytes: Some(space.used),
+        provisioned_bytes: Some(provisioned),
+        provisioned_limit_bytes: limit.bytes(),
+        pool: Some(PoolStatus {
+            mode: sh.pool.mode().to_string(),
+            reflink: sh.pool.reflink(),
+            reason: sh.pool.reason().to_owned(),
+        }),
     }))
 }

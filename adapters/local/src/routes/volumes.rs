@@ -5,6 +5,7 @@ use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::files;
 use crate::model::{config_bool, Change, VolumeRec};
+use crate::provision::Limit;
 use crate::server::Shared;
 use crate::state::{self, State as Db};
 use crate::views;
@@ -13,6 +14,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use std::sync::Arc;
 use volbridge_proto::csp::{Config, Volume, BACKGROUND_STATUS, CLONE_SNAPSHOT_PREFIX};
+use volbridge_proto::units::human;
 
 pub fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("volume '{id}' not found"))
@@ -119,14 +121,21 @@ pub async fn create(
         .ok()
         .flatten()
         .unwrap_or(false);
+    let limit = Limit::of(&sh)?;
+    let what = format!("volume '{name}' ({})", human(size));
+    sh.store.read(|s| limit.check(s, &what, size)).0?;
     let id = crate::ids::new_id();
     let path = sh.dirs.volume(&id);
     let file = files::create_sparse(&path, size).map_err(|e| create_error(&name, &e))?;
     if thick {
         let p = path.clone();
-        let allocated = tokio::task::spawn_blocking(move || files::allocate(&file, 0, size))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let pool = sh.pool.clone();
+        let allocated = tokio::task::spawn_blocking(move || {
+            pool.ensure_free(size)?;
+            files::allocate(&file, 0, size)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = allocated {
             let _ = std::fs::remove_file(&p);
             return Err(ApiError::io(&format!("allocating volume '{name}'"), &e));
@@ -150,6 +159,7 @@ pub async fn create(
         if let Some(v) = s.volume_by_name(&name) {
             return Ok((Err(v.clone()), vec![]));
         }
+        limit.check(s, &what, size)?;
         let new = VolumeRec {
             volume_group_id: check_group(s, group.as_deref())?,
             ..rec.clone()
@@ -346,6 +356,14 @@ pub async fn edit(
     let edit = Edit::parse(&cur, req)?;
 
     let grow = edit.size.filter(|&n| n > cur.size);
+    let limit = Limit::of(&sh)?;
+    let what = format!(
+        "expanding volume '{}' to {}",
+        cur.name,
+        human(grow.unwrap_or(cur.size))
+    );
+    let more = grow.map_or(0, |n| n - cur.size);
+    sh.store.read(|s| limit.check(s, &what, more)).0?;
     if let Some(new_size) = grow {
         let path = sh.dirs.volume(&id);
         let thick = config_bool(&cur.config, "thick")
@@ -353,7 +371,11 @@ pub async fn edit(
             .flatten()
             .unwrap_or(false);
         let old = cur.size;
+        let pool = sh.pool.clone();
         let grown = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if thick {
+                pool.ensure_free(new_size - old)?;
+            }
             let f = files::open_rw(&path)?;
             f.set_len(new_size)?;
             if thick {
@@ -372,6 +394,7 @@ pub async fn edit(
     let written = sh.store.write(|s| {
         let v = s.volume(&id).ok_or_else(|| not_found(&id))?;
         let new = edit.apply(s, v)?;
+        limit.check(s, &what, new.size.saturating_sub(v.size))?;
         if new == *v {
             Ok((new, vec![]))
         } else {

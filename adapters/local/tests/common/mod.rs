@@ -5,7 +5,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use volbridge_local_csp::{LocalCsp, LocalCspConfig};
+use volbridge_local_csp::{LocalCsp, LocalCspConfig, PoolChoice};
 
 pub const USER: &str = "admin";
 pub const PASSWORD: &str = "test-password";
@@ -31,7 +31,42 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        release_pool(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Unmounts an image pool a test left under `dir` (a server still running, or killed) and
+/// frees its loop device, so removing the directory never reaches into a mounted pool.
+pub fn release_pool(dir: &Path) {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for target in mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|t| Path::new(t).starts_with(&dir))
+    {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(target)
+            .status();
+    }
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        if Path::new(b.trim_end()).starts_with(&dir) {
+            let dev = format!("/dev/{}", e.file_name().to_string_lossy());
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &dev])
+                .status();
+        }
     }
 }
 
@@ -55,10 +90,22 @@ pub struct Server {
 
 impl Server {
     pub async fn start(dir: &Path) -> Server {
+        Self::start_with(dir, PoolChoice::Auto).await
+    }
+
+    /// A server whose images stay in the data dir itself (tests that edit image files
+    /// between runs, when an image pool would be unmounted).
+    pub async fn start_dir(dir: &Path) -> Server {
+        Self::start_with(dir, PoolChoice::Dir).await
+    }
+
+    pub async fn start_with(dir: &Path, pool: PoolChoice) -> Server {
         // A stopped server's connection tasks can still hold a router clone (and so the
         // data-dir lock) for a moment after `stop` returns; a restart waits that out.
         for _ in 0..200 {
-            match LocalCsp::open(LocalCspConfig::new(dir, USER, PASSWORD)) {
+            let mut config = LocalCspConfig::new(dir, USER, PASSWORD);
+            config.pool = pool;
+            match LocalCsp::open(config) {
                 Ok(csp) => return Self::serve(csp).await,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     tokio::time::sleep(std::time::Duration::from_millis(25)).await
@@ -283,7 +330,7 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub fn image_count(dir: &Path, sub: &str) -> usize {
-    std::fs::read_dir(dir.join(sub))
+    std::fs::read_dir(images(dir).join(sub))
         .map(|r| r.count())
         .unwrap_or(0)
 }
@@ -292,4 +339,13 @@ pub fn image_count(dir: &Path, sub: &str) -> usize {
 pub fn http_client() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
+}
+
+/// Where a data dir keeps its image directories: its image pool's mount when it has one.
+pub fn images(data_dir: &Path) -> PathBuf {
+    if data_dir.join("pool.json").exists() {
+        data_dir.join("pool")
+    } else {
+        data_dir.to_path_buf()
+    }
 }
