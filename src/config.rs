@@ -64,6 +64,8 @@ pub struct LocalCspSection {
     pub pool: PoolChoice,
     /// How many times its capacity the pool's volumes may promise (0: no limit).
     pub overcommit: f64,
+    /// The size an image pool starts at; it grows on demand.
+    pub pool_initial_size: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -283,6 +285,7 @@ impl Default for LocalCspSection {
             password: None,
             pool: PoolChoice::Auto,
             overcommit: volbridge_local_csp::DEFAULT_OVERCOMMIT,
+            pool_initial_size: "16Gi".into(),
         }
     }
 }
@@ -335,6 +338,10 @@ impl Config {
                 "the embedded CSP serves plain HTTP and must listen on a loopback address",
             ));
         }
+        crate::engine::size::parse_size(
+            "local_csp.pool_initial_size",
+            &self.local_csp.pool_initial_size,
+        )?;
         if !(self.local_csp.overcommit >= 0.0 && self.local_csp.overcommit.is_finite()) {
             return Err(Error::invalid(
                 "local_csp.overcommit",

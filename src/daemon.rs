@@ -178,6 +178,8 @@ async fn start_local_csp(
     let mut csp_config = LocalCspConfig::new(&data_dir, &section.username, &password);
     csp_config.pool = section.pool;
     csp_config.overcommit = section.overcommit;
+    csp_config.pool_initial_size =
+        size::parse_size("local_csp.pool_initial_size", &section.pool_initial_size)?;
     let csp = tokio::task::spawn_blocking(move || LocalCsp::open(csp_config))
         .await
         .map_err(|e| Error::internal(format!("local CSP start-up failed: {e}")))?

@@ -96,6 +96,10 @@ pub struct SnapshotInfo {
 pub struct CapacityInfo {
     pub total_bytes: u64,
     pub free_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +112,9 @@ pub struct BackendInfo {
     pub reachable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityInfo>,
+    /// How the backend stores volumes, when it says (the local CSP does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<crate::csp::PoolStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

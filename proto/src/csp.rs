@@ -363,7 +363,7 @@ pub struct ReplicationPartner {
 }
 
 /// `GET /capacity` (ext, §4.9).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub total_bytes: Option<u64>,

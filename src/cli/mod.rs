@@ -47,7 +47,10 @@ fn doctor(config: Option<&std::path::Path>, format: output::Format) -> Result<()
     use crate::host::doctor::{self, Status};
     let config = crate::config::Config::load(config)?;
     let is_root = rustix::process::geteuid().is_root();
-    let checks = doctor::run(&crate::host::RealHost, &config.node.protocols, is_root);
+    let mut checks = doctor::run(&crate::host::RealHost, &config.node.protocols, is_root);
+    if config.local_csp.enabled {
+        checks.push(pool_check(&config));
+    }
     match format {
         output::Format::Json => output::json(&checks),
         output::Format::Table => {
@@ -72,6 +75,32 @@ fn doctor(config: Option<&std::path::Path>, format: output::Format) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// Which pool the embedded local CSP uses (or would make) for its data dir, and why.
+fn pool_check(config: &crate::config::Config) -> crate::host::doctor::Check {
+    use crate::host::doctor::{Check, Status};
+    let data_dir = config.csp_data_dir();
+    let (status, detail) = match volbridge_local_csp::preview_pool(&data_dir, config.local_csp.pool)
+    {
+        Ok((mode, true, reason)) => (
+            Status::Ok,
+            format!("{mode}, reflink: {reason} ({})", data_dir.display()),
+        ),
+        Ok((mode, false, reason)) => (
+            Status::Warn,
+            format!(
+                "{mode}, snapshots and clones copy data: {reason} ({})",
+                data_dir.display()
+            ),
+        ),
+        Err(e) => (Status::Fail, e.to_string()),
+    };
+    Check {
+        name: "local CSP pool".into(),
+        status,
+        detail,
+    }
 }
 
 /// Runs a client command (everything but `serve` and `csp serve`).

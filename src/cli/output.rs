@@ -152,14 +152,53 @@ pub fn backends(format: Format, list: &[BackendInfo]) {
                 .capacity
                 .map(|c| format!("{} of {}", human(c.free_bytes), human(c.total_bytes)))
                 .unwrap_or_else(|| "-".into());
+            let provisioned = b
+                .capacity
+                .and_then(|c| {
+                    let p = human(c.provisioned_bytes?);
+                    Some(match c.provisioned_limit_bytes {
+                        Some(l) => format!("{p} of {}", human(l)),
+                        None => p,
+                    })
+                })
+                .unwrap_or_else(|| "-".into());
+            let pool = b
+                .pool
+                .as_ref()
+                .map(|p| {
+                    format!(
+                        "{} ({})",
+                        p.mode,
+                        if p.reflink { "reflink" } else { "copies" }
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
             vec![
                 name,
                 if b.embedded { "embedded" } else { "remote" }.to_owned(),
                 b.url.clone(),
                 free,
+                provisioned,
+                pool,
                 state,
             ]
         })
         .collect();
-    table(&["NAME", "KIND", "URL", "FREE", "STATE"], &rows);
+    table(
+        &[
+            "NAME",
+            "KIND",
+            "URL",
+            "FREE",
+            "PROVISIONED",
+            "POOL",
+            "STATE",
+        ],
+        &rows,
+    );
+    for b in list {
+        if let Some(p) = b.pool.as_ref().filter(|p| !p.reason.is_empty()) {
+            println!("{}: {} pool: {}", b.name, p.mode, p.reason);
+        }
+    }
 }

@@ -112,11 +112,7 @@ impl Backends {
             let default = b.name == self.default;
             asks.spawn(async move {
                 let (reachable, capacity, error) = match b.client.capacity().await {
-                    Ok(c) => (
-                        true,
-                        c.and_then(|c| Some((c.total_bytes?, c.free_bytes?))),
-                        None,
-                    ),
+                    Ok(c) => (true, c, None),
                     Err(e) => (false, None, Some(e.message)),
                 };
                 let status = BackendStatus {

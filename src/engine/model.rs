@@ -98,7 +98,8 @@ pub struct BackendStatus {
     pub default: bool,
     pub embedded: bool,
     pub reachable: bool,
-    pub capacity: Option<(u64, u64)>,
+    /// What the CSP's capacity endpoint answered, when it has one.
+    pub capacity: Option<volbridge_proto::csp::Capacity>,
     pub error: Option<String>,
 }
 

@@ -33,9 +33,25 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::env::var_os("VOLBRIDGE_KEEP_TEST_DIRS").is_none() {
+            // A daemon killed by the test leaves its CSP's image pool mounted (as a crash
+            // would, for the next start to find): release it before removing the files.
+            drop(HostCleanup(self.0.clone()));
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// The local CSP's image pool: its image file, and its mount next to it. Not a volume, so
+/// the leak checks below leave it out.
+fn is_pool_image(backing: &str) -> bool {
+    Path::new(backing).file_name() == Some(volbridge_local_csp::POOL_IMAGE.as_ref())
+}
+
+fn is_pool_mount(target: &str) -> bool {
+    let t = Path::new(target);
+    t.file_name() == Some("pool".as_ref())
+        && t.parent()
+            .is_some_and(|d| d.join(volbridge_local_csp::POOL_IMAGE).exists())
 }
 
 fn rand_u32() -> u32 {
@@ -314,7 +330,7 @@ pub fn loops_under(dir: &Path) -> Vec<(String, String)> {
     // Loops over files under `dir`, and loops over those loops (read-only block views).
     let mut out: Vec<(String, String)> = all
         .iter()
-        .filter(|(_, b)| Path::new(b).starts_with(&dir))
+        .filter(|(_, b)| Path::new(b).starts_with(&dir) && !is_pool_image(b))
         .cloned()
         .collect();
     loop {
@@ -330,8 +346,15 @@ pub fn loops_under(dir: &Path) -> Vec<(String, String)> {
     }
 }
 
-/// Mount points under `dir` (from /proc/self/mountinfo).
+/// Mount points under `dir` (from /proc/self/mountinfo), the CSP's pool left out.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
+    all_mounts_under(dir)
+        .into_iter()
+        .filter(|t| !is_pool_mount(t))
+        .collect()
+}
+
+fn all_mounts_under(dir: &Path) -> Vec<String> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -341,18 +364,42 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Loop devices over files under `dir`, the pool's own included.
+fn all_loops_under(dir: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            let b = b.trim_end();
+            if Path::new(b.strip_suffix(" (deleted)").unwrap_or(b)).starts_with(&dir) {
+                out.push(format!("/dev/{name}"));
+            }
+        }
+    }
+    out
+}
+
 /// Unmounts and detaches whatever a failed test left under `dir`, so one failure does not
 /// leak into the machine.
 pub struct HostCleanup(pub PathBuf);
 
 impl Drop for HostCleanup {
     fn drop(&mut self) {
-        let mut mounts = mounts_under(&self.0);
+        let mut mounts = all_mounts_under(&self.0);
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
-        for (dev, _) in loops_under(&self.0) {
+        // Volume loops first (views over them first of all), then the pool's.
+        let mut loops: Vec<String> = loops_under(&self.0).into_iter().map(|(d, _)| d).collect();
+        loops.reverse();
+        for dev in all_loops_under(&self.0) {
+            if !loops.contains(&dev) {
+                loops.push(dev);
+            }
+        }
+        for dev in loops {
             let _ = Command::new("losetup").arg("-d").arg(&dev).status();
         }
     }

@@ -22,7 +22,13 @@ pub struct LocalCspConfig {
     /// The most the volumes' sizes may add up to, as a multiple of the pool's capacity
     /// (thin provisioning); a create beyond it is refused as out of space. 0: no limit.
     pub overcommit: f64,
+    /// The size an image pool starts at (it grows on demand, never past what the host's
+    /// filesystem can back).
+    pub pool_initial_size: u64,
 }
+
+/// An image pool starts at 16 GiB (less on a host with less room).
+pub const DEFAULT_POOL_INITIAL_SIZE: u64 = 16 << 30;
 
 /// Default over-commit: volumes may promise ten times the pool's capacity.
 pub const DEFAULT_OVERCOMMIT: f64 = 10.0;
@@ -40,6 +46,7 @@ impl LocalCspConfig {
             token_ttl: DEFAULT_TOKEN_TTL,
             pool: PoolChoice::Auto,
             overcommit: DEFAULT_OVERCOMMIT,
+            pool_initial_size: DEFAULT_POOL_INITIAL_SIZE,
         }
     }
 }
@@ -53,6 +60,7 @@ impl std::fmt::Debug for LocalCspConfig {
             .field("token_ttl", &self.token_ttl)
             .field("pool", &self.pool)
             .field("overcommit", &self.overcommit)
+            .field("pool_initial_size", &self.pool_initial_size)
             .finish()
     }
 }

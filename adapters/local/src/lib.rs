@@ -58,7 +58,8 @@ mod store;
 mod views;
 
 pub use config::{
-    load_or_generate_password, LocalCspConfig, DEFAULT_OVERCOMMIT, DEFAULT_TOKEN_TTL,
+    load_or_generate_password, LocalCspConfig, DEFAULT_OVERCOMMIT, DEFAULT_POOL_INITIAL_SIZE,
+    DEFAULT_TOKEN_TTL,
 };
-pub use pool::{PoolChoice, PoolMode, POOL_IMAGE};
+pub use pool::{preview as preview_pool, PoolChoice, PoolMode, POOL_IMAGE};
 pub use server::LocalCsp;

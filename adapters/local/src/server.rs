@@ -125,7 +125,7 @@ impl LocalCsp {
         let has_data = !(tables.volumes.is_empty()
             && tables.snapshots.is_empty()
             && tables.retained.is_empty());
-        let pool = Pool::open(&root, config.pool, has_data)?;
+        let pool = Pool::open(&root, config.pool, config.pool_initial_size, has_data)?;
         let images = pool.images_root().to_owned();
         let dirs = Dirs {
             volumes: images.join("volumes"),

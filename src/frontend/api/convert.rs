@@ -42,9 +42,14 @@ pub fn backend(b: BackendStatus) -> BackendInfo {
         default: b.default,
         embedded: b.embedded,
         reachable: b.reachable,
-        capacity: b.capacity.map(|(total_bytes, free_bytes)| CapacityInfo {
-            total_bytes,
-            free_bytes,
+        pool: b.capacity.as_ref().and_then(|c| c.pool.clone()),
+        capacity: b.capacity.and_then(|c| {
+            Some(CapacityInfo {
+                total_bytes: c.total_bytes?,
+                free_bytes: c.free_bytes?,
+                provisioned_bytes: c.provisioned_bytes,
+                provisioned_limit_bytes: c.provisioned_limit_bytes,
+            })
         }),
         error: b.error,
     }

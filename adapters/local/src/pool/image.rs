@@ -8,9 +8,21 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs a tool and returns its stdout; a failure carries the tool's own words.
+/// Runs a tool and returns its stdout; a failure carries the tool's own words. The tool
+/// dies with the CSP: a losetup finishing after a kill -9 would bind a second loop device
+/// behind the back of the next start.
 fn run(program: &str, args: &[&str]) -> io::Result<String> {
-    let out = Command::new(program).args(args).output().map_err(|e| {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure only makes one async-signal-safe syscall (prctl).
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(io::Error::from)
+        });
+    }
+    let out = cmd.output().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -69,10 +81,11 @@ fn strip_deleted(s: &str) -> &str {
     s.strip_suffix(" (deleted)").unwrap_or(s)
 }
 
-/// The loop device already bound to `image`, if any (after a crash or a daemon restart the
+/// The loop devices already bound to `image` (after a crash or a daemon restart the
 /// binding outlives the process).
-pub fn find_loop(image: &Path) -> io::Result<Option<PathBuf>> {
+pub fn find_loops(image: &Path) -> io::Result<Vec<PathBuf>> {
     let want = std::fs::canonicalize(image)?;
+    let mut found = Vec::new();
     for e in std::fs::read_dir("/sys/block")?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("loop") {
@@ -82,10 +95,11 @@ pub fn find_loop(image: &Path) -> io::Result<Option<PathBuf>> {
             continue;
         };
         if Path::new(strip_deleted(backing.trim_end())) == want {
-            return Ok(Some(PathBuf::from(format!("/dev/{name}"))));
+            found.push(PathBuf::from(format!("/dev/{name}")));
         }
     }
-    Ok(None)
+    found.sort();
+    Ok(found)
 }
 
 /// Binds `image` to a free loop device with direct I/O (the pool's pages are cached once,

@@ -40,8 +40,6 @@ const MARKER: &str = "pool.json";
 const MOUNT_DIR: &str = "pool";
 
 const GIB: u64 = 1 << 30;
-/// The first size of an image pool (less when the host has less room).
-const INITIAL_SIZE: u64 = 16 * GIB;
 /// Below this an image pool is not worth making (xfs needs 300 MiB of its own).
 const MIN_SIZE: u64 = GIB;
 /// How often a pool checks whether writes inside it call for more room.
@@ -83,7 +81,12 @@ impl Pool {
     /// Finds, makes or mounts the pool of `data_dir`. `has_data` says whether the metadata
     /// holds volumes or snapshots (an image pool whose image vanished is then an error, never
     /// replaced by an empty one).
-    pub fn open(data_dir: &Path, choice: PoolChoice, has_data: bool) -> io::Result<Arc<Pool>> {
+    pub fn open(
+        data_dir: &Path,
+        choice: PoolChoice,
+        initial_size: u64,
+        has_data: bool,
+    ) -> io::Result<Arc<Pool>> {
         let (mode, reason) = decide(data_dir, choice)?;
         let pool = match mode.fs_type() {
             None => {
@@ -99,7 +102,7 @@ impl Pool {
                 }
             }
             Some(fs) => {
-                let image = open_image(data_dir, mode, fs, &reason, has_data)?;
+                let image = open_image(data_dir, mode, fs, &reason, initial_size, has_data)?;
                 let images = image.mount.clone();
                 let reflink = files::reflink_works(&images);
                 if !reflink {
@@ -255,8 +258,29 @@ fn watch(pool: Weak<Pool>) {
     }
 }
 
+/// What `open` would choose for `data_dir` now, without making anything (for `doctor`):
+/// the mode, whether snapshots would share extents, and why. A data dir that does not
+/// exist yet is judged by the filesystem it would be made on.
+pub fn preview(data_dir: &Path, choice: PoolChoice) -> io::Result<(PoolMode, bool, String)> {
+    let mut probe = data_dir;
+    while !probe.is_dir() {
+        match probe.parent() {
+            Some(p) => probe = p,
+            None => break,
+        }
+    }
+    let (mode, reason) = decide_in(data_dir, probe, choice)?;
+    let reflink = mode != PoolMode::Dir || files::reflink_works(probe);
+    Ok((mode, reflink, reason))
+}
+
 /// The mode for this data dir and why.
 fn decide(data_dir: &Path, choice: PoolChoice) -> io::Result<(PoolMode, String)> {
+    decide_in(data_dir, data_dir, choice)
+}
+
+/// `probe` is where filesystem facts are read: the data dir, or its nearest existing parent.
+fn decide_in(data_dir: &Path, probe: &Path, choice: PoolChoice) -> io::Result<(PoolMode, String)> {
     if let Some(m) = read_marker(data_dir)? {
         return match choice.mode() {
             None => Ok((m.mode, m.reason)),
@@ -274,7 +298,7 @@ fn decide(data_dir: &Path, choice: PoolChoice) -> io::Result<(PoolMode, String)>
         };
     }
     let legacy = holds_images(data_dir);
-    let fs = fs_name(data_dir);
+    let fs = fs_name(probe);
     if choice == PoolChoice::Dir {
         return Ok((PoolMode::Dir, "configured: pool = \"dir\"".into()));
     }
@@ -290,7 +314,7 @@ fn decide(data_dir: &Path, choice: PoolChoice) -> io::Result<(PoolMode, String)>
             ));
         }
         let fs = asked.fs_type().unwrap_or("xfs");
-        can_make_image(data_dir, fs).map_err(|why| {
+        can_make_image(probe, fs).map_err(|why| {
             io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!("pool = \"{asked}\" cannot be made here: {why}"),
@@ -298,7 +322,7 @@ fn decide(data_dir: &Path, choice: PoolChoice) -> io::Result<(PoolMode, String)>
         })?;
         return Ok((asked, format!("configured: pool = \"{asked}\"")));
     }
-    if files::reflink_works(data_dir) {
+    if files::reflink_works(probe) {
         return Ok((
             PoolMode::Dir,
             format!("the data dir's filesystem ({fs}) clones by reflink"),
@@ -315,7 +339,7 @@ fn decide(data_dir: &Path, choice: PoolChoice) -> io::Result<(PoolMode, String)>
     }
     let mut why_not = Vec::new();
     for (mode, fs_type) in [(PoolMode::XfsImage, "xfs"), (PoolMode::BtrfsImage, "btrfs")] {
-        match can_make_image(data_dir, fs_type) {
+        match can_make_image(probe, fs_type) {
             Ok(()) => {
                 return Ok((
                     mode,
@@ -398,6 +422,7 @@ fn open_image(
     mode: PoolMode,
     fs: &'static str,
     reason: &str,
+    initial_size: u64,
     has_data: bool,
 ) -> io::Result<ImagePool> {
     let image = data_dir.join(POOL_IMAGE);
@@ -413,17 +438,37 @@ fn open_image(
                 ),
             ));
         }
-        create_image(data_dir, &tmp, &image, mode, fs, reason)?;
+        create_image(data_dir, &tmp, &image, mode, fs, reason, initial_size)?;
     }
     let mount = data_dir.join(MOUNT_DIR);
     files::private_dir(&mount)?;
     let mount = std::fs::canonicalize(&mount)?;
-    let device = match image::find_loop(&image)? {
-        Some(d) => d,
+    let mounted = image::mounted_device(&mount)?;
+    let bound = image::find_loops(&image)?;
+    // The device mounted already, else the first bound one; any other binding is a
+    // leftover (two binders raced before a crash) and goes.
+    let mut numbers = Vec::new();
+    for d in &bound {
+        numbers.push(image::device_number(d)?);
+    }
+    let keep = numbers
+        .iter()
+        .position(|n| Some(n) == mounted.as_ref())
+        .or(if bound.is_empty() { None } else { Some(0) });
+    for (i, d) in bound.iter().enumerate() {
+        if Some(i) != keep {
+            tracing::info!(device = %d.display(), "freeing a second loop device bound to the pool image");
+            if let Err(e) = image::detach(d) {
+                tracing::warn!(device = %d.display(), error = %e, "could not free a leftover loop device");
+            }
+        }
+    }
+    let device = match keep {
+        Some(i) => bound[i].clone(),
         None => image::attach(&image)?,
     };
     let dev_no = image::device_number(&device)?;
-    match image::mounted_device(&mount)? {
+    match mounted {
         Some(d) if d == dev_no => {}
         Some(other) => {
             return Err(io::Error::other(format!(
@@ -459,6 +504,7 @@ fn create_image(
     mode: PoolMode,
     fs: &str,
     reason: &str,
+    initial_size: u64,
 ) -> io::Result<()> {
     match std::fs::remove_file(tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -466,7 +512,9 @@ fn create_image(
     }
     let host = statvfs(data_dir)?;
     let size = round_down(
-        INITIAL_SIZE.min(host.free.saturating_sub(reserve(host.total))),
+        initial_size
+            .max(MIN_SIZE)
+            .min(host.free.saturating_sub(reserve(host.total))),
         1 << 20,
     );
     if size < MIN_SIZE {
