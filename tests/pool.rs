@@ -116,7 +116,7 @@ impl Rig {
 
     /// Bytes in use inside the pool's filesystem.
     fn pool_used(&self) -> u64 {
-        let st = rustix::fs::statvfs(&self.images()).unwrap();
+        let st = rustix::fs::statvfs(self.images()).unwrap();
         (st.f_blocks - st.f_bfree) * st.f_frsize
     }
 
@@ -555,7 +555,7 @@ fn kill_9_during_pool_growth_leaves_a_pool_that_fills_its_image() {
         let image_len = std::fs::metadata(r.csp().join("volbridge-pool.img"))
             .unwrap()
             .len();
-        let st = rustix::fs::statvfs(&r.images()).unwrap();
+        let st = rustix::fs::statvfs(r.images()).unwrap();
         let fs_size = st.f_blocks * st.f_frsize;
         assert!(
             fs_size >= image_len / 100 * 95,
