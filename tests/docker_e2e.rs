@@ -960,9 +960,10 @@ impl Legacy {
             let left = daemon.json(&["volume", "ls"]);
             assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
         }
-        let files = std::fs::read_dir(remote.csp.data_dir.join("volumes"))
-            .unwrap()
-            .count();
+        let files =
+            std::fs::read_dir(crate::common::csp_images(&remote.csp.data_dir).join("volumes"))
+                .unwrap()
+                .count();
         assert_eq!(files, 0, "volumes left in the standalone CSP");
     }
 }

@@ -391,7 +391,8 @@ fn restart_keeps_mounts_and_the_reconciler_detaches_orphaned_loops() {
     // A loop device on one of our files that no record explains (a crash of an older
     // version, or a hand-made losetup).
     let id = {
-        let files = std::fs::read_dir(r.d.state.join("csp/volumes")).unwrap();
+        let files =
+            std::fs::read_dir(common::csp_images(&r.d.state.join("csp")).join("volumes")).unwrap();
         let kept_loops: Vec<String> = loops_under(r.dir.path()).into_iter().map(|l| l.1).collect();
         files
             .flatten()

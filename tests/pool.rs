@@ -557,8 +557,10 @@ fn kill_9_during_pool_growth_leaves_a_pool_that_fills_its_image() {
             .len();
         let st = rustix::fs::statvfs(r.images()).unwrap();
         let fs_size = st.f_blocks * st.f_frsize;
+        // The log and metadata take a few percent; an unfinished growth would leave the
+        // filesystem at the old size, a third or less of the image.
         assert!(
-            fs_size >= image_len / 100 * 95,
+            fs_size >= image_len / 100 * 85,
             "the pool's filesystem ({fs_size}) does not fill its image ({image_len})"
         );
         assert_eq!(std::fs::read(&img).unwrap(), want, "data changed");

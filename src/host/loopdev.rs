@@ -19,6 +19,8 @@ const BLKGETSIZE64: Opcode = ioctl::opcode::read::<u64>(0x12, 114);
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
 const LO_NAME_SIZE: usize = 64;
+/// The logical block size of every loop device we make (see `attach`).
+const LOGICAL_BLOCK_SIZE: u32 = 512;
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -158,7 +160,12 @@ fn configure(
     name[..n].copy_from_slice(&bytes[..n]);
     let config = LoopConfig {
         fd: backing.as_fd().as_raw_fd() as u32,
-        block_size: 0,
+        // Always 512: with 0 the kernel takes the backing file's direct-I/O alignment, which
+        // for an xfs file that shares extents (a snapshot or clone in the local CSP's pool) is
+        // 4096, and a filesystem made with 1 KiB blocks or 512-byte sectors on an earlier
+        // attach would no longer mount. A volume's geometry must not change between attaches;
+        // where 512 is too small for direct I/O the loop driver uses buffered I/O instead.
+        block_size: LOGICAL_BLOCK_SIZE,
         info: LoopInfo64 {
             lo_device: 0,
             lo_inode: 0,

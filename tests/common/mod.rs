@@ -41,6 +41,16 @@ impl Drop for TempDir {
     }
 }
 
+/// Where a local CSP data dir keeps `volumes/`, `snapshots/` and `retained/`: its image
+/// pool's mount when it has one (docs/pool.md), else the data dir itself.
+pub fn csp_images(data_dir: &Path) -> PathBuf {
+    if data_dir.join("pool.json").exists() {
+        data_dir.join("pool")
+    } else {
+        data_dir.to_path_buf()
+    }
+}
+
 /// The local CSP's image pool: its image file, and its mount next to it. Not a volume, so
 /// the leak checks below leave it out.
 fn is_pool_image(backing: &str) -> bool {
@@ -386,18 +396,20 @@ pub struct HostCleanup(pub PathBuf);
 
 impl Drop for HostCleanup {
     fn drop(&mut self) {
-        let mut mounts = all_mounts_under(&self.0);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
-        // Volume loops first (views over them first of all), then the pool's.
+        // The loops are listed while their files are still reachable: after the pool is
+        // unmounted, a volume loop's backing file no longer reads as a path under `dir`.
+        // Volume loops go first (views over them first of all), then the pool's own.
         let mut loops: Vec<String> = loops_under(&self.0).into_iter().map(|(d, _)| d).collect();
         loops.reverse();
         for dev in all_loops_under(&self.0) {
             if !loops.contains(&dev) {
                 loops.push(dev);
             }
+        }
+        let mut mounts = all_mounts_under(&self.0);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
         for dev in loops {
             let _ = Command::new("losetup").arg("-d").arg(&dev).status();

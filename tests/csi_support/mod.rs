@@ -746,11 +746,11 @@ impl Rig {
 
     /// Backing files of the embedded CSP's volumes.
     pub fn csp_volume_files(&self) -> Vec<PathBuf> {
-        files_in(&self.d.state.join("csp/volumes"))
+        files_in(&crate::common::csp_images(&self.d.state.join("csp")).join("volumes"))
     }
 
     pub fn csp_snapshot_files(&self) -> Vec<PathBuf> {
-        files_in(&self.d.state.join("csp/snapshots"))
+        files_in(&crate::common::csp_images(&self.d.state.join("csp")).join("snapshots"))
     }
 
     pub fn csp_password(&self) -> String {
@@ -905,6 +905,10 @@ pub fn df_bytes(path: &str) -> u64 {
 
 pub fn df_avail(path: &str) -> u64 {
     df_field(path, "avail")
+}
+
+pub fn df_size(path: &str) -> u64 {
+    df_field(path, "size")
 }
 
 fn df_field(path: &str, field: &str) -> u64 {

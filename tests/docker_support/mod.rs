@@ -737,7 +737,8 @@ impl PluginLoops {
         loop_devices()
             .into_iter()
             .filter(|(dev, file)| {
-                self.before.get(dev) != Some(file) && file.contains("/csp/volumes/")
+                self.before.get(dev) != Some(file)
+                    && (file.contains("/csp/volumes/") || file.contains("/csp/pool/volumes/"))
             })
             .collect()
     }

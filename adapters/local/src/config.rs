@@ -30,8 +30,9 @@ pub struct LocalCspConfig {
 /// An image pool starts at 16 GiB (less on a host with less room).
 pub const DEFAULT_POOL_INITIAL_SIZE: u64 = 16 << 30;
 
-/// Default over-commit: volumes may promise ten times the pool's capacity.
-pub const DEFAULT_OVERCOMMIT: f64 = 10.0;
+/// Default over-commit: volumes may promise a hundred times the pool's capacity (a 1 TiB
+/// thin volume on a small disk is ordinary; a petabyte is a typo).
+pub const DEFAULT_OVERCOMMIT: f64 = 100.0;
 
 impl LocalCspConfig {
     pub fn new(

@@ -144,7 +144,18 @@ async fn traversal_in_ids_and_names_stays_inside_the_data_dir() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let ok = ["state.json", "journal", "lock"].contains(&rel.as_str())
+        let rel = rel
+            .strip_prefix("pool/")
+            .map(str::to_owned)
+            .unwrap_or(rel.clone());
+        let ok = [
+            "state.json",
+            "journal",
+            "lock",
+            "pool.json",
+            "volbridge-pool.img",
+        ]
+        .contains(&rel.as_str())
             || ["volumes/", "snapshots/", "retained/"].iter().any(|d| {
                 rel.strip_prefix(d)
                     .and_then(|n| n.strip_suffix(".img"))
@@ -153,7 +164,7 @@ async fn traversal_in_ids_and_names_stays_inside_the_data_dir() {
         assert!(ok, "unexpected file {rel}");
     }
     for id in &ids {
-        assert!(data.join(format!("volumes/{id}.img")).exists());
+        assert!(images(&data).join(format!("volumes/{id}.img")).exists());
     }
 }
 

@@ -369,16 +369,22 @@ fn can_make_image(data_dir: &Path, fs: &str) -> Result<(), String> {
     if !Path::new("/dev/loop-control").exists() {
         return Err("no loop devices (/dev/loop-control is missing)".into());
     }
-    let mkfs = image::mkfs_tool(fs);
-    if !image::have_tool(mkfs) {
-        return Err(format!(
-            "{mkfs} is not installed (apt-get install {})",
-            if fs == "btrfs" {
-                "btrfs-progs"
-            } else {
-                "xfsprogs"
-            }
-        ));
+    let package = if fs == "btrfs" {
+        "btrfs-progs"
+    } else {
+        "xfsprogs"
+    };
+    let grow = if fs == "btrfs" { "btrfs" } else { "xfs_growfs" };
+    for (tool, package) in [
+        (image::mkfs_tool(fs), package),
+        (grow, package),
+        ("losetup", "mount"),
+    ] {
+        if !image::have_tool(tool) {
+            return Err(format!(
+                "{tool} is not installed (apt-get install {package})"
+            ));
+        }
     }
     if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|t| t.contains(fs)) {
         return Err(format!("the kernel does not offer {fs}"));

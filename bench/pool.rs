@@ -1,0 +1,392 @@
+//! `cargo bench --bench pool`: the local CSP's pool against the shell, in one run (a table,
+//! not a timed test). Needs root, xfsprogs and fio.
+//!
+//! 1. Snapshot and clone of a 2 GiB volume holding 1 GiB of random data, through the CLI
+//!    against a real `volbridge serve` whose pool is chosen as users get it (`auto`; on ext4
+//!    an xfs image pool). Baselines in the same run, on the same file: `cp --reflink=always`
+//!    inside the pool (goal: at most 2x) and `cp --sparse=always` in the host's data dir
+//!    (goal: at least 100x slower than ours); both followed by an fsync of the copy, since
+//!    ours are durable when they return.
+//! 2. The data path: fio (sequential 1 MiB and random 4 KiB, read and write, direct I/O) on a
+//!    file in a mounted volume of the pool, against the same job on a file in the host's data
+//!    dir (goals: ≥ 0.85 sequential, ≥ 0.7 random): the price of the pool layer.
+//!
+//! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default /var/tmp),
+//! VOLBRIDGE_BENCH_ROUNDS (rounds of (1); default 3), VOLBRIDGE_BENCH_FIO_SECONDS (per fio
+//! job; default 8).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use serde_json::Value;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{load_average, ms, percentile, remove_tree, sweep};
+
+const BIN: &str = env!("CARGO_BIN_EXE_volbridge");
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    state: PathBuf,
+}
+
+impl Daemon {
+    fn start(root: &Path) -> Daemon {
+        let state = root.join("state");
+        let socket = root.join("admin.sock");
+        let log = std::fs::File::create(root.join("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--admin-socket")
+            .arg(&socket)
+            .env("RUST_LOG", "info")
+            .env_remove("VOLBRIDGE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start volbridge serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon {
+            child,
+            socket,
+            state,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("VOLBRIDGE_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "volbridge {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.cli(&all)).unwrap()
+    }
+
+    fn timed(&self, args: &[&str]) -> Duration {
+        let t = Instant::now();
+        self.cli(args);
+        t.elapsed()
+    }
+
+    fn images(&self) -> PathBuf {
+        let csp = self.state.join("csp");
+        if csp.join("pool.json").exists() {
+            csp.join("pool")
+        } else {
+            csp
+        }
+    }
+
+    fn volume_image(&self, name: &str) -> PathBuf {
+        let id = self.json(&["volume", "inspect", name])["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.images().join(format!("volumes/{id}.img"))
+    }
+
+    fn stop(mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn chunk(seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(MIB as usize);
+    while out.len() < MIB as usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+fn fill(path: &Path, len: u64, seed: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    for i in 0..len / MIB {
+        f.write_all_at(&chunk(seed * 100_000 + i), i * MIB).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// `cp <flag> src dst && sync dst`, timed.
+fn cp(flag: &str, src: &Path, dst: &Path) -> Duration {
+    let _ = std::fs::remove_file(dst);
+    let t = Instant::now();
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            &format!("cp {flag} \"$1\" \"$2\" && sync \"$2\""),
+            "cp",
+        ])
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap()
+        .success();
+    let d = t.elapsed();
+    assert!(ok, "cp {flag} failed");
+    let _ = std::fs::remove_file(dst);
+    d
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Fio {
+    name: &'static str,
+    rw: &'static str,
+    bs: &'static str,
+    random: bool,
+}
+
+const JOBS: [Fio; 4] = [
+    Fio {
+        name: "sequential write 1 MiB",
+        rw: "write",
+        bs: "1M",
+        random: false,
+    },
+    Fio {
+        name: "sequential read 1 MiB",
+        rw: "read",
+        bs: "1M",
+        random: false,
+    },
+    Fio {
+        name: "random write 4 KiB",
+        rw: "randwrite",
+        bs: "4k",
+        random: true,
+    },
+    Fio {
+        name: "random read 4 KiB",
+        rw: "randread",
+        bs: "4k",
+        random: true,
+    },
+];
+
+/// Bytes per second of one fio job on `file`.
+fn fio(job: &Fio, file: &Path, seconds: u64) -> f64 {
+    let out = Command::new("fio")
+        .args([
+            "--name=bench",
+            "--ioengine=libaio",
+            "--direct=1",
+            "--iodepth=16",
+            "--size=512M",
+            "--time_based",
+            "--output-format=json",
+            &format!("--runtime={seconds}"),
+            &format!("--rw={}", job.rw),
+            &format!("--bs={}", job.bs),
+        ])
+        .arg(format!("--filename={}", file.display()))
+        .output()
+        .expect("run fio (apt-get install fio)");
+    assert!(
+        out.status.success(),
+        "fio: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = &v["jobs"][0];
+    let side = if job.rw.contains("read") {
+        "read"
+    } else {
+        "write"
+    };
+    j[side]["bw_bytes"].as_f64().unwrap_or(0.0)
+}
+
+fn main() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the pool bench needs root (loop devices, mounts)"
+    );
+    let rounds = env_num("VOLBRIDGE_BENCH_ROUNDS", 3).max(1);
+    let fio_seconds = env_num("VOLBRIDGE_BENCH_FIO_SECONDS", 8).max(1);
+    let base = std::env::var_os("VOLBRIDGE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let root = base.join(format!("volbridge-pool-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let root = std::fs::canonicalize(&root).unwrap();
+    {
+        let root = root.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let _ = sweep(&root);
+        }));
+    }
+    let load = load_average();
+    let d = Daemon::start(&root);
+    let backends = d.json(&["backend", "ls"]);
+    let pool = backends[0]["pool"].clone();
+    let host_dir = root.join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+
+    // 1. Snapshot and clone.
+    let (mut snap, mut clone_snap, mut clone_vol, mut reflink, mut sparse) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for r in 0..rounds {
+        let v = format!("v{r}");
+        d.cli(&["volume", "create", &v, "--size", "2Gi"]);
+        let img = d.volume_image(&v);
+        fill(&img, GIB, r + 1);
+        snap.push(d.timed(&["snapshot", "create", &format!("s{r}"), "--volume", &v]));
+        clone_snap.push(d.timed(&[
+            "volume",
+            "clone",
+            &format!("c{r}"),
+            "--from-snapshot",
+            &format!("s{r}"),
+        ]));
+        clone_vol.push(d.timed(&["volume", "clone", &format!("cv{r}"), "--from-volume", &v]));
+        reflink.push(cp(
+            "--reflink=always",
+            &img,
+            &d.images().join("volumes/bench-copy.img"),
+        ));
+        let host_src = host_dir.join("src.img");
+        if r == 0 {
+            let ok = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&img)
+                .arg(&host_src)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+        sparse.push(cp("--sparse=always", &host_src, &host_dir.join("dst.img")));
+        d.cli(&["volume", "rm", &format!("c{r}"), &format!("cv{r}")]);
+        d.cli(&["snapshot", "rm", &format!("s{r}")]);
+        d.cli(&["volume", "rm", &v]);
+    }
+    let _ = std::fs::remove_file(host_dir.join("src.img"));
+
+    // 2. The data path.
+    d.cli(&["volume", "create", "fio", "--size", "4Gi"]);
+    let mnt = root.join("mnt");
+    let mnt_s = mnt.display().to_string();
+    d.cli(&["volume", "mount", "fio", &mnt_s]);
+    let mut rows_fio = Vec::new();
+    for job in &JOBS {
+        let ours = fio(job, &mnt.join("fio.dat"), fio_seconds);
+        let host = fio(job, &host_dir.join("fio.dat"), fio_seconds);
+        rows_fio.push((job, ours, host));
+    }
+    d.cli(&["volume", "unmount", "fio", &mnt_s]);
+    d.cli(&["volume", "rm", "fio"]);
+    d.stop();
+    let (mounts, loops) = sweep(&root);
+    let removed = remove_tree(&root, "pool");
+
+    println!();
+    println!(
+        "pool bench: mode {} (reflink {}), {rounds} rounds, 1-minute load average {load}",
+        pool["mode"], pool["reflink"]
+    );
+    println!("  {}", pool["reason"].as_str().unwrap_or(""));
+    println!();
+    println!(
+        "{:<44} {:>12} {:>16} {:>16}",
+        "2 GiB volume, 1 GiB of data (median)", "ms", "vs cp --reflink", "cp --sparse / us"
+    );
+    let reflink_m = median(reflink.clone());
+    let sparse_m = median(sparse.clone());
+    for (what, v) in [
+        ("snapshot create (CLI)", &snap),
+        ("volume clone --from-snapshot (CLI)", &clone_snap),
+        ("volume clone --from-volume (CLI)", &clone_vol),
+    ] {
+        let m = median(v.clone());
+        println!(
+            "{:<44} {:>12} {:>15.2}x {:>15.0}x",
+            what,
+            ms(m),
+            m.as_secs_f64() / reflink_m.as_secs_f64(),
+            sparse_m.as_secs_f64() / m.as_secs_f64()
+        );
+    }
+    println!(
+        "{:<44} {:>12}",
+        "baseline: cp --reflink=always + sync (pool)",
+        ms(reflink_m)
+    );
+    println!(
+        "{:<44} {:>12}",
+        "baseline: cp --sparse=always + sync (host)",
+        ms(sparse_m)
+    );
+    println!("goals: at most 2x cp --reflink; cp --sparse at least 100x slower than ours");
+    println!();
+    println!(
+        "{:<28} {:>16} {:>16} {:>8} {:>6}",
+        "fio, direct I/O", "pool volume", "host file", "ratio", "goal"
+    );
+    for (job, ours, host) in rows_fio {
+        let unit = |b: f64| {
+            if job.random {
+                format!("{:.0} IOPS", b / 4096.0)
+            } else {
+                format!("{:.0} MiB/s", b / MIB as f64)
+            }
+        };
+        println!(
+            "{:<28} {:>16} {:>16} {:>8.2} {:>6}",
+            job.name,
+            unit(ours),
+            unit(host),
+            ours / host,
+            if job.random { "≥0.70" } else { "≥0.85" }
+        );
+    }
+    if mounts + loops > 0 || !removed {
+        eprintln!(
+            "pool bench: left behind {mounts} mount(s), {loops} loop device(s) under {}",
+            root.display()
+        );
+    }
+}
