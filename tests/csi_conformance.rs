@@ -3746,6 +3746,99 @@ async fn rule_29_group_snapshot_delete_and_get_unknown() {
 }
 
 // =======================================================================================
+// Added after real clients were run (csi-sanity, Python grpcio)
+// =======================================================================================
+
+/// Two GetPluginInfo calls with this `:authority` on a fresh connection (see
+/// `h2_unary_twice`); both must answer the driver name.
+fn plugin_info_with_authority<S: std::io::Read + std::io::Write>(
+    c: &mut Checks,
+    conn: S,
+    authority: &[u8],
+    what: &str,
+) {
+    use prost::Message;
+    let shown = String::from_utf8_lossy(authority);
+    match h2_unary_twice(conn, authority, "/csi.v1.Identity/GetPluginInfo", &[]) {
+        Ok(answers) => {
+            for (i, a) in answers.iter().enumerate() {
+                let name = csi::GetPluginInfoResponse::decode(a.as_slice()).map(|r| r.name);
+                c.eq(
+                    name.as_deref().map_err(|e| e.to_string()),
+                    Ok(DRIVER),
+                    &format!("{what}, :authority {shown:?}, call {}", i + 1),
+                );
+            }
+        }
+        Err(e) => c.check(false, format!("{what}, :authority {shown:?}: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn rule_34_any_http2_authority_on_unix_and_tcp() {
+    if !common::require_root_and_tools("rule_34_any_http2_authority_on_unix_and_tcp") {
+        return;
+    }
+    let Some(r) = Rig::start("r34").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let socket = r.path("csi.sock").display().to_string();
+    // gRPC C-core (Python, C++, Ruby, PHP): the path without its first slash, '/' as %2F.
+    let c_core = socket.trim_start_matches('/').replace('/', "%2F");
+    let connect = || {
+        let s = std::os::unix::net::UnixStream::connect(&socket).expect("connect the CSI socket");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    for (authority, who) in [
+        (c_core.as_bytes(), "gRPC C-core"),
+        (socket.as_bytes(), "grpc-java"),
+        (b"localhost".as_slice(), "grpc-go"),
+        (b"", "an empty authority"),
+        (b"unix:/run/x.sock?a b", "junk"),
+    ] {
+        plugin_info_with_authority(&mut c, connect(), authority, &format!("unix socket, {who}"));
+    }
+    // The server still answers tonic over the same socket afterwards.
+    c.ok(
+        t(r.ident().get_plugin_info(csi::GetPluginInfoRequest {})).await,
+        "GetPluginInfo from tonic after the raw clients",
+    );
+
+    // The same over TCP.
+    let dir = common::TempDir::new("csi-r34-tcp");
+    let port = free_port();
+    let _d = common::Daemon::start(
+        dir.path(),
+        &["--csi-endpoint", &format!("tcp://127.0.0.1:{port}")],
+    );
+    let connect = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    return s;
+                }
+                Err(e) if Instant::now() > deadline => panic!("connect 127.0.0.1:{port}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    let addr = format!("127.0.0.1:{port}");
+    for (authority, who) in [
+        (addr.as_bytes(), "host:port"),
+        (c_core.as_bytes(), "a socket path, percent-encoded"),
+        (socket.as_bytes(), "a socket path"),
+        (b"".as_slice(), "an empty authority"),
+    ] {
+        plugin_info_with_authority(&mut c, connect(), authority, &format!("TCP, {who}"));
+    }
+    c.finish();
+}
+
+// =======================================================================================
 // The node lifecycle, end to end
 // =======================================================================================
 
