@@ -3749,6 +3749,73 @@ async fn rule_29_group_snapshot_delete_and_get_unknown() {
 // Added after real clients were run (csi-sanity, Python grpcio)
 // =======================================================================================
 
+#[tokio::test]
+async fn rule_31_node_get_volume_stats_volume_first_then_path() {
+    if !common::require_root_and_tools("rule_31_node_get_volume_stats_volume_first_then_path") {
+        return;
+    }
+    let Some(r) = Rig::start("r31").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let stats = |id: &str, path: &str| csi::NodeGetVolumeStatsRequest {
+        volume_id: id.to_owned(),
+        volume_path: path.to_owned(),
+        staging_target_path: String::new(),
+    };
+    let nowhere = r.path("nowhere/at/all").display().to_string();
+    // csi-sanity: an unknown volume with a relative path that does not exist.
+    for path in ["some/path", nowhere.as_str(), "/proc/1", "/a/../b"] {
+        c.code(
+            t(r.node()
+                .node_get_volume_stats(stats("no-such-volume", path)))
+            .await,
+            Code::NotFound,
+            &format!("unknown volume, path {path:?}"),
+        );
+    }
+    c.code(
+        t(r.node().node_get_volume_stats(stats("", "some/path"))).await,
+        IA,
+        "empty volume_id",
+    );
+    c.code(
+        t(r.node().node_get_volume_stats(stats("no-such-volume", ""))).await,
+        IA,
+        "unknown volume, empty volume_path",
+    );
+    for access in Access::BOTH {
+        let name = format!("stat31-{}", access.tag());
+        let v = r.create_ok(&name, Some(64 * MIB), access).await;
+        let a = r.attach(&v, access, "pod-a").await;
+        for path in ["some/path", nowhere.as_str(), "/a/../b"] {
+            c.code(
+                t(r.node().node_get_volume_stats(stats(&name, path))).await,
+                Code::NotFound,
+                &format!("{access:?} volume, path {path:?} it is not at"),
+            );
+        }
+        c.code(
+            t(r.node().node_get_volume_stats(stats(&name, ""))).await,
+            IA,
+            &format!("{access:?} volume, empty volume_path"),
+        );
+        c.ok(
+            t(r.node().node_get_volume_stats(stats(&name, &a.target))).await,
+            &format!("{access:?} volume at its target"),
+        );
+        r.detach(&a).await;
+        c.code(
+            t(r.node().node_get_volume_stats(stats(&name, &a.target))).await,
+            Code::NotFound,
+            &format!("{access:?} volume after unstage, at its old target"),
+        );
+        r.delete_ok(&name).await;
+    }
+    r.assert_nothing_left();
+    c.finish();
+}
+
 /// Two GetPluginInfo calls with this `:authority` on a fresh connection (see
 /// `h2_unary_twice`); both must answer the driver name.
 fn plugin_info_with_authority<S: std::io::Read + std::io::Write>(
