@@ -3816,6 +3816,146 @@ async fn rule_31_node_get_volume_stats_volume_first_then_path() {
     c.finish();
 }
 
+#[tokio::test]
+async fn rule_33_capacity_limits_checked_before_any_backend_call() {
+    if !common::require_root_and_tools("rule_33_capacity_limits_checked_before_any_backend_call") {
+        return;
+    }
+    let Some(r) = Rig::start("r33").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    const LARGEST: i64 = 1 << 60;
+    // A backend nobody listens for: an answer other than UNAVAILABLE came before any call.
+    let unreachable = map(&[
+        ("backend", "r33-unreachable"),
+        ("serviceName", "127.0.0.1"),
+        ("servicePort", &free_port().to_string()),
+        ("username", "r33-user"),
+        ("password", "r33-password"),
+    ]);
+    let too_large = [
+        (i64::MAX, 0, "required_bytes 2^63-1"),
+        (
+            i64::MAX - 1,
+            i64::MAX,
+            "required_bytes 2^63-2, limit_bytes 2^63-1",
+        ),
+        (LARGEST + 1, 0, "required_bytes 2^60+1"),
+        (0, i64::MAX, "limit_bytes only, 2^63-1"),
+    ];
+    for access in Access::BOTH {
+        let tag = access.tag();
+        let mk = |name: &str, required: i64, limit: i64, secrets: &Map| {
+            let mut q = r.create_req(name, None, vec![access.cap()]);
+            q.capacity_range = range(required, limit);
+            q.secrets = secrets.clone();
+            q
+        };
+        for (required, limit, what) in too_large {
+            if limit == i64::MAX && required == 0 {
+                // Only a limit: the default size (1 GiB) fits under it.
+                continue;
+            }
+            for secrets in [Map::new(), unreachable.clone()] {
+                let backend = if secrets.is_empty() {
+                    "default"
+                } else {
+                    "unreachable"
+                };
+                let what = format!("CreateVolume {what} ({access:?}, {backend} backend)");
+                if let Some(s) = c.code(
+                    r.create(mk(&format!("huge-{tag}"), required, limit, &secrets))
+                        .await,
+                    Code::OutOfRange,
+                    &what,
+                ) {
+                    c.check(
+                        s.message().contains(&LARGEST.to_string()) && !s.message().contains("CSP"),
+                        format!(
+                            "{what}: the message names the largest size: {}",
+                            s.message()
+                        ),
+                    );
+                }
+            }
+        }
+        c.code(
+            r.create(mk(
+                &format!("limit-below-{tag}"),
+                10 * MIB + 1,
+                10 * MIB + 100,
+                &unreachable,
+            ))
+            .await,
+            Code::OutOfRange,
+            &format!("CreateVolume limit_bytes below the rounded size ({access:?})"),
+        );
+        if let Some(v) = c.ok(
+            r.create(mk(&format!("limit-only-{tag}"), 0, i64::MAX, &Map::new()))
+                .await,
+            &format!("CreateVolume with only limit_bytes 2^63-1 ({access:?})"),
+        ) {
+            let v = v.volume.unwrap_or_default();
+            c.eq(v.capacity_bytes, GIB, "the default size under a huge limit");
+            r.delete_ok(&v.volume_id).await;
+        }
+
+        let name = format!("grow33-{tag}");
+        r.create_ok(&name, Some(64 * MIB), access).await;
+        let expand =
+            |required: i64, limit: i64, secrets: &Map| csi::ControllerExpandVolumeRequest {
+                volume_id: name.clone(),
+                capacity_range: range(required, limit),
+                volume_capability: Some(access.cap()),
+                secrets: secrets.clone(),
+                ..Default::default()
+            };
+        for (required, limit, what) in too_large {
+            if required == 0 {
+                continue;
+            }
+            for secrets in [Map::new(), unreachable.clone()] {
+                let what = format!("ControllerExpandVolume {what} ({access:?})");
+                if let Some(s) = c.code(
+                    t(r.ctrl()
+                        .controller_expand_volume(expand(required, limit, &secrets)))
+                    .await,
+                    Code::OutOfRange,
+                    &what,
+                ) {
+                    c.check(
+                        s.message().contains(&LARGEST.to_string()),
+                        format!(
+                            "{what}: the message names the largest size: {}",
+                            s.message()
+                        ),
+                    );
+                }
+            }
+        }
+        c.code(
+            t(r.ctrl().controller_expand_volume(expand(
+                64 * MIB + 1,
+                64 * MIB + 100,
+                &unreachable,
+            )))
+            .await,
+            Code::OutOfRange,
+            &format!("ControllerExpandVolume limit_bytes below the rounded size ({access:?})"),
+        );
+        let got = ok(r.get_volume(&name).await, "ControllerGetVolume");
+        c.eq(
+            got.volume.map(|v| v.capacity_bytes),
+            Some(64 * MIB),
+            &format!("size after the refused expansions ({access:?})"),
+        );
+        r.delete_ok(&name).await;
+    }
+    c.eq(r.volume_ids().await, Vec::<String>::new(), "volumes left");
+    c.finish();
+}
+
 /// Two GetPluginInfo calls with this `:authority` on a fresh connection (see
 /// `h2_unary_twice`); both must answer the driver name.
 fn plugin_info_with_authority<S: std::io::Read + std::io::Write>(
