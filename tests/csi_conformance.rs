@@ -4017,7 +4017,6 @@ async fn rule_33_capacity_limits_checked_before_any_backend_call() {
                 capacity_range: range(required, limit),
                 volume_capability: Some(access.cap()),
                 secrets: secrets.clone(),
-                ..Default::default()
             };
         for (required, limit, what) in too_large {
             if required == 0 {

@@ -571,7 +571,7 @@ mod tests {
             let code = c.first[len] + rank as u32;
             bits.extend((0..len).rev().map(|i| (code >> i) & 1 == 1));
         }
-        while bits.len() % 8 != 0 {
+        while !bits.len().is_multiple_of(8) {
             bits.push(true);
         }
         let bytes: Vec<u8> = bits
