@@ -65,8 +65,8 @@ impl Engine {
     /// Usage and health of a volume at a path (its staging path or a publish target).
     /// Stats of a staged volume at its staging path or one of its targets. The volume is
     /// looked up first: an unknown one is NotFound whatever the path (csi.md rule 31); a
-    /// malformed path is InvalidArgument, a path the volume is not at, or that does not
-    /// exist, NotFound.
+    /// malformed path is InvalidArgument, a path the volume is not at, or a target of it
+    /// that no longer exists, NotFound.
     pub async fn node_stats(&self, volume_key: &str, path: &str) -> Result<Stats> {
         let record = self.ready_stage(volume_key)?;
         let path = paths::validate_target("volume_path", path)?;
@@ -83,10 +83,12 @@ impl Engine {
                 path.display()
             )));
         }
-        if std::fs::symlink_metadata(&path).is_err() {
+        // A target the volume is recorded at but that is gone (a block volume's staging
+        // path need not exist: stats then come from the device).
+        if path != record.staging_path && std::fs::symlink_metadata(&path).is_err() {
             return Err(Error::not_found(format!(
-                "{} does not exist, though volume '{volume_key}' is recorded as staged or \
-                 published there; unpublish or unstage it and publish or stage it again",
+                "{} does not exist, though volume '{volume_key}' is recorded as published \
+                 there; unpublish it and publish it again",
                 path.display()
             )));
         }
