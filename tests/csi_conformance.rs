@@ -1430,6 +1430,114 @@ async fn rule_04_secrets_never_logged() {
     c.finish();
 }
 
+/// The words of a message: runs of letters, digits and `_`.
+fn words(text: &str) -> Vec<&str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+#[tokio::test]
+async fn rule_04_short_secrets_redacted_as_whole_tokens_only() {
+    if !common::require_root_and_tools("rule_04_short_secrets_redacted_as_whole_tokens_only") {
+        return;
+    }
+    let Some(r) = Rig::start_with(
+        "r04-short",
+        RigOptions {
+            env: &[("RUST_LOG", "trace")],
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let mut c = Checks::new();
+    // Port 1 of the loopback address: nobody listens, the connection is refused.
+    let short = map(&[
+        ("backend", "127.0.0.1"),
+        ("username", "u"),
+        ("password", "p"),
+        ("servicePort", "1"),
+    ]);
+    let mut answers = Vec::new();
+    for access in Access::BOTH {
+        let mut req = r.create_req(
+            &format!("short-{}", access.tag()),
+            Some(64 * MIB),
+            vec![access.cap()],
+        );
+        req.secrets = short.clone();
+        answers.push((
+            format!("CreateVolume ({access:?})"),
+            t(r.ctrl().create_volume(req)).await.map(|_| ()),
+        ));
+        let published =
+            t(r.ctrl()
+                .controller_publish_volume(csi::ControllerPublishVolumeRequest {
+                    volume_id: format!("short-{}", access.tag()),
+                    node_id: r.node_id.clone(),
+                    volume_capability: Some(access.cap()),
+                    secrets: short.clone(),
+                    ..Default::default()
+                }))
+            .await;
+        answers.push((
+            format!("ControllerPublishVolume ({access:?})"),
+            published.map(|_| ()),
+        ));
+    }
+    let deleted = t(r.ctrl().delete_volume(csi::DeleteVolumeRequest {
+        volume_id: "short-mnt".into(),
+        secrets: short.clone(),
+    }))
+    .await;
+    answers.push(("DeleteVolume".into(), deleted.map(|_| ())));
+    for (what, answer) in answers {
+        let Err(s) = answer else {
+            c.check(
+                false,
+                format!("{what} on an unreachable backend answered OK"),
+            );
+            continue;
+        };
+        let m = s.message();
+        c.eq(s.code(), Code::Unavailable, &format!("{what}: {m}"));
+        c.check(
+            m.contains("error sending request for url"),
+            format!("{what}: the message is garbled: {m}"),
+        );
+        c.check(
+            m.contains("<redacted>"),
+            format!("{what}: no secret was redacted in: {m}"),
+        );
+        let leaked: Vec<&str> = words(m)
+            .into_iter()
+            .filter(|w| ["u", "p", "1"].contains(w))
+            .collect();
+        c.check(
+            leaked.is_empty() && !m.contains("127.0.0.1"),
+            format!("{what}: secrets {leaked:?} in: {m}"),
+        );
+    }
+    // Nor the credentials in the daemon's log lines of those calls, as words (the log names
+    // the CSP's address: that is where an operator looks first).
+    let log = r.d.log_text();
+    let leaked: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("error sending request"))
+        .filter(|l| words(l).iter().any(|w| ["u", "p"].contains(w)))
+        .take(3)
+        .collect();
+    c.check(
+        leaked.is_empty(),
+        format!("secrets in log lines: {leaked:?}"),
+    );
+    c.eq(r.volume_ids().await, Vec::<String>::new(), "volumes left");
+    c.finish();
+}
+
 // =======================================================================================
 // Controller rules 5-19
 // =======================================================================================
@@ -3748,6 +3856,305 @@ async fn rule_29_group_snapshot_delete_and_get_unknown() {
         Code::NotFound,
         "GetVolumeGroupSnapshot of an unknown group",
     );
+    c.finish();
+}
+
+// =======================================================================================
+// Added after real clients were run (csi-sanity, Python grpcio)
+// =======================================================================================
+
+#[tokio::test]
+async fn rule_31_node_get_volume_stats_volume_first_then_path() {
+    if !common::require_root_and_tools("rule_31_node_get_volume_stats_volume_first_then_path") {
+        return;
+    }
+    let Some(r) = Rig::start("r31").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let stats = |id: &str, path: &str| csi::NodeGetVolumeStatsRequest {
+        volume_id: id.to_owned(),
+        volume_path: path.to_owned(),
+        staging_target_path: String::new(),
+    };
+    let nowhere = r.path("nowhere/at/all").display().to_string();
+    // csi-sanity: an unknown volume with a relative path that does not exist.
+    for path in ["some/path", nowhere.as_str(), "/proc/1", "/a/../b"] {
+        c.code(
+            t(r.node()
+                .node_get_volume_stats(stats("no-such-volume", path)))
+            .await,
+            Code::NotFound,
+            &format!("unknown volume, path {path:?}"),
+        );
+    }
+    c.code(
+        t(r.node().node_get_volume_stats(stats("", "some/path"))).await,
+        IA,
+        "empty volume_id",
+    );
+    c.code(
+        t(r.node().node_get_volume_stats(stats("no-such-volume", ""))).await,
+        IA,
+        "unknown volume, empty volume_path",
+    );
+    for access in Access::BOTH {
+        let name = format!("stat31-{}", access.tag());
+        let v = r.create_ok(&name, Some(64 * MIB), access).await;
+        let a = r.attach(&v, access, "pod-a").await;
+        for path in ["some/path", nowhere.as_str(), "/a/../b"] {
+            c.code(
+                t(r.node().node_get_volume_stats(stats(&name, path))).await,
+                Code::NotFound,
+                &format!("{access:?} volume, path {path:?} it is not at"),
+            );
+        }
+        c.code(
+            t(r.node().node_get_volume_stats(stats(&name, ""))).await,
+            IA,
+            &format!("{access:?} volume, empty volume_path"),
+        );
+        c.ok(
+            t(r.node().node_get_volume_stats(stats(&name, &a.target))).await,
+            &format!("{access:?} volume at its target"),
+        );
+        r.detach(&a).await;
+        c.code(
+            t(r.node().node_get_volume_stats(stats(&name, &a.target))).await,
+            Code::NotFound,
+            &format!("{access:?} volume after unstage, at its old target"),
+        );
+        r.delete_ok(&name).await;
+    }
+    r.assert_nothing_left();
+    c.finish();
+}
+
+#[tokio::test]
+async fn rule_33_capacity_limits_checked_before_any_backend_call() {
+    if !common::require_root_and_tools("rule_33_capacity_limits_checked_before_any_backend_call") {
+        return;
+    }
+    let Some(r) = Rig::start("r33").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    const LARGEST: i64 = 1 << 60;
+    // A backend nobody listens for: an answer other than UNAVAILABLE came before any call.
+    let unreachable = map(&[
+        ("backend", "r33-unreachable"),
+        ("serviceName", "127.0.0.1"),
+        ("servicePort", &free_port().to_string()),
+        ("username", "r33-user"),
+        ("password", "r33-password"),
+    ]);
+    let too_large = [
+        (i64::MAX, 0, "required_bytes 2^63-1"),
+        (
+            i64::MAX - 1,
+            i64::MAX,
+            "required_bytes 2^63-2, limit_bytes 2^63-1",
+        ),
+        (LARGEST + 1, 0, "required_bytes 2^60+1"),
+        (0, i64::MAX, "limit_bytes only, 2^63-1"),
+    ];
+    for access in Access::BOTH {
+        let tag = access.tag();
+        let mk = |name: &str, required: i64, limit: i64, secrets: &Map| {
+            let mut q = r.create_req(name, None, vec![access.cap()]);
+            q.capacity_range = range(required, limit);
+            q.secrets = secrets.clone();
+            q
+        };
+        for (required, limit, what) in too_large {
+            if limit == i64::MAX && required == 0 {
+                // Only a limit: the default size (1 GiB) fits under it.
+                continue;
+            }
+            for secrets in [Map::new(), unreachable.clone()] {
+                let backend = if secrets.is_empty() {
+                    "default"
+                } else {
+                    "unreachable"
+                };
+                let what = format!("CreateVolume {what} ({access:?}, {backend} backend)");
+                if let Some(s) = c.code(
+                    r.create(mk(&format!("huge-{tag}"), required, limit, &secrets))
+                        .await,
+                    Code::OutOfRange,
+                    &what,
+                ) {
+                    c.check(
+                        s.message().contains(&LARGEST.to_string()) && !s.message().contains("CSP"),
+                        format!(
+                            "{what}: the message names the largest size: {}",
+                            s.message()
+                        ),
+                    );
+                }
+            }
+        }
+        c.code(
+            r.create(mk(
+                &format!("limit-below-{tag}"),
+                10 * MIB + 1,
+                10 * MIB + 100,
+                &unreachable,
+            ))
+            .await,
+            Code::OutOfRange,
+            &format!("CreateVolume limit_bytes below the rounded size ({access:?})"),
+        );
+        if let Some(v) = c.ok(
+            r.create(mk(&format!("limit-only-{tag}"), 0, i64::MAX, &Map::new()))
+                .await,
+            &format!("CreateVolume with only limit_bytes 2^63-1 ({access:?})"),
+        ) {
+            let v = v.volume.unwrap_or_default();
+            c.eq(v.capacity_bytes, GIB, "the default size under a huge limit");
+            r.delete_ok(&v.volume_id).await;
+        }
+
+        let name = format!("grow33-{tag}");
+        r.create_ok(&name, Some(64 * MIB), access).await;
+        let expand =
+            |required: i64, limit: i64, secrets: &Map| csi::ControllerExpandVolumeRequest {
+                volume_id: name.clone(),
+                capacity_range: range(required, limit),
+                volume_capability: Some(access.cap()),
+                secrets: secrets.clone(),
+            };
+        for (required, limit, what) in too_large {
+            if required == 0 {
+                continue;
+            }
+            for secrets in [Map::new(), unreachable.clone()] {
+                let what = format!("ControllerExpandVolume {what} ({access:?})");
+                if let Some(s) = c.code(
+                    t(r.ctrl()
+                        .controller_expand_volume(expand(required, limit, &secrets)))
+                    .await,
+                    Code::OutOfRange,
+                    &what,
+                ) {
+                    c.check(
+                        s.message().contains(&LARGEST.to_string()),
+                        format!(
+                            "{what}: the message names the largest size: {}",
+                            s.message()
+                        ),
+                    );
+                }
+            }
+        }
+        c.code(
+            t(r.ctrl().controller_expand_volume(expand(
+                64 * MIB + 1,
+                64 * MIB + 100,
+                &unreachable,
+            )))
+            .await,
+            Code::OutOfRange,
+            &format!("ControllerExpandVolume limit_bytes below the rounded size ({access:?})"),
+        );
+        let got = ok(r.get_volume(&name).await, "ControllerGetVolume");
+        c.eq(
+            got.volume.map(|v| v.capacity_bytes),
+            Some(64 * MIB),
+            &format!("size after the refused expansions ({access:?})"),
+        );
+        r.delete_ok(&name).await;
+    }
+    c.eq(r.volume_ids().await, Vec::<String>::new(), "volumes left");
+    c.finish();
+}
+
+/// Two GetPluginInfo calls with this `:authority` on a fresh connection (see
+/// `h2_unary_twice`); both must answer the driver name.
+fn plugin_info_with_authority<S: std::io::Read + std::io::Write>(
+    c: &mut Checks,
+    conn: S,
+    authority: &[u8],
+    what: &str,
+) {
+    use prost::Message;
+    let shown = String::from_utf8_lossy(authority);
+    match h2_unary_twice(conn, authority, "/csi.v1.Identity/GetPluginInfo", &[]) {
+        Ok(answers) => {
+            for (i, a) in answers.iter().enumerate() {
+                let name = csi::GetPluginInfoResponse::decode(a.as_slice()).map(|r| r.name);
+                c.eq(
+                    name.as_deref().map_err(|e| e.to_string()),
+                    Ok(DRIVER),
+                    &format!("{what}, :authority {shown:?}, call {}", i + 1),
+                );
+            }
+        }
+        Err(e) => c.check(false, format!("{what}, :authority {shown:?}: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn rule_34_any_http2_authority_on_unix_and_tcp() {
+    if !common::require_root_and_tools("rule_34_any_http2_authority_on_unix_and_tcp") {
+        return;
+    }
+    let Some(r) = Rig::start("r34").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let socket = r.path("csi.sock").display().to_string();
+    // gRPC C-core (Python, C++, Ruby, PHP): the path without its first slash, '/' as %2F.
+    let c_core = socket.trim_start_matches('/').replace('/', "%2F");
+    let connect = || {
+        let s = std::os::unix::net::UnixStream::connect(&socket).expect("connect the CSI socket");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    for (authority, who) in [
+        (c_core.as_bytes(), "gRPC C-core"),
+        (socket.as_bytes(), "grpc-java"),
+        (b"localhost".as_slice(), "grpc-go"),
+        (b"", "an empty authority"),
+        (b"unix:/run/x.sock?a b", "junk"),
+    ] {
+        plugin_info_with_authority(&mut c, connect(), authority, &format!("unix socket, {who}"));
+    }
+    // The server still answers tonic over the same socket afterwards.
+    c.ok(
+        t(r.ident().get_plugin_info(csi::GetPluginInfoRequest {})).await,
+        "GetPluginInfo from tonic after the raw clients",
+    );
+
+    // The same over TCP.
+    let dir = common::TempDir::new("csi-r34-tcp");
+    let port = free_port();
+    let _d = common::Daemon::start(
+        dir.path(),
+        &["--csi-endpoint", &format!("tcp://127.0.0.1:{port}")],
+    );
+    let connect = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    return s;
+                }
+                Err(e) if Instant::now() > deadline => panic!("connect 127.0.0.1:{port}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    let addr = format!("127.0.0.1:{port}");
+    for (authority, who) in [
+        (addr.as_bytes(), "host:port"),
+        (c_core.as_bytes(), "a socket path, percent-encoded"),
+        (socket.as_bytes(), "a socket path"),
+        (b"".as_slice(), "an empty authority"),
+    ] {
+        plugin_info_with_authority(&mut c, connect(), authority, &format!("TCP, {who}"));
+    }
     c.finish();
 }
 

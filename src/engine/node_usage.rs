@@ -63,9 +63,13 @@ impl Engine {
     }
 
     /// Usage and health of a volume at a path (its staging path or a publish target).
+    /// Stats of a staged volume at its staging path or one of its targets. The volume is
+    /// looked up first: an unknown one is NotFound whatever the path (csi.md rule 31); a
+    /// malformed path is InvalidArgument, a path the volume is not at, or a target of it
+    /// that no longer exists, NotFound.
     pub async fn node_stats(&self, volume_key: &str, path: &str) -> Result<Stats> {
-        let path = paths::validate_target("volume_path", path)?;
         let record = self.ready_stage(volume_key)?;
+        let path = paths::validate_target("volume_path", path)?;
         let published = self
             .store
             .get::<super::PublishRecord>(PUBLISHES, &path.display().to_string())?;
@@ -76,6 +80,15 @@ impl Engine {
         {
             return Err(Error::not_found(format!(
                 "volume '{volume_key}' is not staged or published at {}",
+                path.display()
+            )));
+        }
+        // A target the volume is recorded at but that is gone (a block volume's staging
+        // path need not exist: stats then come from the device).
+        if path != record.staging_path && std::fs::symlink_metadata(&path).is_err() {
+            return Err(Error::not_found(format!(
+                "{} does not exist, though volume '{volume_key}' is recorded as published \
+                 there; unpublish it and publish it again",
                 path.display()
             )));
         }

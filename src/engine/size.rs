@@ -1,12 +1,13 @@
 //! Sizes as users write them: bytes, or a number with a binary (`Ki`..`Pi`) or decimal
 //! (`K`..`P`) unit, an optional trailing `B`.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use serde_json::Value;
 
 /// CSPs get sizes aligned to 1 MiB (csp-api.md B15).
 pub const ALIGNMENT: u64 = 1 << 20;
-/// Largest size accepted: 2^63 - 1 bytes is the CSP wire limit; keep clear of it.
+/// Largest size accepted, 1 EiB: a multiple of [`ALIGNMENT`], well clear of 2^63 - 1 (the
+/// CSP wire carries sizes as signed 64-bit integers) and of overflow when rounding.
 pub const MAX_SIZE: u64 = 1 << 60;
 
 const UNITS: &[(&str, u64)] = &[
@@ -76,9 +77,26 @@ pub fn size_from_json(field: &str, value: &Value) -> Result<u64> {
     }
 }
 
-/// Rounds up to the 1 MiB alignment every CSP accepts.
-pub fn align(bytes: u64) -> u64 {
-    bytes.div_ceil(ALIGNMENT) * ALIGNMENT
+/// Rounds up to the 1 MiB alignment every CSP accepts. Above [`MAX_SIZE`] (where the
+/// rounding itself could overflow, and the CSP could not take the number) the size is
+/// refused with OutOfRange, before any CSP call; `field` names what asked for it.
+pub fn align(field: &str, bytes: u64) -> Result<u64> {
+    if bytes > MAX_SIZE {
+        return Err(too_large(field, bytes));
+    }
+    Ok(bytes.div_ceil(ALIGNMENT) * ALIGNMENT)
+}
+
+/// The OutOfRange error of a size above [`MAX_SIZE`].
+pub fn too_large(field: &str, bytes: u64) -> Error {
+    Error {
+        kind: ErrorKind::OutOfRange,
+        message: format!(
+            "{field}: {bytes} bytes is more than the largest size volbridge accepts, \
+             {MAX_SIZE} bytes (1Ei); ask for 1Ei or less"
+        ),
+        field: Some(field.to_owned()),
+    }
 }
 
 pub use volbridge_proto::units::human;
@@ -123,10 +141,27 @@ mod tests {
 
     #[test]
     fn alignment_and_display() {
-        assert_eq!(align(1), ALIGNMENT);
-        assert_eq!(align(ALIGNMENT), ALIGNMENT);
+        assert_eq!(align("size", 0).unwrap(), 0);
+        assert_eq!(align("size", 1).unwrap(), ALIGNMENT);
+        assert_eq!(align("size", ALIGNMENT).unwrap(), ALIGNMENT);
+        assert_eq!(align("size", MAX_SIZE - 1).unwrap(), MAX_SIZE);
+        assert_eq!(align("size", MAX_SIZE).unwrap(), MAX_SIZE);
         assert_eq!(human(1 << 30), "1Gi");
         assert_eq!(human(1536 << 10), "1.5Mi");
         assert_eq!(human(10), "10B");
+    }
+
+    #[test]
+    fn sizes_beyond_the_largest_are_out_of_range_not_overflow() {
+        for bytes in [MAX_SIZE + 1, i64::MAX as u64, u64::MAX - 1, u64::MAX] {
+            let e = align("capacity_range.required_bytes", bytes).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::OutOfRange, "{bytes}");
+            assert_eq!(e.field.as_deref(), Some("capacity_range.required_bytes"));
+            assert!(
+                e.message.contains(&bytes.to_string()) && e.message.contains("1152921504606846976"),
+                "{}",
+                e.message
+            );
+        }
     }
 }

@@ -27,8 +27,11 @@ impl Engine {
         }
         let backend = self.backends.resolve(req.backend.as_deref())?;
         let size = match (req.size, &req.source) {
-            (Some(s), _) => Some(align(s)),
-            (None, None) => Some(align(self.config.default_volume_size)),
+            (Some(s), _) => Some(align("size", s)?),
+            (None, None) => Some(align(
+                "default_volume_size",
+                self.config.default_volume_size,
+            )?),
             (None, Some(_)) => None,
         };
         let _guard = self.guard(&backend.name, &req.name, wait).await?;
@@ -177,6 +180,7 @@ impl Engine {
         wait: Wait,
     ) -> Result<Volume> {
         validate_name("name", name)?;
+        let size = align("size", size)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
         let found = backend
@@ -185,7 +189,7 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
         let id = found.id.clone().unwrap_or_default();
-        let grown = backend.client.expand_volume(&id, align(size)).await?;
+        let grown = backend.client.expand_volume(&id, size).await?;
         Ok(Volume::from_csp(&backend.name, &grown))
     }
 

@@ -67,15 +67,11 @@ impl Cmd {
             .collect()
     }
 
-    /// Removes secret argument values from a text (a tool's stderr may echo its argv).
+    /// Removes secret argument values from a text (a tool's stderr may echo its argv), as
+    /// whole tokens (see [`crate::logging::redact_values`]).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for &i in &self.secret {
-            if !self.args[i].is_empty() {
-                out = out.replace(&self.args[i], "<redacted>");
-            }
-        }
-        out
+        let secrets: Vec<&str> = self.secret.iter().map(|&i| self.args[i].as_str()).collect();
+        crate::logging::redact_values(text, &secrets)
     }
 }
 
@@ -165,6 +161,12 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(c.redact("bad value hunter2"), "bad value <redacted>");
         assert_eq!(c.args[3], "hunter2");
+        // A short secret is cut where it stands alone, never out of other words.
+        let c = Cmd::new("iscsiadm").arg("-v").secret_arg("s");
+        assert_eq!(
+            c.redact("iscsiadm: invalid secrets s, 's' refused"),
+            "iscsiadm: invalid secrets <redacted>, '<redacted>' refused"
+        );
     }
 
     #[test]

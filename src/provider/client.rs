@@ -303,14 +303,14 @@ impl CspClient {
         url
     }
 
-    /// Removes every secret this client knows of from text that came from the CSP.
+    /// Removes every secret this client knows of from text that came from the CSP, as whole
+    /// tokens (see [`crate::logging::redact_values`]), however short.
     pub(crate) fn scrub(&self, mut err: Error, extra: &[&str]) -> Error {
         let password = self.inner.creds.password();
-        for secret in std::iter::once(password).chain(extra.iter().copied()) {
-            if secret.len() >= 3 && err.message.contains(secret) {
-                err.message = err.message.replace(secret, "<redacted>");
-            }
-        }
+        let secrets: Vec<&str> = std::iter::once(password)
+            .chain(extra.iter().copied())
+            .collect();
+        err.message = crate::logging::redact_values(&err.message, &secrets);
         err
     }
 
@@ -794,6 +794,31 @@ mod tests {
         assert_eq!(
             c.url(&["volumes", "a/b c", "actions", "publish"]).as_str(),
             "https://10.1.1.1/api/csp/containers/v1/volumes/a%2Fb%20c/actions/publish"
+        );
+    }
+
+    #[test]
+    fn scrub_cuts_even_short_passwords_as_tokens_only() {
+        let map = [
+            ("backend", "10.1.1.1"),
+            ("username", "u"),
+            ("password", "pw"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = CspClient::new(
+            Credentials::from_map(&map).unwrap(),
+            ClientOptions::default(),
+        )
+        .unwrap();
+        let e = c.scrub(
+            Error::unavailable("login with pw refused: pwd policy; chap x1"),
+            &["x1"],
+        );
+        assert_eq!(
+            e.message,
+            "login with <redacted> refused: pwd policy; chap <redacted>"
         );
     }
 

@@ -968,3 +968,129 @@ pub fn mount_is_read_only(path: &str) -> bool {
         .and_then(|l| l.split(' ').nth(5))
         .is_some_and(|opts| opts.split(',').any(|o| o == "ro"))
 }
+
+// ---------------------------------------------------------------------------------------
+// A bare HTTP/2 client: any `:authority`, as gRPC clients other than tonic and grpc-go send
+// ---------------------------------------------------------------------------------------
+
+/// One HPACK literal without indexing, with a literal name (RFC 7541 §6.2.2).
+fn hpack_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.push(0x00);
+    hpack_string(out, name);
+    hpack_string(out, value);
+}
+
+fn hpack_string(out: &mut Vec<u8>, s: &[u8]) {
+    assert!(s.len() < 127, "short strings only");
+    out.push(s.len() as u8);
+    out.extend_from_slice(s);
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Two unary calls of `path` on one HTTP/2 connection over `conn`, the way gRPC C-core
+/// sends them: the first with `authority` as a literal the server adds to its HPACK table,
+/// the second naming that table entry (index 62). Returns the answer message of each call
+/// (the gRPC frame's payload), or what the server did instead (RST_STREAM, GOAWAY, a
+/// trailers-only answer, silence).
+pub fn h2_unary_twice<S: Read + Write>(
+    mut conn: S,
+    authority: &[u8],
+    path: &str,
+    message: &[u8],
+) -> Result<[Vec<u8>; 2], String> {
+    const DATA: u8 = 0x0;
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const GOAWAY: u8 = 0x7;
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const ACK: u8 = 0x1;
+
+    let mut grpc = vec![0u8];
+    grpc.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    grpc.extend_from_slice(message);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    for (stream, indexed) in [(1u32, false), (3, true)] {
+        let mut block = vec![0x83, 0x86]; // :method POST, :scheme http (static table)
+        hpack_literal(&mut block, b":path", path.as_bytes());
+        if indexed {
+            block.push(0xbe); // dynamic table entry 62: the authority of the first call
+        } else {
+            block.push(0x41); // literal with incremental indexing, name :authority
+            hpack_string(&mut block, authority);
+        }
+        hpack_literal(&mut block, b"content-type", b"application/grpc");
+        hpack_literal(&mut block, b"te", b"trailers");
+        out.extend(h2_frame(HEADERS, END_HEADERS, stream, &block));
+        out.extend(h2_frame(DATA, END_STREAM, stream, &grpc));
+    }
+    conn.write_all(&out).map_err(|e| format!("send: {e}"))?;
+
+    let mut data: [Vec<u8>; 2] = Default::default();
+    let mut ended = [false; 2];
+    let slot = |stream: u32| match stream {
+        1 => Some(0),
+        3 => Some(1),
+        _ => None,
+    };
+    while !ended.iter().all(|e| *e) {
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head)
+            .map_err(|e| format!("reading a frame (calls ended: {ended:?}): {e}"))?;
+        let len = (head[0] as usize) << 16 | (head[1] as usize) << 8 | head[2] as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload)
+            .map_err(|e| format!("reading a frame's payload: {e}"))?;
+        match kind {
+            SETTINGS if flags & ACK == 0 => conn
+                .write_all(&h2_frame(SETTINGS, ACK, 0, &[]))
+                .map_err(|e| format!("SETTINGS ACK: {e}"))?,
+            PING if flags & ACK == 0 => conn
+                .write_all(&h2_frame(PING, ACK, 0, &payload))
+                .map_err(|e| format!("PING ACK: {e}"))?,
+            RST_STREAM => {
+                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                return Err(format!("RST_STREAM on stream {stream}, error code {code}"));
+            }
+            GOAWAY => {
+                let code = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+                return Err(format!("GOAWAY, error code {code}"));
+            }
+            DATA => {
+                if let Some(i) = slot(stream) {
+                    data[i].extend_from_slice(&payload);
+                    ended[i] |= flags & END_STREAM != 0;
+                }
+            }
+            HEADERS => {
+                if let Some(i) = slot(stream) {
+                    ended[i] |= flags & END_STREAM != 0;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut answers: [Vec<u8>; 2] = Default::default();
+    for (i, d) in data.iter().enumerate() {
+        if d.len() < 5 {
+            return Err(format!(
+                "call {} ended without an answer message (a trailers-only status)",
+                i + 1
+            ));
+        }
+        answers[i] = d[5..].to_vec();
+    }
+    Ok(answers)
+}

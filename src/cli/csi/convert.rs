@@ -191,28 +191,8 @@ secrets! {
         GroupControllerGetCapabilitiesRequest,
 }
 
-/// Replaces every secret value in `text`, in one pass, the longest value first where
-/// several start at the same place.
+/// Replaces every secret value in `text` that stands as a whole token (see
+/// [`crate::logging::redact_values`]).
 pub fn scrub(text: &str, secrets: &[String]) -> String {
-    let mut values: Vec<&str> = secrets
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .collect();
-    values.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        match values.iter().find(|v| rest.starts_with(**v)) {
-            Some(v) => {
-                out.push_str("<redacted>");
-                rest = &rest[v.len()..];
-            }
-            None => {
-                out.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-    }
-    out
+    crate::logging::redact_values(text, secrets)
 }

@@ -56,7 +56,9 @@ pub(super) fn csi_snapshot(s: &Snapshot, source_volume: &str) -> pb::Snapshot {
     }
 }
 
-/// What the size request means: at least `required`, at most `limit` (0: unset).
+/// What the size request means: at least `required`, at most `limit` (0: unset), rounded
+/// up to 1 MiB. Checked before any backend call (csi.md rule 33): beyond the largest size
+/// volbridge accepts, or a limit below the rounded size → OUT_OF_RANGE.
 fn wanted_size(range: Option<&pb::CapacityRange>, default: u64) -> Result<(u64, u64), Status> {
     let (required, limit) =
         range.map_or((0, 0), |r| (r.required_bytes as u64, r.limit_bytes as u64));
@@ -65,7 +67,7 @@ fn wanted_size(range: Option<&pb::CapacityRange>, default: u64) -> Result<(u64, 
         (0, l) => default.min(l),
         (r, _) => r,
     };
-    let size = crate::engine::size::align(size);
+    let size = crate::engine::size::align("capacity_range.required_bytes", size).map_err(status)?;
     if limit > 0 && size > limit {
         return Err(Status::out_of_range(format!(
             "the smallest size volbridge can make is {size} bytes (1 MiB steps), above limit_bytes {limit}"
@@ -143,6 +145,10 @@ impl pb::controller_server::Controller for Csi {
         let req = request.into_inner();
         crate::engine::names::validate_name("name", &req.name).map_err(status)?;
         Self::check_caps(&req.volume_capabilities)?;
+        let (mut size, limit) = wanted_size(
+            req.capacity_range.as_ref(),
+            self.engine.config().default_volume_size,
+        )?;
         let backend = self.backend(&req.secrets)?;
         let embedded = self
             .engine
@@ -158,10 +164,6 @@ impl pb::controller_server::Controller for Csi {
                 }
             }
         }
-        let (mut size, limit) = wanted_size(
-            req.capacity_range.as_ref(),
-            self.engine.config().default_volume_size,
-        )?;
         let source = match req
             .volume_content_source
             .as_ref()
@@ -619,12 +621,11 @@ impl pb::controller_server::Controller for Csi {
         request: Request<pb::ControllerExpandVolumeRequest>,
     ) -> Result<Response<pb::ControllerExpandVolumeResponse>, Status> {
         let req = request.into_inner();
+        let (size, limit) = wanted_size(req.capacity_range.as_ref(), 0)?;
         if !known_name(&req.volume_id) {
             return Err(not_found("volume", &req.volume_id));
         }
         let backend = self.backend(&req.secrets)?;
-        let range = req.capacity_range.as_ref();
-        let (size, limit) = wanted_size(range, 0)?;
         let volume = self
             .engine
             .expand_volume(&req.volume_id, size, backend.as_deref(), Wait::No)

@@ -10,12 +10,16 @@
 //!   carries the same value.
 //!
 //! Cross-cutting behaviour (request id, redacted logging, validation, the per-volume
-//! guard) is a tower layer around every service: see [`layer`].
+//! guard) is a tower layer around every service: see [`layer`]. Every connection is read
+//! through [`authority::AnyAuthority`], so that clients that send a socket path as the
+//! HTTP/2 `:authority` (gRPC C-core, grpc-java) are served too.
 
+mod authority;
 mod capability;
 mod controller;
 mod endpoint;
 mod group;
+mod hpack;
 mod identity;
 mod layer;
 mod node;

@@ -261,6 +261,14 @@ impl pb::node_server::Node for Csi {
             .await
             .map_err(|e| match e.kind {
                 ErrorKind::FailedPrecondition => Status::not_found(e.message),
+                // A path that is not absolute and normalized is no path the volume is at
+                // (csi-sanity sends `some/path`); an empty one the layer refused already.
+                ErrorKind::InvalidArgument if e.field.as_deref() == Some("volume_path") => {
+                    Status::not_found(format!(
+                        "volume '{}' is not staged or published at '{}': {}",
+                        req.volume_id, req.volume_path, e.message
+                    ))
+                }
                 _ => status(e),
             })?;
         let mut usage = Vec::new();

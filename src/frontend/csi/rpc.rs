@@ -96,18 +96,13 @@ without_secrets!(
     NodeGetInfoRequest,
 );
 
-/// The status with every secret value cut out of its message: a backend may echo what it
-/// was sent (a user name, a CHAP secret) in an error.
+/// The status with every secret value cut out of its message, as whole tokens (see
+/// [`crate::logging::redact_values`]): a backend may echo what it was sent (a user name, a
+/// CHAP secret) in an error, and a short value must not garble the words around it.
 pub fn scrub(status: Status, secrets: &[String]) -> Status {
-    if !secrets
-        .iter()
-        .any(|s| status.message().contains(s.as_str()))
-    {
+    let message = crate::logging::redact_values(status.message(), secrets);
+    if message == status.message() {
         return status;
-    }
-    let mut message = status.message().to_owned();
-    for s in secrets {
-        message = message.replace(s.as_str(), REDACTED);
     }
     Status::new(status.code(), message)
 }
@@ -452,6 +447,28 @@ mod tests {
         assert!(!seen.summary.contains("hunter2"), "{}", seen.summary);
         assert!(seen.summary.contains(REDACTED));
         assert_eq!(seen.guard.as_deref(), Some("volume:v"));
+    }
+
+    #[test]
+    fn answers_lose_short_secrets_as_tokens_and_keep_their_words() {
+        let secrets: Vec<String> = ["u", "p", "1", "127.0.0.1"].map(String::from).to_vec();
+        let status = Status::unavailable(
+            "cannot connect to the CSP: error sending request for url \
+             (https://127.0.0.1:1/csp/containers/v1/tokens); login u/p",
+        );
+        let scrubbed = scrub(status, &secrets);
+        assert_eq!(scrubbed.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            scrubbed.message(),
+            "cannot connect to the CSP: error sending request for url \
+             (https://<redacted>:<redacted>/csp/containers/v1/tokens); login \
+             <redacted>/<redacted>"
+        );
+        let clean = Status::not_found("volume 'up1' does not exist");
+        assert_eq!(
+            scrub(clean, &secrets).message(),
+            "volume 'up1' does not exist"
+        );
     }
 
     #[test]

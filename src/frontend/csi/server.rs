@@ -1,10 +1,13 @@
 //! Serving CSI: the socket (0660, bound like the admin socket), the services the mode asks
-//! for, all behind the [`CsiLayer`](super::layer::CsiLayer).
+//! for, all behind the [`CsiLayer`](super::layer::CsiLayer), every connection read through
+//! [`AnyAuthority`] (any HTTP/2 `:authority` is served).
 
+use super::authority::AnyAuthority;
 use super::layer::CsiLayer;
 use super::{Csi, Endpoint};
 use crate::error::{Error, Result};
 use std::future::Future;
+use tokio_stream::StreamExt;
 use tonic::transport::Server;
 use volbridge_proto::csi as pb;
 
@@ -33,7 +36,8 @@ pub async fn serve(
     let task = match endpoint {
         Endpoint::Unix(path) => {
             let listener = crate::frontend::api::bind(path)?;
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
+                .map(|conn| conn.map(AnyAuthority::new));
             let path = path.clone();
             tokio::spawn(async move {
                 if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
@@ -46,7 +50,8 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
+                .map(|conn| conn.map(AnyAuthority::new));
             tokio::spawn(async move {
                 if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
                     tracing::error!(error = %e, "CSI server failed");
