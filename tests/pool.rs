@@ -302,6 +302,10 @@ fn snapshot_and_clone_share_extents(pool: &str) {
         .to_owned();
     fill(Path::new(&dev), GIB, 1);
     let before = r.pool_used();
+    let image = r.csp().join("volbridge-pool.img");
+    let host_alloc =
+        |f: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(f).unwrap()) * 512;
+    let filled = host_alloc(&image);
 
     let snap = timed(&r, &["snapshot", "create", "nightly", "--volume", "data"]);
     let clone = timed(
@@ -342,6 +346,16 @@ fn snapshot_and_clone_share_extents(pool: &str) {
     r.ok(&["snapshot", "rm", "nightly"]);
     r.ok(&["volume", "rm", "data"]);
     r.assert_consistent();
+    // The freed gigabyte goes back to the host filesystem (a trim after the deletes).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while host_alloc(&image) + GIB / 2 > filled {
+        assert!(
+            Instant::now() < deadline,
+            "the pool image still holds {} bytes after the volumes went ({filled} when full)",
+            host_alloc(&image)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]

@@ -188,8 +188,10 @@ pub fn mount(device: &Path, target: &Path, fs: &str) -> io::Result<()> {
         target,
         fs,
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::NOATIME,
-        // Space freed inside the pool (a deleted volume) goes back to the host's filesystem.
-        c"discard",
+        // No online `discard`: it made the fsyncs of the next snapshot wait for the freed
+        // extents (about 100 ms after deleting a clone of 1 GiB); the pool trims in the
+        // background instead (`trim`).
+        c"",
     )
     .map_err(|e| {
         io::Error::from(e).with_context(format!(
@@ -209,6 +211,11 @@ pub fn unmount(target: &Path) -> io::Result<bool> {
         Err(rustix::io::Errno::BUSY) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Returns the pool's unused blocks to the host filesystem (holes in the image).
+pub fn trim(target: &Path) -> io::Result<()> {
+    run("fstrim", &[target.to_string_lossy().as_ref()]).map(drop)
 }
 
 /// Grows the mounted filesystem to fill its device.

@@ -44,6 +44,10 @@ const GIB: u64 = 1 << 30;
 const MIN_SIZE: u64 = GIB;
 /// How often a pool checks whether writes inside it call for more room.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// Space freed inside the pool is given back to the host once deletes have been quiet this
+/// long (and at least this much was freed).
+const TRIM_AFTER: Duration = Duration::from_secs(5);
+const TRIM_AT_LEAST: u64 = 64 << 20;
 
 #[derive(Serialize, Deserialize)]
 struct Marker {
@@ -240,17 +244,38 @@ fn grow_image(img: &ImagePool, target: u64) -> io::Result<()> {
     image::grow_fs(&img.mount, img.fs)
 }
 
+/// Grows the pool when writes fill it, and trims it some seconds after space was freed
+/// (deleted volumes and snapshots), so the host gets that space back.
 fn watch(pool: Weak<Pool>) {
     let spawned = std::thread::Builder::new()
         .name("volbridge-pool".into())
-        .spawn(move || loop {
-            std::thread::sleep(WATCH_EVERY);
-            let Some(p) = pool.upgrade() else { return };
-            if p.closed.load(Ordering::Relaxed) {
-                return;
-            }
-            if let Err(e) = p.ensure_free(0) {
-                tracing::warn!(error = %e, "could not grow the pool");
+        .spawn(move || {
+            let mut last_free = None;
+            let mut freed_at = None;
+            loop {
+                std::thread::sleep(WATCH_EVERY);
+                let Some(p) = pool.upgrade() else { return };
+                if p.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Err(e) = p.ensure_free(0) {
+                    tracing::warn!(error = %e, "could not grow the pool");
+                }
+                let Some(img) = &p.image else { return };
+                let Ok(now) = statvfs(&img.mount).map(|s| s.free) else {
+                    continue;
+                };
+                if last_free.is_some_and(|before| now > before + TRIM_AT_LEAST) {
+                    freed_at = Some(std::time::Instant::now());
+                }
+                last_free = Some(now);
+                if freed_at.is_some_and(|t| t.elapsed() >= TRIM_AFTER) {
+                    freed_at = None;
+                    let _one = img.grow.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = image::trim(&img.mount) {
+                        tracing::warn!(error = %e, "could not trim the pool");
+                    }
+                }
             }
         });
     if let Err(e) = spawned {
