@@ -2137,6 +2137,40 @@ async fn rule_10_controller_publish_volume() {
         "publishing vc once under the limit",
     );
     r.cunpublish_ok("vc").await;
+    // A node that another driver registered with iSCSI and its IQN (the HPE CSI driver does
+    // once open-iscsi is installed) is a host like any other: granted with `local`.
+    let iscsi_node = r.register_other_node_as(
+        r#""access_protocol":"iscsi","iqns":["iqn.1994-05.com.redhat:other"]"#,
+    );
+    let mut q = r.cpublish_req(&x, Access::Mount, false);
+    q.node_id = iscsi_node.clone();
+    if let Some(p) = c.ok(
+        t(r.ctrl().controller_publish_volume(q)).await,
+        "publishing vc to a node registered with iscsi",
+    ) {
+        c.eq(
+            p.publish_context.get("accessProtocol").map(String::as_str),
+            Some("local"),
+            "its access protocol",
+        );
+    }
+    c.ok(r.cunpublish("vc", &iscsi_node).await, "and back");
+    // A class asking for a protocol the backend does not serve: a sentence naming it.
+    let mut q = r.create_req("v-iscsi", Some(64 * MIB), vec![Access::Mount.cap()]);
+    q.parameters = map(&[("accessProtocol", "iscsi")]);
+    match t(r.ctrl().create_volume(q)).await {
+        Err(s) => {
+            c.eq(s.code(), Code::InvalidArgument, "accessProtocol iscsi");
+            c.check(
+                s.message().contains("'iscsi'") && s.message().contains("serves only 'local'"),
+                format!("accessProtocol iscsi: {}", s.message()),
+            );
+        }
+        Ok(_) => {
+            c.check(false, "accessProtocol iscsi: created");
+            r.delete_ok("v-iscsi").await;
+        }
+    }
     for id in ["va", "vb", "vc"] {
         r.delete_ok(id).await;
     }

@@ -604,6 +604,22 @@ impl CspClient {
         self.decode_list(&reply, what)
     }
 
+    /// GET of a collection with a filter (not a name lookup): a 404 means the filter
+    /// names nothing, which lists nothing.
+    pub(crate) async fn list_filtered<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let reply = self.call(Method::GET, segments, query, None).await?;
+        if reply.status == StatusCode::NOT_FOUND && !query.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reply = self.check(reply, Op::Other)?;
+        self.decode_list(&reply, what)
+    }
+
     pub(crate) fn decode_list<T: DeserializeOwned>(
         &self,
         reply: &Reply,
