@@ -295,6 +295,8 @@ struct Outcome {
     create_first: Vec<Duration>,
     create_last: Vec<Duration>,
     create_every: Vec<Duration>,
+    /// Every create's latency in the order the calls were issued (None: failed).
+    create_order: Vec<Option<Duration>>,
     csi_walks: Vec<Duration>,
     first_pages: Vec<Duration>,
     later_pages: Vec<Duration>,
@@ -440,6 +442,7 @@ async fn run(d: &mut Daemon, n: usize, pairs_n: usize) -> Result<Outcome, String
         create_first,
         create_last,
         create_every,
+        create_order: lat,
         csi_walks,
         first_pages,
         later_pages,
@@ -570,6 +573,22 @@ fn report(o: &Outcome, pid: u32, tck: u64, stop: &str, cleanup: &str, load: &str
         ),
         "",
     );
+    let tenth = (n / 10).max(1);
+    let deciles: Vec<String> = o
+        .create_order
+        .chunks(tenth)
+        .map(|c| {
+            let mut c: Vec<Duration> = c.iter().flatten().copied().collect();
+            c.sort();
+            format!("{:.2}", percentile(&c, 0.5).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    line(
+        &format!("create p50 ms by tenth of the {n}, in order"),
+        "",
+        "",
+    );
+    println!("    {}", deciles.join(" "));
     line(
         &format!("create p50 ms, first {EDGE} / last {EDGE}"),
         &format!("{} / {}", ms(p50(&o.create_first)), ms(p50(&o.create_last))),
