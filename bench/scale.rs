@@ -4,9 +4,11 @@
 //! The daemon is started as in `bench/csi.rs` (scratch state dir, embedded local CSP as the
 //! default backend, `RUST_LOG=warn`). Then, in order:
 //!
-//! 1. Warm-up and CPU baseline: CreateVolume + DeleteVolume pairs through CSI at
-//!    concurrency 16 while the backend holds no volume; the daemon's CPU per pair
-//!    (utime+stime from /proc/<pid>/stat).
+//! 1. Warm-up, not counted: 200 CreateVolume + DeleteVolume pairs through CSI and 200
+//!    create+delete pairs straight on the CSP (connections, CSP sessions). Kept short on
+//!    purpose: on ext4 without a journal, every file create skips the inodes deleted in
+//!    the last minutes (the kernel's `recently_deleted`), so a long run of deletes before
+//!    the creates would slow the first creates down, not the last ones.
 //! 2. N CreateVolume calls through CSI at concurrency 16 (1 GiB sparse volumes, mount
 //!    SINGLE_NODE_WRITER ext4, no secrets), each latency kept with the order in which the
 //!    call was issued: create p50 of the first 100 against the last 100.
@@ -14,17 +16,28 @@
 //!    checked: N entries, sorted by name, each once), against the same listing straight on
 //!    the embedded CSP over HTTP (`GET /containers/v1/volumes` with volbridge's own
 //!    `CspClient`, decoded): the baseline of the ratio.
-//! 4. The same create+delete pairs as in 1, now with N volumes held: CPU per pair.
+//! 4. With N volumes held, CreateVolume + DeleteVolume pairs through CSI at concurrency 16,
+//!    interleaved chunk by chunk with the same pairs sent straight to the embedded CSP
+//!    (volbridge's `CspClient`): the daemon's CPU per pair (utime+stime from
+//!    /proc/<pid>/stat) for each; the direct pairs are the baseline (the CSP's own work,
+//!    the kernel's file creates and deletes included).
 //! 5. Daemon VmRSS (and RssAnon) holding the N volumes, after all of the above.
 //! 6. N DeleteVolume calls at concurrency 16 (cleanup, timed).
 //!
-//! Env: VOLBRIDGE_SCALE_VOLUMES (N, default 10000), VOLBRIDGE_SCALE_PAIRS (pairs per CPU
-//! measure, default 4000), VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default the
+//! The figures move with the machine: the creates wait for the CSP's group-committed
+//! `fdatasync`, so other I/O on the disk shows up in their latency, and on ext4 without a
+//! journal a run started within minutes of another one (or of any mass delete in the same
+//! directory) pays for that run's deletes in its first creates (printed per tenth, in
+//! order, to show it). Run it on a quiet machine, a few minutes after the last run.
+//!
+//! Env: VOLBRIDGE_SCALE_VOLUMES (N, default 10000), VOLBRIDGE_SCALE_PAIRS (pairs of each
+//! kind in step 4, default 4000), VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default the
 //! system temp dir), VOLBRIDGE_BENCH_LOG (the daemon's RUST_LOG; default warn).
 
 #[path = "support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,7 +46,7 @@ use support::daemon::{self, clock_ticks_per_second, Daemon};
 use support::{load_average, ms, percentile, remove_tree, sweep};
 use tonic::transport::Channel;
 use volbridge::frontend::csi::Endpoint;
-use volbridge::provider::{ClientOptions, Credentials, CspClient};
+use volbridge::provider::{ClientOptions, Credentials, CspClient, VolumeCreate};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::controller_client::ControllerClient;
 use volbridge_proto::csi::identity_client::IdentityClient;
@@ -47,6 +60,10 @@ const WALKS: usize = 3;
 /// Creates compared at the start and at the end.
 const EDGE: usize = 100;
 const CSP_USER: &str = "volbridge";
+/// Untimed pairs of each kind before the measured steps.
+const WARMUP: usize = 200;
+/// Chunks per kind of pairs in step 4: the kinds take turns chunk by chunk.
+const ROUNDS: usize = 4;
 
 /// Set by Ctrl-C: finish the current phase, then clean up and report.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -159,10 +176,10 @@ impl Failures {
 }
 
 /// Runs `job(i)` for i in 0..n by `CONCURRENCY` tasks, each taking the next index when
-/// free; returns every job's duration by index (None: failed) and the failures.
+/// free; returns every job's duration by index (None: failed), the failures, the time.
 async fn fan_out<F, Fut>(n: usize, job: F) -> (Vec<Option<Duration>>, Failures, Duration)
 where
-    F: Fn(ControllerClient<Channel>, usize) -> Fut + Send + Sync + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
@@ -171,7 +188,6 @@ where
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
         let (next, job) = (next.clone(), job.clone());
-        let client = CLIENT.get().expect("client set").clone();
         tasks.spawn(async move {
             let mut done = Vec::new();
             let mut failures = Failures::default();
@@ -181,7 +197,7 @@ where
                     break;
                 }
                 let t0 = Instant::now();
-                match job(client.clone(), i).await {
+                match job(i).await {
                     Ok(()) => done.push((i, Some(t0.elapsed()))),
                     Err(e) => {
                         done.push((i, None));
@@ -203,33 +219,90 @@ where
     (by_index, failures, started.elapsed())
 }
 
-/// The CSI client every task clones (one HTTP/2 connection, as a sidecar has).
-static CLIENT: std::sync::OnceLock<ControllerClient<Channel>> = std::sync::OnceLock::new();
+/// Create+delete pairs of one kind: through CSI, or straight on the embedded CSP.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Csi,
+    Direct,
+}
 
-/// Create+delete pairs at concurrency 16: (pairs/s, daemon CPU ticks, failures).
-async fn pairs(d: &Daemon, n: usize, tag: &'static str) -> (f64, u64, Failures) {
+/// What the pairs of one kind did, summed over their chunks.
+#[derive(Default)]
+struct Pairs {
+    pairs: usize,
+    elapsed: Duration,
+    ticks: u64,
+    failures: Failures,
+}
+
+impl Pairs {
+    fn per_sec(&self) -> f64 {
+        self.pairs as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn cpu_ms(&self, tck: u64) -> f64 {
+        self.ticks as f64 * 1000.0 / tck as f64 / self.pairs.max(1) as f64
+    }
+}
+
+/// `n` create+delete pairs at concurrency 16; adds them and the daemon's CPU to `into`.
+async fn pairs(
+    d: &Daemon,
+    csi: &ControllerClient<Channel>,
+    csp: &CspClient,
+    via: Via,
+    n: usize,
+    tag: String,
+    into: &mut Pairs,
+) {
     let before = d.cpu_ticks();
-    let (_, failures, took) = fan_out(n, move |mut c, i| async move {
-        let name = format!("pair-{tag}-{i}");
-        c.create_volume(create_request(&name))
-            .await
-            .map_err(|s| grpc_error("CreateVolume", &name, &s))?;
-        c.delete_volume(pb::DeleteVolumeRequest {
-            volume_id: name.clone(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| grpc_error("DeleteVolume", &name, &s))?;
-        Ok(())
+    let (csi, csp) = (csi.clone(), csp.clone());
+    let (_, failures, took) = fan_out(n, move |i| {
+        let (mut c, csp, name) = (csi.clone(), csp.clone(), format!("pair-{tag}-{i}"));
+        async move {
+            match via {
+                Via::Csi => {
+                    c.create_volume(create_request(&name))
+                        .await
+                        .map_err(|s| grpc_error("CreateVolume", &name, &s))?;
+                    c.delete_volume(pb::DeleteVolumeRequest {
+                        volume_id: name.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| grpc_error("DeleteVolume", &name, &s))?;
+                }
+                Via::Direct => {
+                    let req = VolumeCreate {
+                        name: name.clone(),
+                        size: Some(SIZE),
+                        description: None,
+                        params: BTreeMap::new(),
+                        multi_initiator: false,
+                    };
+                    let v = csp
+                        .create_volume(&req)
+                        .await
+                        .map_err(|e| format!("CSP create_volume {name}: {e}"))?;
+                    csp.delete_volume(v.id.as_deref().unwrap_or(""))
+                        .await
+                        .map_err(|e| format!("CSP delete_volume {name}: {e}"))?;
+                }
+            }
+            Ok(())
+        }
     })
     .await;
-    let ticks = d.cpu_ticks().saturating_sub(before);
-    (n as f64 / took.as_secs_f64(), ticks, failures)
+    into.ticks += d.cpu_ticks().saturating_sub(before);
+    into.pairs += n - failures.count;
+    into.elapsed += took;
+    into.failures.merge(failures);
 }
 
 /// One ListVolumes walk in pages of `PAGE`: (time, first page, other pages' times, error).
-async fn csi_walk(n: usize) -> Result<(Duration, Duration, Vec<Duration>), String> {
-    let mut c = CLIENT.get().expect("client set").clone();
+async fn csi_walk(
+    mut c: ControllerClient<Channel>,
+    n: usize,
+) -> Result<(Duration, Duration, Vec<Duration>), String> {
     let started = Instant::now();
     let mut token = String::new();
     let mut names: Vec<String> = Vec::with_capacity(n);
@@ -301,8 +374,8 @@ struct Outcome {
     first_pages: Vec<Duration>,
     later_pages: Vec<Duration>,
     direct: Vec<Duration>,
-    pairs_empty: (f64, u64),
-    pairs_full: (f64, u64),
+    pairs_csi: Pairs,
+    pairs_direct: Pairs,
     delete_all: Duration,
     rss: Vec<(&'static str, u64, u64)>,
     hwm_kib: u64,
@@ -343,7 +416,7 @@ async fn run(d: &mut Daemon, n: usize, pairs_n: usize) -> Result<Outcome, String
     let endpoint = Endpoint::parse(&d.csi_endpoint).map_err(|e| e.to_string())?;
     let channel = endpoint.channel().map_err(|e| e.to_string())?;
     wait_probe(&channel).await?;
-    let _ = CLIENT.set(ControllerClient::new(channel));
+    let csi = ControllerClient::new(channel);
     let creds = Credentials::service("local", d.csp_addr, CSP_USER, &d.csp_password()?)
         .map_err(|e| format!("CSP credentials: {e}"))?;
     let csp =
@@ -351,21 +424,26 @@ async fn run(d: &mut Daemon, n: usize, pairs_n: usize) -> Result<Outcome, String
     let mut errors = Vec::new();
     let mut rss = vec![d.memory("start")];
 
-    // 1. Pairs on an empty backend: warm-up (connection, CSP session) and the CPU baseline.
-    let (rate, ticks, f) = pairs(d, pairs_n, "empty").await;
-    let pairs_empty = (rate, ticks);
-    if let Some(e) = f.first {
-        errors.push(format!("pairs, empty backend ({} failed): {e}", f.count));
+    // 1. Warm-up, not counted.
+    for via in [Via::Csi, Via::Direct] {
+        let mut warm = Pairs::default();
+        pairs(d, &csi, &csp, via, WARMUP, "warm".into(), &mut warm).await;
+        if let Some(e) = warm.failures.first {
+            return Err(format!("warm-up: {e}"));
+        }
     }
-    rss.push(d.memory("pairs@0"));
+    rss.push(d.memory("warm-up"));
 
     // 2. N creates.
-    let (lat, f, create_all) = fan_out(n, |mut c, i| async move {
-        let name = volume_name(i);
-        c.create_volume(create_request(&name))
-            .await
-            .map(drop)
-            .map_err(|s| grpc_error("CreateVolume", &name, &s))
+    let c = csi.clone();
+    let (lat, f, create_all) = fan_out(n, move |i| {
+        let (mut c, name) = (c.clone(), volume_name(i));
+        async move {
+            c.create_volume(create_request(&name))
+                .await
+                .map(drop)
+                .map_err(|s| grpc_error("CreateVolume", &name, &s))
+        }
     })
     .await;
     if let Some(e) = f.first {
@@ -389,7 +467,7 @@ async fn run(d: &mut Daemon, n: usize, pairs_n: usize) -> Result<Outcome, String
     let (mut csi_walks, mut first_pages, mut later_pages, mut direct) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..WALKS {
-        match csi_walk(n).await {
+        match csi_walk(csi.clone(), n).await {
             Ok((all, first, later)) => {
                 csi_walks.push(all);
                 first_pages.push(first);
@@ -404,29 +482,45 @@ async fn run(d: &mut Daemon, n: usize, pairs_n: usize) -> Result<Outcome, String
     }
     rss.push(d.memory("listing"));
 
-    // 4. Pairs with N volumes held.
-    let (rate, ticks, f) = pairs(d, pairs_n, "full").await;
-    let pairs_full = (rate, ticks);
-    if let Some(e) = f.first {
-        errors.push(format!("pairs, {n} volumes ({} failed): {e}", f.count));
+    // 4. Pairs with N volumes held, CSI and direct in turn.
+    let (mut pairs_csi, mut pairs_direct) = (Pairs::default(), Pairs::default());
+    let chunk = (pairs_n / ROUNDS).max(CONCURRENCY);
+    for round in 0..ROUNDS {
+        for (via, into) in [(Via::Csi, &mut pairs_csi), (Via::Direct, &mut pairs_direct)] {
+            if stopped() {
+                break;
+            }
+            pairs(d, &csi, &csp, via, chunk, format!("r{round}"), into).await;
+        }
+    }
+    for (what, p) in [("CSI", &mut pairs_csi), ("direct", &mut pairs_direct)] {
+        if let Some(e) = p.failures.first.take() {
+            errors.push(format!(
+                "{what} pairs, {n} volumes held ({} failed): {e}",
+                p.failures.count
+            ));
+        }
     }
     // 5. What the daemon holds now.
-    rss.push(d.memory("pairs@N"));
+    rss.push(d.memory("pairs"));
     let hwm_kib = d.status_kib("VmHWM");
     let threads = d.threads();
     let csp_dir = d.state.join("csp");
     let state_bytes = dir_bytes(&csp_dir);
 
     // 6. Cleanup through CSI.
-    let (_, f, delete_all) = fan_out(n, |mut c, i| async move {
-        let name = volume_name(i);
-        c.delete_volume(pb::DeleteVolumeRequest {
-            volume_id: name.clone(),
-            ..Default::default()
-        })
-        .await
-        .map(drop)
-        .map_err(|s| grpc_error("DeleteVolume", &name, &s))
+    let c = csi.clone();
+    let (_, f, delete_all) = fan_out(n, move |i| {
+        let (mut c, name) = (c.clone(), volume_name(i));
+        async move {
+            c.delete_volume(pb::DeleteVolumeRequest {
+                volume_id: name.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|s| grpc_error("DeleteVolume", &name, &s))
+        }
     })
     .await;
     if let Some(e) = f.first {
@@ -447,8 +541,8 @@ async fn run(d: &mut Daemon, n: usize, pairs_n: usize) -> Result<Outcome, String
         first_pages,
         later_pages,
         direct,
-        pairs_empty,
-        pairs_full,
+        pairs_csi,
+        pairs_direct,
         delete_all,
         rss,
         hwm_kib,
@@ -551,6 +645,11 @@ fn report(o: &Outcome, pid: u32, tck: u64, stop: &str, cleanup: &str, load: &str
          concurrency {CONCURRENCY} on one connection; daemon CPU from /proc/<pid>/stat at {tck} \
          ticks/s"
     );
+    println!(
+        "pairs with {n} held: {} of each kind (CSI, direct CSP) in {ROUNDS} interleaved \
+         chunks; {WARMUP} warm-up pairs of each kind first, not counted",
+        o.pairs_n
+    );
     println!();
     line("measure", "result", "goal");
     println!("{}", "-".repeat(100));
@@ -637,20 +736,25 @@ fn report(o: &Outcome, pid: u32, tck: u64, stop: &str, cleanup: &str, load: &str
         ),
         "",
     );
-    let cpu = |(_, ticks): (f64, u64)| ticks as f64 * 1000.0 / tck as f64 / o.pairs_n as f64;
+    let (pc, pd) = (&o.pairs_csi, &o.pairs_direct);
     line(
-        &format!("CreateVolume+DeleteVolume pairs/s at c{CONCURRENCY}, 0 / {n} volumes held"),
-        &format!("{:.0} / {:.0}", o.pairs_empty.0, o.pairs_full.0),
+        &format!("{n} held: CreateVolume+DeleteVolume pairs/s at c{CONCURRENCY}, CSI / direct CSP"),
+        &format!("{:.0} / {:.0}", pc.per_sec(), pd.per_sec()),
         "",
     );
     line(
-        &format!("daemon CPU ms per pair at c{CONCURRENCY}, 0 / {n} volumes held"),
-        &format!("{:.3} / {:.3}", cpu(o.pairs_empty), cpu(o.pairs_full)),
-        "<= 0.35 ms with N held",
+        &format!("{n} held: daemon CPU ms per pair at c{CONCURRENCY}, CSI"),
+        &format!("{:.3}", pc.cpu_ms(tck)),
+        "<= 0.35 ms",
     );
     line(
-        "ratio CPU per pair, N held / none",
-        &ratio(cpu(o.pairs_full), cpu(o.pairs_empty)),
+        &format!("{n} held: daemon CPU ms per pair at c{CONCURRENCY}, direct CSP"),
+        &format!("{:.3}", pd.cpu_ms(tck)),
+        "(baseline: the CSP's side)",
+    );
+    line(
+        "ratio CPU per pair, CSI / direct CSP",
+        &ratio(pc.cpu_ms(tck), pd.cpu_ms(tck)),
         "",
     );
     let mib = |kib: u64| format!("{:.2}", kib as f64 / 1024.0);
