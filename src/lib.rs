@@ -9,6 +9,7 @@ pub mod error;
 pub mod frontend;
 pub mod host;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod provider;
 pub mod random;

@@ -24,6 +24,11 @@ pub fn hex(n: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A random 64-bit number (listing ids in CSI tokens).
+pub fn u64() -> u64 {
+    u64::from_str_radix(&hex(8), 16).unwrap_or_default()
+}
+
 /// A random RFC 4122 version-4 UUID: some arrays insist on the format for host uuids.
 pub fn uuid_v4() -> String {
     let mut h = hex(16).into_bytes();

@@ -2245,6 +2245,40 @@ async fn rule_10_controller_publish_volume() {
         "publishing vc once under the limit",
     );
     r.cunpublish_ok("vc").await;
+    // A node that another driver registered with iSCSI and its IQN (the HPE CSI driver does
+    // once open-iscsi is installed) is a host like any other: granted with `local`.
+    let iscsi_node = r.register_other_node_as(
+        r#""access_protocol":"iscsi","iqns":["iqn.1994-05.com.redhat:other"]"#,
+    );
+    let mut q = r.cpublish_req(&x, Access::Mount, false);
+    q.node_id = iscsi_node.clone();
+    if let Some(p) = c.ok(
+        t(r.ctrl().controller_publish_volume(q)).await,
+        "publishing vc to a node registered with iscsi",
+    ) {
+        c.eq(
+            p.publish_context.get("accessProtocol").map(String::as_str),
+            Some("local"),
+            "its access protocol",
+        );
+    }
+    c.ok(r.cunpublish("vc", &iscsi_node).await, "and back");
+    // A class asking for a protocol the backend does not serve: a sentence naming it.
+    let mut q = r.create_req("v-iscsi", Some(64 * MIB), vec![Access::Mount.cap()]);
+    q.parameters = map(&[("accessProtocol", "iscsi")]);
+    match t(r.ctrl().create_volume(q)).await {
+        Err(s) => {
+            c.eq(s.code(), Code::InvalidArgument, "accessProtocol iscsi");
+            c.check(
+                s.message().contains("'iscsi'") && s.message().contains("serves only 'local'"),
+                format!("accessProtocol iscsi: {}", s.message()),
+            );
+        }
+        Ok(_) => {
+            c.check(false, "accessProtocol iscsi: created");
+            r.delete_ok("v-iscsi").await;
+        }
+    }
     for id in ["va", "vb", "vc"] {
         r.delete_ok(id).await;
     }
@@ -2521,9 +2555,48 @@ async fn rule_13_list_volumes_paging_and_status() {
         Code::Aborted,
         "ListVolumes with an unknown starting_token",
     );
+    // A walk's later pages come from its first page's listing only while nothing changes
+    // through the daemon: a create and a delete between two pages show on the next one.
+    let names = |p: &csi::ListVolumesResponse| -> Vec<String> {
+        p.entries
+            .iter()
+            .filter_map(|e| e.volume.as_ref().map(|v| v.volume_id.clone()))
+            .collect()
+    };
+    let page = |token: &str| csi::ListVolumesRequest {
+        max_entries: 2,
+        starting_token: token.to_owned(),
+    };
+    let first = ok(
+        t(r.ctrl().list_volumes(page(""))).await,
+        "ListVolumes, first page",
+    );
+    c.eq(names(&first).join(","), "lv-0,lv-1".into(), "first page");
+    r.create_ok("lv-1a", Some(64 * MIB), Access::Mount).await;
+    r.delete_ok("lv-2").await;
+    let second = ok(
+        t(r.ctrl().list_volumes(page(&first.next_token))).await,
+        "ListVolumes, second page",
+    );
+    c.eq(
+        names(&second).join(","),
+        "lv-1a,lv-3".into(),
+        "second page after a create and a delete",
+    );
+    let again = ok(
+        t(r.ctrl().list_volumes(page(&first.next_token))).await,
+        "ListVolumes, the same token again",
+    );
+    c.eq(names(&again), names(&second), "the same token again");
+    let last = ok(
+        t(r.ctrl().list_volumes(page(&second.next_token))).await,
+        "ListVolumes, last page",
+    );
+    c.eq(names(&last).join(","), "lv-4".into(), "last page");
+    c.eq(last.next_token.as_str(), "", "no token after the last page");
     r.cunpublish_ok("lv-1").await;
-    for id in want {
-        r.delete_ok(&id).await;
+    for id in want.iter().chain(&["lv-1a".to_owned()]) {
+        r.delete_ok(id).await;
     }
     c.finish();
 }

@@ -159,6 +159,36 @@ async fn the_local_csp_passes_every_check() {
     let _ = server.await;
 }
 
+/// Checked for iSCSI, the local CSP registers the hosts with their IQNs (a host record is
+/// information) and refuses the publish, naming what it serves; nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_csp_checked_for_iscsi_stores_hosts_and_refuses_publish() {
+    let data = Scratch::new("iscsi");
+    let csp = LocalCsp::open(LocalCspConfig::new(data.0.clone(), USER, PASSWORD)).unwrap();
+    let (addr, _stop) = serve_router(csp.router()).await;
+    let base = format!("http://{addr}");
+    let mut opts = CheckOptions::new(base.clone(), USER, PASSWORD);
+    opts.protocol = "iscsi".into();
+    let (report, _) = check(opts).await;
+    for id in ["C09", "C10", "C14", "C40"] {
+        let r = result(&report, id);
+        assert_eq!(r.outcome, Outcome::Pass, "{id}: {}", r.detail);
+    }
+    let c18 = result(&report, "C18");
+    assert_eq!(c18.outcome, Outcome::Fail);
+    assert!(
+        c18.detail.contains("400") && c18.detail.contains("serves only 'local'"),
+        "{}",
+        c18.detail
+    );
+    let left: Vec<String> = leftover_names(&base)
+        .await
+        .into_iter()
+        .filter(|n| n.contains("vbcheck-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// B3 broken on purpose: an empty snapshot list of an existing volume answers 404.
 async fn empty_snapshot_list_is_404(
     req: axum::extract::Request,

@@ -318,17 +318,23 @@ async fn not_found_versus_empty() {
         .create_volume(&create("pvc-empty", 8 * MIB))
         .await
         .unwrap();
-    // B3: an existing volume without snapshots lists [] (not 404); an unknown one is 404.
+    // A filter that matches nothing lists nothing: a volume without snapshots and an
+    // unknown volume both list [] (the CSP answers 200 []); a name lookup finds nothing.
     assert!(c.list_snapshots(Some(&id(&v))).await.unwrap().is_empty());
     assert_eq!(
         c.find_snapshot("snap-none", Some(&id(&v))).await.unwrap(),
         None
     );
-    let e = c
+    assert!(c
         .list_snapshots(Some("0123456789abcdef0123456789abcdef"))
         .await
-        .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::NotFound);
+        .unwrap()
+        .is_empty());
+    assert!(c
+        .list_snapshot_groups("0123456789abcdef0123456789abcdef")
+        .await
+        .unwrap()
+        .is_empty());
     // Deletes of gone objects succeed.
     c.delete_snapshot("0123456789abcdef0123456789abcdef")
         .await
@@ -415,5 +421,54 @@ async fn groups_round_trip() {
     );
     c.delete_volume_group(&g_id).await.unwrap();
     c.delete_volume_group(&g_id).await.unwrap();
+    c.delete_volume(&id(&v)).await.unwrap();
+}
+
+/// A node with an initiator name registers with its protocol (as the HPE CSI driver does
+/// once open-iscsi is installed): the local CSP stores it; publishing over that protocol is
+/// refused with a sentence that names the step and what the CSP serves; `local` works.
+#[tokio::test]
+async fn hosts_of_any_protocol_register_and_publish_refuses_what_is_not_served() {
+    let s = serve().await;
+    let c = &s.client;
+    let v = c
+        .create_volume(&create("pvc-proto", 8 * MIB))
+        .await
+        .unwrap();
+    let node = Host {
+        uuid: Some("6f1c2a34-0d5e-4b7a-9c8d-1e2f3a4b5c6d".into()),
+        name: Some("worker-1".into()),
+        iqns: vec!["iqn.1994-05.com.redhat:worker-1".into()],
+        access_protocol: Some("iscsi".into()),
+        ..Host::default()
+    };
+    c.upsert_host(&node).await.unwrap();
+    assert_eq!(
+        c.host_registered(node.uuid.as_deref().unwrap())
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let e = c
+        .publish_volume(&id(&v), &node, Some("iscsi"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{}", e.message);
+    for part in [
+        "refused to publish volume",
+        "worker-1",
+        "access protocol 'iscsi'",
+        "serves only 'local'",
+    ] {
+        let shown = part.replace("worker-1", node.uuid.as_deref().unwrap());
+        assert!(e.message.contains(&shown), "{shown} in: {}", e.message);
+    }
+    assert_eq!(c.get_volume(&id(&v)).await.unwrap().published, Some(false));
+    // The same host, the CSP's own protocol: published.
+    let info = c.publish_volume(&id(&v), &node, None).await.unwrap();
+    assert_eq!(info.access_protocol, "local");
+    c.unpublish_volume(&id(&v), node.uuid.as_deref().unwrap())
+        .await
+        .unwrap();
     c.delete_volume(&id(&v)).await.unwrap();
 }

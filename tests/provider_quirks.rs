@@ -268,6 +268,10 @@ async fn handler(
             ),
             _ => error(StatusCode::NOT_FOUND, "no such host"),
         },
+        // An array that answers 404 to a volume filter naming no volume (old B3).
+        ("GET", ["snapshots"]) if q.get("volume_id").map(String::as_str) == Some("v-gone") => {
+            error(StatusCode::NOT_FOUND, "no such volume")
+        }
         ("GET", ["snapshots"]) => json_reply(StatusCode::OK, json!([])),
         ("GET", ["snapshots", "s1"]) => json_reply(
             StatusCode::OK,
@@ -407,6 +411,8 @@ async fn name_lookups_accept_quirky_answers() {
     let partners = c.replication_partners().await.unwrap();
     assert_eq!(partners[0].name.as_deref(), Some("peer"));
     assert_eq!(partners[0].is_alive, Some(true));
+    // A filter that names nothing lists nothing, also from an array that answers 404.
+    assert!(c.list_snapshots(Some("v-gone")).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! `#[path = "support/mod.rs"] mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;

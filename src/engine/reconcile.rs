@@ -122,11 +122,7 @@ impl Engine {
                         return Err(crate::Error::unavailable("the clone is still copying"));
                     }
                 }
-                let temporary = match client.list_snapshots(Some(parent_id)).await {
-                    Ok(s) => s,
-                    Err(e) if e.kind == crate::ErrorKind::NotFound => Vec::new(),
-                    Err(e) => return Err(e),
-                };
+                let temporary = client.list_snapshots(Some(parent_id)).await?;
                 let mut removed = 0;
                 for s in temporary {
                     let ours = s

@@ -1,6 +1,7 @@
 //! HTTP core of the CSP client: headers, tokens (csp-api.md §2), transport retries and the
 //! one place where CSP answers become [`Error`]s (B40–B42).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -8,7 +9,7 @@ use backon::Retryable;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -123,6 +124,8 @@ struct Inner {
     retry_delays: Vec<Duration>,
     /// Held across a login, which is what makes logins single-flight (A5).
     token: Mutex<Option<Token>>,
+    /// Bumped before and after every call that may change the CSP (any method but GET).
+    writes: AtomicU64,
 }
 
 /// A client for one backend; cheap to clone, all clones share the token and the limit.
@@ -200,12 +203,20 @@ fn log_call<E: std::fmt::Display>(
     }
 }
 
-/// Decodes an array, or a single object as a one-element list (D10).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany<T> {
-    Many(Vec<T>),
-    One(T),
+/// Bumps a write counter when made and again when dropped (however the call ends).
+struct WriteMark<'a>(&'a AtomicU64);
+
+impl<'a> WriteMark<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        WriteMark(counter)
+    }
+}
+
+impl Drop for WriteMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl CspClient {
@@ -263,6 +274,7 @@ impl CspClient {
                 limit: Semaphore::new(opts.max_inflight.max(1)),
                 retry_delays: opts.retry_delays,
                 token: Mutex::new(None),
+                writes: AtomicU64::new(0),
             }),
         })
     }
@@ -273,6 +285,14 @@ impl CspClient {
 
     pub fn credentials(&self) -> &Credentials {
         &self.inner.creds
+    }
+
+    /// A counter of the changes this client made: bumped when a call that may change the
+    /// CSP (anything but GET) starts and again when it ends. A listing read between two
+    /// equal values misses no change made through this client (other clients of the same
+    /// CSP are not seen).
+    pub fn write_generation(&self) -> u64 {
+        self.inner.writes.load(Ordering::Acquire)
     }
 
     /// Best-effort logout (A8): forgets the token and deletes it on the CSP.
@@ -463,7 +483,8 @@ impl CspClient {
                 .map_err(|e| Error::internal(format!("CSP answer unreadable: {e}")))?;
             Ok(Reply {
                 status,
-                body: body.to_vec(),
+                // Takes the buffer over (no copy: the CSP's answer is one chunk).
+                body: Vec::from(body),
             })
         };
         tokio::time::timeout(self.inner.timeout, exchange)
@@ -544,6 +565,7 @@ impl CspClient {
         query: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Reply> {
+        let _write = (method != Method::GET).then(|| WriteMark::new(&self.inner.writes));
         let url = self.url(segments);
         let token = self.token().await?;
         let reply = self.send(&method, &url, query, body, Some(&token)).await?;
@@ -604,17 +626,34 @@ impl CspClient {
         self.decode_list(&reply, what)
     }
 
+    /// GET of a collection with a filter (not a name lookup): a 404 means the filter
+    /// names nothing, which lists nothing.
+    pub(crate) async fn list_filtered<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let reply = self.call(Method::GET, segments, query, None).await?;
+        if reply.status == StatusCode::NOT_FOUND && !query.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reply = self.check(reply, Op::Other)?;
+        self.decode_list(&reply, what)
+    }
+
     pub(crate) fn decode_list<T: DeserializeOwned>(
         &self,
         reply: &Reply,
         what: &str,
     ) -> Result<Vec<T>> {
-        if reply.body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Vec::new());
-        }
-        match self.decode::<OneOrMany<T>>(reply, what)? {
-            OneOrMany::Many(items) => Ok(items),
-            OneOrMany::One(item) => Ok(vec![item]),
+        // An array or a single object, told apart by the first byte: an untagged enum would
+        // first copy the whole answer into serde's buffer of generic values (for a listing
+        // of 10,000 volumes, tens of MiB and most of the decoding time).
+        match reply.body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => Ok(Vec::new()),
+            Some(b'{') => self.decode::<T>(reply, what).map(|item| vec![item]),
+            Some(_) => self.decode::<Vec<T>>(reply, what),
         }
     }
 

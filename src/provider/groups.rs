@@ -96,10 +96,11 @@ impl CspClient {
         .await
     }
 
-    /// P1; unknown volume group → NotFound.
+    /// P1; a group that has none, or that does not exist, lists nothing (a CSP may answer
+    /// 404 for an unknown group; ours answers `[]`).
     pub async fn list_snapshot_groups(&self, volume_group_id: &str) -> Result<Vec<SnapshotGroup>> {
         let vg = nonempty("volumeGroupId", volume_group_id)?;
-        self.list(
+        self.list_filtered(
             &["snapshot_groups"],
             &[("volume_group_id", vg)],
             "snapshot group list",

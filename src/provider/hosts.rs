@@ -6,7 +6,7 @@ use tracing::warn;
 use volbridge_proto::csp::{Host, PublishInfo, PublishOptions};
 
 use super::client::{CspClient, Op};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// B31: every LUN (top level and peers) must be ≥ 0; a missing one reads as 0 (D18).
 pub(crate) fn check_luns(info: &mut PublishInfo) -> Result<()> {
@@ -88,8 +88,25 @@ impl CspClient {
         if host.access_protocol.is_none() {
             host.access_protocol = protocol.clone();
         }
-        self.upsert_host(&host).await?;
         let host_uuid = host.uuid.clone().unwrap_or_default();
+        // A 400 is most often a protocol the CSP (or this volume) does not serve: say which
+        // step refused what, before the CSP's own sentence.
+        let over = |p: Option<&str>| match p {
+            Some(p) => format!("access protocol '{p}'"),
+            None => "the CSP's default access protocol".to_owned(),
+        };
+        let refused = |e: Error, what: String| match e.kind {
+            ErrorKind::InvalidArgument => e.context(what),
+            _ => e,
+        };
+        self.upsert_host(&host).await.map_err(|e| {
+            let p = host.access_protocol.as_deref();
+            refused(
+                e,
+                format!("the CSP refused to register host {host_uuid} ({})", over(p)),
+            )
+        })?;
+        let body_protocol = protocol.clone();
         let body = PublishOptions {
             host_uuid: Some(host_uuid.clone()),
             access_protocol: protocol,
@@ -107,9 +124,13 @@ impl CspClient {
                 )),
             });
         }
-        let reply = self
-            .check(reply, Op::Other)
-            .map_err(|e| self.scrub(e, &[chap]))?;
+        let reply = self.check(reply, Op::Other).map_err(|e| {
+            let what = format!(
+                "the CSP refused to publish volume {volume_id} to host {host_uuid} with {}",
+                over(body_protocol.as_deref())
+            );
+            self.scrub(refused(e, what), &[chap])
+        })?;
         let mut info: PublishInfo = self
             .decode(&reply, "publish answer")
             .map_err(|e| self.scrub(e, &[chap]))?;

@@ -29,10 +29,12 @@ fn nonempty<'a>(field: &str, v: &'a str) -> Result<&'a str> {
 }
 
 impl CspClient {
-    /// S1; `volume_id` = `None` lists every snapshot (D3). Unknown volume → NotFound.
+    /// S1; `volume_id` = `None` lists every snapshot (D3). A volume filter that matches
+    /// nothing lists nothing: `[]`, and also a vendor's 404 for an unknown volume (§3 S1).
     pub async fn list_snapshots(&self, volume_id: Option<&str>) -> Result<Vec<Snapshot>> {
         let query: Vec<(&str, &str)> = volume_id.map(|v| ("volume_id", v)).into_iter().collect();
-        self.list(&["snapshots"], &query, "snapshot list").await
+        self.list_filtered(&["snapshots"], &query, "snapshot list")
+            .await
     }
 
     /// S1 `?name=` (B1, B6), optionally on one volume; 404 or `[]` → `None`.

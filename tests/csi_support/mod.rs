@@ -778,6 +778,12 @@ impl Rig {
     /// Registers another host at the embedded CSP (what a second node looks like to the
     /// controller): returns its uuid.
     pub fn register_other_node(&self) -> String {
+        self.register_other_node_as(r#""access_protocol":"local""#)
+    }
+
+    /// Registers another host with these extra JSON fields (a protocol, initiators), as
+    /// another driver would (the HPE CSI driver sends `iscsi` and the node's IQN).
+    pub fn register_other_node_as(&self, fields: &str) -> String {
         let port = self.csp_port.expect("daemon started with csp_port");
         let uuid = random_uuid();
         let login = format!(
@@ -788,7 +794,7 @@ impl Rig {
         assert_eq!(status, 200, "CSP login: {body}");
         let token: serde_json::Value = serde_json::from_str(&body).unwrap();
         let token = token["session_token"].as_str().unwrap().to_owned();
-        let host = format!(r#"{{"uuid":"{uuid}","name":"other-node","access_protocol":"local"}}"#);
+        let host = format!(r#"{{"uuid":"{uuid}","name":"other-node",{fields}}}"#);
         let (status, body) = http(port, "POST", "/containers/v1/hosts", Some(&token), &host);
         assert_eq!(status, 200, "CSP host upsert: {body}");
         uuid

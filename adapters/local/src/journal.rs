@@ -110,34 +110,59 @@ impl Journal {
         self.len > MIN_COMPACT_BYTES.max(self.state_len)
     }
 
-    /// Writes `tables` as the new state file and empties the journal.
+    /// Writes `tables` as the new state file and empties the journal. The JSON is
+    /// streamed to the file through a small buffer: a state of 10,000 volumes is 4 MiB,
+    /// which an in-memory copy would add to the daemon's peak (and, freed, to the memory
+    /// the allocator keeps).
     pub fn compact(&mut self, tables: &Tables) -> io::Result<()> {
-        let bytes =
-            serde_json::to_vec(&StateFileRef { version: 1, tables }).map_err(io::Error::other)?;
         let tmp = self.dir.join(STATE_TMP);
         let written = (|| {
-            let mut f = OpenOptions::new()
+            let f = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            f.write_all(&bytes)?;
+            let mut out = io::BufWriter::with_capacity(64 << 10, Counted { f, n: 0 });
+            serde_json::to_writer(&mut out, &StateFileRef { version: 1, tables })
+                .map_err(io::Error::other)?;
+            let Counted { f, n } = out.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             std::fs::rename(&tmp, self.dir.join(STATE_FILE))?;
-            crate::files::sync_dir(&self.dir)
+            crate::files::sync_dir(&self.dir)?;
+            Ok(n)
         })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let len = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         // From here the state file holds everything; a crash before the truncation only
         // leaves records whose replay is idempotent.
         self.file.set_len(0)?;
         self.file.sync_data()?;
         self.len = 0;
-        self.state_len = bytes.len() as u64;
+        self.state_len = len;
         Ok(())
+    }
+}
+
+/// A file that counts the bytes written to it.
+struct Counted {
+    f: File,
+    n: u64,
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.f.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.f.flush()
     }
 }
 

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use volbridge_proto::csp::{Config, Host};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,10 +104,14 @@ pub enum Change {
 }
 
 /// Everything that is persisted. Keys are ids (hosts: uuid).
+///
+/// Volume records are shared (`Arc`): the name index, a listing in flight and the copy a
+/// compaction writes out hold the same record instead of copies of it. Cloning the tables
+/// is therefore cheap for the table that grows (tens of thousands of volumes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tables {
     #[serde(default)]
-    pub volumes: BTreeMap<String, VolumeRec>,
+    pub volumes: BTreeMap<String, Arc<VolumeRec>>,
     #[serde(default)]
     pub snapshots: BTreeMap<String, SnapshotRec>,
     #[serde(default)]
@@ -123,7 +128,7 @@ impl Tables {
     pub fn apply(&mut self, change: Change) {
         match change {
             Change::PutVolume(v) => {
-                self.volumes.insert(v.id.clone(), v);
+                self.volumes.insert(v.id.clone(), Arc::new(v));
             }
             Change::DeleteVolume { id, retain } => {
                 self.volumes.remove(&id);

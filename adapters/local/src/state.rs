@@ -1,15 +1,40 @@
 //! The live, indexed view of [`Tables`] that request handlers validate against.
 
 use crate::model::{Change, SnapshotGroupRec, SnapshotRec, Tables, VolumeGroupRec, VolumeRec};
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use volbridge_proto::csp::{Host, BACKGROUND_COMPLETED, BACKGROUND_STATUS};
 
 type Index = HashMap<String, BTreeSet<String>>;
 
+/// A volume record in the name index: hashed and compared by its name, so the index holds
+/// one pointer per volume and no copy of either the name or the id.
+#[derive(Debug)]
+struct ByName(Arc<VolumeRec>);
+
+impl Hash for ByName {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.name.as_str().hash(h)
+    }
+}
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+impl Eq for ByName {}
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct State {
     pub t: Tables,
-    vol_by_name: HashMap<String, String>,
+    vol_by_name: HashSet<ByName>,
     snaps_by_name: Index,
     snaps_of_volume: Index,
     clones_of_snapshot: Index,
@@ -46,6 +71,7 @@ impl State {
         for v in t.volumes.values() {
             s.index_volume(v);
         }
+        s.vol_by_name.shrink_to_fit();
         for v in t.snapshots.values() {
             s.index_snapshot(v);
         }
@@ -59,16 +85,20 @@ impl State {
         s
     }
 
-    fn index_volume(&mut self, v: &VolumeRec) {
+    fn index_volume(&mut self, v: &Arc<VolumeRec>) {
         self.provisioned += v.size;
-        self.vol_by_name.insert(v.name.clone(), v.id.clone());
+        self.vol_by_name.replace(ByName(v.clone()));
         add(&mut self.clones_of_snapshot, &v.base_snapshot_id, &v.id);
         add(&mut self.members_of_vg, &v.volume_group_id, &v.id);
     }
     fn unindex_volume(&mut self, v: &VolumeRec) {
         self.provisioned = self.provisioned.saturating_sub(v.size);
-        if self.vol_by_name.get(&v.name) == Some(&v.id) {
-            self.vol_by_name.remove(&v.name);
+        if self
+            .vol_by_name
+            .get(v.name.as_str())
+            .is_some_and(|n| n.0.id == v.id)
+        {
+            self.vol_by_name.remove(v.name.as_str());
         }
         del(&mut self.clones_of_snapshot, &v.base_snapshot_id, &v.id);
         del(&mut self.members_of_vg, &v.volume_group_id, &v.id);
@@ -93,12 +123,16 @@ impl State {
     }
 
     pub fn apply(&mut self, change: Change) {
+        // The name index points at the record the tables hold: index it after the change.
+        let put_volume = match &change {
+            Change::PutVolume(v) => Some(v.id.clone()),
+            _ => None,
+        };
         match &change {
             Change::PutVolume(v) => {
                 if let Some(old) = self.t.volumes.get(&v.id).cloned() {
                     self.unindex_volume(&old);
                 }
-                self.index_volume(v);
             }
             Change::DeleteVolume { id, .. } => {
                 if let Some(old) = self.t.volumes.get(id).cloned() {
@@ -147,6 +181,9 @@ impl State {
             Change::PutHost(_) | Change::DeleteHost(_) | Change::ForgetRetained(_) => {}
         }
         self.t.apply(change);
+        if let Some(v) = put_volume.and_then(|id| self.t.volumes.get(&id).cloned()) {
+            self.index_volume(&v);
+        }
     }
 
     /// The volumes' sizes added up.
@@ -155,12 +192,10 @@ impl State {
     }
 
     pub fn volume(&self, id: &str) -> Option<&VolumeRec> {
-        self.t.volumes.get(id)
+        self.t.volumes.get(id).map(|v| &**v)
     }
     pub fn volume_by_name(&self, name: &str) -> Option<&VolumeRec> {
-        self.vol_by_name
-            .get(name)
-            .and_then(|id| self.t.volumes.get(id))
+        self.vol_by_name.get(name).map(|v| &*v.0)
     }
     pub fn snapshot(&self, id: &str) -> Option<&SnapshotRec> {
         self.t.snapshots.get(id)
@@ -172,7 +207,7 @@ impl State {
         list(&self.snaps_of_volume, volume_id).filter_map(|id| self.t.snapshots.get(id))
     }
     pub fn clones_of<'a>(&'a self, snapshot_id: &str) -> impl Iterator<Item = &'a VolumeRec> {
-        list(&self.clones_of_snapshot, snapshot_id).filter_map(|id| self.t.volumes.get(id))
+        list(&self.clones_of_snapshot, snapshot_id).filter_map(|id| self.volume(id))
     }
     pub fn host(&self, uuid: &str) -> Option<&Host> {
         self.t.hosts.get(uuid)
@@ -186,7 +221,7 @@ impl State {
             .and_then(|id| self.t.volume_groups.get(id))
     }
     pub fn members_of<'a>(&'a self, group_id: &str) -> impl Iterator<Item = &'a VolumeRec> {
-        list(&self.members_of_vg, group_id).filter_map(|id| self.t.volumes.get(id))
+        list(&self.members_of_vg, group_id).filter_map(|id| self.volume(id))
     }
     pub fn snapshot_group(&self, id: &str) -> Option<&SnapshotGroupRec> {
         self.t.snapshot_groups.get(id)

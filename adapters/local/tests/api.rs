@@ -351,7 +351,7 @@ async fn hosts_upsert_get_and_delete() {
     assert_eq!((st, &one["uuid"]), (StatusCode::OK, &json!("u1")));
     assert_eq!(s.get("/hosts/nope").await.0, StatusCode::NOT_FOUND);
 
-    // Initiator owned by another uuid → 409; protocol other than local → 400; no uuid → 400.
+    // Initiator owned by another uuid → 409 (B24); no uuid → 400.
     assert_eq!(
         s.post("/hosts", json!({"uuid": "u2", "nqns": ["nqn.x"]}))
             .await
@@ -362,17 +362,81 @@ async fn hosts_upsert_get_and_delete() {
         .post("/hosts", json!({"uuid": "u3", "nqns": ["nqn.x"]}))
         .await;
     assert_eq!(st, StatusCode::CONFLICT);
-    let (st, e) = s
-        .post("/hosts", json!({"uuid": "u4", "access_protocol": "iscsi"}))
-        .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
-    assert!(e["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("unsupported access protocol"));
     assert_eq!(
         s.post("/hosts", json!({"name": "x"})).await.0,
         StatusCode::BAD_REQUEST
+    );
+
+    // A host is information about the host: any protocol is stored as sent (lower case),
+    // with its initiators, as the HPE CSI driver registers a node that has open-iscsi.
+    for (uuid, protocol, key, initiator) in [
+        ("u4", "iscsi", "iqns", "iqn.1994-05.com.redhat:node4"),
+        (
+            "u5",
+            "NVMeTCP",
+            "nqns",
+            "nqn.2014-08.org.nvmexpress:uuid:u5",
+        ),
+        ("u6", "fc", "wwpns", "10000090fa000006"),
+    ] {
+        let (st, h) = s
+            .post(
+                "/hosts",
+                json!({"uuid": uuid, "name": uuid, "access_protocol": protocol, key: [initiator]}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{protocol}: {h}");
+        let (_, got) = s.get(&format!("/hosts/{uuid}")).await;
+        assert_eq!(got["access_protocol"], protocol.to_ascii_lowercase());
+        assert_eq!(got[key], json!([initiator]));
+    }
+    // B24 holds whatever the protocol.
+    assert_eq!(
+        s.post(
+            "/hosts",
+            json!({"uuid": "u7", "access_protocol": "iscsi", "iqns": ["iqn.1994-05.com.redhat:node4"]})
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+    // The refusal is at publish: 400 naming what this CSP serves; `local` still works.
+    let w = s.volume("pw", MIB).await;
+    let wid = w["id"].as_str().unwrap();
+    let (st, e) = s
+        .put(
+            &format!("/volumes/{wid}/actions/publish"),
+            json!({"host_uuid": "u4", "access_protocol": "iscsi"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let msg = e["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("'iscsi'") && msg.contains("serves only 'local'"),
+        "{msg}"
+    );
+    assert_eq!(
+        s.get(&format!("/volumes/{wid}")).await.1["published"],
+        false
+    );
+    let (st, info) = s
+        .put(
+            &format!("/volumes/{wid}/actions/publish"),
+            json!({"host_uuid": "u4", "access_protocol": "local"}),
+        )
+        .await;
+    assert_eq!(
+        (st, &info["access_protocol"]),
+        (StatusCode::OK, &json!("local"))
+    );
+    assert_eq!(
+        s.put(
+            &format!("/volumes/{wid}/actions/unpublish"),
+            json!({"host_uuid": "u4"})
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
     );
 
     // Delete: published → 409, unknown → 404, missing uuid → 400.
@@ -401,6 +465,12 @@ async fn hosts_upsert_get_and_delete() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(s.delete("/hosts/u2").await.0, StatusCode::NO_CONTENT);
+    for uuid in ["u4", "u5", "u6"] {
+        assert_eq!(
+            s.delete(&format!("/hosts/{uuid}")).await.0,
+            StatusCode::NO_CONTENT
+        );
+    }
     assert_eq!(s.get("/hosts").await.1, json!([]));
 }
 
@@ -545,8 +615,21 @@ async fn snapshots_list_get_and_delete_rules() {
         .get(&format!("/snapshots/?volume_id={vid}&mode=exists"))
         .await;
     assert_eq!((st, l), (StatusCode::OK, json!([])));
+    // A filter that matches nothing lists nothing: an unknown volume is 200 [] (the HPE
+    // CSI driver fails ListSnapshots on a 404), with or without mode=exists.
+    for q in ["", "&mode=exists"] {
+        let (st, l) = s
+            .get(&format!(
+                "/snapshots?volume_id=0123456789abcdef0123456789abcdef{q}"
+            ))
+            .await;
+        assert_eq!((st, l), (StatusCode::OK, json!([])), "{q}");
+    }
+    let (st, l) = s.get("/snapshots?volume_id=not-an-id").await;
+    assert_eq!((st, l), (StatusCode::OK, json!([])));
+    // A name is a lookup: no match is 404 (B1, C27), whatever the volume filter.
     assert_eq!(
-        s.get("/snapshots?volume_id=0123456789abcdef0123456789abcdef")
+        s.get("/snapshots?volume_id=0123456789abcdef0123456789abcdef&name=s1")
             .await
             .0,
         StatusCode::NOT_FOUND
@@ -824,12 +907,11 @@ async fn groups_and_snapshot_groups() {
 
     // Snapshot groups.
     assert_eq!(s.get("/snapshot_groups").await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        s.get("/snapshot_groups?volume_group_id=0123456789abcdef0123456789abcdef")
-            .await
-            .0,
-        StatusCode::NOT_FOUND
-    );
+    // An unknown group is a filter matching nothing: 200 [].
+    let (st, l) = s
+        .get("/snapshot_groups?volume_group_id=0123456789abcdef0123456789abcdef")
+        .await;
+    assert_eq!((st, l), (StatusCode::OK, json!([])));
     let (st, l) = s
         .get(&format!("/snapshot_groups?volume_group_id={gid}"))
         .await;

@@ -38,6 +38,17 @@ pub(super) async fn c14(cx: &mut Ctx<'_>) -> Step {
     ensure(is_empty_array(&r), || {
         format!("mode=exists: got {} (want [])", r.describe())
     })?;
+    // A volume filter that names no volume lists nothing. The HPE CSI driver fails
+    // ListSnapshots on a 404 here; volbridge's client reads it as empty, hence a warning.
+    let unknown = format!("{}-nosuchvolume", cx.tag);
+    let r = cx.csp.get("/snapshots", &[("volume_id", &unknown)]).await?;
+    if !(r.status == 200 && is_empty_array(&r)) {
+        return Err(Verdict::Warn(format!(
+            "unknown volume_id: got {} (want 200 []; a 404 fails the HPE CSI driver's \
+             ListSnapshots)",
+            r.describe()
+        )));
+    }
     Ok(String::new())
 }
 

@@ -114,6 +114,8 @@ pub struct Csi {
     config: Arc<CsiConfig>,
     /// True once the start-up reconciliation is done (see [`Csi::with_ready`]).
     ready: tokio::sync::watch::Receiver<bool>,
+    /// Volume listings kept for the later pages of a ListVolumes walk.
+    volume_listings: Arc<paging::Listings<crate::engine::Volume>>,
 }
 
 impl Csi {
@@ -123,6 +125,7 @@ impl Csi {
             engine,
             config: Arc::new(config),
             ready,
+            volume_listings: Arc::default(),
         }
     }
 

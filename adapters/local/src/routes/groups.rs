@@ -122,18 +122,15 @@ pub async fn list_snapshot_groups(
         .get("volume_group_id")
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::bad_request("query parameter 'volume_group_id' is required"))?;
+    // A filter that matches nothing lists nothing: an unknown group is 200 [].
     let groups = sh
         .store
         .query(|s| {
-            s.volume_group(vg)?;
-            Some(
-                s.snapshot_groups_of(vg)
-                    .map(|g| views::snapshot_group(g, s))
-                    .collect::<Vec<_>>(),
-            )
+            s.snapshot_groups_of(vg)
+                .map(|g| views::snapshot_group(g, s))
+                .collect::<Vec<_>>()
         })
-        .await?
-        .ok_or_else(|| vg_not_found(vg))?;
+        .await?;
     Ok(Json(groups))
 }
 

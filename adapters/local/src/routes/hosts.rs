@@ -1,6 +1,10 @@
 //! H1–H5: hosts, upserted by uuid (B23–B25, §8.4).
+//!
+//! A host record is information about the host: its initiators and the access protocol it
+//! announces are stored whatever the protocol, even one this CSP cannot serve (a node with
+//! open-iscsi registers with `iscsi` and its IQN). What this CSP serves is decided at
+//! publish (V6), which refuses other protocols.
 
-use super::check_protocol;
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::model::Change;
@@ -37,11 +41,14 @@ pub async fn upsert(State(sh): State<Arc<Shared>>, Body(req): Body<Host>) -> Api
     if let Some(name) = req.name.as_deref() {
         crate::ids::check_name("host name", Some(name))?;
     }
-    check_protocol(req.access_protocol.as_deref())?;
+    let protocol = match req.access_protocol.as_deref().map(str::trim) {
+        None | Some("") => PROTOCOL_LOCAL.to_owned(),
+        Some(p) => crate::ids::check_name("access_protocol", Some(p))?.to_ascii_lowercase(),
+    };
     let host = Host {
         id: Some(uuid.clone()),
         uuid: Some(uuid.clone()),
-        access_protocol: Some(PROTOCOL_LOCAL.to_owned()),
+        access_protocol: Some(protocol),
         ..req
     };
     let stored = sh

@@ -10,7 +10,31 @@ pub mod tokens;
 pub mod volumes;
 
 use crate::errors::ApiError;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use volbridge_proto::csp::{Config, BACKGROUND_STATUS, PROTOCOL_LOCAL};
+
+/// A 200 answer holding a JSON array of `items`, each made and written one at a time: a
+/// listing never holds every view at once, only the text (sized from `per_item`).
+pub fn json_array<T: Serialize>(
+    count: usize,
+    per_item: usize,
+    items: impl Iterator<Item = T>,
+) -> Response {
+    let mut body = Vec::with_capacity(2 + count.saturating_mul(per_item));
+    body.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        if let Err(e) = serde_json::to_writer(&mut body, &item) {
+            return ApiError::internal(format!("cannot encode the listing: {e}")).into_response();
+        }
+    }
+    body.push(b']');
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
 
 pub fn volume_key(id: &str) -> String {
     format!("volume:{id}")

@@ -24,12 +24,10 @@ pub async fn list(State(sh): State<Arc<Shared>>, params: Params) -> ApiResult<Js
     let exists_only = params.get("mode") == Some("exists");
     let found = sh
         .store
-        .query(|s| -> ApiResult<Vec<Snapshot>> {
-            if let Some(v) = volume_id {
-                if s.volume(v).is_none() {
-                    return Err(ApiError::not_found(format!("volume '{v}' not found")));
-                }
-            }
+        .query(|s| {
+            // A filter that matches nothing lists nothing: an unknown volume_id is 200 []
+            // (the HPE CSI driver fails ListSnapshots on a 404 here). Only a name is a
+            // lookup, answered below.
             let keep =
                 |snap: &&crate::model::SnapshotRec| volume_id.is_none_or(|v| snap.volume_id == v);
             let views =
@@ -38,13 +36,13 @@ pub async fn list(State(sh): State<Arc<Shared>>, params: Params) -> ApiResult<Js
                         .map(|snap| views::snapshot(snap, s))
                         .collect()
                 };
-            Ok(match (name, volume_id) {
+            match (name, volume_id) {
                 (Some(n), _) => views(&mut s.snapshots_named(n).filter(keep)),
                 (None, Some(v)) => views(&mut s.snapshots_of(v)),
                 (None, None) => views(&mut s.t.snapshots.values()),
-            })
+            }
         })
-        .await??;
+        .await?;
     if let (Some(n), true) = (name, found.is_empty()) {
         return Err(ApiError::not_found(match volume_id {
             Some(v) => format!("no snapshot named '{n}' on volume '{v}'"),

@@ -11,6 +11,7 @@ use crate::state::{self, State as Db};
 use crate::views;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::Arc;
 use volbridge_proto::csp::{Config, Volume, BACKGROUND_STATUS, CLONE_SNAPSHOT_PREFIX};
@@ -20,18 +21,21 @@ pub fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("volume '{id}' not found"))
 }
 
-pub async fn list(State(sh): State<Arc<Shared>>, params: Params) -> ApiResult<Json<Vec<Volume>>> {
+pub async fn list(State(sh): State<Arc<Shared>>, params: Params) -> ApiResult<Response> {
     if let Some(name) = params.get("name") {
         let rec = sh.store.query(|s| s.volume_by_name(name).cloned()).await?;
         let rec = rec.ok_or_else(|| ApiError::not_found(format!("no volume named '{name}'")))?;
-        return Ok(Json(vec![views::volume(&rec, &sh.dirs)]));
+        return Ok(Json(vec![views::volume(&rec, &sh.dirs)]).into_response());
     }
+    // The shared records, not copies; each view is made (one stat) and written in turn.
     let recs = sh
         .store
         .query(|s| s.t.volumes.values().cloned().collect::<Vec<_>>())
         .await?;
-    Ok(Json(
-        recs.iter().map(|v| views::volume(v, &sh.dirs)).collect(),
+    Ok(super::json_array(
+        recs.len(),
+        320,
+        recs.iter().map(|v| views::volume(v, &sh.dirs)),
     ))
 }
 
