@@ -403,6 +403,8 @@ fn dir_bytes(dir: &Path) -> u64 {
         .map(|entries| {
             entries
                 .flatten()
+                // The pool image (docs/pool.md) holds volume data, not metadata.
+                .filter(|e| e.file_name() != volbridge_local_csp::POOL_IMAGE)
                 .filter_map(|e| e.metadata().ok())
                 .filter(|m| m.is_file())
                 .map(|m| m.len())

@@ -52,9 +52,12 @@ impl Daemon {
         let csi_endpoint = format!("unix://{}", root.join("csi.sock").display());
         let csp_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse().unwrap();
         let log = root.join("daemon.log");
-        // An empty config file: a stray /etc/volbridge/volbridge.toml must not change the run.
+        // Our own config file: a stray /etc/volbridge/volbridge.toml must not change the run.
+        // No over-commit limit: thousands of 1 GiB thin volumes on a development disk are
+        // far past any sane limit, and these benches measure the control path.
         let config = root.join("volbridge.toml");
-        std::fs::write(&config, "").map_err(|e| format!("{}: {e}", config.display()))?;
+        std::fs::write(&config, "[local_csp]\novercommit = 0\n")
+            .map_err(|e| format!("{}: {e}", config.display()))?;
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out
             .try_clone()
