@@ -37,7 +37,8 @@ impl Engine {
         };
         let snap = client.create_snapshot(&req).await?;
         let snap = Snapshot::from_csp(&backend.name, &snap);
-        if snap.ready_to_use || wait == Wait::No {
+        // CSI answers at once: ready_to_use false now, true on a later call (rule 1).
+        if snap.ready_to_use || wait != Wait::Bounded {
             return Ok(snap);
         }
         self.wait_ready(&backend.name, client, snap).await

@@ -14,6 +14,7 @@
 
 mod capability;
 mod controller;
+mod deadline;
 mod endpoint;
 mod group;
 mod identity;
