@@ -3782,7 +3782,9 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
     async fn holds_the_data(r: &Rig, v: &csi::Volume, access: Access, data: &[u8]) -> bool {
         let a = r.attach(v, access, "pod-b").await;
         let back = match access {
-            Access::Mount => std::fs::read(Path::new(&a.target).join("data.bin")).unwrap_or_default(),
+            Access::Mount => {
+                std::fs::read(Path::new(&a.target).join("data.bin")).unwrap_or_default()
+            }
             Access::Block => read_at(&a.target, 0, data.len()),
         };
         r.detach(&a).await;
@@ -3806,13 +3808,24 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
     // Rule 1: ready_to_use false at once while a copy is needed, true once done; the
     // retried CreateSnapshot and ListSnapshots say so. With reflink: true at once.
     let snap = r.snapshot_ok("snap", "src").await;
-    c.eq(snap.ready_to_use, !dir, "rule 1: ready_to_use in the first answer");
+    c.eq(
+        snap.ready_to_use,
+        !dir,
+        "rule 1: ready_to_use in the first answer",
+    );
     c.check(snap.size_bytes >= 1024 * MIB, "rule 1: size_bytes filled");
     let again = r.snapshot_ok("snap", "src").await;
-    c.eq(&again.snapshot_id, &snap.snapshot_id, "rule 1: the retry names the same snapshot");
+    c.eq(
+        &again.snapshot_id,
+        &snap.snapshot_id,
+        "rule 1: the retry names the same snapshot",
+    );
     r.wait_snapshot_ready(&snap.snapshot_id).await;
     let again = r.snapshot_ok("snap", "src").await;
-    c.check(again.ready_to_use, "rule 1: the retried CreateSnapshot says ready");
+    c.check(
+        again.ready_to_use,
+        "rule 1: the retried CreateSnapshot says ready",
+    );
     let listed = r.list_snapshots(by_source("src")).await;
     c.check(
         listed
@@ -3824,9 +3837,17 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
     // Rule 2: DeleteSnapshot of a snapshot whose copy still runs cancels the copy: OK, and
     // nothing is left of it (csi-sanity deletes its snapshots right after making them).
     let doomed = r.snapshot_ok("doomed", "src").await;
-    c.eq(doomed.ready_to_use, !dir, "rule 2: a copy runs for the doomed snapshot");
+    c.eq(
+        doomed.ready_to_use,
+        !dir,
+        "rule 2: a copy runs for the doomed snapshot",
+    );
     let listed = r.list_snapshots(by_source("src")).await;
-    c.eq(listed.len(), 2, "rule 2: ListSnapshots by source during the copy");
+    c.eq(
+        listed.len(),
+        2,
+        "rule 2: ListSnapshots by source during the copy",
+    );
     c.ok(
         t(r.ctrl().delete_snapshot(csi::DeleteSnapshotRequest {
             snapshot_id: doomed.snapshot_id.clone(),
@@ -3862,7 +3883,10 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
             snapshot_source(&snap.snapshot_id),
             "rule 3: content_source echoed",
         );
-        c.check(v.capacity_bytes >= 1024 * MIB, "rule 3: capacity of the clone");
+        c.check(
+            v.capacity_bytes >= 1024 * MIB,
+            "rule 3: capacity of the clone",
+        );
         c.check(
             holds_the_data(&r, v, access, &data).await,
             "rule 3: the clone from a snapshot holds the data",
@@ -3873,19 +3897,28 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
     // Rule 3: from a volume, with a deadline shorter than the copies: ABORTED, and every
     // retry finds the same copy (one temporary snapshot, one clone).
     let req = clone_req("from-vol", volume_source("src"));
-    let first = r.create_within(req.clone(), Duration::from_millis(600)).await;
+    let first = r
+        .create_within(req.clone(), Duration::from_millis(600))
+        .await;
     if dir {
         if let Some(st) = c.code(first, Code::Aborted, "rule 3: a short deadline") {
             c.check(
-                st.message().contains("retry CreateVolume with the same name"),
+                st.message()
+                    .contains("retry CreateVolume with the same name"),
                 format!("rule 3: the message says what to do: {}", st.message()),
             );
         }
         let seen = temporary(&r.list_snapshots(by_source("src")).await);
         c.eq(seen.len(), 1, "rule 3: one temporary snapshot");
-        let second = r.create_within(req.clone(), Duration::from_millis(600)).await;
+        let second = r
+            .create_within(req.clone(), Duration::from_millis(600))
+            .await;
         if second.is_err() {
-            c.code(second, Code::Aborted, "rule 3: a retry with a short deadline");
+            c.code(
+                second,
+                Code::Aborted,
+                "rule 3: a retry with a short deadline",
+            );
         }
         let now = temporary(&r.list_snapshots(by_source("src")).await);
         c.check(
@@ -3893,7 +3926,12 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
             format!("rule 3: the retry started a second copy: {seen:?} then {now:?}"),
         );
         c.check(
-            r.volume_ids().await.iter().filter(|v| *v == "from-vol").count() <= 1,
+            r.volume_ids()
+                .await
+                .iter()
+                .filter(|v| *v == "from-vol")
+                .count()
+                <= 1,
             "rule 3: one clone",
         );
         // Rule 5: a crash while the clone's copy runs (once the temporary snapshot is
@@ -3906,16 +3944,25 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
             .iter()
             .any(|s| seen.contains(&s.snapshot_id) && !s.ready_to_use)
         {
-            assert!(Instant::now() < deadline, "the temporary snapshot never became ready");
+            assert!(
+                Instant::now() < deadline,
+                "the temporary snapshot never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         r.d.crash_and_restart();
         r.reconnect();
     } else {
-        c.ok(first, "rule 3: reflink clones are complete within a short deadline");
+        c.ok(
+            first,
+            "rule 3: reflink clones are complete within a short deadline",
+        );
     }
     let last = c
-        .ok(r.create(req.clone()).await, "rule 3: the retry without a deadline")
+        .ok(
+            r.create(req.clone()).await,
+            "rule 3: the retry without a deadline",
+        )
         .and_then(|v| v.volume);
     if let Some(v) = &last {
         c.eq(

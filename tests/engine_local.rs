@@ -438,7 +438,9 @@ async fn copy_wait(pool: PoolChoice) {
     assert_eq!(seen.len(), 1, "one temporary snapshot: {seen:?}");
     let during = rig.engine.get_volume("child", None).await.unwrap();
     if during.status != "ready" {
-        let (done, total) = during.copy_progress.expect("a running copy reports its bytes");
+        let (done, total) = during
+            .copy_progress
+            .expect("a running copy reports its bytes");
         assert!(done <= total, "{done} of {total}");
     }
     // A second call with the same bound: the same copy, no second one.
@@ -446,7 +448,10 @@ async fn copy_wait(pool: PoolChoice) {
     if let Err(e) = &again {
         assert_eq!(e.kind, ErrorKind::DeadlineExceeded, "{e}");
         let now = temporary().await;
-        assert!(now.iter().all(|id| seen.contains(id)), "{seen:?} then {now:?}");
+        assert!(
+            now.iter().all(|id| seen.contains(id)),
+            "{seen:?} then {now:?}"
+        );
     }
     let same = rig.engine.get_volume("child", None).await.unwrap();
     assert_eq!(same.id, during.id, "the retry found the same clone");
@@ -469,10 +474,19 @@ async fn copy_wait(pool: PoolChoice) {
     assert_eq!(done.id, during.id);
     assert_eq!(done.status, "ready");
     assert_eq!(done.copy_progress, None);
-    assert!(temporary().await.is_empty(), "no temporary snapshot once complete");
+    assert!(
+        temporary().await.is_empty(),
+        "no temporary snapshot once complete"
+    );
     let clone_img = images.join(format!("volumes/{}.img", done.id));
-    let (a, b) = (std::fs::read(&img).unwrap(), std::fs::read(&clone_img).unwrap());
-    assert!(a[..256 << 20] == b[..256 << 20], "the clone holds the parent's data");
+    let (a, b) = (
+        std::fs::read(&img).unwrap(),
+        std::fs::read(&clone_img).unwrap(),
+    );
+    assert!(
+        a[..256 << 20] == b[..256 << 20],
+        "the clone holds the parent's data"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,7 +147,8 @@ pub fn snapshot(format: Format, s: &SnapshotInfo) {
         vec![
             "created".into(),
             humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.creation_time.max(0) as u64),
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(s.creation_time.max(0) as u64),
             )
             .to_string(),
         ],

@@ -295,8 +295,7 @@ impl CspClient {
             Some(s) => s,
             None => {
                 let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
-                let snap_name =
-                    format!("{CLONE_SNAPSHOT_PREFIX}{stamp}-{}", crate::random::hex(4));
+                let snap_name = format!("{CLONE_SNAPSHOT_PREFIX}{stamp}-{}", crate::random::hex(4));
                 let body = Snapshot {
                     name: Some(snap_name),
                     description: Some(req.name.clone()),
@@ -350,7 +349,11 @@ impl CspClient {
 
     /// The temporary snapshot (B16: name prefix, description = the clone's name) of clone
     /// `clone` of volume `parent_id` whose data is still being copied, if there is one.
-    async fn copying_temp_snapshot(&self, parent_id: &str, clone: &str) -> Result<Option<Snapshot>> {
+    async fn copying_temp_snapshot(
+        &self,
+        parent_id: &str,
+        clone: &str,
+    ) -> Result<Option<Snapshot>> {
         let all = match self.list_snapshots(Some(parent_id)).await {
             Ok(all) => all,
             Err(e) if e.is(ErrorKind::NotFound) => return Ok(None),

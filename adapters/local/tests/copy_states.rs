@@ -131,7 +131,10 @@ async fn rule1(pool: PoolChoice) {
     let sid = snap["id"].as_str().unwrap().to_owned();
     if t.copies() {
         assert_eq!(snap["ready_to_use"], false, "a copy was needed: {snap}");
-        assert_eq!(snap["in_use"], false, "a delete would not be refused: {snap}");
+        assert_eq!(
+            snap["in_use"], false,
+            "a delete would not be refused: {snap}"
+        );
         let p = &snap["copy_progress"];
         assert!(
             p["bytes_total"].as_u64().unwrap() >= DATA_MIB * MIB,
@@ -139,7 +142,10 @@ async fn rule1(pool: PoolChoice) {
         );
         assert!(p["bytes_done"].as_u64().unwrap() <= p["bytes_total"].as_u64().unwrap());
     } else {
-        assert_eq!(snap["ready_to_use"], true, "reflink is complete at once: {snap}");
+        assert_eq!(
+            snap["ready_to_use"], true,
+            "reflink is complete at once: {snap}"
+        );
         assert!(snap.get("copy_progress").is_none(), "{snap}");
     }
     let ready = t.s.wait_ready(&sid).await;
@@ -220,7 +226,10 @@ async fn rule2_source(pool: PoolChoice) {
     if t.copies() {
         assert_eq!(status(&late), "InProgress", "{late}");
         let p = &late["copy_progress"];
-        assert!(p["bytes_total"].as_u64().unwrap() >= DATA_MIB * MIB, "{late}");
+        assert!(
+            p["bytes_total"].as_u64().unwrap() >= DATA_MIB * MIB,
+            "{late}"
+        );
     } else {
         assert_eq!(status(&early), "Completed", "{early}");
         assert_eq!(status(&late), "Completed", "{late}");
@@ -241,7 +250,10 @@ async fn rule2_source(pool: PoolChoice) {
         t.s.get(&format!("/snapshots?volume_id={}", t.vid)).await.1,
         json!([])
     );
-    assert_eq!(t.s.get("/snapshots?name=r2s").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.s.get("/snapshots?name=r2s").await.0,
+        StatusCode::NOT_FOUND
+    );
     // The name is free again, and the source volume has no snapshot in the API's eyes.
     let other = t.s.snapshot("r2s", &t.vid).await;
     assert_ne!(other["id"], sid.as_str());
@@ -251,9 +263,11 @@ async fn rule2_source(pool: PoolChoice) {
         StatusCode::NO_CONTENT
     );
     // A clone of the deleted snapshot cannot be made any more.
-    let (st, _) = t
-        .s
-        .post("/volumes", json!({"name": "third", "base_snapshot_id": sid}))
+    let (st, _) =
+        t.s.post(
+            "/volumes",
+            json!({"name": "third", "base_snapshot_id": sid}),
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     for c in [&early, &late] {
@@ -367,7 +381,9 @@ async fn rule5(pool: PoolChoice) {
     let dir = TempDir::new("rule5");
     let child = Child::start(dir.path(), pool).await;
     let c = &child;
-    let v = c.post("/volumes", json!({"name": "src", "size": SIZE})).await;
+    let v = c
+        .post("/volumes", json!({"name": "src", "size": SIZE}))
+        .await;
     let vid = v["id"].as_str().unwrap().to_owned();
     let img = images(dir.path()).join(format!("volumes/{vid}.img"));
     fill(&img, DATA_MIB, 0x42);
@@ -375,16 +391,26 @@ async fn rule5(pool: PoolChoice) {
     std::fs::copy(&img, &reference).unwrap();
     // A ready snapshot, a clone copying from it, the snapshot deleted (kept for the clone),
     // then a second snapshot whose copy runs when the kill comes.
-    let s1 = c.post("/snapshots", json!({"name": "s1", "volume_id": vid})).await;
+    let s1 = c
+        .post("/snapshots", json!({"name": "s1", "volume_id": vid}))
+        .await;
     let s1id = s1["id"].as_str().unwrap().to_owned();
     c.wait_ready(&s1id).await;
     let clone = c
-        .post("/volumes", json!({"name": "clone", "base_snapshot_id": s1id}))
+        .post(
+            "/volumes",
+            json!({"name": "clone", "base_snapshot_id": s1id}),
+        )
         .await;
     let cid = clone["id"].as_str().unwrap().to_owned();
-    assert_eq!(c.delete(&format!("/snapshots/{s1id}")).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.delete(&format!("/snapshots/{s1id}")).await,
+        StatusCode::NO_CONTENT
+    );
     fill(&img, 16, 0x99);
-    let s2 = c.post("/snapshots", json!({"name": "s2", "volume_id": vid})).await;
+    let s2 = c
+        .post("/snapshots", json!({"name": "s2", "volume_id": vid}))
+        .await;
     let s2id = s2["id"].as_str().unwrap().to_owned();
     let interrupted = s2["ready_to_use"] == false;
     assert_eq!(interrupted, pool == PoolChoice::Dir, "{s2}");
@@ -409,7 +435,10 @@ async fn rule5(pool: PoolChoice) {
     let (_, listed) = s.get("/snapshots").await;
     let listed = listed.as_array().unwrap().len();
     let images_now = image_count(dir.path(), "snapshots");
-    assert!(images_now <= listed + 1, "{images_now} images, {listed} snapshots");
+    assert!(
+        images_now <= listed + 1,
+        "{images_now} images, {listed} snapshots"
+    );
     let done = s.wait_clone(&cid).await;
     assert_eq!(status(&done), "Completed", "{done}");
     let clone_img = images(dir.path()).join(format!("volumes/{cid}.img"));
@@ -417,9 +446,10 @@ async fn rule5(pool: PoolChoice) {
         same_bytes(&reference, &clone_img, SIZE),
         "the restarted clone copy must hold the snapshot's bytes"
     );
-    eventually("the deleted source going after the restarted copy", async || {
-        image_count(dir.path(), "snapshots") == listed
-    })
+    eventually(
+        "the deleted source going after the restarted copy",
+        async || image_count(dir.path(), "snapshots") == listed,
+    )
     .await;
     assert_eq!(image_count(dir.path(), "volumes"), 2);
     drop(s.stop().await);
@@ -448,7 +478,12 @@ impl Child {
     async fn start(dir: &Path, pool: PoolChoice) -> Child {
         let exe = std::env::current_exe().unwrap();
         let process = std::process::Command::new(exe)
-            .args(["--exact", "child_server", "--nocapture", "--include-ignored"])
+            .args([
+                "--exact",
+                "child_server",
+                "--nocapture",
+                "--include-ignored",
+            ])
             .env("VB_CHILD_DATA_DIR", dir)
             .env("VB_CHILD_POOL", pool.as_str())
             .stdout(std::process::Stdio::null())

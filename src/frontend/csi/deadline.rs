@@ -49,7 +49,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
         assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
         for bad in ["", "S", "15", "15s", "123456789S", "-1S", "1.5S", "x1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
