@@ -7,7 +7,6 @@ use super::size::align;
 use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{CloneSource, CspClient, VolumeCreate, VolumeEdit};
-use backon::ConstantBuilder;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
@@ -257,12 +256,4 @@ impl Engine {
 }
 
 /// How often a waiting caller looks at a running copy.
-const POLL: Duration = Duration::from_millis(250);
-
-/// Polls every [`POLL`] up to `limit`.
-pub(super) fn copy_backoff(limit: Duration) -> ConstantBuilder {
-    let times = (limit.as_millis() / POLL.as_millis()).max(1) as usize;
-    ConstantBuilder::default()
-        .with_delay(POLL)
-        .with_max_times(times)
-}
+pub(super) const POLL: Duration = Duration::from_millis(250);

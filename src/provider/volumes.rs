@@ -490,7 +490,7 @@ pub(crate) fn in_progress(message: String) -> Error {
 }
 
 /// `", 120 MiB of 500 MiB copied"` when the CSP reports a copy's progress (ext).
-pub(crate) fn progress_text(p: Option<CopyProgress>) -> String {
+pub fn progress_text(p: Option<CopyProgress>) -> String {
     match p {
         Some(p) => format!(
             ", {} of {} copied",
