@@ -22,6 +22,10 @@ pub const CLONE_SNAPSHOT_PREFIX: &str = "snap-for-clone-";
 pub const BACKGROUND_STATUS: &str = "background_operation_status";
 /// The value of [`BACKGROUND_STATUS`] once the operation is done.
 pub const BACKGROUND_COMPLETED: &str = "Completed";
+/// (ext) In a `Failed…` background status of a clone: the snapshot it was being copied
+/// from did not survive (its own copy was interrupted by a restart, or failed). Nothing of
+/// the clone is usable; a clone from a volume starts over (docs/copy-semantics.md rule 5).
+pub const SOURCE_LOST: &str = "source snapshot lost";
 
 pub type Config = Map<String, Value>;
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 use volbridge_proto::csp::{
     camel_to_snake, Config, CopyProgress, Snapshot, Volume, BACKGROUND_COMPLETED,
-    CLONE_SNAPSHOT_PREFIX,
+    CLONE_SNAPSHOT_PREFIX, SOURCE_LOST,
 };
 
 use super::client::{CspClient, Op};
@@ -247,6 +247,20 @@ impl CspClient {
                 }
             }
             CloneSource::Snapshot(_) => {}
+        }
+        if let CloneSource::Volume(parent_id) = source {
+            // Its temporary snapshot's copy was lost (the CSP restarted during it): nothing
+            // was handed out yet and the source volume is still there, so start over.
+            let lost = found
+                .background_status()
+                .is_some_and(|s| s.starts_with("Failed") && s.contains(SOURCE_LOST));
+            if lost {
+                warn!(clone = %req.name, "the clone's temporary snapshot was lost; cloning again");
+                self.destroy_volume(vol_id(&found)).await?;
+                return self
+                    .clone_from_volume(req, parent_id, req.size.filter(|s| *s > 0))
+                    .await;
+            }
         }
         let v = self.settled(found).await?;
         if matches!(source, CloneSource::Volume(_)) {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use volbridge_proto::csp::{
-    CopyProgress, BACKGROUND_COMPLETED, BACKGROUND_STATUS, INSUFFICIENT_SPACE,
+    CopyProgress, BACKGROUND_COMPLETED, BACKGROUND_STATUS, INSUFFICIENT_SPACE, SOURCE_LOST,
 };
 
 /// Progress of the copies running in this process, by the id of the object being filled.
@@ -210,11 +210,10 @@ fn clone_copy(sh: &Shared, id: &str, tracked: &Tracked) {
             Some(v) if state::copy_running(v) => match s.snapshot_any(&v.base_snapshot_id) {
                 Some(snap) if snap.ready => Next::Copy(snap.clone()),
                 Some(snap) => Next::Wait(snap.id.clone()),
-                None => Next::Fail(
-                    "its source snapshot's copy did not complete (the copy failed, or a restart \
+                None => Next::Fail(format!(
+                    "{SOURCE_LOST}: its copy did not complete (the copy failed, or a restart \
                      interrupted it); delete this volume and clone again from a new snapshot"
-                        .into(),
-                ),
+                )),
             },
             _ => Next::Stop,
         });

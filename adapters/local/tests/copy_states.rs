@@ -414,6 +414,14 @@ async fn rule5(pool: PoolChoice) {
     let s2id = s2["id"].as_str().unwrap().to_owned();
     let interrupted = s2["ready_to_use"] == false;
     assert_eq!(interrupted, pool == PoolChoice::Dir, "{s2}");
+    // A clone of it waits for its copy.
+    let waiting = c
+        .post(
+            "/volumes",
+            json!({"name": "waiting", "base_snapshot_id": s2id}),
+        )
+        .await;
+    let wid = waiting["id"].as_str().unwrap().to_owned();
     child.kill();
 
     let s = Server::start_with(dir.path(), pool).await;
@@ -451,6 +459,25 @@ async fn rule5(pool: PoolChoice) {
         async || image_count(dir.path(), "snapshots") == listed,
     )
     .await;
+    // The clone of the dropped snapshot cannot get its data: Failed, saying why (a clone
+    // from a volume starts over on it, see the engine).
+    let w = s.wait_clone(&wid).await;
+    if interrupted {
+        assert!(
+            status(&w).starts_with("Failed") && status(&w).contains("source snapshot lost"),
+            "{w}"
+        );
+        assert_eq!(
+            s.delete(&format!("/volumes/{wid}?force=true")).await.0,
+            StatusCode::NO_CONTENT
+        );
+    } else {
+        assert_eq!(status(&w), "Completed", "{w}");
+        assert_eq!(
+            s.delete(&format!("/volumes/{wid}")).await.0,
+            StatusCode::NO_CONTENT
+        );
+    }
     assert_eq!(image_count(dir.path(), "volumes"), 2);
     drop(s.stop().await);
 }
