@@ -258,8 +258,10 @@ fn clone_copy(sh: &Shared, id: &str, tracked: &Tracked) {
 }
 
 /// Records the end of clone `id`'s copy; a hidden source snapshot that no other copy
-/// reads goes with it (record, then image).
+/// reads, or the temporary snapshot made for this clone alone once it is complete, goes
+/// with it (record, then image).
 fn finish(sh: &Shared, id: &str, outcome: Result<(), String>) {
+    let complete = outcome.is_ok();
     let status = match outcome {
         Ok(()) => BACKGROUND_COMPLETED.to_owned(),
         Err(why) => format!("Failed: {why}"),
@@ -267,7 +269,9 @@ fn finish(sh: &Shared, id: &str, outcome: Result<(), String>) {
     let r = sh.store.write(|s| match s.volume(id) {
         Some(v) if state::copy_running(v) => {
             let mut changes = Vec::new();
-            let done = s.hidden_source_done(&v.base_snapshot_id, id);
+            let done = s
+                .hidden_source_done(&v.base_snapshot_id, id)
+                .or_else(|| complete.then(|| s.temporary_source_of(v)).flatten());
             if let Some(sid) = &done {
                 changes.push(Change::DeleteSnapshot(sid.clone()));
             }

@@ -2,7 +2,7 @@
 
 use crate::model::{Change, SnapshotGroupRec, SnapshotRec, Tables, VolumeGroupRec, VolumeRec};
 use std::collections::{BTreeSet, HashMap};
-use volbridge_proto::csp::{Host, BACKGROUND_COMPLETED, BACKGROUND_STATUS};
+use volbridge_proto::csp::{Host, BACKGROUND_COMPLETED, BACKGROUND_STATUS, CLONE_SNAPSHOT_PREFIX};
 
 type Index = HashMap<String, BTreeSet<String>>;
 
@@ -262,6 +262,19 @@ impl State {
             changes.push(Change::DeleteSnapshot(id.to_owned()));
             true
         }
+    }
+
+    /// The temporary snapshot B16 made for exactly this clone (name prefix
+    /// `snap-for-clone-`, description = the clone's name, no group, no other clone): once
+    /// the clone is complete nobody needs it, and it goes in the same commit
+    /// (docs/copy-semantics.md rule 3).
+    pub fn temporary_source_of(&self, clone: &VolumeRec) -> Option<String> {
+        let snap = self.t.snapshots.get(&clone.base_snapshot_id)?;
+        let made_for_it = snap.name.starts_with(CLONE_SNAPSHOT_PREFIX)
+            && snap.description.as_deref() == Some(clone.name.as_str())
+            && snap.group_id.is_empty()
+            && self.clones_of(&snap.id).all(|c| c.id == clone.id);
+        made_for_it.then(|| snap.id.clone())
     }
 
     /// A hidden snapshot that no running copy reads any more once clone `ending` stops

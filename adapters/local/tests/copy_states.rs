@@ -338,6 +338,72 @@ async fn rule2_deleting_the_clone_releases_a_deleted_source_image_pool() {
     rule2_release(PoolChoice::Auto).await
 }
 
+// Rule 3 (the CSP's share): the temporary snapshot B16 makes for one clone (name prefix,
+// description = the clone's name) goes in the commit that completes that clone, so it is
+// never visible once the clone is complete, whoever is or is not waiting for it.
+async fn rule3_temporary(pool: PoolChoice) {
+    let t = Setup::new("rule3t", pool).await;
+    let (st, snap) =
+        t.s.post(
+            "/snapshots",
+            json!({"name": "snap-for-clone-2026-12-06T00:00:00Z-0a1b2c3d", "description": "c",
+                   "volume_id": t.vid}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{snap}");
+    let sid = snap["id"].as_str().unwrap().to_owned();
+    let c = t.clone_of("c", &sid).await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let mut visible_while_copying = false;
+    loop {
+        let (_, v) = t.s.get(&format!("/volumes/{cid}")).await;
+        let gone = t.s.get(&format!("/snapshots/{sid}")).await.0 == StatusCode::NOT_FOUND;
+        if status(&v) == "Completed" {
+            // Read after the volume: completion and removal are one commit.
+            assert!(
+                t.s.get(&format!("/snapshots/{sid}")).await.0 == StatusCode::NOT_FOUND,
+                "the temporary snapshot is still visible with its clone complete"
+            );
+            break;
+        }
+        assert_eq!(status(&v), "InProgress", "{v}");
+        visible_while_copying |= !gone;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(visible_while_copying || !t.copies());
+    eventually("the temporary snapshot's image going", async || {
+        t.snapshot_images() == 0
+    })
+    .await;
+    assert!(same_bytes(&t.reference, &t.image("volumes", &cid), SIZE));
+    // One made for another clone, or a plain snapshot, stays.
+    let other =
+        t.s.post(
+            "/snapshots",
+            json!({"name": "snap-for-clone-2026-12-06T00:00:01Z-0a1b2c3e", "description": "x",
+                   "volume_id": t.vid}),
+        )
+        .await
+        .1;
+    let oid = other["id"].as_str().unwrap().to_owned();
+    let d = t.clone_of("d", &oid).await;
+    t.s.wait_clone(d["id"].as_str().unwrap()).await;
+    assert_eq!(
+        t.s.get(&format!("/snapshots/{oid}")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule3_a_temporary_snapshot_goes_when_its_clone_completes_dir() {
+    rule3_temporary(PoolChoice::Dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule3_a_temporary_snapshot_goes_when_its_clone_completes_image_pool() {
+    rule3_temporary(PoolChoice::Auto).await
+}
+
 // Rule 4: a copy reports its bytes on the object being filled, moving forward, and the
 // field is gone once the object is complete.
 async fn rule4(pool: PoolChoice) {
