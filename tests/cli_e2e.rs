@@ -316,3 +316,136 @@ fn plain_http_backends_need_no_ca_bundle() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("array"), "{body}");
 }
+
+/// docs/copy-semantics.md rules 3 and 4 through the CLI, on a `dir` pool (background
+/// copies): a clone that outlasts `limits.copy_wait_seconds` exits with code 8 and says
+/// what to do; `volume inspect` shows the copy's bytes meanwhile; the same command again
+/// goes on with the same copy until the data is complete; then no copy is shown and no
+/// temporary snapshot is left.
+#[test]
+fn a_clone_longer_than_copy_wait_is_timed_out_and_the_same_command_finishes_it() {
+    let dir = TempDir::new("copywait");
+    let config = dir.path().join("volbridge.toml");
+    std::fs::write(
+        &config,
+        "[limits]\ncopy_wait_seconds = 1\n\n[local_csp]\npool = \"dir\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let created = daemon.json(&["volume", "create", "data", "--size", "1Gi"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let img = daemon.state.join(format!("csp/volumes/{id}.img"));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8 | 1).collect();
+        for i in 0..384u64 {
+            f.write_all_at(&chunk, i << 20).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let first = daemon.cli(&["volume", "clone", "copy", "--from-volume", "data"]);
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(first.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("still being copied"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    // The clone exists, not ready; inspect shows how far its copy is (when it runs yet:
+    // it may still wait for the temporary snapshot's copy).
+    let inspected = daemon.json(&["volume", "inspect", "copy"]);
+    if inspected["status"] != "ready" {
+        if let Some(p) = inspected.get("copy_progress") {
+            assert!(
+                p["bytes_done"].as_u64().unwrap() <= p["bytes_total"].as_u64().unwrap(),
+                "{inspected}"
+            );
+            let table = daemon.cli(&["volume", "inspect", "copy"]);
+            let text = String::from_utf8_lossy(&table.stdout);
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("copy ") && l.contains(" of ")),
+                "{text}"
+            );
+        }
+    }
+    let mut done = None;
+    for _ in 0..120 {
+        let again = daemon.cli(&[
+            "volume",
+            "clone",
+            "copy",
+            "--from-volume",
+            "data",
+            "-O",
+            "json",
+        ]);
+        match again.status.code() {
+            Some(0) => {
+                done = Some(serde_json::from_slice::<Value>(&again.stdout).unwrap());
+                break;
+            }
+            Some(8) => continue,
+            other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&again.stderr)),
+        }
+    }
+    let done = done.expect("the clone finished within 120 retries of 1 s");
+    assert_eq!(done["status"], "ready", "{done}");
+    assert_eq!(
+        done["id"], inspected["id"],
+        "the same clone, not a second one"
+    );
+    assert!(done.get("copy_progress").is_none(), "{done}");
+    let snaps = daemon.json(&["snapshot", "ls"]);
+    assert_eq!(
+        snaps,
+        serde_json::json!([]),
+        "no temporary snapshot is left"
+    );
+    let clone_img = daemon
+        .state
+        .join(format!("csp/volumes/{}.img", done["id"].as_str().unwrap()));
+    let (a, b) = (
+        std::fs::read(&img).unwrap(),
+        std::fs::read(&clone_img).unwrap(),
+    );
+    assert!(a == b, "the clone holds the volume's data");
+    // snapshot create waits as long; past it, exit 8, and the same command again waits
+    // for the same snapshot. snapshot inspect: a table of fields, the copy's bytes while
+    // it runs.
+    let mut ids = Vec::new();
+    for _ in 0..120 {
+        let out = daemon.cli(&["snapshot", "create", "s", "--volume", "data", "-O", "json"]);
+        let code = out.status.code();
+        if code == Some(8) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("run the same command again"), "{err}");
+            let s = daemon.json(&["snapshot", "inspect", "s"]);
+            ids.push(s["id"].as_str().unwrap().to_owned());
+            if s["ready_to_use"] == false {
+                let text =
+                    String::from_utf8_lossy(&daemon.cli(&["snapshot", "inspect", "s"]).stdout)
+                        .into_owned();
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with("copy ") && l.contains(" of ")),
+                    "{text}"
+                );
+            }
+            continue;
+        }
+        assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(s["ready_to_use"], true);
+        ids.push(s["id"].as_str().unwrap().to_owned());
+        break;
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one snapshot, waited for: {ids:?}");
+    let table = daemon.cli(&["snapshot", "inspect", "s"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ready ") && l.ends_with("true")),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("copy ")), "{text}");
+}

@@ -33,7 +33,8 @@ impl Session {
         self.d.json(&self.csi_args(args))
     }
 
-    /// Retries while the plugin answers Unavailable (a copy still running), as a CO does.
+    /// Retries while the plugin answers Aborted (a copy still running when the call's
+    /// deadline came), as a CO does.
     fn json_retrying(&self, args: &[&str]) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -44,7 +45,7 @@ impl Session {
                 return serde_json::from_str(&out).unwrap();
             }
             assert!(
-                err.contains("Unavailable") && Instant::now() < deadline,
+                err.contains("Aborted") && Instant::now() < deadline,
                 "volbridge {all:?}: exit {code}: {err}"
             );
             std::thread::sleep(Duration::from_millis(200));

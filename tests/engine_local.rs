@@ -11,24 +11,25 @@ use volbridge::engine::{
 };
 use volbridge::provider::{ClientOptions, Credentials, CspClient, SnapshotCreate};
 use volbridge::ErrorKind;
-use volbridge_local_csp::{LocalCsp, LocalCspConfig};
+use volbridge_local_csp::{LocalCsp, LocalCspConfig, PoolChoice};
 
 struct Rig {
     engine: Arc<Engine>,
     client: CspClient,
     state: std::path::PathBuf,
     _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 async fn rig(tag: &str) -> Rig {
+    rig_with(tag, PoolChoice::Auto, EngineConfig::default()).await
+}
+
+async fn rig_with(tag: &str, pool: PoolChoice, config: EngineConfig) -> Rig {
     let dir = TempDir::new(tag);
-    let csp = LocalCsp::open(LocalCspConfig::new(
-        dir.path().join("csp"),
-        "u",
-        "engine-test-pw",
-    ))
-    .unwrap();
+    let mut csp_config = LocalCspConfig::new(dir.path().join("csp"), "u", "engine-test-pw");
+    csp_config.pool = pool;
+    let csp = LocalCsp::open(csp_config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listener_addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -44,18 +45,13 @@ async fn rig(tag: &str) -> Rig {
         embedded: true,
     });
     let state = dir.path().join("state");
-    let engine = Engine::new(
-        backends,
-        StateStore::open(&state).unwrap(),
-        EngineConfig::default(),
-    )
-    .unwrap();
+    let engine = Engine::new(backends, StateStore::open(&state).unwrap(), config).unwrap();
     Rig {
         engine: Arc::new(engine),
         client,
         state,
         _stop: stop,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -364,4 +360,141 @@ async fn an_interrupted_clone_leaves_no_temporary_snapshot() {
         .list::<intent::Intent>(intent::COLLECTION)
         .unwrap()
         .is_empty());
+}
+
+/// docs/copy-semantics.md rules 1, 3 and 4 for the CLI, Docker and Flex (Wait::Bounded),
+/// in both pool modes: a snapshot create waits until ready; a clone whose copies outlast
+/// `copy_wait` is DeadlineExceeded with the copy's bytes in the message and the progress on
+/// the volume, and the next call goes on with the same copy (one temporary snapshot, one
+/// clone) and answers once the data is complete.
+async fn copy_wait(pool: PoolChoice) {
+    let short = EngineConfig {
+        copy_wait: std::time::Duration::from_millis(300),
+        ..EngineConfig::default()
+    };
+    let rig = rig_with("copywait", pool, short).await;
+    let copies = pool == PoolChoice::Dir;
+    let parent = rig
+        .engine
+        .create_volume(create("parent", Some(512 << 20)), Wait::Bounded)
+        .await
+        .unwrap();
+    let data = rig.dir.path().join("csp");
+    let images = if data.join("pool.json").exists() {
+        data.join("pool")
+    } else {
+        data
+    };
+    let img = images.join(format!("volumes/{}.img", parent.id));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+        for i in 0..256u64 {
+            f.write_all_at(&chunk, i << 20).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    // Rule 1, bounded: the snapshot answers ready (its copy outlasts 300 ms only rarely;
+    // then the bound answers, and the snapshot still becomes ready).
+    match rig
+        .engine
+        .create_snapshot("s", "parent", None, None, Wait::Bounded)
+        .await
+    {
+        Ok(s) => assert!(s.ready_to_use),
+        Err(e) => assert!(copies, "{e}"),
+    }
+    let clone = || CreateVolume {
+        source: Some(VolumeSource::Volume("parent".into())),
+        ..create("child", None)
+    };
+    let temporary = || async {
+        rig.client
+            .list_snapshots(Some(&parent.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("snap-for-clone-"))
+            })
+            .map(|s| s.id.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let first = rig.engine.create_volume(clone(), Wait::Bounded).await;
+    if !copies {
+        let v = first.unwrap();
+        assert_eq!(v.status, "ready");
+        assert!(temporary().await.is_empty());
+        return;
+    }
+    let e = first.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::DeadlineExceeded, "{e}");
+    assert!(e.message.contains("still being copied"), "{e}");
+    assert!(e.message.contains("run the same command again"), "{e}");
+    let seen = temporary().await;
+    assert_eq!(seen.len(), 1, "one temporary snapshot: {seen:?}");
+    let during = rig.engine.get_volume("child", None).await.unwrap();
+    if during.status != "ready" {
+        let (done, total) = during
+            .copy_progress
+            .expect("a running copy reports its bytes");
+        assert!(done <= total, "{done} of {total}");
+    }
+    // A second call with the same bound: the same copy, no second one.
+    let again = rig.engine.create_volume(clone(), Wait::Bounded).await;
+    if let Err(e) = &again {
+        assert_eq!(e.kind, ErrorKind::DeadlineExceeded, "{e}");
+        let now = temporary().await;
+        assert!(
+            now.iter().all(|id| seen.contains(id)),
+            "{seen:?} then {now:?}"
+        );
+    }
+    let same = rig.engine.get_volume("child", None).await.unwrap();
+    assert_eq!(same.id, during.id, "the retry found the same clone");
+    // An engine with the default bound (one more daemon over the same state) finishes it.
+    let patient = Engine::new(
+        {
+            let mut b = Backends::new("local");
+            b.add(Backend {
+                name: "local".into(),
+                client: rig.client.clone(),
+                embedded: true,
+            });
+            b
+        },
+        StateStore::open(&rig.state).unwrap(),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let done = patient.create_volume(clone(), Wait::Bounded).await.unwrap();
+    assert_eq!(done.id, during.id);
+    assert_eq!(done.status, "ready");
+    assert_eq!(done.copy_progress, None);
+    assert!(
+        temporary().await.is_empty(),
+        "no temporary snapshot once complete"
+    );
+    let clone_img = images.join(format!("volumes/{}.img", done.id));
+    let (a, b) = (
+        std::fs::read(&img).unwrap(),
+        std::fs::read(&clone_img).unwrap(),
+    );
+    assert!(
+        a[..256 << 20] == b[..256 << 20],
+        "the clone holds the parent's data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_wait_bounds_a_clone_and_the_retry_finds_the_same_copy_dir() {
+    copy_wait(PoolChoice::Dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_wait_bounds_a_clone_and_the_retry_finds_the_same_copy_image_pool() {
+    copy_wait(PoolChoice::Auto).await
 }

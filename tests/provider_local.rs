@@ -75,7 +75,8 @@ async fn serve() -> Served {
     }
 }
 
-/// Retries while the CSP reports background work (B39, snapshot copies), as the engine does.
+/// Retries while the CSP reports background work (B39, snapshot copies: the client's
+/// "in progress", kind Aborted), as the engine does.
 async fn settle<T, F, Fut>(mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -84,7 +85,7 @@ where
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match f().await {
-            Err(e) if e.is(ErrorKind::Unavailable) && Instant::now() < deadline => {
+            Err(e) if e.is(ErrorKind::Aborted) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => return other,

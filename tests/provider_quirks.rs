@@ -434,8 +434,10 @@ async fn error_answers_are_classified() {
     );
     let e = c.create_volume(&mk("full")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+    // A copy still running is "in progress" (docs/copy-semantics.md rule 3), never
+    // Unavailable: the engine waits for it.
     let e = c.create_volume(&mk("busy-bg")).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert_eq!(e.kind, ErrorKind::Aborted);
     let e = c.create_volume(&mk("failed-bg")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Internal);
     assert!(fake

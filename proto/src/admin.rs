@@ -65,6 +65,9 @@ pub struct VolumeInfo {
     /// (`online`, `offline`, or `device only` for block volumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem_resize: Option<String>,
+    /// While the CSP still copies a clone's data: bytes copied and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_progress: Option<crate::csp::CopyProgress>,
 }
 
 /// `POST /v1/snapshots`. Idempotent by (name, volume).
@@ -90,6 +93,9 @@ pub struct SnapshotInfo {
     pub creation_time: i64,
     pub ready_to_use: bool,
     pub in_use: bool,
+    /// While the CSP still copies the snapshot's data: bytes copied and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_progress: Option<crate::csp::CopyProgress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

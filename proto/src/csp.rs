@@ -22,6 +22,10 @@ pub const CLONE_SNAPSHOT_PREFIX: &str = "snap-for-clone-";
 pub const BACKGROUND_STATUS: &str = "background_operation_status";
 /// The value of [`BACKGROUND_STATUS`] once the operation is done.
 pub const BACKGROUND_COMPLETED: &str = "Completed";
+/// (ext) In a `Failed…` background status of a clone: the snapshot it was being copied
+/// from did not survive (its own copy was interrupted by a restart, or failed). Nothing of
+/// the clone is usable; a clone from a volume starts over (docs/copy-semantics.md rule 5).
+pub const SOURCE_LOST: &str = "source snapshot lost";
 
 pub type Config = Map<String, Value>;
 
@@ -144,6 +148,31 @@ pub struct Volume {
         deserialize_with = "lenient::opt_u64"
     )]
     pub free_bytes: Option<u64>,
+    /// (ext) Bytes of a running background copy (a clone's data), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_progress: Option<CopyProgress>,
+}
+
+/// (ext, csp-api.md §8 and docs/copy-semantics.md) How far a background copy has come: the
+/// bytes of the source's data copied so far and in all. `bytes_total` counts the data
+/// ranges of the source (holes are not copied), so it can be far below `size`; it may grow
+/// while a snapshot copy reads a volume still being written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyProgress {
+    #[serde(default, deserialize_with = "lenient::u64_or_zero")]
+    pub bytes_done: u64,
+    #[serde(default, deserialize_with = "lenient::u64_or_zero")]
+    pub bytes_total: u64,
+}
+
+impl CopyProgress {
+    /// Whole percent done, 0–100 (100 when there is nothing to copy).
+    pub fn percent(&self) -> u64 {
+        if self.bytes_total == 0 {
+            return 100;
+        }
+        (self.bytes_done.min(self.bytes_total) as u128 * 100 / self.bytes_total as u128) as u64
+    }
 }
 
 impl Volume {
@@ -293,6 +322,9 @@ pub struct Snapshot {
     pub in_use: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Config>,
+    /// (ext) Bytes of the copy that fills the snapshot while `ready_to_use` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_progress: Option<CopyProgress>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

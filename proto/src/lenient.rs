@@ -43,6 +43,11 @@ pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 }
 
 /// An optional boolean given as `true`/`false` or the strings `"true"`/`"false"`.
+/// A number or decimal string; `null` reads as 0.
+pub fn u64_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(opt_u64(d)?.unwrap_or(0))
+}
+
 pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     match Value::deserialize(d)? {
         Value::Null => Ok(None),

@@ -89,6 +89,9 @@ pub fn volume(format: Format, v: &VolumeInfo) {
     if let Some(u) = v.used_bytes {
         rows.push(vec!["used".into(), human(u)]);
     }
+    if let Some(p) = &v.copy_progress {
+        rows.push(vec!["copy".into(), copy_progress(p)]);
+    }
     for (k, val) in &v.config {
         rows.push(vec![format!("config.{k}"), val.clone()]);
     }
@@ -126,10 +129,46 @@ pub fn snapshots(format: Format, list: &[SnapshotInfo]) {
 }
 
 pub fn snapshot(format: Format, s: &SnapshotInfo) {
-    match format {
-        Format::Json => json(s),
-        Format::Table => snapshots(format, std::slice::from_ref(s)),
+    if format == Format::Json {
+        return json(s);
     }
+    let mut rows = vec![
+        vec!["name".into(), s.name.clone()],
+        vec!["id".into(), s.id.clone()],
+        vec!["backend".into(), s.backend.clone()],
+        vec![
+            "volume".into(),
+            s.volume_name.clone().unwrap_or_else(|| s.volume_id.clone()),
+        ],
+        vec![
+            "size".into(),
+            format!("{} ({} bytes)", human(s.size_bytes), s.size_bytes),
+        ],
+        vec![
+            "created".into(),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(s.creation_time.max(0) as u64),
+            )
+            .to_string(),
+        ],
+        vec!["ready".into(), s.ready_to_use.to_string()],
+        vec!["in use".into(), s.in_use.to_string()],
+    ];
+    if let Some(p) = &s.copy_progress {
+        rows.push(vec!["copy".into(), copy_progress(p)]);
+    }
+    table(&["FIELD", "VALUE"], &rows);
+}
+
+/// `"120MiB of 500MiB (24%)"`: how far a CSP's background copy has come.
+pub fn copy_progress(p: &volbridge_proto::csp::CopyProgress) -> String {
+    format!(
+        "{} of {} ({}%)",
+        human(p.bytes_done),
+        human(p.bytes_total),
+        p.percent()
+    )
 }
 
 pub fn backends(format: Format, list: &[BackendInfo]) {

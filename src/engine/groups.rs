@@ -146,7 +146,7 @@ impl Engine {
         for s in sg.snapshots.iter().flatten() {
             let s = Snapshot::from_csp(&backend.name, s);
             snapshots.push(match wait {
-                Wait::No => s,
+                Wait::No | Wait::Until(_) => s,
                 Wait::Bounded => self.wait_ready(&backend.name, client, s).await?,
             });
         }

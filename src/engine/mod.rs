@@ -90,10 +90,15 @@ impl Default for NodeConfig {
 /// Whether a caller waits for busy volumes and background copies, or answers at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
-    /// CSI: Aborted when another operation runs, Unavailable while a copy runs (the CO retries).
+    /// Aborted at once when another operation runs or a copy is still being made.
     No,
-    /// CLI, Docker, Flex: wait within the configured bounds.
+    /// CLI, Docker, Flex: wait within the configured bounds (`guard_wait`, `copy_wait`);
+    /// a copy still running after `copy_wait` is DeadlineExceeded.
     Bounded,
+    /// CSI: Aborted at once when another operation runs; a copy the answer needs (a clone's
+    /// data) is waited for until this instant, then Aborted: the CO retries with the same
+    /// name and the retry waits for the same copy (docs/copy-semantics.md rule 3).
+    Until(std::time::Instant),
 }
 
 pub struct Engine {
@@ -185,7 +190,7 @@ impl Engine {
     async fn guard(&self, backend: &str, object: &str, wait: Wait) -> Result<OpGuard> {
         let key = format!("{backend}/{object}");
         match wait {
-            Wait::No => self.guards.try_lock(&key),
+            Wait::No | Wait::Until(_) => self.guards.try_lock(&key),
             Wait::Bounded => self.guards.lock(&key, self.config.guard_wait).await,
         }
     }

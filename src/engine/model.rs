@@ -31,6 +31,8 @@ pub struct Volume {
     pub used_bytes: Option<u64>,
     /// Effective CSP config, camelCase keys (csp-api.md B38).
     pub context: BTreeMap<String, String>,
+    /// (bytes done, bytes in all) of the copy filling a clone, while the CSP reports one.
+    pub copy_progress: Option<(u64, u64)>,
 }
 
 impl Volume {
@@ -56,6 +58,7 @@ impl Volume {
             source,
             used_bytes: v.used_bytes,
             context: provider::volume_context(v),
+            copy_progress: v.copy_progress.map(|p| (p.bytes_done, p.bytes_total)),
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct Snapshot {
     pub creation_time: i64,
     pub ready_to_use: bool,
     pub in_use: bool,
+    /// (bytes done, bytes in all) of the copy filling the snapshot, while one runs.
+    pub copy_progress: Option<(u64, u64)>,
 }
 
 impl Snapshot {
@@ -86,6 +91,7 @@ impl Snapshot {
             // A CSP that does not report readiness has the data in place when it answers.
             ready_to_use: s.ready_to_use.unwrap_or(true),
             in_use: s.in_use.unwrap_or(false),
+            copy_progress: s.copy_progress.map(|p| (p.bytes_done, p.bytes_total)),
         }
     }
 }

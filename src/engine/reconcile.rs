@@ -130,6 +130,13 @@ impl Engine {
                         .as_deref()
                         .is_some_and(|n| n.starts_with(CLONE_SNAPSHOT_PREFIX))
                         && s.description.as_deref() == Some(name.as_str());
+                    if ours && s.ready_to_use == Some(false) {
+                        // A retry of the clone goes on with this copy (rule 3): removing it
+                        // now would make that retry start a second one.
+                        return Err(crate::Error::unavailable(
+                            "the temporary snapshot of the clone is still being copied",
+                        ));
+                    }
                     if ours {
                         // In use (the CSP still copies from it): keep it, as B16 step 5 says.
                         match client

@@ -2,11 +2,10 @@
 
 use super::model::Snapshot;
 use super::names::validate_name;
-use super::volumes::copy_backoff;
+use super::volumes::POLL;
 use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::SnapshotCreate;
-use backon::Retryable;
 use std::collections::BTreeMap;
 
 impl Engine {
@@ -37,37 +36,53 @@ impl Engine {
         };
         let snap = client.create_snapshot(&req).await?;
         let snap = Snapshot::from_csp(&backend.name, &snap);
-        if snap.ready_to_use || wait == Wait::No {
+        // CSI answers at once: ready_to_use false now, true on a later call (rule 1).
+        if snap.ready_to_use || wait != Wait::Bounded {
             return Ok(snap);
         }
         self.wait_ready(&backend.name, client, snap).await
     }
 
-    /// Polls a snapshot until the CSP reports its data complete, within the copy bound.
+    /// Polls a snapshot until the CSP reports its data complete, within the copy bound;
+    /// then DeadlineExceeded: the same command again waits for the same copy.
     pub(super) async fn wait_ready(
         &self,
         backend: &str,
         client: &crate::provider::CspClient,
-        snap: Snapshot,
+        mut snap: Snapshot,
     ) -> Result<Snapshot> {
-        if snap.ready_to_use {
-            return Ok(snap);
-        }
-        let ready = || async {
-            let s = Snapshot::from_csp(backend, &client.get_snapshot(&snap.id).await?);
-            if s.ready_to_use {
-                Ok(s)
-            } else {
-                Err(Error::unavailable(format!(
-                    "snapshot '{}' is still copying",
-                    s.name
-                )))
+        let started = std::time::Instant::now();
+        while !snap.ready_to_use {
+            if started.elapsed() >= self.config.copy_wait {
+                return Err(Error::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!(
+                        "snapshot '{}' is still being copied{}: still running after {} s \
+                         (limits.copy_wait_seconds); run the same command again to keep waiting",
+                        snap.name,
+                        crate::provider::progress_text(snap.copy_progress.map(|(d, t)| {
+                            volbridge_proto::csp::CopyProgress {
+                                bytes_done: d,
+                                bytes_total: t,
+                            }
+                        })),
+                        started.elapsed().as_secs()
+                    ),
+                ));
             }
-        };
-        ready
-            .retry(copy_backoff(self.config.copy_wait))
-            .when(|e: &Error| e.kind == ErrorKind::Unavailable)
-            .await
+            tokio::time::sleep(POLL).await;
+            snap = match client.get_snapshot_opt(&snap.id).await? {
+                Some(s) => Snapshot::from_csp(backend, &s),
+                None => {
+                    return Err(Error::internal(format!(
+                        "snapshot '{}' was removed by the CSP before its copy completed (the copy failed, \
+                         or the snapshot was deleted meanwhile); take it again",
+                        snap.name
+                    )))
+                }
+            };
+        }
+        Ok(snap)
     }
 
     pub async fn get_snapshot(&self, name: &str, backend: Option<&str>) -> Result<Snapshot> {

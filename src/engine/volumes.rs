@@ -7,7 +7,6 @@ use super::size::align;
 use super::{Engine, Wait};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{CloneSource, CspClient, VolumeCreate, VolumeEdit};
-use backon::ConstantBuilder;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
@@ -72,24 +71,36 @@ impl Engine {
                 }
             }
         };
-        let volume = match wait {
-            Wait::No => attempt().await?,
-            // A clone that is still copying answers Unavailable; the next attempt finds it by
-            // name. Only a copy the CSP reports as running is waited for: an unreachable
-            // backend is reported at once.
-            Wait::Bounded => {
-                let deadline = Instant::now() + self.config.copy_wait;
-                loop {
-                    match attempt().await {
-                        Err(e) if e.kind == ErrorKind::Unavailable && Instant::now() < deadline => {
-                            if !copy_underway_or_done(client, &req.name).await {
-                                return Err(e);
-                            }
-                            tokio::time::sleep(POLL).await;
-                        }
-                        other => break other?,
+        // A copy still being made answers Aborted (provider::in_progress); the next attempt
+        // finds the same copy by name and never starts a second one. Wait for it within the
+        // caller's bound (rule 3): the answer is a volume whose data is complete, or an
+        // error that says to retry.
+        let (until, at_deadline) = match wait {
+            Wait::No => (Instant::now(), ErrorKind::Aborted),
+            Wait::Bounded => (
+                Instant::now() + self.config.copy_wait,
+                ErrorKind::DeadlineExceeded,
+            ),
+            Wait::Until(t) => (t, ErrorKind::Aborted),
+        };
+        let started = Instant::now();
+        let volume = loop {
+            match attempt().await {
+                Err(e) if e.kind == ErrorKind::Aborted => {
+                    let now = Instant::now();
+                    if now + POLL / 2 >= until {
+                        let waited = now.duration_since(started).as_secs();
+                        let hint = match wait {
+                            Wait::Bounded => format!(
+                                "still running after {waited} s (limits.copy_wait_seconds); run the same command again to keep waiting"
+                            ),
+                            _ => "retry CreateVolume with the same name to keep waiting for the same copy".to_owned(),
+                        };
+                        return Err(Error::new(at_deadline, format!("{}: {hint}", e.message)));
                     }
+                    tokio::time::sleep(POLL.min(until - now)).await;
                 }
+                other => break other?,
             }
         };
         Ok(Volume::from_csp(&backend.name, &volume))
@@ -122,7 +133,7 @@ impl Engine {
             .await;
         match &result {
             // Still copying: the record stays; the retry or the reconciler cleans up.
-            Err(e) if e.kind == ErrorKind::Unavailable => {}
+            Err(e) if e.kind == ErrorKind::Aborted => {}
             // A retry that found the clone by name does not know the temporary snapshot:
             // the same cleanup as the reconciler's removes it.
             Ok(_) => {
@@ -249,23 +260,4 @@ impl Engine {
 }
 
 /// How often a waiting caller looks at a running copy.
-const POLL: Duration = Duration::from_millis(250);
-
-/// Polls every [`POLL`] up to `limit`.
-pub(super) fn copy_backoff(limit: Duration) -> ConstantBuilder {
-    let times = (limit.as_millis() / POLL.as_millis()).max(1) as usize;
-    ConstantBuilder::default()
-        .with_delay(POLL)
-        .with_max_times(times)
-}
-
-/// Whether volume `name` exists with a copy running or just finished (B39), so that one
-/// more attempt will return it or wait again; a missing or failed volume ends the wait.
-async fn copy_underway_or_done(client: &CspClient, name: &str) -> bool {
-    match client.find_volume(name).await {
-        Ok(Some(v)) => !v
-            .background_status()
-            .is_some_and(|s| s.starts_with("Failed")),
-        _ => false,
-    }
-}
+pub(super) const POLL: Duration = Duration::from_millis(250);

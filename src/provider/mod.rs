@@ -24,7 +24,7 @@ pub use volbridge_proto::csp::{
     AccessToken, Capacity, Host, PublishFileInfo, PublishInfo, ReplicationPartner,
     SecondaryLunInfo, Snapshot, SnapshotGroup, Volume, VolumeGroup,
 };
-pub use volumes::{CloneSource, VolumeCreate, VolumeEdit};
+pub use volumes::{progress_text, CloneSource, VolumeCreate, VolumeEdit};
 
 /// The publish-context key names of §6.
 pub mod keys {

@@ -3,20 +3,18 @@
 
 use crate::logging::is_secret_key;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tracing::{debug, warn};
 use volbridge_proto::csp::{
-    camel_to_snake, Config, Snapshot, Volume, BACKGROUND_COMPLETED, CLONE_SNAPSHOT_PREFIX,
+    camel_to_snake, Config, CopyProgress, Snapshot, Volume, BACKGROUND_COMPLETED,
+    CLONE_SNAPSHOT_PREFIX, SOURCE_LOST,
 };
 
 use super::client::{CspClient, Op};
 use crate::error::{Error, ErrorKind, Result};
-
-/// How long a clone from a volume waits for its temporary snapshot to become usable.
-const TEMP_SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
 
 /// A volume to create (or to create as a clone).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -145,9 +143,10 @@ impl CspClient {
                 }
                 Err(Error::internal(msg))
             }
-            Some(s) => Err(Error::unavailable(format!(
-                "volume {} is still being prepared by the CSP ({s})",
-                v.name.as_deref().unwrap_or(vol_id(&v))
+            Some(s) => Err(in_progress(format!(
+                "volume {} is still being copied by the CSP ({s}{})",
+                v.name.as_deref().unwrap_or(vol_id(&v)),
+                progress_text(v.copy_progress)
             ))),
         }
     }
@@ -198,8 +197,9 @@ impl CspClient {
                 let snap = self.source_snapshot(snap_id).await?;
                 check_clone_size(wanted, snap.size, "snapshot", snap_id)?;
                 if snap.ready_to_use == Some(false) {
-                    return Err(Error::unavailable(format!(
-                        "snapshot {snap_id} is not ready to use yet"
+                    return Err(in_progress(format!(
+                        "snapshot {snap_id} is not ready to use yet (its data is still being copied{})",
+                        progress_text(snap.copy_progress)
                     )));
                 }
                 let v = self.post_clone(req, snap_id).await?;
@@ -248,6 +248,20 @@ impl CspClient {
             }
             CloneSource::Snapshot(_) => {}
         }
+        if let CloneSource::Volume(parent_id) = source {
+            // Its temporary snapshot's copy was lost (the CSP restarted during it): nothing
+            // was handed out yet and the source volume is still there, so start over.
+            let lost = found
+                .background_status()
+                .is_some_and(|s| s.starts_with("Failed") && s.contains(SOURCE_LOST));
+            if lost {
+                warn!(clone = %req.name, "the clone's temporary snapshot was lost; cloning again");
+                self.destroy_volume(vol_id(&found)).await?;
+                return self
+                    .clone_from_volume(req, parent_id, req.size.filter(|s| *s > 0))
+                    .await;
+            }
+        }
         let v = self.settled(found).await?;
         if matches!(source, CloneSource::Volume(_)) {
             // A retry after an in-progress clone: the temporary snapshot may now go.
@@ -289,28 +303,46 @@ impl CspClient {
             .await?
             .ok_or_else(|| Error::not_found(format!("source volume {parent_id} not found")))?;
         check_clone_size(wanted, parent.size, "volume", parent_id)?;
-        let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
-        let snap_name = format!("{CLONE_SNAPSHOT_PREFIX}{stamp}-{}", crate::random::hex(4));
-        let body = Snapshot {
-            name: Some(snap_name.clone()),
-            description: Some(req.name.clone()),
-            volume_id: Some(parent_id.to_owned()),
-            ..Snapshot::default()
+        // An attempt of this same clone that stopped while the temporary snapshot was still
+        // being copied left it in place: go on with it, never start a second copy.
+        let snap = match self.copying_temp_snapshot(parent_id, &req.name).await? {
+            Some(s) => s,
+            None => {
+                let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
+                let snap_name = format!("{CLONE_SNAPSHOT_PREFIX}{stamp}-{}", crate::random::hex(4));
+                let body = Snapshot {
+                    name: Some(snap_name),
+                    description: Some(req.name.clone()),
+                    volume_id: Some(parent_id.to_owned()),
+                    ..Snapshot::default()
+                };
+                self.send_json(Method::POST, &["snapshots"], &body, Op::Create, "snapshot")
+                    .await?
+            }
         };
-        let snap: Snapshot = self
-            .send_json(Method::POST, &["snapshots"], &body, Op::Create, "snapshot")
-            .await?;
         let snap_id = snap
             .id
             .clone()
             .ok_or_else(|| Error::internal("CSP created a snapshot without an id"))?;
-        let cloned = async {
-            self.wait_ready(snap).await?;
-            self.post_clone(req, &snap_id).await
-        }
-        .await;
-        let v = match cloned {
+        // A CSP that clones from a snapshot still being copied (the local CSP does: the
+        // clone's copy waits for it) gets the clone at once, so that a retry finds it by
+        // name (B10). One that refuses keeps the snapshot for the retry.
+        let not_ready = snap.ready_to_use == Some(false);
+        let v = match self.post_clone(req, &snap_id).await {
             Ok(v) => v,
+            Err(e)
+                if not_ready
+                    && (e.is(ErrorKind::InvalidArgument)
+                        || e.is(ErrorKind::AlreadyExists)
+                        || e.is(ErrorKind::FailedPrecondition)) =>
+            {
+                debug!(snapshot = %snap_id, error = %e.message, "the CSP does not clone a snapshot still being copied; waiting");
+                return Err(in_progress(format!(
+                    "the temporary snapshot for clone {} is still being copied{}",
+                    req.name,
+                    progress_text(snap.copy_progress)
+                )));
+            }
             Err(e) => {
                 self.drop_temp_snapshot(&snap_id).await;
                 return Err(e);
@@ -329,21 +361,25 @@ impl CspClient {
         result
     }
 
-    /// Waits for a background snapshot copy before cloning from it.
-    async fn wait_ready(&self, mut snap: Snapshot) -> Result<()> {
-        let deadline = Instant::now() + TEMP_SNAPSHOT_WAIT;
-        let mut pause = Duration::from_millis(100);
-        while snap.ready_to_use == Some(false) {
-            if Instant::now() >= deadline {
-                return Err(Error::unavailable(
-                    "the temporary snapshot for the clone is not ready yet",
-                ));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
-            snap = self.get_snapshot(snap.id.as_deref().unwrap_or("")).await?;
-        }
-        Ok(())
+    /// The temporary snapshot (B16: name prefix, description = the clone's name) of clone
+    /// `clone` of volume `parent_id` whose data is still being copied, if there is one.
+    async fn copying_temp_snapshot(
+        &self,
+        parent_id: &str,
+        clone: &str,
+    ) -> Result<Option<Snapshot>> {
+        let all = match self.list_snapshots(Some(parent_id)).await {
+            Ok(all) => all,
+            Err(e) if e.is(ErrorKind::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(all.into_iter().find(|s| {
+            s.ready_to_use == Some(false)
+                && s.description.as_deref() == Some(clone)
+                && s.name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(CLONE_SNAPSHOT_PREFIX))
+        }))
     }
 
     /// S4 of a temporary snapshot, best effort; 409 means the CSP still needs it (B16).
@@ -458,6 +494,24 @@ impl CspClient {
             }
             _ => self.check(reply, Op::Other).map(drop),
         }
+    }
+}
+
+/// A copy the CSP is still making (B39, ready_to_use false): the engine waits for it
+/// within the caller's deadline, and a caller that cannot wait retries with the same name.
+pub(crate) fn in_progress(message: String) -> Error {
+    Error::new(ErrorKind::Aborted, message)
+}
+
+/// `", 120 MiB of 500 MiB copied"` when the CSP reports a copy's progress (ext).
+pub fn progress_text(p: Option<CopyProgress>) -> String {
+    match p {
+        Some(p) => format!(
+            ", {} of {} copied",
+            volbridge_proto::units::human(p.bytes_done),
+            volbridge_proto::units::human(p.bytes_total)
+        ),
+        None => String::new(),
     }
 }
 

@@ -401,22 +401,34 @@ impl Rig {
         }
     }
 
-    /// CreateVolume, retried while the answer is UNAVAILABLE (a clone still copying: the CO
-    /// retries the same request).
+    /// CreateVolume without a deadline: a clone answers once its data is complete
+    /// (docs/copy-semantics.md rule 3), never with a "still copying" error.
     pub async fn create(
         &self,
         req: csi::CreateVolumeRequest,
     ) -> CsiResult<csi::CreateVolumeResponse> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let r = t(self.ctrl().create_volume(req.clone())).await;
-            match &r {
-                Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                _ => return r,
-            }
-        }
+        t(self.ctrl().create_volume(req)).await
+    }
+
+    /// CreateVolume with a deadline, sent as `grpc-timeout` as a CO's sidecar does.
+    pub async fn create_within(
+        &self,
+        req: csi::CreateVolumeRequest,
+        timeout: Duration,
+    ) -> CsiResult<csi::CreateVolumeResponse> {
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(timeout);
+        t(self.ctrl().create_volume(req)).await
+    }
+
+    /// ListSnapshots with a filter, every page's entries.
+    pub async fn list_snapshots(&self, req: csi::ListSnapshotsRequest) -> Vec<csi::Snapshot> {
+        let r = t(self.ctrl().list_snapshots(req)).await;
+        ok(r, "ListSnapshots")
+            .entries
+            .into_iter()
+            .filter_map(|e| e.snapshot)
+            .collect()
     }
 
     /// A volume that must be created: `size` None means no capacity range.
@@ -744,13 +756,23 @@ impl Rig {
             .count()
     }
 
+    /// Where the embedded CSP keeps its images: its image pool's mount when it made one.
+    pub fn csp_images(&self) -> PathBuf {
+        let data = self.d.state.join("csp");
+        if data.join("pool.json").exists() {
+            data.join("pool")
+        } else {
+            data
+        }
+    }
+
     /// Backing files of the embedded CSP's volumes.
     pub fn csp_volume_files(&self) -> Vec<PathBuf> {
-        files_in(&crate::common::csp_images(&self.d.state.join("csp")).join("volumes"))
+        files_in(&self.csp_images().join("volumes"))
     }
 
     pub fn csp_snapshot_files(&self) -> Vec<PathBuf> {
-        files_in(&crate::common::csp_images(&self.d.state.join("csp")).join("snapshots"))
+        files_in(&self.csp_images().join("snapshots"))
     }
 
     pub fn csp_password(&self) -> String {

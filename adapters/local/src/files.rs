@@ -126,18 +126,39 @@ pub fn allocated_bytes(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.blocks() * 512)
 }
 
+/// Bytes in the data ranges (SEEK_DATA/SEEK_HOLE) of the first `len` bytes of `f`: what
+/// [`sparse_copy`] will read, the total of a copy's progress.
+pub fn data_bytes(f: &File, len: u64) -> io::Result<u64> {
+    let mut pos = 0u64;
+    let mut total = 0u64;
+    while pos < len {
+        let Some((start, end)) = next_data(f, pos)? else {
+            break;
+        };
+        if start >= len {
+            break;
+        }
+        let end = end.min(len);
+        total += end - start;
+        pos = end;
+    }
+    Ok(total)
+}
+
 /// Copies the first `len` bytes of `src` into `dst`, which must read as zeros there
 /// (fresh sparse file). Only data ranges are read (SEEK_DATA/SEEK_HOLE) and all-zero
-/// blocks are skipped, so the copy stays sparse. `keep_going` is polled between chunks; a
-/// `false` stops the copy with `Interrupted`.
+/// blocks are skipped, so the copy stays sparse. `keep_going` is called before each chunk
+/// with the data bytes copied so far (progress); a `false` stops the copy with
+/// `Interrupted`.
 pub fn sparse_copy(
     src: &File,
     dst: &File,
     len: u64,
-    keep_going: &mut dyn FnMut() -> bool,
+    keep_going: &mut dyn FnMut(u64) -> bool,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
+    let mut copied = 0u64;
     while pos < len {
         let (start, end) = match next_data(src, pos)? {
             None => break,
@@ -148,7 +169,7 @@ pub fn sparse_copy(
         }
         let mut off = start;
         while off < end {
-            if !keep_going() {
+            if !keep_going(copied) {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "copy cancelled"));
             }
             let want = ((end - off) as usize).min(CHUNK);
@@ -159,6 +180,7 @@ pub fn sparse_copy(
             }
             write_nonzero(dst, &buf[..got], off)?;
             off += got as u64;
+            copied += got as u64;
         }
         pos = end;
     }
@@ -252,7 +274,14 @@ mod tests {
             expect[off as usize..off as usize + n].copy_from_slice(&data[..n]);
         }
         let dst = create_sparse(&d.join("b"), size).unwrap();
-        sparse_copy(&src, &dst, size, &mut || true).unwrap();
+        assert!(data_bytes(&src, size).unwrap() >= 4 * 200_000 + 4096);
+        let mut last = 0;
+        sparse_copy(&src, &dst, size, &mut |done| {
+            assert!(done >= last, "progress goes forward");
+            last = done;
+            true
+        })
+        .unwrap();
         let got = std::fs::read(d.join("b")).unwrap();
         assert!(got == expect, "copy differs");
         let used = allocated_bytes(&d.join("b")).unwrap();

@@ -53,6 +53,11 @@ pub struct SnapshotRec {
     /// The snapshot group this snapshot belongs to, empty if none.
     #[serde(default)]
     pub group_id: String,
+    /// Deleted through the API (S4 answered 204, the API no longer shows it) while clone
+    /// copies still read its image: the clones keep their data source (B39a). The record
+    /// and the image go when the last of those copies ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

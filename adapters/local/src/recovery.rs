@@ -5,8 +5,12 @@
 //!   finish its move to `retained/`);
 //! * a volume record whose image is missing or short was acknowledged before its sparse
 //!   file reached the disk: it held no data, so recreate or extend it;
-//! * a snapshot that was still being copied has no complete data: drop it;
-//! * a clone whose copy was running: restart the copy from its (immutable) snapshot.
+//! * a snapshot that was still being copied has no complete data, and the volume it read
+//!   has moved on since: drop it (it never was ready, so no CO was told it could use it);
+//! * a clone whose copy was running: restart the copy from its (immutable) snapshot; a
+//!   clone whose snapshot was dropped above fails when its copy restarts;
+//! * a hidden snapshot (deleted while clones copied from it) that no restarted copy needs
+//!   any more: drop it.
 
 use crate::files;
 use crate::ids::is_id;
@@ -31,6 +35,22 @@ pub fn reconcile(dirs: &Dirs, t: &mut Tables) -> io::Result<Vec<String>> {
         .collect();
     for id in &unfinished {
         tracing::warn!(snapshot = %id, "dropping a snapshot whose copy did not finish");
+        t.snapshots.remove(id);
+    }
+    let needed: BTreeSet<String> = t
+        .volumes
+        .values()
+        .filter(|v| state::copy_running(v))
+        .map(|v| v.base_snapshot_id.clone())
+        .collect();
+    let released: Vec<String> = t
+        .snapshots
+        .values()
+        .filter(|s| s.hidden && !needed.contains(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
+    for id in &released {
+        tracing::info!(snapshot = %id, "dropping a deleted snapshot that no clone copy needs any more");
         t.snapshots.remove(id);
     }
     let snapshot_ids: BTreeSet<String> = t.snapshots.keys().cloned().collect();

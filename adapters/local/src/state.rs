@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use volbridge_proto::csp::{Host, BACKGROUND_COMPLETED, BACKGROUND_STATUS};
+use volbridge_proto::csp::{Host, BACKGROUND_COMPLETED, BACKGROUND_STATUS, CLONE_SNAPSHOT_PREFIX};
 
 type Index = HashMap<String, BTreeSet<String>>;
 
@@ -104,7 +104,11 @@ impl State {
         del(&mut self.members_of_vg, &v.volume_group_id, &v.id);
     }
     fn index_snapshot(&mut self, s: &SnapshotRec) {
-        add(&mut self.snaps_by_name, &s.name, &s.id);
+        // A hidden snapshot's name is free again; it stays indexed by volume (its copy may
+        // still read the volume) but `snapshots_of` leaves it out.
+        if !s.hidden {
+            add(&mut self.snaps_by_name, &s.name, &s.id);
+        }
         add(&mut self.snaps_of_volume, &s.volume_id, &s.id);
     }
     fn unindex_snapshot(&mut self, s: &SnapshotRec) {
@@ -197,14 +201,26 @@ impl State {
     pub fn volume_by_name(&self, name: &str) -> Option<&VolumeRec> {
         self.vol_by_name.get(name).map(|v| &*v.0)
     }
+    /// A snapshot the API shows (not a hidden one).
     pub fn snapshot(&self, id: &str) -> Option<&SnapshotRec> {
+        self.t.snapshots.get(id).filter(|s| !s.hidden)
+    }
+    /// A snapshot record, hidden or not: what copies read.
+    pub fn snapshot_any(&self, id: &str) -> Option<&SnapshotRec> {
         self.t.snapshots.get(id)
+    }
+    /// Every snapshot the API shows.
+    pub fn visible_snapshots(&self) -> impl Iterator<Item = &SnapshotRec> {
+        self.t.snapshots.values().filter(|s| !s.hidden)
     }
     pub fn snapshots_named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a SnapshotRec> {
         list(&self.snaps_by_name, name).filter_map(|id| self.t.snapshots.get(id))
     }
+    /// The snapshots of a volume the API shows.
     pub fn snapshots_of<'a>(&'a self, volume_id: &str) -> impl Iterator<Item = &'a SnapshotRec> {
-        list(&self.snaps_of_volume, volume_id).filter_map(|id| self.t.snapshots.get(id))
+        list(&self.snaps_of_volume, volume_id)
+            .filter_map(|id| self.t.snapshots.get(id))
+            .filter(|s| !s.hidden)
     }
     pub fn clones_of<'a>(&'a self, snapshot_id: &str) -> impl Iterator<Item = &'a VolumeRec> {
         list(&self.clones_of_snapshot, snapshot_id).filter_map(|id| self.volume(id))
@@ -238,21 +254,69 @@ impl State {
         list(&self.sgs_of_vg, group_id).filter_map(|id| self.t.snapshot_groups.get(id))
     }
 
-    /// Clones whose background copy from this snapshot has not finished.
-    pub fn copies_from(&self, snapshot_id: &str) -> usize {
+    /// Clones whose background copy from this snapshot has not finished, `except` one.
+    pub fn copies_from(&self, snapshot_id: &str, except: &str) -> usize {
         self.clones_of(snapshot_id)
-            .filter(|v| copy_running(v))
+            .filter(|v| v.id != except && copy_running(v))
             .count()
     }
 
-    /// True when S4 would be refused: its own copy or a clone copy from it is running.
-    pub fn snapshot_in_use(&self, s: &SnapshotRec) -> bool {
-        !s.ready || self.copies_from(&s.id) > 0
+    /// S3 `in_use`: true only while S4 would be refused. This CSP refuses none: a running
+    /// copy is cancelled, and clones being copied from the snapshot keep its image
+    /// (docs/copy-semantics.md rule 2).
+    pub fn snapshot_in_use(&self, _s: &SnapshotRec) -> bool {
+        false
     }
 
-    /// Whether a snapshot of this volume is still being copied (its data is read live).
+    /// Whether a snapshot of this volume (hidden ones included) is still being copied: its
+    /// data is read live from the volume.
     pub fn snapshot_copy_running(&self, volume_id: &str) -> bool {
-        self.snapshots_of(volume_id).any(|s| !s.ready)
+        list(&self.snaps_of_volume, volume_id)
+            .filter_map(|id| self.t.snapshots.get(id))
+            .any(|s| !s.ready)
+    }
+
+    /// The changes that delete snapshot `id` for the API (S4, P4): removed at once, or
+    /// hidden while clone copies still read it. Returns whether the image may go now.
+    pub fn delete_snapshot_changes(&self, id: &str, changes: &mut Vec<Change>) -> bool {
+        let Some(snap) = self.t.snapshots.get(id) else {
+            return false;
+        };
+        if let Some(g) = self.snapshot_group(&snap.group_id) {
+            let mut g = g.clone();
+            g.snapshot_ids.retain(|m| m != id);
+            changes.push(Change::PutSnapshotGroup(g));
+        }
+        if self.copies_from(id, "") > 0 {
+            let mut hidden = snap.clone();
+            hidden.hidden = true;
+            hidden.group_id = String::new();
+            changes.push(Change::PutSnapshot(hidden));
+            false
+        } else {
+            changes.push(Change::DeleteSnapshot(id.to_owned()));
+            true
+        }
+    }
+
+    /// The temporary snapshot B16 made for exactly this clone (name prefix
+    /// `snap-for-clone-`, description = the clone's name, no group, no other clone): once
+    /// the clone is complete nobody needs it, and it goes in the same commit
+    /// (docs/copy-semantics.md rule 3).
+    pub fn temporary_source_of(&self, clone: &VolumeRec) -> Option<String> {
+        let snap = self.t.snapshots.get(&clone.base_snapshot_id)?;
+        let made_for_it = snap.name.starts_with(CLONE_SNAPSHOT_PREFIX)
+            && snap.description.as_deref() == Some(clone.name.as_str())
+            && snap.group_id.is_empty()
+            && self.clones_of(&snap.id).all(|c| c.id == clone.id);
+        made_for_it.then(|| snap.id.clone())
+    }
+
+    /// A hidden snapshot that no running copy reads any more once clone `ending` stops
+    /// copying from it: its record may go (the caller removes the image after).
+    pub fn hidden_source_done(&self, snapshot_id: &str, ending: &str) -> Option<String> {
+        let snap = self.t.snapshots.get(snapshot_id)?;
+        (snap.hidden && self.copies_from(snapshot_id, ending) == 0).then(|| snap.id.clone())
     }
 }
 

@@ -22,6 +22,9 @@ pub fn volume(v: &VolumeRec, dirs: &Dirs) -> Volume {
         config: Some(v.config.clone()),
         used_bytes: Some(used),
         free_bytes: Some(v.size - used),
+        copy_progress: crate::state::copy_running(v)
+            .then(|| crate::copies::progress(&v.id))
+            .flatten(),
     }
 }
 
@@ -47,6 +50,7 @@ pub fn snapshot(s: &SnapshotRec, state: &State) -> Snapshot {
         ready_to_use: Some(s.ready),
         in_use: Some(state.snapshot_in_use(s)),
         config: Some(s.config.clone()),
+        copy_progress: (!s.ready).then(|| crate::copies::progress(&s.id)).flatten(),
     }
 }
 

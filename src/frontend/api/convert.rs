@@ -4,6 +4,7 @@ use crate::engine::{BackendStatus, Snapshot, Volume};
 use volbridge_proto::admin::{
     BackendInfo, CapacityInfo, SnapshotInfo, VolumeInfo, VolumeSourceInfo,
 };
+use volbridge_proto::csp::CopyProgress;
 
 pub fn volume(v: Volume) -> VolumeInfo {
     VolumeInfo {
@@ -18,6 +19,7 @@ pub fn volume(v: Volume) -> VolumeInfo {
         used_bytes: v.used_bytes,
         config: v.context,
         filesystem_resize: None,
+        copy_progress: v.copy_progress.map(progress),
     }
 }
 
@@ -32,6 +34,14 @@ pub fn snapshot(s: Snapshot) -> SnapshotInfo {
         creation_time: s.creation_time,
         ready_to_use: s.ready_to_use,
         in_use: s.in_use,
+        copy_progress: s.copy_progress.map(progress),
+    }
+}
+
+fn progress((bytes_done, bytes_total): (u64, u64)) -> CopyProgress {
+    CopyProgress {
+        bytes_done,
+        bytes_total,
     }
 }
 

@@ -157,6 +157,10 @@ impl pb::controller_server::Controller for Csi {
         &self,
         request: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
+        // A clone answers once its data is complete, waiting within the caller's deadline
+        // (docs/copy-semantics.md rule 3).
+        let until =
+            super::deadline::copy_deadline(request.metadata(), self.engine.config().copy_wait);
         let req = request.into_inner();
         crate::engine::names::validate_name("name", &req.name).map_err(status)?;
         Self::check_caps(&req.volume_capabilities)?;
@@ -265,7 +269,7 @@ impl pb::controller_server::Controller for Csi {
         };
         let volume = self
             .engine
-            .create_volume(create, Wait::No)
+            .create_volume(create, Wait::Until(until))
             .await
             .map_err(status)?;
         if volume.description.as_deref() != Some(fingerprint.as_str()) {

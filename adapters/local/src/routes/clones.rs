@@ -106,7 +106,16 @@ pub async fn create(sh: &Arc<Shared>, spec: CloneSpec) -> ApiResult<Json<Volume>
             volume_group_id: check_group(s, spec.group.as_deref())?,
             ..rec.clone()
         };
-        Ok((Ok(new.clone()), vec![Change::PutVolume(new)]))
+        let mut changes = vec![Change::PutVolume(new.clone())];
+        // Complete at once (reflink): the temporary snapshot made for this clone goes now.
+        let mut temporary = None;
+        if made {
+            temporary = s.temporary_source_of(&new);
+            if let Some(sid) = &temporary {
+                changes.push(Change::DeleteSnapshot(sid.clone()));
+            }
+        }
+        Ok((Ok((new, temporary)), changes))
     });
     match written {
         Err(e) => {
@@ -118,11 +127,14 @@ pub async fn create(sh: &Arc<Shared>, spec: CloneSpec) -> ApiResult<Json<Volume>
             sh.store.settle(seq).await?;
             same_or_conflict(sh, &existing, spec.size, &spec.base)
         }
-        Ok((Ok(created), seq)) => {
+        Ok((Ok((created, temporary)), seq)) => {
             if !made {
                 crate::copies::spawn_clone_copy(sh.clone(), id);
             }
             sh.store.settle(seq).await?;
+            if let Some(sid) = temporary {
+                crate::copies::remove_snapshot_image(sh, &sid);
+            }
             Ok(Json(views::volume(&created, &sh.dirs)))
         }
     }

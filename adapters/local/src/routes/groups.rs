@@ -4,7 +4,7 @@ use super::{plain_config, snapshot_key, volume_key};
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::model::{Change, SnapshotGroupRec, SnapshotRec, VolumeGroupRec};
-use crate::routes::snapshots::{busy, existing_named, make_image};
+use crate::routes::snapshots::{existing_named, make_image};
 use crate::server::Shared;
 use crate::state;
 use crate::views;
@@ -274,6 +274,7 @@ pub async fn create_snapshot_group(
             ready: *ready,
             config: Default::default(),
             group_id: group_id.clone(),
+            hidden: false,
         })
         .collect();
     let rec = SnapshotGroupRec {
@@ -347,12 +348,18 @@ pub async fn delete_snapshot_group(
             let mut changes = Vec::new();
             let mut removed = Vec::new();
             for sid in &g.snapshot_ids {
-                if let Some(snap) = s.snapshot(sid) {
-                    if let Some(e) = busy(s, snap) {
-                        return Err(e);
+                if s.snapshot(sid).is_some() {
+                    // Members clones still copy from stay hidden until those copies end.
+                    let mut member = Vec::new();
+                    if s.delete_snapshot_changes(sid, &mut member) {
+                        removed.push(sid.clone());
                     }
-                    changes.push(Change::DeleteSnapshot(sid.clone()));
-                    removed.push(sid.clone());
+                    // The group goes as a whole: its own updates are dropped.
+                    changes.extend(
+                        member
+                            .into_iter()
+                            .filter(|c| !matches!(c, Change::PutSnapshotGroup(_))),
+                    );
                 }
             }
             changes.push(Change::DeleteSnapshotGroup(id.clone()));
@@ -360,7 +367,7 @@ pub async fn delete_snapshot_group(
         })
         .await?;
     for sid in removed {
-        let _ = std::fs::remove_file(sh.dirs.snapshot(&sid));
+        crate::copies::remove_snapshot_image(&sh, &sid);
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -39,7 +39,7 @@ pub async fn list(State(sh): State<Arc<Shared>>, params: Params) -> ApiResult<Js
             match (name, volume_id) {
                 (Some(n), _) => views(&mut s.snapshots_named(n).filter(keep)),
                 (None, Some(v)) => views(&mut s.snapshots_of(v)),
-                (None, None) => views(&mut s.t.snapshots.values()),
+                (None, None) => views(&mut s.visible_snapshots()),
             }
         })
         .await?;
@@ -161,6 +161,7 @@ pub async fn create(
         ready,
         config: plain_config(req.config),
         group_id: String::new(),
+        hidden: false,
     };
     let written = sh.store.write(|s| {
         if s.volume(&volume_id).is_none() {
@@ -192,52 +193,30 @@ pub async fn create(
                 .store
                 .read(|s| s.snapshot(&id).map(|snap| views::snapshot(snap, s)))
                 .0;
-            Ok(Json(view.unwrap_or_else(|| {
-                let mut v = views::snapshot(&rec, &Db::default());
-                v.in_use = Some(!rec.ready);
-                v
-            })))
+            // Deleted meanwhile (S4 right after S2): answer what was made.
+            Ok(Json(
+                view.unwrap_or_else(|| views::snapshot(&rec, &Db::default())),
+            ))
         }
     }
 }
 
-/// Why a snapshot cannot be deleted now, if it cannot.
-pub fn busy(s: &Db, snap: &SnapshotRec) -> Option<ApiError> {
-    if !snap.ready {
-        return Some(ApiError::conflict(format!(
-            "snapshot '{}' is still being copied",
-            snap.name
-        )));
-    }
-    let copies = s.copies_from(&snap.id);
-    if copies > 0 {
-        return Some(ApiError::conflict(format!(
-            "snapshot '{}' has {copies} clone(s) still copying from it",
-            snap.name
-        )));
-    }
-    None
-}
-
+/// S4 (docs/copy-semantics.md rule 2): never refused. A snapshot whose own copy runs is
+/// removed and the copy stops; one that clones are being copied from is hidden until those
+/// copies end (they keep their data source, B39a).
 pub async fn delete(State(sh): State<Arc<Shared>>, Id(id): Id) -> ApiResult<StatusCode> {
     let _guard = sh.locks.lock_one(snapshot_key(&id)).await;
-    sh.store
+    let remove_now = sh
+        .store
         .commit(|s| {
-            let snap = s.snapshot(&id).ok_or_else(|| not_found(&id))?;
-            if let Some(e) = busy(s, snap) {
-                return Err(e);
-            }
-            let mut changes = vec![Change::DeleteSnapshot(id.clone())];
-            if let Some(g) = s.snapshot_group(&snap.group_id) {
-                let mut g = g.clone();
-                g.snapshot_ids.retain(|m| *m != id);
-                changes.push(Change::PutSnapshotGroup(g));
-            }
-            Ok(((), changes))
+            s.snapshot(&id).ok_or_else(|| not_found(&id))?;
+            let mut changes = Vec::new();
+            let now = s.delete_snapshot_changes(&id, &mut changes);
+            Ok((now, changes))
         })
         .await?;
-    if let Err(e) = std::fs::remove_file(sh.dirs.snapshot(&id)) {
-        tracing::warn!(snapshot = %id, error = %e, "could not remove the image of a deleted snapshot");
+    if remove_now {
+        crate::copies::remove_snapshot_image(&sh, &id);
     }
     Ok(StatusCode::NO_CONTENT)
 }

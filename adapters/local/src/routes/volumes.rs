@@ -460,7 +460,11 @@ pub async fn delete(
                 id: id.clone(),
                 retain,
             }];
-            let auto = auto_removable_snapshot(s, v);
+            // A hidden source snapshot (rule 2) or a temporary clone snapshot (§8.5) that
+            // nothing needs once this volume is gone goes with it.
+            let auto = s
+                .hidden_source_done(&v.base_snapshot_id, &v.id)
+                .or_else(|| auto_removable_snapshot(s, v));
             if let Some(sid) = &auto {
                 changes.push(Change::DeleteSnapshot(sid.clone()));
             }
@@ -479,8 +483,8 @@ pub async fn delete(
         tracing::warn!(volume = %id, error = %e, "could not remove the image of a deleted volume");
     }
     if let Some(sid) = auto_snapshot {
-        tracing::debug!(snapshot = %sid, "removed a clone snapshot with its last clone");
-        let _ = std::fs::remove_file(sh.dirs.snapshot(&sid));
+        tracing::debug!(snapshot = %sid, "removed a source snapshot with its last clone");
+        crate::copies::remove_snapshot_image(&sh, &sid);
     }
     Ok(StatusCode::NO_CONTENT)
 }

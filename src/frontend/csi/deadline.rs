@@ -1,0 +1,76 @@
+//! The caller's deadline: gRPC sends it as the `grpc-timeout` header (PROTOCOL-HTTP2:
+//! 1 to 8 digits and a unit, `H` `M` `S` `m` `u` `n`). A call that waits for a copy answers
+//! a little before it, so that the caller gets our answer (ABORTED: retry with the same
+//! name) rather than its own DEADLINE_EXCEEDED with no word on what is pending.
+
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataMap;
+
+/// `grpc-timeout` as a duration; `None` when absent or malformed.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Until when a call may wait for a copy: its deadline less a margin (a tenth of the
+/// timeout, at most 2 s), or `now + fallback` when the caller set none.
+pub fn copy_deadline(metadata: &MetadataMap, fallback: Duration) -> Instant {
+    let now = Instant::now();
+    let timeout = metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    match timeout {
+        Some(t) => now + t.saturating_sub((t / 10).min(Duration::from_secs(2))),
+        None => now + fallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("15S"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "15", "15s", "123456789S", "-1S", "1.5S", "x1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_answer_comes_before_the_deadline() {
+        let mut m = MetadataMap::new();
+        let before = Instant::now();
+        let d = copy_deadline(&m, Duration::from_secs(300));
+        assert!(d >= before + Duration::from_secs(299));
+        m.insert("grpc-timeout", "10S".parse().unwrap());
+        let d = copy_deadline(&m, Duration::from_secs(300));
+        assert!(d <= Instant::now() + Duration::from_secs(9));
+        assert!(d >= before + Duration::from_millis(8_900));
+        m.insert("grpc-timeout", "60S".parse().unwrap());
+        let d = copy_deadline(&m, Duration::from_secs(300));
+        assert!(d <= Instant::now() + Duration::from_secs(58));
+    }
+}
