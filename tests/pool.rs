@@ -437,17 +437,23 @@ fn the_pool_is_mounted_again_after_a_stop_and_after_a_reboot() {
     r.assert_consistent();
 }
 
-/// Starts `volbridge serve` without waiting for it, and kills it after `delay`.
-fn start_and_kill(r: &Rig, delay: Duration) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
+/// `volbridge serve` on the rig's state dir and socket with `extra` flags, not started.
+fn serve(r: &Rig, extra: &[String]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
         .arg("--state-dir")
         .arg(&r.d.state)
         .arg("--admin-socket")
         .arg(&r.d.socket)
-        .args(&r.d.extra)
+        .args(extra)
         .env_remove("VOLBRIDGE_CONFIG")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Starts `volbridge serve` without waiting for it, and kills it after `delay`.
+fn start_and_kill(r: &Rig, delay: Duration) {
+    let mut child = serve(r, &r.d.extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -608,15 +614,7 @@ fn a_data_dir_from_before_pools_keeps_serving_its_volumes() {
     r.ok(&["snapshot", "create", "s", "--volume", "old"]);
     r.d.stop();
     // Asking for an image pool on it is refused with the way out.
-    let out = Command::new(BIN)
-        .arg("serve")
-        .arg("--state-dir")
-        .arg(&r.d.state)
-        .arg("--admin-socket")
-        .arg(&r.d.socket)
-        .args(["--csp-pool", "xfs-image"])
-        .env_remove("VOLBRIDGE_CONFIG")
-        .stdin(Stdio::null())
+    let out = serve(&r, &["--csp-pool".into(), "xfs-image".into()])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -158,23 +158,13 @@ impl Pool {
             });
         };
         let inner = statvfs(&img.mount)?;
-        let growable = self
-            .max_image_len(img)?
-            .saturating_sub(file_len(&img.image)?);
         let host = statvfs(&self.data_dir)?;
+        let growable = max_image_len(img, &host).saturating_sub(file_len(&img.image)?);
         Ok(Space {
             total: inner.total + growable,
             free: (inner.free + growable).min(inner.free + host.free),
             used: inner.total.saturating_sub(inner.free),
         })
-    }
-
-    /// The longest the image may become: what it holds now plus the host's free space,
-    /// less a reserve for the host's own needs.
-    fn max_image_len(&self, img: &ImagePool) -> io::Result<u64> {
-        let host = statvfs(&self.data_dir)?;
-        let allocated = files::allocated_bytes(&img.image).unwrap_or(0);
-        Ok((allocated + host.free).saturating_sub(reserve(host.total)))
     }
 
     /// Makes sure `want` bytes (plus a margin) are free inside an image pool, growing the
@@ -195,7 +185,8 @@ impl Pool {
         }
         let len = file_len(&img.image)?;
         let need = want.saturating_add(margin) - inner.free;
-        let target = round_up(len + need.max(len / 2), GIB).min(self.max_image_len(img)?);
+        let host = statvfs(&self.data_dir)?;
+        let target = round_up(len + need.max(len / 2), GIB).min(max_image_len(img, &host));
         if target <= len {
             return Ok(());
         }
@@ -246,6 +237,13 @@ fn grow_image(img: &ImagePool, target: u64) -> io::Result<()> {
 
 /// Grows the pool when writes fill it, and trims it some seconds after space was freed
 /// (deleted volumes and snapshots), so the host gets that space back.
+/// The longest the image may become: what it holds now plus the host's free space, less a
+/// reserve for the host's own needs.
+fn max_image_len(img: &ImagePool, host: &FsSpace) -> u64 {
+    let allocated = files::allocated_bytes(&img.image).unwrap_or(0);
+    (allocated + host.free).saturating_sub(reserve(host.total))
+}
+
 fn watch(pool: Weak<Pool>) {
     let spawned = std::thread::Builder::new()
         .name("volbridge-pool".into())
