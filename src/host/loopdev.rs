@@ -201,8 +201,26 @@ pub fn detach(device: &Path) -> Result<()> {
     };
     // SAFETY: LOOP_CLR_FD takes no argument.
     match unsafe { ioctl::ioctl(&dev, ioctl::NoArg::<LOOP_CLR_FD>::new()) } {
-        Ok(()) | Err(rustix::io::Errno::NXIO) => Ok(()),
-        Err(e) => Err(io_error(format!("cannot detach {}", device.display()), e)),
+        Ok(()) | Err(rustix::io::Errno::NXIO) => {}
+        Err(e) => return Err(io_error(format!("cannot detach {}", device.display()), e)),
+    }
+    drop(dev);
+    settle_detach(device);
+    Ok(())
+}
+
+/// While anyone else holds the device open (udev's blkid probing a new loop, most often),
+/// the kernel only marks it for auto-clear and lets go of the file at the last close.
+/// Callers go on to delete or clone that file and count leftover loops, so wait for the
+/// release briefly; a holder that stays is legal and the kernel finishes on its own.
+fn settle_detach(device: &Path) {
+    let Some(name) = device.file_name() else {
+        return;
+    };
+    let backing = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while backing.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
