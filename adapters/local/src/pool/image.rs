@@ -132,8 +132,20 @@ pub fn refresh_capacity(device: &Path) -> io::Result<()> {
     .map(drop)
 }
 
+/// Returns once the kernel has let go of the image, or after a short wait: while udev (or
+/// anyone) still holds the device open, the kernel only marks it for auto-clear, and a
+/// restart that looks for loops on the image right after would find this one.
 pub fn detach(device: &Path) -> io::Result<()> {
-    run("losetup", &["--detach", device.to_string_lossy().as_ref()]).map(drop)
+    run("losetup", &["--detach", device.to_string_lossy().as_ref()])?;
+    let name = device.file_name().unwrap_or_default();
+    let bound = Path::new("/sys/block").join(name).join("loop/backing_file");
+    for _ in 0..200 {
+        if !bound.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// `major:minor` of a block device node.
