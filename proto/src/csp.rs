@@ -121,6 +121,10 @@ pub struct Volume {
     pub clone: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_volume_id: Option<String>,
+    /// Clone form from a volume in one step (volbridge extension, only to a CSP that lists
+    /// [`FEATURE_CLONE_FROM_VOLUME`]): the CSP copies the volume as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_volume_id: Option<String>,
     /// Absent: unchanged; `null`: leave the group (PUT only, B21); `""`: none/unchanged.
     #[serde(
         default,
@@ -420,7 +424,15 @@ pub struct Capacity {
     /// How the CSP stores volumes (volbridge extension; the local CSP fills it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolStatus>,
+    /// The optional request forms this CSP serves (volbridge extension). A CSP without
+    /// `/capacity`, or without a name here, gets only the standard forms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
+
+/// In [`Capacity::features`]: V2 takes `base_volume_id` with `clone: true` and makes the
+/// clone in one step, with no snapshot.
+pub const FEATURE_CLONE_FROM_VOLUME: &str = "clone_from_volume";
 
 /// The local CSP's pool (csp-api.md B39b): its mode, whether snapshots and clones share
 /// extents, and why this mode was chosen.

@@ -128,6 +128,9 @@ impl Engine {
             parent_id: parent_id.clone(),
         };
         self.store.put(intent::COLLECTION, &key, &record)?;
+        // The clone is taken from the parent as it is now, in one step or through a
+        // snapshot: what this node's filesystem still caches belongs in it.
+        self.flush_staged(backend, parent.name.as_deref()).await;
         let result = client
             .clone_volume(create, &CloneSource::Volume(parent_id))
             .await;

@@ -138,6 +138,15 @@ impl CspClient {
         self.decode(&reply, "capacity").map(Some)
     }
 
+    /// Whether the CSP lists an optional request form in its capacity answer (ext). Asked
+    /// each time: a CSP may be upgraded or replaced behind the same URL.
+    pub async fn serves(&self, feature: &str) -> bool {
+        match self.capacity().await {
+            Ok(Some(c)) => c.features.iter().any(|f| f == feature),
+            _ => false,
+        }
+    }
+
     async fn delete_gone_ok(&self, segments: &[&str]) -> Result<()> {
         let reply = self.call(Method::DELETE, segments, &[], None).await?;
         match reply.status {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 use volbridge_proto::csp::{
     camel_to_snake, Config, CopyProgress, Snapshot, Volume, BACKGROUND_COMPLETED,
-    CLONE_SNAPSHOT_PREFIX, SOURCE_LOST,
+    CLONE_SNAPSHOT_PREFIX, FEATURE_CLONE_FROM_VOLUME, SOURCE_LOST,
 };
 
 use super::client::{CspClient, Op};
@@ -242,7 +242,8 @@ impl CspClient {
             }
             CloneSource::Volume(parent_id) => {
                 let parent = found.parent_volume_id.as_deref().unwrap_or("");
-                if base.is_empty() || (!parent.is_empty() && parent != parent_id) {
+                let one_step = found.base_volume_id.as_deref() == Some(parent_id.as_str());
+                if !one_step && (base.is_empty() || (!parent.is_empty() && parent != parent_id)) {
                     return Err(conflict("with another source".into()));
                 }
             }
@@ -263,7 +264,7 @@ impl CspClient {
             }
         }
         let v = self.settled(found).await?;
-        if matches!(source, CloneSource::Volume(_)) {
+        if matches!(source, CloneSource::Volume(_)) && !base.is_empty() {
             // A retry after an in-progress clone: the temporary snapshot may now go.
             if let Ok(Some(s)) = self.get_snapshot_opt(base).await {
                 if s.name
@@ -303,6 +304,22 @@ impl CspClient {
             .await?
             .ok_or_else(|| Error::not_found(format!("source volume {parent_id} not found")))?;
         check_clone_size(wanted, parent.size, "volume", parent_id)?;
+        if self.serves(FEATURE_CLONE_FROM_VOLUME).await {
+            let (config, description) = create_config(req);
+            let body = Volume {
+                name: Some(req.name.clone()),
+                size: wanted,
+                description,
+                base_volume_id: Some(parent_id.to_owned()),
+                clone: Some(true),
+                config: Some(config),
+                ..Volume::default()
+            };
+            let v = self
+                .send_json(Method::POST, &["volumes"], &body, Op::Create, "volume")
+                .await?;
+            return self.settled(v).await;
+        }
         // An attempt of this same clone that stopped while the temporary snapshot was still
         // being copied left it in place: go on with it, never start a second copy.
         let snap = match self.copying_temp_snapshot(parent_id, &req.name).await? {

@@ -33,6 +33,13 @@ pub struct VolumeRec {
     pub creation_time: i64,
 }
 
+impl VolumeRec {
+    /// Made from a snapshot, or from a volume in one step (then only the parent is set).
+    pub fn is_clone(&self) -> bool {
+        !self.base_snapshot_id.is_empty() || !self.parent_volume_id.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRec {
     pub id: String,

@@ -15,8 +15,10 @@ pub fn volume(v: &VolumeRec, dirs: &Dirs) -> Volume {
         size: Some(v.size),
         description: Some(v.description.clone().unwrap_or_default()),
         base_snapshot_id: Some(v.base_snapshot_id.clone()),
-        clone: Some(!v.base_snapshot_id.is_empty()),
+        clone: Some(v.is_clone()),
         parent_volume_id: Some(v.parent_volume_id.clone()),
+        base_volume_id: (v.is_clone() && v.base_snapshot_id.is_empty())
+            .then(|| v.parent_volume_id.clone()),
         volume_group_id: Some(Some(v.volume_group_id.clone())),
         published: Some(!v.hosts.is_empty()),
         config: Some(v.config.clone()),

@@ -6,7 +6,7 @@ use crate::server::Shared;
 use axum::extract::State;
 use axum::Json;
 use std::sync::Arc;
-use volbridge_proto::csp::{Capacity, PoolStatus, ReplicationPartner};
+use volbridge_proto::csp::{Capacity, PoolStatus, ReplicationPartner, FEATURE_CLONE_FROM_VOLUME};
 
 pub async fn replication_partners(params: Params) -> ApiResult<Json<Vec<ReplicationPartner>>> {
     if let Some(name) = params.get("name") {
@@ -36,5 +36,12 @@ pub async fn capacity(State(sh): State<Arc<Shared>>) -> ApiResult<Json<Capacity>
             reflink: sh.pool.reflink(),
             reason: sh.pool.reason().to_owned(),
         }),
+        // Without reflink a clone of a live volume needs a point-in-time source to copy
+        // from, which is what the standard form's snapshot is.
+        features: if sh.pool.reflink() {
+            vec![FEATURE_CLONE_FROM_VOLUME.to_owned()]
+        } else {
+            vec![]
+        },
     }))
 }

@@ -50,11 +50,11 @@ pub fn same_or_conflict(
     sh: &Shared,
     existing: &VolumeRec,
     size: Option<u64>,
-    base_snapshot_id: &str,
+    source: Option<&super::clones::Source>,
 ) -> ApiResult<Json<Volume>> {
-    if existing.base_snapshot_id != base_snapshot_id {
+    if super::clones::Source::of(existing).as_ref() != source {
         return Err(ApiError::conflict(format!(
-            "volume '{}' already exists with a different source snapshot",
+            "volume '{}' already exists with a different source",
             existing.name
         )));
     }
@@ -84,25 +84,41 @@ pub async fn create(
 ) -> ApiResult<Json<Volume>> {
     let name = crate::ids::check_name("volume name", req.name.as_deref())?;
     let base = req.base_snapshot_id.clone().filter(|b| !b.is_empty());
-    match (req.clone, &base) {
-        (Some(true), None) => {
+    let base_volume = req.base_volume_id.clone().filter(|b| !b.is_empty());
+    match (req.clone, &base, &base_volume) {
+        (_, Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "a clone has one source: set base_snapshot_id or base_volume_id, not both",
+            ))
+        }
+        (Some(true), None, None) => {
             return Err(ApiError::bad_request(
                 "clone is true but base_snapshot_id is empty",
             ))
         }
-        (Some(false), Some(_)) => {
+        (Some(false), Some(_), _) => {
             return Err(ApiError::bad_request(
                 "base_snapshot_id is set but clone is false",
+            ))
+        }
+        (Some(false), _, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "base_volume_id is set but clone is false",
             ))
         }
         _ => {}
     }
     let config = create_config(req.config.clone())?;
     let group = req.group_id().map(str::to_owned);
-    if let Some(base) = base {
+    let source = match (base, base_volume) {
+        (Some(snapshot), _) => Some(super::clones::Source::Snapshot(snapshot)),
+        (_, Some(volume)) => Some(super::clones::Source::Volume(volume)),
+        _ => None,
+    };
+    if let Some(source) = source {
         let spec = super::clones::CloneSpec {
             name,
-            base,
+            source,
             size: req.size,
             description: req.description,
             config,
@@ -118,7 +134,7 @@ pub async fn create(
     let (existing, seq) = sh.store.read(|s| s.volume_by_name(&name).cloned());
     if let Some(v) = existing {
         sh.store.settle(seq).await?;
-        return same_or_conflict(&sh, &v, Some(size), "");
+        return same_or_conflict(&sh, &v, Some(size), None);
     }
 
     let thick = config_bool(&config, "thick")
@@ -179,7 +195,7 @@ pub async fn create(
             // Lost a race with a concurrent create of the same name (B12).
             let _ = std::fs::remove_file(&path);
             sh.store.settle(seq).await?;
-            same_or_conflict(&sh, &existing, Some(size), "")
+            same_or_conflict(&sh, &existing, Some(size), None)
         }
         Ok((Ok(created), seq)) => {
             sh.store.settle(seq).await?;
@@ -233,7 +249,7 @@ impl Edit {
     fn parse(cur: &VolumeRec, req: Volume) -> ApiResult<Edit> {
         read_only("name", req.name.as_deref(), cur.name.as_str())?;
         read_only("published", req.published, !cur.hosts.is_empty())?;
-        read_only("clone", req.clone, !cur.base_snapshot_id.is_empty())?;
+        read_only("clone", req.clone, cur.is_clone())?;
         read_only(
             "base_snapshot_id",
             req.base_snapshot_id.as_deref(),
@@ -244,6 +260,12 @@ impl Edit {
             req.parent_volume_id.as_deref(),
             cur.parent_volume_id.as_str(),
         )?;
+        let base_volume = if cur.base_snapshot_id.is_empty() {
+            cur.parent_volume_id.as_str()
+        } else {
+            ""
+        };
+        read_only("base_volume_id", req.base_volume_id.as_deref(), base_volume)?;
         let size = match req.size {
             None => None,
             Some(n) => {
