@@ -314,12 +314,21 @@ fn snapshot_and_clone_share_extents(pool: &str) {
     );
     let from_volume = timed(&r, &["volume", "clone", "copy", "--from-volume", "data"]);
     eprintln!("{pool}: snapshot {snap:?}, clone {clone:?}, clone from volume {from_volume:?}");
+    // xfs (what `auto` picks) clones 1 GiB in milliseconds. btrfs's reflink costs about a
+    // millisecond per extent item, and it writes a new item for every direct write the
+    // loop device passes down, so 1 GiB written in 1 MiB pieces can take seconds under load
+    // (docs/pool.md); there FIEMAP and the pool's growth below are the proof of sharing.
+    let bound = if pool == "xfs-image" {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
     for (what, t) in [
         ("snapshot", snap),
         ("clone", clone),
         ("clone from volume", from_volume),
     ] {
-        assert!(t < Duration::from_secs(1), "{what} took {t:?}: not shared");
+        assert!(t < bound, "{what} took {t:?}: not shared");
     }
     let grown = r.pool_used().saturating_sub(before);
     assert!(
