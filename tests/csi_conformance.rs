@@ -96,6 +96,7 @@ async fn identity_plugin_info_and_capabilities_exactly_as_listed() {
         "CREATE_DELETE_VOLUME",
         "EXPAND_VOLUME",
         "GET_CAPACITY",
+        "GET_SNAPSHOT",
         "GET_VOLUME",
         "LIST_SNAPSHOTS",
         "LIST_VOLUMES",
@@ -411,6 +412,11 @@ async fn rule_01_missing_fields_invalid_argument() {
         .await,
         IA,
         "ControllerModifyVolume without mutable_parameters",
+    );
+    c.code(
+        t(r.ctrl().get_snapshot(csi::GetSnapshotRequest::default())).await,
+        IA,
+        "GetSnapshot without snapshot_id",
     );
 
     // Node
@@ -3824,6 +3830,42 @@ async fn rule_28_create_volume_group_snapshot() {
         Code::AlreadyExists,
         "the same name with other sources",
     );
+    // Spec 1.12: each member is retrievable on its own with GetSnapshot, group id included;
+    // its CSP id under another group's name names nothing.
+    for s in &g.snapshots {
+        let get = |id: &str| csi::GetSnapshotRequest {
+            snapshot_id: id.to_owned(),
+            ..Default::default()
+        };
+        if let Some(got) = c
+            .ok(
+                t(r.ctrl().get_snapshot(get(&s.snapshot_id))).await,
+                "GetSnapshot of a group member",
+            )
+            .and_then(|x| x.snapshot)
+        {
+            c.eq(
+                (
+                    &got.snapshot_id,
+                    &got.source_volume_id,
+                    &got.group_snapshot_id,
+                ),
+                (&s.snapshot_id, &s.source_volume_id, &g.group_snapshot_id),
+                "GetSnapshot of a member: id, source and group",
+            );
+            c.eq(
+                got.size_bytes,
+                s.size_bytes,
+                "GetSnapshot of a member: size",
+            );
+        }
+        let csp_id = s.snapshot_id.split_once('/').map_or("", |(_, id)| id);
+        c.code(
+            t(r.ctrl().get_snapshot(get(&format!("gs-other/{csp_id}")))).await,
+            Code::NotFound,
+            "GetSnapshot of a member's id under another group's name",
+        );
+    }
     // Ready, and Get returns the same group.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got = None;
@@ -3929,6 +3971,85 @@ async fn rule_29_group_snapshot_delete_and_get_unknown() {
         Code::NotFound,
         "GetVolumeGroupSnapshot of an unknown group",
     );
+    c.finish();
+}
+
+#[tokio::test]
+async fn rule_35_get_snapshot_mount_and_block() {
+    if !common::require_root_and_tools("rule_35_get_snapshot_mount_and_block") {
+        return;
+    }
+    let opts = RigOptions {
+        csp_port: true,
+        ..Default::default()
+    };
+    let Some(r) = Rig::start_with("r35g", opts).await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let get = |id: &str| csi::GetSnapshotRequest {
+        snapshot_id: id.to_owned(),
+        ..Default::default()
+    };
+    for id in [
+        "never-existed",
+        "no-group/0123456789abcdef0123456789abcdef",
+        "no such name",
+        "group/",
+        "/0123456789abcdef0123456789abcdef",
+    ] {
+        c.code(
+            t(r.ctrl().get_snapshot(get(id))).await,
+            Code::NotFound,
+            &format!("GetSnapshot of unknown id {id:?}"),
+        );
+    }
+    for access in Access::BOTH {
+        let vol = format!("gs-src-{}", access.tag());
+        let snap = format!("gs-snap-{}", access.tag());
+        r.create_ok(&vol, Some(64 * MIB), access).await;
+        r.snapshot_ok(&snap, &vol).await;
+        let ready = r.wait_snapshot_ready(&snap).await;
+        let listed = r
+            .list_snapshots(csi::ListSnapshotsRequest {
+                snapshot_id: snap.clone(),
+                ..Default::default()
+            })
+            .await;
+        for i in 1..=10 {
+            let got = c
+                .ok(
+                    t(r.ctrl().get_snapshot(get(&snap))).await,
+                    &format!("GetSnapshot {snap} #{i}"),
+                )
+                .and_then(|g| g.snapshot);
+            c.eq(
+                got.as_ref(),
+                listed.first(),
+                &format!("GetSnapshot {snap} #{i} answers the ListSnapshots entry"),
+            );
+        }
+        c.check(ready.ready_to_use, format!("{snap} ready_to_use"));
+        let mut with_secrets = get(&snap);
+        with_secrets.secrets = r.local_secrets();
+        c.eq(
+            t(r.ctrl().get_snapshot(with_secrets))
+                .await
+                .ok()
+                .and_then(|g| g.into_inner().snapshot)
+                .map(|s| (s.snapshot_id, s.source_volume_id, s.ready_to_use)),
+            Some((snap.clone(), vol.clone(), true)),
+            "GetSnapshot with the backend's secrets",
+        );
+        r.delete_snapshot_ok(&snap).await;
+        c.code(
+            t(r.ctrl().get_snapshot(get(&snap))).await,
+            Code::NotFound,
+            &format!("GetSnapshot {snap} after DeleteSnapshot"),
+        );
+        r.delete_ok(&vol).await;
+    }
+    r.assert_nothing_left();
     c.finish();
 }
 
@@ -4328,6 +4449,28 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
         !dir,
         "rule 2: a copy runs for the doomed snapshot",
     );
+    // Spec 1.12: a snapshot still being cut is retrievable with GetSnapshot, as it is.
+    if let Some(got) = c
+        .ok(
+            t(r.ctrl().get_snapshot(csi::GetSnapshotRequest {
+                snapshot_id: doomed.snapshot_id.clone(),
+                ..Default::default()
+            }))
+            .await,
+            "rule 35: GetSnapshot of a snapshot being copied",
+        )
+        .and_then(|g| g.snapshot)
+    {
+        c.eq(
+            (got.snapshot_id.as_str(), got.source_volume_id.as_str()),
+            ("doomed", "src"),
+            "rule 35: GetSnapshot during the copy names it and its source",
+        );
+        c.check(
+            timestamp_set(&got.creation_time) && got.size_bytes >= 1024 * MIB,
+            format!("rule 35: GetSnapshot during the copy: time and size filled: {got:?}"),
+        );
+    }
     let listed = r.list_snapshots(by_source("src")).await;
     c.eq(
         listed.len(),
