@@ -4124,6 +4124,267 @@ async fn rule_31_node_get_volume_stats_volume_first_then_path() {
     c.finish();
 }
 
+/// Rule 32 in one access type: mutable parameters are checked key by key before anything
+/// is created or changed; one unsupported key refuses the whole request and applies
+/// nothing, on a volume created with or without mutable parameters (a VolumeAttributeClass),
+/// while it is published and holds data.
+async fn mutable_parameters(access: Access) {
+    let tag = format!("r32{}", &access.tag()[..1]);
+    let Some(r) = Rig::start(&tag).await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let vac = format!("vac-{}", access.tag());
+    let plain = format!("plain-{}", access.tag());
+    let create = |name: &str, params: &[(&str, &str)], mutable: &[(&str, &str)]| {
+        let mut q = r.create_req(name, Some(64 * MIB), vec![access.cap()]);
+        q.parameters = map(params);
+        q.mutable_parameters = map(mutable);
+        q
+    };
+    let modify = |id: &str, params: &[(&str, &str)]| csi::ControllerModifyVolumeRequest {
+        volume_id: id.to_owned(),
+        mutable_parameters: map(params),
+        ..Default::default()
+    };
+    let context = |resp: Option<csi::ControllerGetVolumeResponse>| {
+        resp.and_then(|g| g.volume).map(|v| {
+            (
+                v.capacity_bytes,
+                sorted(v.volume_context.into_iter().collect()),
+            )
+        })
+    };
+
+    // CreateVolume: an unsupported key, alone or beside a supported one → INVALID_ARGUMENT,
+    // a sentence naming the key and the keys that are mutable, and no volume.
+    let files = r.csp_volume_files().len();
+    for (what, mutable) in [
+        ("an unknown key", vec![("XXX_FakeKey", "XXX_FakeValue")]),
+        (
+            "an unknown key beside a mutable one",
+            vec![
+                ("destroyOnDelete", "false"),
+                ("XXX_FakeKey", "XXX_FakeValue"),
+            ],
+        ),
+        ("an immutable key (thick)", vec![("thick", "true")]),
+        ("volbridge's own description", vec![("description", "x")]),
+    ] {
+        if let Some(e) = c.code(r.create(create(&vac, &[], &mutable)).await, IA, what) {
+            let key = mutable.last().unwrap().0;
+            c.check(
+                e.message().contains(&format!("'{key}'"))
+                    && e.message().contains("destroyOnDelete, multiInitiator")
+                    && e.message().contains("nothing was created"),
+                format!(
+                    "CreateVolume with {what}: the message names the key and the mutable keys: {}",
+                    e.message()
+                ),
+            );
+        }
+    }
+    c.eq(
+        r.csp_volume_files().len(),
+        files,
+        "a refused CreateVolume made no image",
+    );
+    c.check(
+        !r.volume_ids().await.contains(&vac),
+        "a refused CreateVolume made no volume",
+    );
+
+    // With a VolumeAttributeClass: mutable parameters win over parameters; the retry with
+    // the same request is the same volume, with other mutable values ALREADY_EXISTS.
+    let q = create(
+        &vac,
+        &[("destroyOnDelete", "true")],
+        &[("destroyOnDelete", "false")],
+    );
+    let Some(v) = c
+        .ok(
+            r.create(q.clone()).await,
+            "CreateVolume with mutable parameters",
+        )
+        .and_then(|v| v.volume)
+    else {
+        c.finish();
+        return;
+    };
+    c.eq(
+        v.volume_context.get("destroyOnDelete").map(String::as_str),
+        Some("false"),
+        "mutable_parameters take precedence over parameters",
+    );
+    c.eq(
+        r.create(q.clone())
+            .await
+            .ok()
+            .and_then(|x| x.into_inner().volume)
+            .map(|x| x.volume_id),
+        Some(vac.clone()),
+        "CreateVolume retried with the same mutable parameters",
+    );
+    c.code(
+        r.create(create(
+            &vac,
+            &[("destroyOnDelete", "true")],
+            &[("destroyOnDelete", "true")],
+        ))
+        .await,
+        Code::AlreadyExists,
+        "CreateVolume again with other mutable parameters",
+    );
+    r.create_ok(&plain, Some(64 * MIB), access).await;
+
+    // ValidateVolumeCapabilities confirms supported mutable parameters only.
+    let validate = |mutable: &[(&str, &str)]| csi::ValidateVolumeCapabilitiesRequest {
+        volume_id: vac.clone(),
+        volume_capabilities: vec![access.cap()],
+        mutable_parameters: map(mutable),
+        ..Default::default()
+    };
+    let answer = ok(
+        t(r.ctrl()
+            .validate_volume_capabilities(validate(&[("XXX_FakeKey", "v")])))
+        .await,
+        "ValidateVolumeCapabilities with an unknown mutable key",
+    );
+    c.check(
+        answer.confirmed.is_none() && answer.message.contains("XXX_FakeKey"),
+        format!("an unknown mutable key is not confirmed: {answer:?}"),
+    );
+    let answer = ok(
+        t(r.ctrl()
+            .validate_volume_capabilities(validate(&[("multiInitiator", "true")])))
+        .await,
+        "ValidateVolumeCapabilities with a mutable key",
+    );
+    c.eq(
+        answer.confirmed.map(|x| x.mutable_parameters),
+        Some(map(&[("multiInitiator", "true")])),
+        "a mutable key is confirmed",
+    );
+
+    // Published, staged and holding data: refused modifications change nothing at all.
+    let data = pattern(1 << 20, 32);
+    let a = r.attach(&v, access, "pod-a").await;
+    let file = match access {
+        Access::Mount => Path::new(&a.target).join("data.bin").display().to_string(),
+        Access::Block => a.target.clone(),
+    };
+    if access == Access::Mount {
+        std::fs::write(&file, &data).unwrap();
+    } else {
+        write_at(&file, 0, &data).unwrap();
+    }
+    for id in [&vac, &plain] {
+        let before = context(r.get_volume(id).await.ok().map(|x| x.into_inner()));
+        // (what, parameters, refused for its key rather than by the CSP for its value)
+        for (what, params, by_key) in [
+            (
+                "an unknown key",
+                vec![("XXX_FakeKey", "XXX_FakeValue")],
+                true,
+            ),
+            (
+                "an unknown key beside mutable ones",
+                vec![
+                    ("destroyOnDelete", "true"),
+                    ("multiInitiator", "true"),
+                    ("XXX_FakeKey", "XXX_FakeValue"),
+                ],
+                true,
+            ),
+            ("an immutable key", vec![("accessProtocol", "iscsi")], true),
+            (
+                "a value the CSP refuses",
+                vec![("destroyOnDelete", "maybe")],
+                false,
+            ),
+        ] {
+            let what = format!("ControllerModifyVolume {id} with {what}");
+            let answer = t(r.ctrl().controller_modify_volume(modify(id, &params))).await;
+            if let Some(e) = c.code(answer, IA, &what) {
+                let key = params.last().unwrap().0;
+                c.check(
+                    !by_key
+                        || (e.message().contains(&format!("'{key}'"))
+                            && e.message().contains(&format!("volume '{id}'"))
+                            && e.message().contains("nothing was changed")),
+                    format!(
+                        "{what}: names the key and the volume, says nothing was changed: {}",
+                        e.message()
+                    ),
+                );
+            }
+            c.eq(
+                context(r.get_volume(id).await.ok().map(|x| x.into_inner())),
+                before.clone(),
+                &format!("{what}: the volume is unchanged"),
+            );
+        }
+    }
+    let back = match access {
+        Access::Mount => std::fs::read(&file).unwrap_or_default(),
+        Access::Block => read_at(&file, 0, data.len()),
+    };
+    c.check(
+        back == data,
+        "the data is intact after the refused modifications",
+    );
+
+    // The supported keys apply, on both volumes, repeatedly.
+    for id in [&vac, &plain] {
+        for i in 1..=3 {
+            c.ok(
+                t(r.ctrl().controller_modify_volume(modify(
+                    id,
+                    &[("destroyOnDelete", "true"), ("multiInitiator", "true")],
+                )))
+                .await,
+                &format!("ControllerModifyVolume {id} with mutable keys #{i}"),
+            );
+        }
+        let ctx = r
+            .get_volume(id)
+            .await
+            .ok()
+            .and_then(|x| x.into_inner().volume)
+            .map(|v| v.volume_context)
+            .unwrap_or_default();
+        c.eq(
+            (
+                ctx.get("destroyOnDelete").map(String::as_str),
+                ctx.get("multiInitiator").map(String::as_str),
+            ),
+            (Some("true"), Some("true")),
+            &format!("ControllerModifyVolume {id}: both keys applied"),
+        );
+    }
+    r.detach(&a).await;
+    r.delete_ok(&vac).await;
+    r.delete_ok(&plain).await;
+    r.assert_nothing_left();
+    c.finish();
+}
+
+#[tokio::test]
+async fn rule_32_mutable_parameters_mount() {
+    if !common::require_root_and_tools("rule_32_mutable_parameters_mount") {
+        return;
+    }
+    mutable_parameters(Access::Mount).await;
+}
+
+#[tokio::test]
+async fn rule_32_mutable_parameters_block() {
+    if !common::require_root_and_tools("rule_32_mutable_parameters_block") {
+        return;
+    }
+    mutable_parameters(Access::Block).await;
+}
+
 #[tokio::test]
 async fn rule_33_capacity_limits_checked_before_any_backend_call() {
     if !common::require_root_and_tools("rule_33_capacity_limits_checked_before_any_backend_call") {

@@ -191,6 +191,22 @@ impl pb::controller_server::Controller for Csi {
             self.engine.config().default_volume_size,
         )?;
         let backend = self.backend(&req.secrets)?;
+        // Spec 1.12: a mutable parameter the volume cannot take fails the call, and
+        // nothing may be made of it; checked before any source lookup or create.
+        let mutable: BTreeMap<String, String> = req
+            .mutable_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.engine
+            .check_mutable_params(
+                &mutable,
+                backend.as_deref(),
+                &format!("volume '{}'", req.name),
+                "nothing was created",
+            )
+            .await
+            .map_err(status)?;
         let embedded = self
             .engine
             .is_embedded(backend.as_deref())
@@ -261,12 +277,15 @@ impl pb::controller_server::Controller for Csi {
                 size = *source_size;
             }
         }
-        let params: BTreeMap<String, String> = req
+        // A key in both maps takes the mutable value (spec: mutable_parameters win). The
+        // merged set is what the fingerprint covers, so a retry must ask the same of both.
+        let mut params: BTreeMap<String, String> = req
             .parameters
             .iter()
             .filter(|(k, _)| !k.starts_with(CO_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        params.extend(mutable);
         let source_id = match req
             .volume_content_source
             .as_ref()
@@ -393,10 +412,30 @@ impl pb::controller_server::Controller for Csi {
             .get_volume(&req.volume_id, backend.as_deref())
             .await
             .map_err(status)?;
+        let mutable: BTreeMap<String, String> = req
+            .mutable_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mutable_refused = match self
+            .engine
+            .check_mutable_params(
+                &mutable,
+                backend.as_deref(),
+                &format!("volume '{}'", req.volume_id),
+                "so they are not confirmed",
+            )
+            .await
+        {
+            Ok(()) => None,
+            Err(e) if e.kind == ErrorKind::InvalidArgument => Some(e.message),
+            Err(e) => return Err(status(e)),
+        };
         let refused = req
             .volume_capabilities
             .iter()
-            .find_map(|c| Cap::of(c).unsupported());
+            .find_map(|c| Cap::of(c).unsupported())
+            .or(mutable_refused);
         let reply = match refused {
             Some(why) => pb::ValidateVolumeCapabilitiesResponse {
                 confirmed: None,
