@@ -96,6 +96,7 @@ async fn identity_plugin_info_and_capabilities_exactly_as_listed() {
         "CREATE_DELETE_VOLUME",
         "EXPAND_VOLUME",
         "GET_CAPACITY",
+        "GET_SNAPSHOT",
         "GET_VOLUME",
         "LIST_SNAPSHOTS",
         "LIST_VOLUMES",
@@ -411,6 +412,11 @@ async fn rule_01_missing_fields_invalid_argument() {
         .await,
         IA,
         "ControllerModifyVolume without mutable_parameters",
+    );
+    c.code(
+        t(r.ctrl().get_snapshot(csi::GetSnapshotRequest::default())).await,
+        IA,
+        "GetSnapshot without snapshot_id",
     );
 
     // Node
@@ -3824,6 +3830,42 @@ async fn rule_28_create_volume_group_snapshot() {
         Code::AlreadyExists,
         "the same name with other sources",
     );
+    // Spec 1.12: each member is retrievable on its own with GetSnapshot, group id included;
+    // its CSP id under another group's name names nothing.
+    for s in &g.snapshots {
+        let get = |id: &str| csi::GetSnapshotRequest {
+            snapshot_id: id.to_owned(),
+            ..Default::default()
+        };
+        if let Some(got) = c
+            .ok(
+                t(r.ctrl().get_snapshot(get(&s.snapshot_id))).await,
+                "GetSnapshot of a group member",
+            )
+            .and_then(|x| x.snapshot)
+        {
+            c.eq(
+                (
+                    &got.snapshot_id,
+                    &got.source_volume_id,
+                    &got.group_snapshot_id,
+                ),
+                (&s.snapshot_id, &s.source_volume_id, &g.group_snapshot_id),
+                "GetSnapshot of a member: id, source and group",
+            );
+            c.eq(
+                got.size_bytes,
+                s.size_bytes,
+                "GetSnapshot of a member: size",
+            );
+        }
+        let csp_id = s.snapshot_id.split_once('/').map_or("", |(_, id)| id);
+        c.code(
+            t(r.ctrl().get_snapshot(get(&format!("gs-other/{csp_id}")))).await,
+            Code::NotFound,
+            "GetSnapshot of a member's id under another group's name",
+        );
+    }
     // Ready, and Get returns the same group.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got = None;
@@ -3932,6 +3974,85 @@ async fn rule_29_group_snapshot_delete_and_get_unknown() {
     c.finish();
 }
 
+#[tokio::test]
+async fn rule_35_get_snapshot_mount_and_block() {
+    if !common::require_root_and_tools("rule_35_get_snapshot_mount_and_block") {
+        return;
+    }
+    let opts = RigOptions {
+        csp_port: true,
+        ..Default::default()
+    };
+    let Some(r) = Rig::start_with("r35g", opts).await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let get = |id: &str| csi::GetSnapshotRequest {
+        snapshot_id: id.to_owned(),
+        ..Default::default()
+    };
+    for id in [
+        "never-existed",
+        "no-group/0123456789abcdef0123456789abcdef",
+        "no such name",
+        "group/",
+        "/0123456789abcdef0123456789abcdef",
+    ] {
+        c.code(
+            t(r.ctrl().get_snapshot(get(id))).await,
+            Code::NotFound,
+            &format!("GetSnapshot of unknown id {id:?}"),
+        );
+    }
+    for access in Access::BOTH {
+        let vol = format!("gs-src-{}", access.tag());
+        let snap = format!("gs-snap-{}", access.tag());
+        r.create_ok(&vol, Some(64 * MIB), access).await;
+        r.snapshot_ok(&snap, &vol).await;
+        let ready = r.wait_snapshot_ready(&snap).await;
+        let listed = r
+            .list_snapshots(csi::ListSnapshotsRequest {
+                snapshot_id: snap.clone(),
+                ..Default::default()
+            })
+            .await;
+        for i in 1..=10 {
+            let got = c
+                .ok(
+                    t(r.ctrl().get_snapshot(get(&snap))).await,
+                    &format!("GetSnapshot {snap} #{i}"),
+                )
+                .and_then(|g| g.snapshot);
+            c.eq(
+                got.as_ref(),
+                listed.first(),
+                &format!("GetSnapshot {snap} #{i} answers the ListSnapshots entry"),
+            );
+        }
+        c.check(ready.ready_to_use, format!("{snap} ready_to_use"));
+        let mut with_secrets = get(&snap);
+        with_secrets.secrets = r.local_secrets();
+        c.eq(
+            t(r.ctrl().get_snapshot(with_secrets))
+                .await
+                .ok()
+                .and_then(|g| g.into_inner().snapshot)
+                .map(|s| (s.snapshot_id, s.source_volume_id, s.ready_to_use)),
+            Some((snap.clone(), vol.clone(), true)),
+            "GetSnapshot with the backend's secrets",
+        );
+        r.delete_snapshot_ok(&snap).await;
+        c.code(
+            t(r.ctrl().get_snapshot(get(&snap))).await,
+            Code::NotFound,
+            &format!("GetSnapshot {snap} after DeleteSnapshot"),
+        );
+        r.delete_ok(&vol).await;
+    }
+    r.assert_nothing_left();
+    c.finish();
+}
+
 // =======================================================================================
 // Added after real clients were run (csi-sanity, Python grpcio)
 // =======================================================================================
@@ -4001,6 +4122,267 @@ async fn rule_31_node_get_volume_stats_volume_first_then_path() {
     }
     r.assert_nothing_left();
     c.finish();
+}
+
+/// Rule 32 in one access type: mutable parameters are checked key by key before anything
+/// is created or changed; one unsupported key refuses the whole request and applies
+/// nothing, on a volume created with or without mutable parameters (a VolumeAttributeClass),
+/// while it is published and holds data.
+async fn mutable_parameters(access: Access) {
+    let tag = format!("r32{}", &access.tag()[..1]);
+    let Some(r) = Rig::start(&tag).await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let vac = format!("vac-{}", access.tag());
+    let plain = format!("plain-{}", access.tag());
+    let create = |name: &str, params: &[(&str, &str)], mutable: &[(&str, &str)]| {
+        let mut q = r.create_req(name, Some(64 * MIB), vec![access.cap()]);
+        q.parameters = map(params);
+        q.mutable_parameters = map(mutable);
+        q
+    };
+    let modify = |id: &str, params: &[(&str, &str)]| csi::ControllerModifyVolumeRequest {
+        volume_id: id.to_owned(),
+        mutable_parameters: map(params),
+        ..Default::default()
+    };
+    let context = |resp: Option<csi::ControllerGetVolumeResponse>| {
+        resp.and_then(|g| g.volume).map(|v| {
+            (
+                v.capacity_bytes,
+                sorted(v.volume_context.into_iter().collect()),
+            )
+        })
+    };
+
+    // CreateVolume: an unsupported key, alone or beside a supported one → INVALID_ARGUMENT,
+    // a sentence naming the key and the keys that are mutable, and no volume.
+    let files = r.csp_volume_files().len();
+    for (what, mutable) in [
+        ("an unknown key", vec![("XXX_FakeKey", "XXX_FakeValue")]),
+        (
+            "an unknown key beside a mutable one",
+            vec![
+                ("destroyOnDelete", "false"),
+                ("XXX_FakeKey", "XXX_FakeValue"),
+            ],
+        ),
+        ("an immutable key (thick)", vec![("thick", "true")]),
+        ("volbridge's own description", vec![("description", "x")]),
+    ] {
+        if let Some(e) = c.code(r.create(create(&vac, &[], &mutable)).await, IA, what) {
+            let key = mutable.last().unwrap().0;
+            c.check(
+                e.message().contains(&format!("'{key}'"))
+                    && e.message().contains("destroyOnDelete, multiInitiator")
+                    && e.message().contains("nothing was created"),
+                format!(
+                    "CreateVolume with {what}: the message names the key and the mutable keys: {}",
+                    e.message()
+                ),
+            );
+        }
+    }
+    c.eq(
+        r.csp_volume_files().len(),
+        files,
+        "a refused CreateVolume made no image",
+    );
+    c.check(
+        !r.volume_ids().await.contains(&vac),
+        "a refused CreateVolume made no volume",
+    );
+
+    // With a VolumeAttributeClass: mutable parameters win over parameters; the retry with
+    // the same request is the same volume, with other mutable values ALREADY_EXISTS.
+    let q = create(
+        &vac,
+        &[("destroyOnDelete", "true")],
+        &[("destroyOnDelete", "false")],
+    );
+    let Some(v) = c
+        .ok(
+            r.create(q.clone()).await,
+            "CreateVolume with mutable parameters",
+        )
+        .and_then(|v| v.volume)
+    else {
+        c.finish();
+        return;
+    };
+    c.eq(
+        v.volume_context.get("destroyOnDelete").map(String::as_str),
+        Some("false"),
+        "mutable_parameters take precedence over parameters",
+    );
+    c.eq(
+        r.create(q.clone())
+            .await
+            .ok()
+            .and_then(|x| x.into_inner().volume)
+            .map(|x| x.volume_id),
+        Some(vac.clone()),
+        "CreateVolume retried with the same mutable parameters",
+    );
+    c.code(
+        r.create(create(
+            &vac,
+            &[("destroyOnDelete", "true")],
+            &[("destroyOnDelete", "true")],
+        ))
+        .await,
+        Code::AlreadyExists,
+        "CreateVolume again with other mutable parameters",
+    );
+    r.create_ok(&plain, Some(64 * MIB), access).await;
+
+    // ValidateVolumeCapabilities confirms supported mutable parameters only.
+    let validate = |mutable: &[(&str, &str)]| csi::ValidateVolumeCapabilitiesRequest {
+        volume_id: vac.clone(),
+        volume_capabilities: vec![access.cap()],
+        mutable_parameters: map(mutable),
+        ..Default::default()
+    };
+    let answer = ok(
+        t(r.ctrl()
+            .validate_volume_capabilities(validate(&[("XXX_FakeKey", "v")])))
+        .await,
+        "ValidateVolumeCapabilities with an unknown mutable key",
+    );
+    c.check(
+        answer.confirmed.is_none() && answer.message.contains("XXX_FakeKey"),
+        format!("an unknown mutable key is not confirmed: {answer:?}"),
+    );
+    let answer = ok(
+        t(r.ctrl()
+            .validate_volume_capabilities(validate(&[("multiInitiator", "true")])))
+        .await,
+        "ValidateVolumeCapabilities with a mutable key",
+    );
+    c.eq(
+        answer.confirmed.map(|x| x.mutable_parameters),
+        Some(map(&[("multiInitiator", "true")])),
+        "a mutable key is confirmed",
+    );
+
+    // Published, staged and holding data: refused modifications change nothing at all.
+    let data = pattern(1 << 20, 32);
+    let a = r.attach(&v, access, "pod-a").await;
+    let file = match access {
+        Access::Mount => Path::new(&a.target).join("data.bin").display().to_string(),
+        Access::Block => a.target.clone(),
+    };
+    if access == Access::Mount {
+        std::fs::write(&file, &data).unwrap();
+    } else {
+        write_at(&file, 0, &data).unwrap();
+    }
+    for id in [&vac, &plain] {
+        let before = context(r.get_volume(id).await.ok().map(|x| x.into_inner()));
+        // (what, parameters, refused for its key rather than by the CSP for its value)
+        for (what, params, by_key) in [
+            (
+                "an unknown key",
+                vec![("XXX_FakeKey", "XXX_FakeValue")],
+                true,
+            ),
+            (
+                "an unknown key beside mutable ones",
+                vec![
+                    ("destroyOnDelete", "true"),
+                    ("multiInitiator", "true"),
+                    ("XXX_FakeKey", "XXX_FakeValue"),
+                ],
+                true,
+            ),
+            ("an immutable key", vec![("accessProtocol", "iscsi")], true),
+            (
+                "a value the CSP refuses",
+                vec![("destroyOnDelete", "maybe")],
+                false,
+            ),
+        ] {
+            let what = format!("ControllerModifyVolume {id} with {what}");
+            let answer = t(r.ctrl().controller_modify_volume(modify(id, &params))).await;
+            if let Some(e) = c.code(answer, IA, &what) {
+                let key = params.last().unwrap().0;
+                c.check(
+                    !by_key
+                        || (e.message().contains(&format!("'{key}'"))
+                            && e.message().contains(&format!("volume '{id}'"))
+                            && e.message().contains("nothing was changed")),
+                    format!(
+                        "{what}: names the key and the volume, says nothing was changed: {}",
+                        e.message()
+                    ),
+                );
+            }
+            c.eq(
+                context(r.get_volume(id).await.ok().map(|x| x.into_inner())),
+                before.clone(),
+                &format!("{what}: the volume is unchanged"),
+            );
+        }
+    }
+    let back = match access {
+        Access::Mount => std::fs::read(&file).unwrap_or_default(),
+        Access::Block => read_at(&file, 0, data.len()),
+    };
+    c.check(
+        back == data,
+        "the data is intact after the refused modifications",
+    );
+
+    // The supported keys apply, on both volumes, repeatedly.
+    for id in [&vac, &plain] {
+        for i in 1..=3 {
+            c.ok(
+                t(r.ctrl().controller_modify_volume(modify(
+                    id,
+                    &[("destroyOnDelete", "true"), ("multiInitiator", "true")],
+                )))
+                .await,
+                &format!("ControllerModifyVolume {id} with mutable keys #{i}"),
+            );
+        }
+        let ctx = r
+            .get_volume(id)
+            .await
+            .ok()
+            .and_then(|x| x.into_inner().volume)
+            .map(|v| v.volume_context)
+            .unwrap_or_default();
+        c.eq(
+            (
+                ctx.get("destroyOnDelete").map(String::as_str),
+                ctx.get("multiInitiator").map(String::as_str),
+            ),
+            (Some("true"), Some("true")),
+            &format!("ControllerModifyVolume {id}: both keys applied"),
+        );
+    }
+    r.detach(&a).await;
+    r.delete_ok(&vac).await;
+    r.delete_ok(&plain).await;
+    r.assert_nothing_left();
+    c.finish();
+}
+
+#[tokio::test]
+async fn rule_32_mutable_parameters_mount() {
+    if !common::require_root_and_tools("rule_32_mutable_parameters_mount") {
+        return;
+    }
+    mutable_parameters(Access::Mount).await;
+}
+
+#[tokio::test]
+async fn rule_32_mutable_parameters_block() {
+    if !common::require_root_and_tools("rule_32_mutable_parameters_block") {
+        return;
+    }
+    mutable_parameters(Access::Block).await;
 }
 
 #[tokio::test]
@@ -4328,6 +4710,28 @@ async fn copy_states(tag: &str, dir: bool, access: Access) {
         !dir,
         "rule 2: a copy runs for the doomed snapshot",
     );
+    // Spec 1.12: a snapshot still being cut is retrievable with GetSnapshot, as it is.
+    if let Some(got) = c
+        .ok(
+            t(r.ctrl().get_snapshot(csi::GetSnapshotRequest {
+                snapshot_id: doomed.snapshot_id.clone(),
+                ..Default::default()
+            }))
+            .await,
+            "rule 35: GetSnapshot of a snapshot being copied",
+        )
+        .and_then(|g| g.snapshot)
+    {
+        c.eq(
+            (got.snapshot_id.as_str(), got.source_volume_id.as_str()),
+            ("doomed", "src"),
+            "rule 35: GetSnapshot during the copy names it and its source",
+        );
+        c.check(
+            timestamp_set(&got.creation_time) && got.size_bytes >= 1024 * MIB,
+            format!("rule 35: GetSnapshot during the copy: time and size filled: {got:?}"),
+        );
+    }
     let listed = r.list_snapshots(by_source("src")).await;
     c.eq(
         listed.len(),

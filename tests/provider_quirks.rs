@@ -460,6 +460,8 @@ async fn error_answers_are_classified() {
         ErrorKind::NotFound
     );
     assert_eq!(c.capacity().await.unwrap(), None);
+    // A CSP without the extension names no mutable keys (the engine then refuses them all).
+    assert_eq!(c.mutable_config().await.unwrap(), None);
     // Published: refused without calling V5.
     let e = c.delete_volume("v-pub").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::FailedPrecondition);

@@ -434,6 +434,16 @@ pub struct Capacity {
 /// clone in one step, with no snapshot.
 pub const FEATURE_CLONE_FROM_VOLUME: &str = "clone_from_volume";
 
+/// `GET /mutable_config` (ext): the volume `config` keys (snake_case) whose change on an
+/// existing volume (V4) takes effect. A CSP that does not serve it names none, and the
+/// engine then refuses every mutable parameter: it cannot promise that a change was applied
+/// as a whole or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutableConfig {
+    #[serde(default)]
+    pub volume: Vec<String>,
+}
+
 /// The local CSP's pool (csp-api.md B39b): its mode, whether snapshots and clones share
 /// extents, and why this mode was chosen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ pub const ADMIN_OPENAPI: &str = include_str!("../openapi/admin.yaml");
 /// The OpenAPI document of the CSP REST API as volbridge speaks and serves it.
 pub const CSP_OPENAPI: &str = include_str!("../openapi/csp.yaml");
 
-/// Container Storage Interface v1.10.0 (`csi.v1`), generated at build time from
+/// Container Storage Interface v1.12.0 (`csi.v1`), generated at build time from
 /// `proto/csi.proto` (protox + tonic-prost-build; no system `protoc`): the messages, a client
 /// per service (`identity_client::IdentityClient`, …) and a server trait per service
 /// (`identity_server::Identity`, …).

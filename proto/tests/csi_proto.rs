@@ -1,4 +1,4 @@
-//! Wire facts of `proto/csi.proto` (CSI v1.10.0), checked through the generated types and
+//! Wire facts of `proto/csi.proto` (CSI v1.12.0), checked through the generated types and
 //! through the encoded descriptor that the build embeds (`csi::FILE_DESCRIPTOR_SET`).
 
 use prost::Message;
@@ -297,6 +297,7 @@ fn services_and_methods() {
             "CreateSnapshot",
             "DeleteSnapshot",
             "ListSnapshots",
+            "GetSnapshot",
             "ControllerExpandVolume",
             "ControllerGetVolume",
             "ControllerModifyVolume",
@@ -336,10 +337,10 @@ fn services_and_methods() {
 fn alpha_markers_on_services_and_methods() {
     let raw = raw();
     let svc = |name: &str| raw.service.iter().find(|s| s.name == name).unwrap();
-    for name in ["Identity", "Controller", "Node"] {
+    // The group controller is GA since v1.11; SnapshotMetadata is still alpha in v1.12.
+    for name in ["Identity", "Controller", "GroupController", "Node"] {
         assert!(!is_alpha(&svc(name).options), "{name} is GA");
     }
-    assert!(is_alpha(&svc("GroupController").options));
     assert!(is_alpha(&svc("SnapshotMetadata").options));
 
     let alpha_methods: Vec<String> = raw
@@ -354,16 +355,27 @@ fn alpha_markers_on_services_and_methods() {
         .collect();
     assert_eq!(
         alpha_methods,
+        ["Controller.GetSnapshot", "Controller.ControllerGetVolume"]
+    );
+    let mut alpha_messages: Vec<&str> = raw
+        .message_type
+        .iter()
+        .filter(|m| is_alpha(&m.options))
+        .map(|m| m.name.as_str())
+        .collect();
+    alpha_messages.sort();
+    assert_eq!(
+        alpha_messages,
         [
-            "Controller.ControllerGetVolume",
-            "Controller.ControllerModifyVolume",
-            "GroupController.CreateVolumeGroupSnapshot",
-            "GroupController.DeleteVolumeGroupSnapshot",
-            "GroupController.GetVolumeGroupSnapshot",
+            "ControllerGetVolumeRequest",
+            "ControllerGetVolumeResponse",
+            "GetSnapshotRequest",
+            "GetSnapshotResponse",
+            "VolumeCondition",
         ]
     );
-    assert!(is_alpha(&raw_message(&raw, "VolumeGroupSnapshot").options));
-    assert!(is_alpha(
+    assert!(!is_alpha(&raw_message(&raw, "VolumeGroupSnapshot").options));
+    assert!(!is_alpha(
         &raw_message(&raw, "ControllerModifyVolumeRequest").options
     ));
     assert!(is_alpha(&raw_message(&raw, "VolumeCondition").options));
@@ -411,6 +423,13 @@ fn field_numbers_and_types() {
     );
     assert_eq!(num("VolumeCapability.MountVolume", "volume_mount_group"), 3);
     assert_eq!(num("GetMetadataDeltaRequest", "secrets"), 5);
+    assert_eq!(num("GetSnapshotRequest", "snapshot_id"), 1);
+    assert_eq!(num("GetSnapshotRequest", "secrets"), 2);
+    assert_eq!(num("GetSnapshotResponse", "snapshot"), 1);
+    assert_eq!(
+        field(&f, "GetSnapshotResponse", "snapshot").type_name(),
+        ".csi.v1.Snapshot"
+    );
 
     let max = field(&f, "GetCapacityResponse", "maximum_volume_size");
     let min = field(&f, "GetCapacityResponse", "minimum_volume_size");
@@ -465,6 +484,7 @@ fn secrets_carry_csi_secret_and_nothing_else_does() {
         "DeleteVolumeRequest.secrets",
         "GetMetadataAllocatedRequest.secrets",
         "GetMetadataDeltaRequest.secrets",
+        "GetSnapshotRequest.secrets",
         "GetVolumeGroupSnapshotRequest.secrets",
         "ListSnapshotsRequest.secrets",
         "NodeExpandVolumeRequest.secrets",
@@ -488,14 +508,10 @@ fn alpha_fields() {
     assert_eq!(
         alpha,
         [
-            "CreateVolumeRequest.mutable_parameters",
             "GetCapacityResponse.minimum_volume_size",
             "ListVolumesResponse.VolumeStatus.volume_condition",
             "NodeExpandVolumeRequest.secrets",
             "NodeGetVolumeStatsResponse.volume_condition",
-            "Snapshot.group_snapshot_id",
-            "ValidateVolumeCapabilitiesRequest.mutable_parameters",
-            "ValidateVolumeCapabilitiesResponse.Confirmed.mutable_parameters",
         ]
     );
 }
@@ -543,12 +559,13 @@ fn capability_enum_values() {
         (Ctrl::GetVolume, 12, "GET_VOLUME"),
         (Ctrl::SingleNodeMultiWriter, 13, "SINGLE_NODE_MULTI_WRITER"),
         (Ctrl::ModifyVolume, 14, "MODIFY_VOLUME"),
+        (Ctrl::GetSnapshot, 15, "GET_SNAPSHOT"),
     ];
     for (v, n, name) in ctrl {
         assert_eq!((v as i32, v.as_str_name()), (n, name));
     }
-    // Nothing past MODIFY_VOLUME exists in v1.10: a v1.10 client rejects unknown values.
-    assert!(Ctrl::try_from(15).is_err());
+    // Nothing past GET_SNAPSHOT exists in v1.12: a v1.12 client rejects unknown values.
+    assert!(Ctrl::try_from(16).is_err());
 
     let node = [
         (NodeCap::StageUnstageVolume, 1),
@@ -601,14 +618,12 @@ fn alpha_enum_values() {
     assert_eq!(
         alpha,
         [
+            "ControllerServiceCapability.RPC.Type.GET_SNAPSHOT",
             "ControllerServiceCapability.RPC.Type.GET_VOLUME",
-            "ControllerServiceCapability.RPC.Type.MODIFY_VOLUME",
             "ControllerServiceCapability.RPC.Type.SINGLE_NODE_MULTI_WRITER",
             "ControllerServiceCapability.RPC.Type.VOLUME_CONDITION",
-            "GroupControllerServiceCapability.RPC.Type.CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT",
             "NodeServiceCapability.RPC.Type.SINGLE_NODE_MULTI_WRITER",
             "NodeServiceCapability.RPC.Type.VOLUME_CONDITION",
-            "PluginCapability.Service.Type.GROUP_CONTROLLER_SERVICE",
             "PluginCapability.Service.Type.SNAPSHOT_METADATA_SERVICE",
             "VolumeCapability.AccessMode.Mode.SINGLE_NODE_MULTI_WRITER",
             "VolumeCapability.AccessMode.Mode.SINGLE_NODE_SINGLE_WRITER",

@@ -41,6 +41,21 @@ fn group_of(backend: &str, g: &crate::provider::VolumeGroup) -> VolumeGroup {
     }
 }
 
+fn snapshot_group_of(backend: &str, sg: &crate::provider::SnapshotGroup) -> SnapshotGroup {
+    SnapshotGroup {
+        name: sg.name.clone().unwrap_or_default(),
+        id: sg.id.clone().unwrap_or_default(),
+        backend: backend.to_owned(),
+        volume_group_id: sg.volume_group_id.clone().unwrap_or_default(),
+        snapshots: sg
+            .snapshots
+            .iter()
+            .flatten()
+            .map(|s| Snapshot::from_csp(backend, s))
+            .collect(),
+    }
+}
+
 impl Engine {
     /// Creates (or finds) a volume group and makes `volumes` its members.
     pub async fn create_volume_group(
@@ -171,6 +186,28 @@ impl Engine {
         Ok(found.map(|g| group_of(&backend.name, &g)))
     }
 
+    /// A snapshot group by name, if it exists. Groups made through the engine share their
+    /// volume group's name, so only that group's snapshot groups are looked at.
+    pub async fn find_snapshot_group(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+    ) -> Result<Option<SnapshotGroup>> {
+        validate_name("name", name)?;
+        let resolved = self.backends.resolve(backend)?;
+        let Some(vg) = resolved.client.find_volume_group(name).await? else {
+            return Ok(None);
+        };
+        let listed = resolved
+            .client
+            .list_snapshot_groups(vg.id.as_deref().unwrap_or_default())
+            .await?;
+        Ok(listed
+            .iter()
+            .find(|g| g.name.as_deref() == Some(name))
+            .map(|g| snapshot_group_of(&resolved.name, g)))
+    }
+
     /// A snapshot group by CSP id, with its member snapshots.
     pub async fn get_snapshot_group(
         &self,
@@ -179,18 +216,7 @@ impl Engine {
     ) -> Result<SnapshotGroup> {
         let backend = self.backends.resolve(backend)?;
         let sg = backend.client.get_snapshot_group(id).await?;
-        Ok(SnapshotGroup {
-            name: sg.name.clone().unwrap_or_default(),
-            id: sg.id.clone().unwrap_or_default(),
-            backend: backend.name.clone(),
-            volume_group_id: sg.volume_group_id.clone().unwrap_or_default(),
-            snapshots: sg
-                .snapshots
-                .iter()
-                .flatten()
-                .map(|s| Snapshot::from_csp(&backend.name, s))
-                .collect(),
-        })
+        Ok(snapshot_group_of(&backend.name, &sg))
     }
 
     /// Deletes a snapshot group by id with its member snapshots; a missing one is done.

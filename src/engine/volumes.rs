@@ -10,6 +10,7 @@ use crate::provider::{CloneSource, CspClient, VolumeCreate, VolumeEdit};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
+use volbridge_proto::csp::{camel_to_snake, snake_to_camel};
 
 impl Engine {
     /// Creates a volume, or clones one from a snapshot or a volume. A second call with the
@@ -207,8 +208,78 @@ impl Engine {
         Ok(Volume::from_csp(&backend.name, &grown))
     }
 
-    /// Changes a volume's CSP config (camelCase keys); the CSP refuses keys it does not
-    /// allow to change (InvalidArgument).
+    /// Refuses (InvalidArgument) mutable parameters that the backend's CSP does not name as
+    /// mutable (`GET /mutable_config`, camelCase keys compared as snake_case, B38), all of
+    /// them named in one sentence, before anything is created or changed. `volume` names
+    /// the object for the message; `untouched` says what the refusal left as it was.
+    pub async fn check_mutable_params(
+        &self,
+        params: &BTreeMap<String, String>,
+        backend: Option<&str>,
+        volume: &str,
+        untouched: &str,
+    ) -> Result<()> {
+        if params.is_empty() {
+            return Ok(());
+        }
+        let backend = self.backends.resolve(backend)?;
+        let declared = backend.client.mutable_config().await?;
+        let allowed: Vec<String> = declared
+            .as_ref()
+            .map(|m| m.volume.clone())
+            .unwrap_or_default();
+        // `description` is where volbridge keeps the fingerprint of the CreateVolume
+        // request (its idempotency check), whatever a CSP says about it.
+        let refused: Vec<&String> = params
+            .keys()
+            .filter(|k| *k == "description" || !allowed.contains(&camel_to_snake(k)))
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let keys = refused
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let what = if refused.len() == 1 {
+            format!("mutable parameter {keys} is")
+        } else {
+            format!("mutable parameters {keys} are")
+        };
+        let why = match declared {
+            None => format!(
+                "backend '{}' names no mutable keys (its CSP does not serve GET \
+                 /containers/v1/mutable_config), so no parameter of a volume can change",
+                backend.name
+            ),
+            Some(_) if allowed.is_empty() => format!(
+                "backend '{}' names no mutable keys (its CSP's GET \
+                 /containers/v1/mutable_config is empty)",
+                backend.name
+            ),
+            Some(_) => {
+                let mut camel: Vec<String> = allowed.iter().map(|k| snake_to_camel(k)).collect();
+                camel.sort();
+                format!(
+                    "backend '{}' lets a volume change only {}",
+                    backend.name,
+                    camel.join(", ")
+                )
+            }
+        };
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{what} not supported for {volume}: {why}; {untouched}. Remove the key from \
+                 the request (in Kubernetes, from the VolumeAttributeClass)"
+            ),
+        ))
+    }
+
+    /// Changes a volume's CSP config (camelCase keys). Every key is checked against what
+    /// the CSP names as mutable before the one PUT, which the CSP applies whole or not at
+    /// all (B20), so a refused request changes nothing.
     pub async fn modify_volume(
         &self,
         name: &str,
@@ -217,6 +288,13 @@ impl Engine {
         wait: Wait,
     ) -> Result<Volume> {
         validate_name("name", name)?;
+        self.check_mutable_params(
+            params,
+            backend,
+            &format!("volume '{name}'"),
+            "nothing was changed",
+        )
+        .await?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
         let found = backend

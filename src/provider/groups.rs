@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use volbridge_proto::csp::{Capacity, ReplicationPartner, SnapshotGroup, VolumeGroup};
+use volbridge_proto::csp::{
+    Capacity, MutableConfig, ReplicationPartner, SnapshotGroup, VolumeGroup,
+};
 
 use super::client::{CspClient, Op};
 use super::volumes::params_to_config;
@@ -145,6 +147,19 @@ impl CspClient {
             Ok(Some(c)) => c.features.iter().any(|f| f == feature),
             _ => false,
         }
+    }
+
+    /// `GET /mutable_config` (ext): the volume config keys this CSP lets a PUT change with
+    /// effect; `None` from a CSP that does not serve it.
+    pub async fn mutable_config(&self) -> Result<Option<MutableConfig>> {
+        let reply = self
+            .call(Method::GET, &["mutable_config"], &[], None)
+            .await?;
+        if matches!(reply.status.as_u16(), 404 | 405 | 501) {
+            return Ok(None);
+        }
+        let reply = self.check(reply, Op::Other)?;
+        self.decode(&reply, "mutable config").map(Some)
     }
 
     async fn delete_gone_ok(&self, segments: &[&str]) -> Result<()> {

@@ -271,6 +271,7 @@ fn api_routes(shared: &Arc<Shared>) -> AppRouter {
         get(misc::replication_partners),
     );
     authed = both(authed, "/capacity", get(misc::capacity));
+    authed = both(authed, "/mutable_config", get(misc::mutable_config));
     let authed = authed.route_layer(middleware::from_fn_with_state(
         shared.clone(),
         auth::require_token,

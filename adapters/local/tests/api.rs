@@ -1021,6 +1021,15 @@ async fn capacity_partners_routing_and_errors() {
     assert!(c["total_bytes"].as_u64().unwrap() > 0);
     assert!(c["free_bytes"].as_u64().unwrap() <= c["total_bytes"].as_u64().unwrap());
     assert!(c["used_bytes"].is_u64());
+    // The config keys whose change on an existing volume takes effect (volbridge checks
+    // CSI mutable parameters against them); thick and access_protocol are fixed at create.
+    assert_eq!(
+        s.get("/mutable_config").await,
+        (
+            StatusCode::OK,
+            json!({"volume": ["destroy_on_delete", "multi_initiator"]})
+        )
+    );
     assert_eq!(
         s.get("/replication_partners").await,
         (StatusCode::OK, json!([]))

@@ -101,7 +101,8 @@ pub enum ControllerCommand {
     /// ControllerExpandVolume.
     #[command(alias = "expand-volume")]
     Expand(ControllerExpandArgs),
-    /// ControllerModifyVolume: the complete wanted set of mutable parameters.
+    /// ControllerModifyVolume: the mutable parameters to change (keys left out keep their
+    /// values; one key the volume cannot take refuses them all).
     #[command(alias = "modify-volume")]
     Modify {
         volume_id: String,

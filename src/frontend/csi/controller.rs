@@ -141,6 +141,28 @@ impl Csi {
         });
     }
 
+    /// The CO's name of a snapshot's source volume, for CSPs that report only its id.
+    async fn source_name(&self, s: &Snapshot, backend: Option<&str>) -> Result<String, Status> {
+        if let Some(name) = &s.volume_name {
+            return Ok(name.clone());
+        }
+        let backend = self
+            .engine
+            .backends()
+            .resolve(backend)
+            .map_err(status)?
+            .name;
+        Ok(self
+            .engine
+            .list_volumes(Some(&backend))
+            .await
+            .map_err(status)?
+            .into_iter()
+            .find(|v| v.id == s.volume_id)
+            .map(|v| v.name)
+            .unwrap_or_default())
+    }
+
     fn check_caps(caps: &[pb::VolumeCapability]) -> Result<(), Status> {
         for c in caps {
             if let Some(why) = Cap::of(c).unsupported() {
@@ -169,6 +191,22 @@ impl pb::controller_server::Controller for Csi {
             self.engine.config().default_volume_size,
         )?;
         let backend = self.backend(&req.secrets)?;
+        // Spec 1.12: a mutable parameter the volume cannot take fails the call, and
+        // nothing may be made of it; checked before any source lookup or create.
+        let mutable: BTreeMap<String, String> = req
+            .mutable_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.engine
+            .check_mutable_params(
+                &mutable,
+                backend.as_deref(),
+                &format!("volume '{}'", req.name),
+                "nothing was created",
+            )
+            .await
+            .map_err(status)?;
         let embedded = self
             .engine
             .is_embedded(backend.as_deref())
@@ -239,12 +277,15 @@ impl pb::controller_server::Controller for Csi {
                 size = *source_size;
             }
         }
-        let params: BTreeMap<String, String> = req
+        // A key in both maps takes the mutable value (spec: mutable_parameters win). The
+        // merged set is what the fingerprint covers, so a retry must ask the same of both.
+        let mut params: BTreeMap<String, String> = req
             .parameters
             .iter()
             .filter(|(k, _)| !k.starts_with(CO_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        params.extend(mutable);
         let source_id = match req
             .volume_content_source
             .as_ref()
@@ -371,10 +412,30 @@ impl pb::controller_server::Controller for Csi {
             .get_volume(&req.volume_id, backend.as_deref())
             .await
             .map_err(status)?;
+        let mutable: BTreeMap<String, String> = req
+            .mutable_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mutable_refused = match self
+            .engine
+            .check_mutable_params(
+                &mutable,
+                backend.as_deref(),
+                &format!("volume '{}'", req.volume_id),
+                "so they are not confirmed",
+            )
+            .await
+        {
+            Ok(()) => None,
+            Err(e) if e.kind == ErrorKind::InvalidArgument => Some(e.message),
+            Err(e) => return Err(status(e)),
+        };
         let refused = req
             .volume_capabilities
             .iter()
-            .find_map(|c| Cap::of(c).unsupported());
+            .find_map(|c| Cap::of(c).unsupported())
+            .or(mutable_refused);
         let reply = match refused {
             Some(why) => pb::ValidateVolumeCapabilitiesResponse {
                 confirmed: None,
@@ -516,6 +577,7 @@ impl pb::controller_server::Controller for Csi {
             Rpc::VolumeCondition,
             Rpc::SingleNodeMultiWriter,
             Rpc::ModifyVolume,
+            Rpc::GetSnapshot,
         ];
         let capabilities = rpcs
             .into_iter()
@@ -679,6 +741,60 @@ impl pb::controller_server::Controller for Csi {
         Ok(Response::new(pb::ListSnapshotsResponse {
             entries,
             next_token,
+        }))
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::GetSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let backend = self.backend(&req.secrets)?;
+        let backend = backend.as_deref();
+        let id = req.snapshot_id.as_str();
+        let gone = || not_found("snapshot", id);
+        let missing = |e: crate::Error| match e.kind {
+            ErrorKind::NotFound | ErrorKind::InvalidArgument => gone(),
+            _ => status(e),
+        };
+        let snapshot = match id.split_once('/') {
+            // A member of a group snapshot: the CSP id after the group's name, which every
+            // member carries as its own name, so an id glued to another group's name (or to
+            // a lone snapshot) names nothing.
+            Some((group, csp_id)) if known_name(group) && !csp_id.is_empty() => {
+                let snap = self
+                    .engine
+                    .get_snapshot_by_id(csp_id, backend)
+                    .await
+                    .map_err(missing)?;
+                if snap.name != group {
+                    return Err(gone());
+                }
+                let group_id = self
+                    .engine
+                    .find_snapshot_group(group, backend)
+                    .await
+                    .map_err(status)?
+                    .map(|g| g.id)
+                    .unwrap_or_default();
+                let mut out = csi_snapshot(&snap, &self.source_name(&snap, backend).await?);
+                out.snapshot_id = id.to_owned();
+                out.group_snapshot_id = group_id;
+                out
+            }
+            Some(_) => return Err(gone()),
+            None if known_name(id) => {
+                let snap = self
+                    .engine
+                    .get_snapshot(id, backend)
+                    .await
+                    .map_err(missing)?;
+                csi_snapshot(&snap, &self.source_name(&snap, backend).await?)
+            }
+            None => return Err(gone()),
+        };
+        Ok(Response::new(pb::GetSnapshotResponse {
+            snapshot: Some(snapshot),
         }))
     }
 

@@ -1,4 +1,4 @@
-//! The CSI front end (spec v1.10.0, package `csi.v1`): Identity, Controller, Node and
+//! The CSI front end (spec v1.12.0, package `csi.v1`): Identity, Controller, Node and
 //! GroupController over gRPC, translating each RPC into engine calls.
 //!
 //! Identifiers the CO sees:

@@ -69,6 +69,7 @@ with_secrets!(
     CreateSnapshotRequest,
     DeleteSnapshotRequest,
     ListSnapshotsRequest,
+    GetSnapshotRequest,
     ControllerExpandVolumeRequest,
     CreateVolumeGroupSnapshotRequest,
     DeleteVolumeGroupSnapshotRequest,
@@ -274,6 +275,10 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
         }
         "ListSnapshots" => look::<pb::ListSnapshotsRequest, _>("ListSnapshots", body, true, |m| {
             check_entries(m.max_entries)?;
+            Ok(None)
+        }),
+        "GetSnapshot" => look::<pb::GetSnapshotRequest, _>("GetSnapshot", body, true, |m| {
+            required("snapshot_id", &m.snapshot_id)?;
             Ok(None)
         }),
         "ControllerExpandVolume" => look::<pb::ControllerExpandVolumeRequest, _>(
@@ -497,6 +502,10 @@ mod tests {
                     ..Default::default()
                 }
                 .encode_to_vec(),
+            ),
+            (
+                "/csi.v1.Controller/GetSnapshot",
+                pb::GetSnapshotRequest::default().encode_to_vec(),
             ),
             (
                 "/csi.v1.Node/NodeGetVolumeStats",

@@ -1,4 +1,4 @@
-//! R1 replication partners (none) and X1 capacity (§8.6).
+//! R1 replication partners (none), X1 capacity (§8.6) and the mutable config keys.
 
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::Params;
@@ -6,7 +6,9 @@ use crate::server::Shared;
 use axum::extract::State;
 use axum::Json;
 use std::sync::Arc;
-use volbridge_proto::csp::{Capacity, PoolStatus, ReplicationPartner, FEATURE_CLONE_FROM_VOLUME};
+use volbridge_proto::csp::{
+    Capacity, MutableConfig, PoolStatus, ReplicationPartner, FEATURE_CLONE_FROM_VOLUME,
+};
 
 pub async fn replication_partners(params: Params) -> ApiResult<Json<Vec<ReplicationPartner>>> {
     if let Some(name) = params.get("name") {
@@ -15,6 +17,20 @@ pub async fn replication_partners(params: Params) -> ApiResult<Json<Vec<Replicat
         )));
     }
     Ok(Json(Vec::new()))
+}
+
+/// The config keys that change what this CSP does with an existing volume; other keys are
+/// stored and echoed but mean nothing to it, so a CO asking to "change" one would be told
+/// it succeeded while nothing changed. `thick` and `access_protocol` are fixed at create.
+pub const MUTABLE_VOLUME_CONFIG: &[&str] = &["destroy_on_delete", "multi_initiator"];
+
+pub async fn mutable_config() -> Json<MutableConfig> {
+    Json(MutableConfig {
+        volume: MUTABLE_VOLUME_CONFIG
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
+    })
 }
 
 pub async fn capacity(State(sh): State<Arc<Shared>>) -> ApiResult<Json<Capacity>> {
