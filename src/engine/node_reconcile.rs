@@ -3,7 +3,9 @@
 //! states the kernel lost (a reboot) restored, and loop devices or staging mounts that no
 //! record accounts for are cleaned up.
 
-use super::node_records::{Phase, PublishRecord, StageRecord, FORMATS, PUBLISHES, STAGES};
+use super::node_records::{
+    Phase, PublishRecord, StageRecord, FORMATS, OFFLINE_GROWS, PUBLISHES, STAGES,
+};
 use super::reconcile::ReconcileReport;
 use super::{Engine, Wait};
 use crate::host::stage::{self, StageRequest};
@@ -17,6 +19,8 @@ impl Engine {
     pub(super) async fn reconcile_node(&self, report: &mut ReconcileReport, first_pass: bool) {
         // Loops first, records second: any device seen here already has its record.
         let loops = self.on_host(|h| h.loops()).await.unwrap_or_default();
+        // Before any stage is mounted again: a device an offline grow was resizing.
+        self.reconcile_offline_grows(report).await;
         self.reconcile_stages(report).await;
         self.reconcile_publishes(report).await;
         self.reconcile_formats(report);
@@ -75,6 +79,76 @@ impl Engine {
             };
             report.settle(&what, outcome);
         }
+    }
+
+    /// An offline grow the daemon did not see to its end. Its resize2fs runs on after the
+    /// daemon's death: wait for it, then check and grow (a no-op when it finished); when
+    /// the machine or the whole service stopped it half-way, the check repairs the resize's
+    /// damage. The stage's mount and binds come back in `reconcile_stages`.
+    async fn reconcile_offline_grows(&self, report: &mut ReconcileReport) {
+        for (key, _) in self.readable::<serde_json::Value>(report, OFFLINE_GROWS) {
+            let Ok(_guard) = self.node_guard(&key, Wait::No).await else {
+                continue;
+            };
+            let Some(record) = self
+                .store
+                .get::<StageRecord>(STAGES, &key)
+                .ok()
+                .flatten()
+                .filter(|s| s.phase == Phase::Ready)
+            else {
+                let _ = self.store.remove(OFFLINE_GROWS, &key);
+                continue;
+            };
+            let what = format!("offline grow of '{}'", record.volume_name);
+            let outcome = self.finish_offline_grow(&record).await;
+            if matches!(&outcome, Ok(Some(_)) | Ok(None)) {
+                let _ = self.store.remove(OFFLINE_GROWS, &key);
+            }
+            report.settle(&what, outcome);
+        }
+    }
+
+    async fn finish_offline_grow(&self, record: &StageRecord) -> crate::Result<Option<String>> {
+        let ctx = PublishContext::parse(&record.context)?;
+        let transport_config = self.node_config.transport.clone();
+        let tool_timeout = self.node_config.tool_timeout;
+        let staging = record.staging_path.clone();
+        // xfs and btrfs grow only while mounted, which the kernel keeps consistent.
+        if !record
+            .fs_type
+            .as_deref()
+            .is_some_and(|f| f.starts_with("ext"))
+        {
+            return Ok(None);
+        }
+        self.on_host(move |host| {
+            let transport = transport::for_context(&ctx, &transport_config)?;
+            let Some(device) = transport.find(host, &ctx)? else {
+                // Detached (a reboot): the stage's restore attaches it and its own check
+                // runs before the mount; the grow is redone by the next expand.
+                return Ok(Some("left to the next expand (the device is gone)".into()));
+            };
+            if stage::top_mount(&host.mounts()?, &staging).is_some() {
+                return Ok(None);
+            }
+            let deadline = std::time::Instant::now() + tool_timeout;
+            while host.tool_running(&["resize2fs", "e2fsck"], &device)? {
+                if std::time::Instant::now() >= deadline {
+                    return Err(crate::Error::new(
+                        crate::error::ErrorKind::DeadlineExceeded,
+                        format!(
+                            "resize2fs is still growing {}; the next pass finishes the grow",
+                            device.display()
+                        ),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            crate::host::fs::grow_ext_offline(host, &device, tool_timeout, true)?;
+            Ok(Some("finished after the daemon stopped during it".into()))
+        })
+        .await
     }
 
     /// A ready stage whose device or mount is gone (reboot): set it up again. Never

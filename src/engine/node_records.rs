@@ -15,6 +15,10 @@ pub const FORMATS: &str = "formats";
 /// Volumes expanded at the CSP while not staged here: their filesystem grows at the next
 /// stage.
 pub const GROWS: &str = "grows";
+/// Offline grows under way, keyed like stages: written before the filesystem is unmounted
+/// for an offline resize and removed when it is mounted again. One left after a crash tells
+/// the reconciler to finish the resize before anything mounts the device.
+pub const OFFLINE_GROWS: &str = "offline-grows";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,6 +1,8 @@
 //! Node expand and stats of a staged volume.
 
-use super::node_records::{path_component, Phase, PublishRecord, StageRecord, PUBLISHES, STAGES};
+use super::node_records::{
+    path_component, Phase, PublishRecord, StageRecord, OFFLINE_GROWS, PUBLISHES, STAGES,
+};
 use super::{Engine, Wait};
 use crate::error::{Error, Result};
 use crate::host::stage::{self, Access, ExpandRequest, Expanded, PublishRequest, Stats};
@@ -37,7 +39,12 @@ impl Engine {
             .into_iter()
             .filter(|p| p.phase == Phase::Ready)
             .collect();
-        self.on_host(move |host| {
+        let store = self.store.clone();
+        let key = volume_key.to_owned();
+        let name = record.volume_name.clone();
+        let before_offline =
+            move || store.put(OFFLINE_GROWS, &key, &serde_json::json!({ "volume": name }));
+        let grown = self.on_host(move |host| {
             let transport = transport::for_context(&ctx, &transport_config)?;
             let mounted = host
                 .mounts()?
@@ -54,12 +61,21 @@ impl Engine {
             match stage::expand(host, &request) {
                 Err(e) if mounted && e.message.contains(stage::ONLINE_REFUSED) => {
                     tracing::info!(volume = %record.volume_name, reason = %e, "growing offline");
+                    before_offline()?;
                     grow_offline(host, &record, &binds, &request)
                 }
                 other => other,
             }
         })
-        .await
+        .await;
+        // A resize left running past its deadline keeps the record: the device must not be
+        // mounted until it ends, and the reconciler finishes the job.
+        let running =
+            matches!(&grown, Err(e) if e.kind == crate::error::ErrorKind::DeadlineExceeded);
+        if !running {
+            self.store.remove(OFFLINE_GROWS, volume_key)?;
+        }
+        grown
     }
 
     /// Usage and health of a volume at a path (its staging path or a publish target).
@@ -170,6 +186,11 @@ fn grow_offline(
             "the kernel refused to grow the mounted filesystem and it cannot be unmounted to grow offline ({e}); stop what uses it and expand again"
         ))),
     };
+    if let Err(e) = &grown {
+        if e.kind == crate::error::ErrorKind::DeadlineExceeded {
+            return Err(e.clone());
+        }
+    }
     let restored = remount_staging().and_then(|()| unmounted.iter().try_for_each(|b| rebind(b)));
     let grown = grown?;
     restored?;

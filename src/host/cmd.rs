@@ -14,6 +14,9 @@ pub struct Cmd {
     pub timeout: Duration,
     /// Indexes into `args` that hold secrets.
     secret: Vec<usize>,
+    /// Killing it half-way damages what it works on (an offline resize2fs): it outlives
+    /// the daemon and its own deadline, and whoever comes next waits for it.
+    pub must_finish: bool,
 }
 
 impl Cmd {
@@ -23,7 +26,14 @@ impl Cmd {
             args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             secret: Vec::new(),
+            must_finish: false,
         }
+    }
+
+    /// See [`Cmd::must_finish`].
+    pub fn must_finish(mut self) -> Cmd {
+        self.must_finish = true;
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> Cmd {

@@ -1,6 +1,8 @@
 //! Running a tool for real: its own process group (so a timeout kills the whole tree), the
 //! parent-death signal (so a killed daemon leaves no mkfs running behind it), output
-//! captured, and a deadline.
+//! captured, and a deadline. A tool that must finish (an offline resize2fs, which leaves a
+//! filesystem that will not mount when stopped half-way) gets neither: it runs on after
+//! the daemon dies or the deadline passes, and the reconciler waits for it.
 
 use super::cmd::{Cmd, CmdOutput};
 use crate::error::{Error, ErrorKind, Result};
@@ -17,12 +19,16 @@ pub fn run(cmd: &Cmd) -> Result<CmdOutput> {
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
         .process_group(0);
-    // SAFETY: the closure only makes one async-signal-safe syscall (prctl).
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    if !cmd.must_finish {
+        // SAFETY: the closure only makes one async-signal-safe syscall (prctl).
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
                 .map_err(std::io::Error::from)
-        });
+            });
+        }
     }
     let child = command.spawn().map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound {
@@ -43,6 +49,17 @@ pub fn run(cmd: &Cmd) -> Result<CmdOutput> {
     });
     let output = match rx.recv_timeout(cmd.timeout) {
         Ok(output) => output?,
+        Err(_) if cmd.must_finish => {
+            return Err(Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "{} did not finish within {}; it is left running, because stopping it \
+                     half-way would damage the filesystem: try again when it has ended",
+                    cmd.program,
+                    humantime::format_duration(cmd.timeout)
+                ),
+            ));
+        }
         Err(_) => {
             if let Some(pgid) = rustix::process::Pid::from_raw(pid as i32) {
                 let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
@@ -92,6 +109,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::DeadlineExceeded);
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_command_that_must_finish_outlives_its_deadline() {
+        let dir = std::env::temp_dir().join(format!("vb-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let done = dir.join("done");
+        let script = format!("sleep 0.6; touch {}", done.display());
+        let err = run(&Cmd::new("sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(100))
+            .must_finish())
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::DeadlineExceeded);
+        assert!(err.message.contains("left running"), "{}", err.message);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(done.exists(), "the command was stopped");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -372,6 +372,10 @@ impl Host for FakeHost {
         self.with(|s| Ok(s.loops.clone()))
     }
 
+    fn tool_running(&self, _programs: &[&str], _arg: &Path) -> Result<bool> {
+        Ok(false)
+    }
+
     fn flush(&self, path: &Path) -> Result<()> {
         self.with(|s| {
             s.calls.push(Call::Flush(path.to_path_buf()));

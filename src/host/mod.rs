@@ -100,6 +100,9 @@ pub trait Host: Send + Sync {
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput>;
     /// Whether a program is on the PATH (or at an absolute path).
     fn find_program(&self, name: &str) -> Option<PathBuf>;
+    /// Whether one of `programs` is running with `arg` among its arguments (a tool that
+    /// outlived the daemon before it, see [`Cmd::must_finish`]).
+    fn tool_running(&self, programs: &[&str], arg: &Path) -> Result<bool>;
 
     fn mount(&self, spec: &MountSpec) -> Result<()>;
     /// Unmounts `target`; `false` when nothing was mounted there.

@@ -102,6 +102,27 @@ impl Host for RealHost {
         }
     }
 
+    fn tool_running(&self, programs: &[&str], arg: &Path) -> Result<bool> {
+        let arg = arg.as_os_str().as_encoded_bytes();
+        let procs = std::fs::read_dir("/proc")
+            .map_err(|e| Error::internal(format!("cannot list /proc: {e}")))?;
+        for entry in procs.flatten() {
+            // Processes come and go while we look: an unreadable one is not ours.
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let mut argv = cmdline.split(|b| *b == 0);
+            let Some(program) = argv.next() else {
+                continue;
+            };
+            let name = program.rsplit(|b| *b == b'/').next().unwrap_or(program);
+            if programs.iter().any(|p| p.as_bytes() == name) && argv.any(|a| a == arg) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn mounts(&self) -> Result<Vec<MountEntry>> {
         let text = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Error::internal(format!("cannot read /proc/self/mountinfo: {e}")))?;

@@ -80,6 +80,9 @@ pub struct Daemon {
     pub log: PathBuf,
     pub extra: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A program the daemon runs under (`setpriv …`): it execs the daemon, so the pid is
+    /// the daemon's.
+    pub wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -88,17 +91,28 @@ impl Daemon {
     }
 
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(dir, extra, env, &[])
+    }
+
+    /// A daemon run under `wrapper` (`setpriv …`, which execs the command line after it).
+    pub fn start_wrapped(dir: &Path, extra: &[&str], wrapper: &[&str]) -> Daemon {
+        Daemon::launch(dir, extra, &[], wrapper)
+    }
+
+    fn launch(dir: &Path, extra: &[&str], env: &[(&str, &str)], wrapper: &[&str]) -> Daemon {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         let mut d = Daemon {
             child: None,
             dir: dir.to_path_buf(),
             socket: dir.join("admin.sock"),
             state: dir.join("state"),
             log: dir.join("daemon.log"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: owned(extra),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper: owned(wrapper),
         };
         d.spawn();
         d
@@ -110,7 +124,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .arg("serve")
             .arg("--state-dir")
             .arg(&self.state)

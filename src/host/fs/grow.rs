@@ -35,19 +35,7 @@ pub fn grow(host: &dyn Host, r: &GrowRequest) -> Result<GrowOutcome> {
             Ok(GrowOutcome { online: true })
         }
         ("ext4" | "ext3" | "ext2", None) => {
-            // resize2fs refuses an unmounted filesystem that was not just checked.
-            let check = host.run(
-                &Cmd::new("e2fsck")
-                    .args(["-f", "-p", &dev])
-                    .timeout(r.timeout),
-            )?;
-            if check.status > 2 {
-                return Err(Error::precondition(format!(
-                    "{dev} has filesystem errors e2fsck could not fix ({}); run e2fsck by hand",
-                    check.reason()
-                )));
-            }
-            run(host, Cmd::new("resize2fs").arg(&dev), r.timeout, false)?;
+            grow_ext_offline(host, r.device, r.timeout, false)?;
             Ok(GrowOutcome { online: false })
         }
         ("xfs" | "btrfs", Some(at)) => {
@@ -74,6 +62,49 @@ pub fn grow(host: &dyn Host, r: &GrowRequest) -> Result<GrowOutcome> {
             "cannot grow a '{other}' filesystem; supported: ext4, xfs, btrfs"
         ))),
     }
+}
+
+/// resize2fs on an unmounted ext filesystem, after the check it insists on. Both run to
+/// the end whatever happens to the daemon ([`Cmd::must_finish`]): an offline resize stopped
+/// half-way leaves a filesystem that does not mount ("Resize inode not valid").
+///
+/// `interrupted`: the caller knows an earlier offline grow of this device was cut short
+/// (the machine or the whole service stopped under it, so `must_finish` could not help).
+/// Then errors `e2fsck -p` will not fix are the resize's own, and `e2fsck -y` repairs them;
+/// any other filesystem is never repaired without a human.
+pub fn grow_ext_offline(
+    host: &dyn Host,
+    device: &Path,
+    timeout: Duration,
+    interrupted: bool,
+) -> Result<()> {
+    let dev = device.display().to_string();
+    let check = |how: &str| {
+        host.run(
+            &Cmd::new("e2fsck")
+                .args(["-f", how, &dev])
+                .timeout(timeout)
+                .must_finish(),
+        )
+    };
+    let mut checked = check("-p")?;
+    if checked.status > 2 && interrupted {
+        tracing::warn!(device = %dev, reason = %checked.reason(), "repairing the damage of an interrupted offline grow: e2fsck -f -y");
+        checked = check("-y")?;
+    }
+    // 1: errors corrected; 2: corrected, reboot advised (root filesystems only).
+    if checked.status > 2 {
+        return Err(Error::precondition(format!(
+            "{dev} has filesystem errors e2fsck could not fix ({}); run e2fsck by hand",
+            checked.reason()
+        )));
+    }
+    run(
+        host,
+        Cmd::new("resize2fs").arg(&dev).must_finish(),
+        timeout,
+        false,
+    )
 }
 
 fn grow_mounted(host: &dyn Host, fs_type: &str, at: &Path, timeout: Duration) -> Result<()> {

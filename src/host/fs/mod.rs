@@ -8,7 +8,7 @@ mod make;
 mod probe;
 
 pub use check::check_before_mount;
-pub use grow::{grow, GrowOutcome, GrowRequest, ONLINE_REFUSED};
+pub use grow::{grow, grow_ext_offline, GrowOutcome, GrowRequest, ONLINE_REFUSED};
 pub use make::{make, FormatOptions};
 pub use probe::{probe, Probe};
 
