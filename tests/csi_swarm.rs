@@ -13,11 +13,19 @@
 //!
 //! Why a replay and not a real swarm: cluster volumes need Docker Engine 23 or newer (API
 //! 1.42), and the test machines run Debian's docker.io 20.10, which has no cluster volumes
-//! (`docker volume create --type` and `--mount type=cluster` do not exist there).
+//! (`docker volume create --type` and `--mount type=cluster` do not exist there). What
+//! 20.10 has is the managed plugin machinery Swarm relies on, unchanged since: the last
+//! test runs the bundle of `build-rootfs.sh --csi` as a plugin in a private dockerd and
+//! replays the same calls on the socket Docker dials, with the plugin's own paths, and
+//! follows the published volume to the host path Swarm bind-mounts into a task.
 
 mod common;
 mod csi_support;
+mod docker_support;
 
+use csi::controller_client::ControllerClient;
+use csi::identity_client::IdentityClient;
+use csi::node_client::NodeClient;
 use csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume};
 use csi::VolumeCapability;
 use csi_support::*;
@@ -25,6 +33,7 @@ use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tonic::transport::Channel;
 use tonic::Code;
 
 fn repo() -> PathBuf {
@@ -193,9 +202,12 @@ impl ClusterVolume {
     }
 }
 
-/// A daemon started like the plugin, and the plugin's rootfs stand-in under its temp dir.
+/// The CSI socket of one plugin as Swarm reaches it, and where the plugin's rootfs is seen
+/// from here: a daemon started like the plugin with a stand-in rootfs under its temp dir
+/// (`rig`), or the plugin itself in a real dockerd (its rootfs is `/` to it).
 struct SwarmNode {
-    rig: Rig,
+    rig: Option<Rig>,
+    ch: Channel,
     root: PathBuf,
 }
 
@@ -229,7 +241,26 @@ impl SwarmNode {
         // is left to the plugin (swarmkit makes no directory).
         let published = root.join(config_propagated_mount(&cfg));
         std::fs::create_dir_all(&published).unwrap();
-        Some(SwarmNode { rig, root })
+        Some(SwarmNode {
+            ch: rig.ch.clone(),
+            rig: Some(rig),
+            root,
+        })
+    }
+
+    /// The daemon started like the plugin (for the replays that look at the host).
+    fn rig(&self) -> &Rig {
+        self.rig.as_ref().expect("a daemon started by the test")
+    }
+
+    fn ident(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.ch.clone())
+    }
+    fn ctrl(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.ch.clone())
+    }
+    fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.ch.clone())
     }
 
     fn staged(&self, swarm_id: &str) -> String {
@@ -251,7 +282,7 @@ impl SwarmNode {
     /// The agent's connection (`nodePlugin.init`), then the node description it reports
     /// (`NodeGetInfo`): the CSI node id the manager publishes to.
     async fn agent_connects(&self) -> String {
-        let r = &self.rig;
+        let r = self;
         let probe = ok(
             t(r.ident().probe(csi::ProbeRequest {})).await,
             "agent Probe",
@@ -276,8 +307,12 @@ impl SwarmNode {
             "NodeGetInfo",
         );
         assert!(!info.node_id.is_empty(), "NodeGetInfo: a node id");
+        let again = ok(
+            t(r.node().node_get_info(csi::NodeGetInfoRequest {})).await,
+            "NodeGetInfo again",
+        );
         assert_eq!(
-            info.node_id, r.node_id,
+            info.node_id, again.node_id,
             "NodeGetInfo: the same id every time"
         );
         info.node_id
@@ -286,7 +321,7 @@ impl SwarmNode {
     /// The manager's connection (`plugin.init`): Probe, then the capabilities that tell it
     /// to call CreateVolume and ControllerPublishVolume at all.
     async fn manager_connects(&self) {
-        let r = &self.rig;
+        let r = self;
         let probe = ok(
             t(r.ident().probe(csi::ProbeRequest {})).await,
             "manager Probe",
@@ -326,13 +361,13 @@ impl SwarmNode {
     /// answer, so a second one must give the same volume.
     async fn create(&self, v: &ClusterVolume) -> csi::Volume {
         let first = ok(
-            t(self.rig.ctrl().create_volume(v.create_request())).await,
+            t(self.ctrl().create_volume(v.create_request())).await,
             "CreateVolume",
         )
         .volume
         .expect("CreateVolume answers a volume");
         let again = ok(
-            t(self.rig.ctrl().create_volume(v.create_request())).await,
+            t(self.ctrl().create_volume(v.create_request())).await,
             "CreateVolume retried",
         )
         .volume
@@ -357,7 +392,7 @@ impl SwarmNode {
             ..Default::default()
         };
         ok(
-            t(self.rig.ctrl().controller_publish_volume(req)).await,
+            t(self.ctrl().controller_publish_volume(req)).await,
             "ControllerPublishVolume",
         )
         .publish_context
@@ -370,7 +405,7 @@ impl SwarmNode {
             ..Default::default()
         };
         ok(
-            t(self.rig.ctrl().controller_unpublish_volume(req)).await,
+            t(self.ctrl().controller_unpublish_volume(req)).await,
             "ControllerUnpublishVolume",
         );
     }
@@ -380,7 +415,7 @@ impl SwarmNode {
             volume_id: volume_id.to_owned(),
             ..Default::default()
         };
-        ok(t(self.rig.ctrl().delete_volume(req)).await, "DeleteVolume");
+        ok(t(self.ctrl().delete_volume(req)).await, "DeleteVolume");
     }
 
     fn stage_request(&self, a: &Assignment) -> csi::NodeStageVolumeRequest {
@@ -397,7 +432,7 @@ impl SwarmNode {
     /// The agent's `publishVolume`: NodeStageVolume, then NodePublishVolume, every attempt.
     async fn agent_publishes(&self, a: &Assignment) {
         ok(
-            t(self.rig.node().node_stage_volume(self.stage_request(a))).await,
+            t(self.node().node_stage_volume(self.stage_request(a))).await,
             "NodeStageVolume",
         );
         let req = csi::NodePublishVolumeRequest {
@@ -410,7 +445,7 @@ impl SwarmNode {
             ..Default::default()
         };
         ok(
-            t(self.rig.node().node_publish_volume(req)).await,
+            t(self.node().node_publish_volume(req)).await,
             "NodePublishVolume",
         );
     }
@@ -422,7 +457,7 @@ impl SwarmNode {
             target_path: self.published(&a.swarm_id),
         };
         ok(
-            t(self.rig.node().node_unpublish_volume(req)).await,
+            t(self.node().node_unpublish_volume(req)).await,
             "NodeUnpublishVolume",
         );
     }
@@ -434,7 +469,7 @@ impl SwarmNode {
             staging_target_path: self.staged(&a.swarm_id),
         };
         ok(
-            t(self.rig.node().node_unstage_volume(req)).await,
+            t(self.node().node_unstage_volume(req)).await,
             "NodeUnstageVolume",
         );
     }
@@ -443,7 +478,7 @@ impl SwarmNode {
     /// staging nor the publish directory.
     #[track_caller]
     fn assert_node_clean(&self, a: &Assignment) {
-        self.rig.assert_nothing_left();
+        self.rig().assert_nothing_left();
         for dir in [self.staged(&a.swarm_id), self.published(&a.swarm_id)] {
             assert!(!Path::new(&dir).exists(), "{dir} is left behind");
         }
@@ -688,11 +723,11 @@ async fn swarm_connects_as_manager_and_agent() {
     n.agent_connects().await;
     n.manager_connects().await;
     let info = ok(
-        t(n.rig.ident().get_plugin_info(csi::GetPluginInfoRequest {})).await,
+        t(n.ident().get_plugin_info(csi::GetPluginInfoRequest {})).await,
         "GetPluginInfo",
     );
     assert_eq!(info.name, DRIVER);
-    let socket = n.rig.path(&format!(
+    let socket = n.rig().path(&format!(
         "plugin{}",
         plugin_socket(&plugin_config()).display()
     ));
@@ -734,10 +769,10 @@ async fn swarm_mount_volume_cycle() {
     n.agent_publishes(&a).await;
     let staged = n.staged(&a.swarm_id);
     let published = n.published(&a.swarm_id);
-    assert_eq!(n.rig.mounts_at(&staged), 1, "one mount at {staged}");
-    assert_eq!(n.rig.mounts_at(&published), 1, "one mount at {published}");
+    assert_eq!(n.rig().mounts_at(&staged), 1, "one mount at {staged}");
+    assert_eq!(n.rig().mounts_at(&published), 1, "one mount at {published}");
     assert_eq!(
-        n.rig.loops_of(&a.publish_context).len(),
+        n.rig().loops_of(&a.publish_context).len(),
         1,
         "one loop device"
     );
@@ -761,7 +796,7 @@ async fn swarm_mount_volume_cycle() {
     n.agent_unpublishes(&a).await;
     // Swarm rule 1 (docs/swarm.md): the last unpublish has unstaged the volume already.
     assert!(
-        n.rig.loops_of(&a.publish_context).is_empty(),
+        n.rig().loops_of(&a.publish_context).is_empty(),
         "still attached after the last NodeUnpublishVolume"
     );
     n.agent_unstages(&a).await;
@@ -769,7 +804,7 @@ async fn swarm_mount_volume_cycle() {
     n.delete(&a.volume.volume_id).await;
     n.assert_node_clean(&a);
     assert!(
-        n.rig.csp_volume_files().is_empty(),
+        n.rig().csp_volume_files().is_empty(),
         "the CSP still holds a volume file"
     );
 }
@@ -828,7 +863,7 @@ async fn swarm_cycle_without_node_unstage() {
     n.delete(&a.volume.volume_id).await;
     n.assert_node_clean(&a);
     assert!(
-        n.rig.csp_volume_files().is_empty(),
+        n.rig().csp_volume_files().is_empty(),
         "the CSP still holds a volume file"
     );
 }
@@ -869,7 +904,7 @@ async fn swarm_block_volume_for_many_nodes() {
     let mut as_mount = n.stage_request(&a);
     as_mount.volume_capability = Some(swarm_capability(Access::Mount, v.scope, v.sharing));
     let refused = err(
-        t(n.rig.node().node_stage_volume(as_mount)).await,
+        t(n.node().node_stage_volume(as_mount)).await,
         Code::InvalidArgument,
         "NodeStageVolume of MULTI_NODE_MULTI_WRITER as a mount",
     );
@@ -915,12 +950,190 @@ async fn swarm_mount_volume_for_many_nodes_is_refused_with_a_reason() {
             limit: 0,
         };
         let refused = err(
-            t(n.rig.ctrl().create_volume(v.create_request())).await,
+            t(n.ctrl().create_volume(v.create_request())).await,
             Code::InvalidArgument,
             &format!("CreateVolume --type mount --scope multi --sharing {sharing:?}"),
         );
         let msg = refused.message();
         assert!(msg.contains(mode) && msg.contains("block"), "{msg}");
     }
-    assert!(n.rig.csp_volume_files().is_empty(), "nothing was created");
+    assert!(n.rig().csp_volume_files().is_empty(), "nothing was created");
+}
+
+/// The bundle as a managed plugin in a real (private) dockerd: Docker starts it with
+/// `CSI_ENDPOINT` and finds the socket it dials (`/run/docker/plugins/<id>/<Socket>`); the
+/// replay stages and publishes at the plugin's `/data/staged/<id>` and
+/// `/data/published/<id>`; the volume shows on the host at
+/// `<data-root>/plugins/<id>/propagated-mount/<id>` (moby's `ScopedPath`), and a container
+/// bound to that path, as Swarm's executor binds it, sees the data. Then the plugin leaves
+/// nothing attached or mounted.
+#[tokio::test]
+async fn plugin_in_a_real_dockerd_publishes_where_swarm_looks() {
+    let test = "plugin_in_a_real_dockerd_publishes_where_swarm_looks";
+    if !docker_support::require_dockerd(test) {
+        return;
+    }
+    let dir = common::TempDir::new("swarm-dockerd");
+    let _cleanup = common::HostCleanup(dir.path().to_path_buf());
+    let bundle = dir.path().join("bundle");
+    let built = Command::new("bash")
+        .arg(repo().join("docker-plugin/build-rootfs.sh"))
+        .args(["--binary", common::BIN, "--csi"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "build-rootfs.sh --csi: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mut dockerd = docker_support::Dockerd::start(dir.path());
+    let d = &dockerd;
+    let name = "vbswarm:latest";
+    let (state, run, etc) = (
+        dir.path().join("plugin-state"),
+        dir.path().join("plugin-run"),
+        dir.path().join("plugin-etc"),
+    );
+    for p in [&state, &run, &etc] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    d.ok(&["plugin", "create", name, bundle.to_str().unwrap()]);
+    d.ok(&[
+        "plugin",
+        "set",
+        name,
+        &format!("state.source={}", state.display()),
+        &format!("run.source={}", run.display()),
+        &format!("config.source={}", etc.display()),
+    ]);
+    d.ok(&["plugin", "enable", name]);
+    let id = d
+        .ok(&["plugin", "inspect", name, "-f", "{{.Id}}"])
+        .trim()
+        .to_owned();
+    let cfg = plugin_config();
+    let socket_name = cfg["Interface"]["Socket"].as_str().unwrap();
+    // On Linux the plugins' exec root is static, whatever dockerd's --exec-root (moby
+    // `daemon/daemon_linux.go`, `getPluginExecRoot`: socket paths are limited to 108 bytes).
+    let socket = Path::new("/run/docker/plugins").join(&id).join(socket_name);
+    let plugin_log = || {
+        std::fs::read_to_string(&d.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&id))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        docker_support::eventually(std::time::Duration::from_secs(15), || socket.exists()),
+        "Docker's socket path {} does not exist; the plugin's log:\n{}",
+        socket.display(),
+        plugin_log()
+    );
+    let n = SwarmNode {
+        rig: None,
+        ch: volbridge::frontend::csi::Endpoint::Unix(socket)
+            .channel()
+            .unwrap(),
+        root: PathBuf::from("/"),
+    };
+    let node_id = n.agent_connects().await;
+    n.manager_connects().await;
+    let v = ClusterVolume {
+        name: "web".into(),
+        opts: map(&[("fsMode", "0777")]),
+        access: Access::Mount,
+        scope: Scope::Single,
+        sharing: Sharing::None,
+        required: 32 * MIB,
+        limit: 0,
+    };
+    let volume = n.create(&v).await;
+    let a = Assignment {
+        swarm_id: swarm_id(),
+        publish_context: n.controller_publish(&volume, &v, &node_id).await,
+        capability: v.capability(),
+        volume,
+    };
+    // The plugin's loop device, known by the image's file name (the kernel shows the
+    // backing file as the plugin sees it).
+    let image = Path::new(&a.publish_context["localPath"])
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let loops_of_image = || {
+        docker_support::loop_devices()
+            .into_iter()
+            .filter(|(_, file)| file.ends_with(&image))
+            .map(|(dev, _)| dev)
+            .collect::<Vec<_>>()
+    };
+    n.agent_publishes(&a).await;
+    assert_eq!(
+        n.staged(&a.swarm_id),
+        format!("/data/staged/{}", a.swarm_id)
+    );
+    let host_path = dockerd
+        .data_root
+        .join("plugins")
+        .join(&id)
+        .join("propagated-mount")
+        .join(&a.swarm_id);
+    assert!(
+        common::mounts_under(dir.path())
+            .iter()
+            .any(|m| Path::new(m) == host_path),
+        "{} is not a mount on the host: the publish did not propagate",
+        host_path.display()
+    );
+    let bind = format!("{}:/data", host_path.display());
+    d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        docker_support::IMAGE,
+        "sh",
+        "-c",
+        "echo from-a-task > /data/f",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(host_path.join("f")).unwrap(),
+        "from-a-task\n"
+    );
+    assert_eq!(loops_of_image().len(), 1, "one loop device for the volume");
+
+    n.agent_unpublishes(&a).await;
+    assert!(
+        !common::mounts_under(dir.path())
+            .iter()
+            .any(|m| Path::new(m) == host_path),
+        "{} is still mounted after NodeUnpublishVolume",
+        host_path.display()
+    );
+    assert!(
+        loops_of_image().is_empty(),
+        "still attached after the last unpublish"
+    );
+    n.agent_unstages(&a).await;
+    n.controller_unpublish(&a.volume.volume_id, &node_id).await;
+    n.delete(&a.volume.volume_id).await;
+    d.ok(&["plugin", "disable", name]);
+    d.ok(&["plugin", "rm", name]);
+    dockerd.stop();
+    assert!(
+        docker_support::eventually(std::time::Duration::from_secs(10), || {
+            common::mounts_under(dir.path()).is_empty()
+        }),
+        "mounts left: {:?}",
+        common::mounts_under(dir.path())
+    );
+    assert!(
+        loops_of_image().is_empty(),
+        "the volume's loop device is left"
+    );
 }
