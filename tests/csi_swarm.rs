@@ -1137,3 +1137,44 @@ async fn plugin_in_a_real_dockerd_publishes_where_swarm_looks() {
         "the volume's loop device is left"
     );
 }
+
+/// The staging-directory rule is the same for every CO: one the CO made (kubelet) is left
+/// for it after NodeUnstageVolume; one it did not make (Swarm) is made by the stage and
+/// removed by the unstage. Here the CO makes it first, as kubelet does.
+#[tokio::test]
+async fn a_staging_directory_the_co_made_is_left_to_it() {
+    let Some(n) = SwarmNode::start("swarm-codir").await else {
+        return;
+    };
+    let node_id = n.agent_connects().await;
+    let v = ClusterVolume {
+        name: "kept-dir".into(),
+        opts: Map::new(),
+        access: Access::Mount,
+        scope: Scope::Single,
+        sharing: Sharing::None,
+        required: 16 * MIB,
+        limit: 0,
+    };
+    let volume = n.create(&v).await;
+    let a = Assignment {
+        swarm_id: swarm_id(),
+        publish_context: n.controller_publish(&volume, &v, &node_id).await,
+        capability: v.capability(),
+        volume,
+    };
+    let staged = n.staged(&a.swarm_id);
+    std::fs::create_dir_all(&staged).unwrap();
+    n.agent_publishes(&a).await;
+    n.agent_unpublishes(&a).await;
+    n.agent_unstages(&a).await;
+    assert!(
+        Path::new(&staged).is_dir(),
+        "{staged}, made by the CO, was removed"
+    );
+    assert_eq!(n.rig().mounts_at(&staged), 0, "{staged} is still mounted");
+    std::fs::remove_dir(&staged).unwrap();
+    n.controller_unpublish(&a.volume.volume_id, &node_id).await;
+    n.delete(&a.volume.volume_id).await;
+    n.assert_node_clean(&a);
+}
