@@ -1178,3 +1178,50 @@ async fn a_staging_directory_the_co_made_is_left_to_it() {
     n.delete(&a.volume.volume_id).await;
     n.assert_node_clean(&a);
 }
+
+/// `--opt fsOwner=alice`: the stage fails with the option's name and what it accepts, and
+/// leaves neither a mount, a loop device nor the staging directory it made (the agent's
+/// retry must not find a directory it would take for its own).
+#[tokio::test]
+async fn a_bad_opt_fails_the_stage_by_name_and_leaves_nothing() {
+    let Some(n) = SwarmNode::start("swarm-badopt").await else {
+        return;
+    };
+    let node_id = n.agent_connects().await;
+    let v = ClusterVolume {
+        name: "badowner".into(),
+        opts: map(&[("fsOwner", "alice")]),
+        access: Access::Mount,
+        scope: Scope::Single,
+        sharing: Sharing::None,
+        required: 16 * MIB,
+        limit: 0,
+    };
+    let volume = n.create(&v).await;
+    let a = Assignment {
+        swarm_id: swarm_id(),
+        publish_context: n.controller_publish(&volume, &v, &node_id).await,
+        capability: v.capability(),
+        volume,
+    };
+    for attempt in 0..2 {
+        let r = t(n.node().node_stage_volume(n.stage_request(&a))).await;
+        let msg = match r {
+            Ok(_) => panic!("attempt {attempt}: NodeStageVolume with fsOwner=alice succeeded"),
+            Err(s) => s.message().to_owned(),
+        };
+        assert!(
+            msg.contains("fsOwner") && msg.contains("uid:gid"),
+            "attempt {attempt}: {msg}"
+        );
+        n.rig().assert_nothing_left();
+        let staged = n.staged(&a.swarm_id);
+        assert!(
+            !Path::new(&staged).exists(),
+            "attempt {attempt}: {staged} left"
+        );
+    }
+    n.controller_unpublish(&a.volume.volume_id, &node_id).await;
+    n.delete(&a.volume.volume_id).await;
+    n.assert_node_clean(&a);
+}

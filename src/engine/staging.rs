@@ -103,9 +103,9 @@ impl Engine {
             .on_host(move |host| {
                 // Kubelet makes the staging directory; Docker Swarm's agent makes none
                 // (it names `/data/staged/<id>` in the plugin's rootfs). What we make, we
-                // remove at unstage.
-                let made =
-                    made_before || (!access.is_block() && host.stat(&staging_path)?.is_none());
+                // remove at unstage, or now if the stage fails: a retry would otherwise
+                // find it and take it for the CO's.
+                let making = !access.is_block() && host.stat(&staging_path)?.is_none();
                 let transport = transport::for_context(&ctx, &transport_config)?;
                 let before_format = || {
                     store.put(
@@ -114,7 +114,7 @@ impl Engine {
                         &serde_json::json!({"device_was_blank": true}),
                     )
                 };
-                stage::stage(
+                let staged = stage::stage(
                     host,
                     &StageRequest {
                         ctx: &ctx,
@@ -126,8 +126,18 @@ impl Engine {
                         redo_format,
                         before_format: &before_format,
                     },
-                )
-                .map(|staged| (staged, made))
+                );
+                match staged {
+                    Ok(staged) => Ok((staged, made_before || making)),
+                    Err(e) => {
+                        if making {
+                            // Nothing is mounted there after a failed stage; an rmdir
+                            // that fails leaves an empty directory, nothing worse.
+                            let _ = host.remove(&staging_path);
+                        }
+                        Err(e)
+                    }
+                }
             })
             .await;
         match outcome {
