@@ -965,7 +965,8 @@ async fn swarm_mount_volume_for_many_nodes_is_refused_with_a_reason() {
 /// replay stages and publishes at the plugin's `/data/staged/<id>` and
 /// `/data/published/<id>`; the volume shows on the host at
 /// `<data-root>/plugins/<id>/propagated-mount/<id>` (moby's `ScopedPath`), and a container
-/// bound to that path, as Swarm's executor binds it, sees the data. Then the plugin leaves
+/// bound to that path, as Swarm's executor binds it, sees the data. The plugin restarts
+/// meanwhile and the agent's retry finds the volume whole; at the end the plugin leaves
 /// nothing attached or mounted.
 #[tokio::test]
 async fn plugin_in_a_real_dockerd_publishes_where_swarm_looks() {
@@ -1033,7 +1034,7 @@ async fn plugin_in_a_real_dockerd_publishes_where_swarm_looks() {
     );
     let n = SwarmNode {
         rig: None,
-        ch: volbridge::frontend::csi::Endpoint::Unix(socket)
+        ch: volbridge::frontend::csi::Endpoint::Unix(socket.clone())
             .channel()
             .unwrap(),
         root: PathBuf::from("/"),
@@ -1106,6 +1107,31 @@ async fn plugin_in_a_real_dockerd_publishes_where_swarm_looks() {
         "from-a-task\n"
     );
     assert_eq!(loops_of_image().len(), 1, "one loop device for the volume");
+
+    // Docker restarts the plugin (its container, and the staging mount inside it, go;
+    // the publish stays on the host side of the propagated mount). The agent's next
+    // attempt stages and publishes again; the volume is whole and attached once.
+    d.ok(&["plugin", "disable", "-f", name]);
+    d.ok(&["plugin", "enable", name]);
+    let n = SwarmNode {
+        rig: None,
+        ch: volbridge::frontend::csi::Endpoint::Unix(socket)
+            .channel()
+            .unwrap(),
+        root: PathBuf::from("/"),
+    };
+    n.agent_connects().await;
+    n.agent_publishes(&a).await;
+    assert_eq!(
+        std::fs::read_to_string(host_path.join("f")).unwrap(),
+        "from-a-task\n",
+        "the data after a plugin restart"
+    );
+    assert_eq!(
+        loops_of_image().len(),
+        1,
+        "one loop device after the restart"
+    );
 
     n.agent_unpublishes(&a).await;
     assert!(
