@@ -3,24 +3,36 @@
 # binary and the host's mkfs/blkid/fsck/resize tools, each with the shared libraries it
 # loads (found with ldd), so the bundle needs no base image and no network.
 #
-#   docker-plugin/build-rootfs.sh [--binary target/release/volbridge] OUT
+#   docker-plugin/build-rootfs.sh [--binary target/release/volbridge] [--csi] OUT
 #   docker plugin create volbridge OUT && docker plugin enable volbridge
+#
+# --csi builds the Docker Swarm flavour instead of the volume plugin: config.json from
+# docker-plugin/csi/ (CSI on $CSI_ENDPOINT, docker.csicontroller/1.0 and docker.csinode/1.0,
+# PropagatedMount /data/published); see docs/swarm.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 binary="$here/../target/release/volbridge"
+config="$here/config.json"
+# The directories a flavour's config.json names: its PropagatedMount, and for Swarm the
+# staging root its agent passes (/data/staged/<volume id>; the volumes' dirs volbridge makes).
+dirs=(mnt/volbridge)
+usage="usage: build-rootfs.sh [--binary PATH] [--csi] OUT"
 while [ $# -gt 1 ]; do
   case "$1" in
     --binary) binary=$2; shift 2 ;;
-    *) echo "build-rootfs.sh: unknown option $1" >&2; exit 2 ;;
+    --csi) config="$here/csi/config.json"; dirs=(data/published data/staged); shift ;;
+    *) echo "build-rootfs.sh: unknown option $1; $usage" >&2; exit 2 ;;
   esac
 done
-[ $# -eq 1 ] || { echo "usage: build-rootfs.sh [--binary PATH] OUT" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "$usage" >&2; exit 2; }
 out=$1
+case "$out" in -*) echo "build-rootfs.sh: OUT '$out' looks like an option; $usage" >&2; exit 2 ;; esac
 [ -x "$binary" ] || { echo "build-rootfs.sh: $binary is missing; run cargo build --release" >&2; exit 1; }
 
 rootfs="$out/rootfs"
 rm -rf "$rootfs"
-mkdir -p "$rootfs"/{usr/bin,usr/sbin,etc,tmp,proc,sys,dev,run/docker/plugins,run/volbridge,var/lib/volbridge,mnt/volbridge}
+mkdir -p "$rootfs"/{usr/bin,usr/sbin,etc,tmp,proc,sys,dev,run/docker/plugins,run/volbridge,var/lib/volbridge}
+for d in "${dirs[@]}"; do mkdir -p "$rootfs/$d"; done
 chmod 1777 "$rootfs/tmp"
 ln -s usr/bin "$rootfs/bin"
 ln -s usr/sbin "$rootfs/sbin"
@@ -74,5 +86,5 @@ printf 'root:x:0:0:root:/:/bin/false\n' > "$rootfs/etc/passwd"
 printf 'root:x:0:\n' > "$rootfs/etc/group"
 touch "$rootfs/etc/hosts" "$rootfs/etc/resolv.conf"
 
-cp "$here/config.json" "$out/config.json"
+cp "$config" "$out/config.json"
 echo "bundle ready in $out ($(du -sh "$rootfs" | cut -f1)); next: docker plugin create volbridge $out"

@@ -107,6 +107,9 @@ pub struct CsiSection {
     pub driver_name: String,
     /// What NodeGetInfo reports and ControllerPublishVolume enforces per node; 0: no limit.
     pub max_volumes_per_node: i64,
+    /// `generic` (Kubernetes and any CO that follows the spec) or `swarm` (Docker Swarm
+    /// cluster volumes: the rules of `frontend::csi::orchestrator`).
+    pub orchestrator: String,
 }
 
 /// The Docker volume plugin front end; off unless enabled (`--docker`, `--docker-socket`).
@@ -232,6 +235,7 @@ impl Default for CsiSection {
             mode: "all".into(),
             driver_name: DEFAULT_CSI_DRIVER.into(),
             max_volumes_per_node: 0,
+            orchestrator: "generic".into(),
         }
     }
 }
@@ -386,6 +390,7 @@ impl Config {
             crate::frontend::csi::Endpoint::parse(e)?;
         }
         crate::frontend::csi::validate_driver_name(&self.csi.driver_name)?;
+        crate::frontend::csi::Orchestrator::parse(&self.csi.orchestrator)?;
         if self.csi.max_volumes_per_node < 0 {
             return Err(Error::invalid(
                 "csi.max_volumes_per_node",

@@ -94,6 +94,7 @@ pub async fn serve(config: Config) -> Result<()> {
                     driver_name: config.csi.driver_name.clone(),
                     mode: csi::Mode::parse(&config.csi.mode)?,
                     max_volumes_per_node: config.csi.max_volumes_per_node,
+                    orchestrator: csi::Orchestrator::parse(&config.csi.orchestrator)?,
                 },
             )
             .with_ready(state.ready.clone());

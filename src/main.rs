@@ -123,6 +123,9 @@ fn effective_config(args: &ServeArgs) -> Result<Config, Error> {
     if let Some(n) = args.csi_max_volumes_per_node {
         config.csi.max_volumes_per_node = n;
     }
+    if let Some(o) = &args.csi_orchestrator {
+        config.csi.orchestrator = o.clone();
+    }
     if let Some(a) = args.metrics_listen {
         config.metrics_listen = Some(a);
     }

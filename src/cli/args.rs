@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Volumes this node accepts (NodeGetInfo, ControllerPublishVolume); 0: no limit.
     #[arg(long)]
     pub csi_max_volumes_per_node: Option<i64>,
+    /// The CO calling CSI: `generic` (Kubernetes, Nomad, any spec-following CO) or `swarm`
+    /// (Docker Swarm cluster volumes; see docs/swarm.md).
+    #[arg(long, value_parser = ["generic", "swarm"])]
+    pub csi_orchestrator: Option<String>,
     /// Also serve /metrics, /healthz and /readyz on this TCP address (e.g. 0.0.0.0:9808).
     #[arg(long, env = "VOLBRIDGE_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,

@@ -59,6 +59,10 @@ pub struct StageRecord {
     /// The filesystem found or made (mount access, once ready).
     #[serde(default)]
     pub fs_type: Option<String>,
+    /// The staging directory did not exist and the stage made it (a CO that makes none:
+    /// Docker Swarm); unstage removes it again.
+    #[serde(default)]
+    pub made_staging_dir: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -153,6 +153,25 @@ impl Engine {
         self.unpublish_locked(volume_key, &target).await
     }
 
+    /// Unpublishes a target and then, when the volume has no other publish on this node,
+    /// unstages it, under one guard so that no stage or publish of the volume comes in
+    /// between. For a CO that never sends NodeUnstageVolume (Docker Swarm: see
+    /// `frontend::csi::orchestrator`). A volume that is not staged is left as it is.
+    pub async fn node_unpublish_and_unstage(
+        &self,
+        volume_key: &str,
+        target_path: &str,
+        wait: Wait,
+    ) -> Result<()> {
+        let _guard = self.node_guard(volume_key, wait).await?;
+        let target = paths::validate_target("target_path", target_path)?;
+        self.unpublish_locked(volume_key, &target).await?;
+        if !self.publishes_of(volume_key)?.is_empty() {
+            return Ok(());
+        }
+        self.unstage_locked(volume_key, None).await
+    }
+
     pub(super) async fn unpublish_locked(
         &self,
         volume_key: &str,

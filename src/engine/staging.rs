@@ -80,6 +80,7 @@ impl Engine {
             read_only: req.read_only,
             phase: Phase::Creating,
             fs_type: None,
+            made_staging_dir: false,
         };
         let was_ready = previous.as_ref().is_some_and(|p| p.phase == Phase::Ready);
         // Transitional records need only survive the process, not a power loss (which
@@ -97,8 +98,14 @@ impl Engine {
         let access = record.access.clone();
         let read_only = record.read_only;
         let format_key = key.clone();
+        let made_before = previous.as_ref().is_some_and(|p| p.made_staging_dir);
         let outcome = self
             .on_host(move |host| {
+                // Kubelet makes the staging directory; Docker Swarm's agent makes none
+                // (it names `/data/staged/<id>` in the plugin's rootfs). What we make, we
+                // remove at unstage, or now if the stage fails: a retry would otherwise
+                // find it and take it for the CO's.
+                let making = !access.is_block() && host.stat(&staging_path)?.is_none();
                 let transport = transport::for_context(&ctx, &transport_config)?;
                 let before_format = || {
                     store.put(
@@ -107,7 +114,7 @@ impl Engine {
                         &serde_json::json!({"device_was_blank": true}),
                     )
                 };
-                stage::stage(
+                let staged = stage::stage(
                     host,
                     &StageRequest {
                         ctx: &ctx,
@@ -119,12 +126,24 @@ impl Engine {
                         redo_format,
                         before_format: &before_format,
                     },
-                )
+                );
+                match staged {
+                    Ok(staged) => Ok((staged, made_before || making)),
+                    Err(e) => {
+                        if making {
+                            // Nothing is mounted there after a failed stage; an rmdir
+                            // that fails leaves an empty directory, nothing worse.
+                            let _ = host.remove(&staging_path);
+                        }
+                        Err(e)
+                    }
+                }
             })
             .await;
         match outcome {
-            Ok(staged) => {
+            Ok((staged, made)) => {
                 record.phase = Phase::Ready;
+                record.made_staging_dir = made;
                 record.fs_type = staged.fs_type.clone();
                 self.store.put(STAGES, &key, &record)?;
                 // The filesystem is complete and mounted: from here on it may hold data,
@@ -201,11 +220,18 @@ impl Engine {
         let transport_config = self.node_config.transport.clone();
         let staging = record.staging_path.clone();
         let ours = record.owner == Owner::Engine;
+        let made = record.made_staging_dir;
         self.on_host(move |host| {
             let transport = transport::for_context(&ctx, &transport_config)?;
             stage::unstage(host, &ctx, transport.as_ref(), &staging)?;
             if ours {
                 host.remove(&staging)?;
+            } else if made {
+                // The CO never asked for this directory; if it put something there
+                // meanwhile, that is its own to keep, and the unstage is done anyway.
+                if let Err(e) = host.remove(&staging) {
+                    tracing::warn!(error = %e.message, path = %staging.display(), "staging directory left in place");
+                }
             }
             Ok(())
         })

@@ -122,6 +122,19 @@ impl FakeHost {
         self
     }
 
+    /// A loop device bound by someone else, showing `backing_file` as the kernel does.
+    pub fn add_loop(&self, device: &str, backing_file: &str, dev: &str) -> &Self {
+        self.with(|s| {
+            s.loops.push(LoopDevice {
+                device: PathBuf::from(device),
+                backing_file: PathBuf::from(backing_file),
+                dev: dev.to_owned(),
+                read_only: false,
+            })
+        });
+        self
+    }
+
     pub fn add_dir(&self, path: impl Into<PathBuf>) -> &Self {
         let path = path.into();
         self.with(|s| {

@@ -273,6 +273,9 @@ pub struct RigOptions<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Give the embedded CSP a known port (for secrets that address it).
     pub csp_port: bool,
+    /// Name the socket (a path under the rig's dir) in `CSI_ENDPOINT`, as a Docker
+    /// managed plugin's config.json does, instead of `--csi-endpoint`.
+    pub endpoint_in_env: Option<&'a str>,
 }
 
 impl Rig {
@@ -287,8 +290,14 @@ impl Rig {
         }
         let dir = TempDir::new(&format!("csi-{tag}"));
         let cleanup = HostCleanup(dir.path().to_path_buf());
-        let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
-        let mut args: Vec<String> = vec!["--csi-endpoint".into(), endpoint.clone()];
+        let socket = dir.path().join(opts.endpoint_in_env.unwrap_or("csi.sock"));
+        let endpoint = format!("unix://{}", socket.display());
+        let mut env = opts.env.to_vec();
+        let mut args: Vec<String> = Vec::new();
+        match opts.endpoint_in_env {
+            Some(_) => env.push(("CSI_ENDPOINT", endpoint.as_str())),
+            None => args.extend(["--csi-endpoint".into(), endpoint.clone()]),
+        }
         let csp_port = if opts.csp_port {
             let port = free_port();
             args.push("--csp-listen".into());
@@ -299,7 +308,7 @@ impl Rig {
         };
         args.extend(opts.extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let d = Daemon::start_with_env(dir.path(), &argv, opts.env);
+        let d = Daemon::start_with_env(dir.path(), &argv, &env);
         let ch = volbridge::frontend::csi::Endpoint::parse(&endpoint)
             .expect("endpoint parses")
             .channel()

@@ -49,6 +49,23 @@ impl Cap {
         }
     }
 
+    /// A capability whose access type is not the volume's (Docker Swarm's
+    /// ControllerPublishVolume always says "mount, no fs type": see `orchestrator`): only
+    /// the access mode is checked. It is kept as a mount, so that the publish context
+    /// still carries the volume's filesystem settings (`fsType`, `fsOwner`, … from its
+    /// parameters) for a node that mounts it; the node calls check the real access type.
+    pub fn mode_only(c: Option<&pb::VolumeCapability>) -> Result<Cap, tonic::Status> {
+        let cap = Cap::of(
+            c.ok_or_else(|| tonic::Status::invalid_argument("volume_capability is required"))?,
+        );
+        if cap.mode == Mode::Unknown {
+            return Err(tonic::Status::invalid_argument(
+                "the access mode is unknown",
+            ));
+        }
+        Ok(cap)
+    }
+
     pub fn single_node(&self) -> bool {
         matches!(
             self.mode,

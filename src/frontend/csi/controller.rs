@@ -367,7 +367,11 @@ impl pb::controller_server::Controller for Csi {
         request: Request<pb::ControllerPublishVolumeRequest>,
     ) -> Result<Response<pb::ControllerPublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let cap = Cap::usable(req.volume_capability.as_ref())?;
+        let cap = if self.config.orchestrator.trusts_publish_access_type() {
+            Cap::usable(req.volume_capability.as_ref())?
+        } else {
+            Cap::mode_only(req.volume_capability.as_ref())?
+        };
         let backend = self.backend(&req.secrets)?;
         let grant = GrantRequest {
             volume: req.volume_id.clone(),

@@ -24,6 +24,7 @@ mod hpack;
 mod identity;
 mod layer;
 mod node;
+mod orchestrator;
 mod paging;
 mod rpc;
 mod server;
@@ -32,6 +33,7 @@ mod status;
 pub use server::serve;
 
 pub use endpoint::Endpoint;
+pub use orchestrator::Orchestrator;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -106,6 +108,8 @@ pub struct CsiConfig {
     pub mode: Mode,
     /// 0: no limit.
     pub max_volumes_per_node: i64,
+    /// Who calls: the rules that differ for Docker Swarm (see [`orchestrator`]).
+    pub orchestrator: Orchestrator,
 }
 
 /// The state every CSI service shares: the engine and the settings.

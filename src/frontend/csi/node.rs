@@ -233,6 +233,12 @@ impl pb::node_server::Node for Csi {
                     .await
                     .map_err(status)?;
             }
+            None if self.config.orchestrator.unstage_on_last_unpublish() => {
+                self.engine
+                    .node_unpublish_and_unstage(&req.volume_id, &req.target_path, Wait::No)
+                    .await
+                    .map_err(status)?;
+            }
             None => {
                 self.engine
                     .node_unpublish(&req.volume_id, &req.target_path, Wait::No)

@@ -51,9 +51,35 @@ impl LocalTransport {
         Ok(host
             .loops()?
             .into_iter()
-            .filter(|l| l.backing_file == file)
+            .filter(|l| {
+                l.backing_file == file || opened_in_a_gone_namespace(host, &l.backing_file, file)
+            })
             .collect())
     }
+}
+
+/// Whether a loop device was bound to `file` by a process whose mount namespace is gone: a
+/// managed plugin's container that Docker restarted. The kernel names a backing file by the
+/// path it was opened through; once that mount is gone, the path it shows is relative to
+/// the mount's root (`/csp/volumes/<id>.img` for `/var/lib/volbridge/csp/volumes/<id>.img`)
+/// and names nothing here. Missing it would bind a second loop device to the same file and
+/// mount one filesystem twice through two devices, which corrupts it. The shown path must
+/// be a tail of `file` of at least the directory and the file name (the CSP makes the name
+/// unique) and must not exist here.
+fn opened_in_a_gone_namespace(host: &dyn Host, shown: &Path, file: &Path) -> bool {
+    use std::path::Component::Normal;
+    let tail: Vec<_> = shown
+        .components()
+        .filter(|c| matches!(c, Normal(_)))
+        .collect();
+    let full: Vec<_> = file
+        .components()
+        .filter(|c| matches!(c, Normal(_)))
+        .collect();
+    tail.len() >= 2
+        && tail.len() < full.len()
+        && full.ends_with(&tail)
+        && matches!(host.stat(shown), Ok(None))
 }
 
 impl Transport for LocalTransport {
@@ -176,6 +202,38 @@ mod tests {
         t.detach(&host, &c).unwrap();
         assert_eq!(t.find(&host, &c).unwrap(), None);
         t.detach(&host, &c).unwrap();
+    }
+
+    #[test]
+    fn a_loop_bound_in_a_gone_mount_namespace_is_found_again() {
+        let attaches = |host: &FakeHost| {
+            host.calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::LoopAttach { .. }))
+                .count()
+        };
+        let c = ctx("/data/volumes/abc.img");
+        // Bound by a plugin container Docker has restarted: the kernel shows the path
+        // below the mount it was opened through. The file name alone is not enough.
+        let host = FakeHost::new();
+        host.add_file("/data/volumes/abc.img", "0123456789")
+            .add_loop("/dev/loop5", "/abc.img", "7:5")
+            .add_loop("/dev/loop4", "/volumes/abc.img", "7:4");
+        assert_eq!(
+            transport().attach(&host, &c).unwrap(),
+            PathBuf::from("/dev/loop4")
+        );
+        assert_eq!(attaches(&host), 0);
+        // A shown path that names a file here is that file's loop, not this one's.
+        let host = FakeHost::new();
+        host.add_file("/data/volumes/abc.img", "0123456789")
+            .add_file("/volumes/abc.img", "x")
+            .add_loop("/dev/loop4", "/volumes/abc.img", "7:4");
+        assert_ne!(
+            transport().attach(&host, &c).unwrap(),
+            PathBuf::from("/dev/loop4")
+        );
+        assert_eq!(attaches(&host), 1);
     }
 
     #[test]
