@@ -420,6 +420,15 @@ pub struct Capacity {
     /// How the CSP stores volumes (volbridge extension; the local CSP fills it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolStatus>,
+    /// The optional volbridge endpoints this CSP serves, by name (e.g.
+    /// [`crate::ranges::EXTENSION_SNAPSHOT_METADATA`]); a client asks only for what is
+    /// listed here, so a CSP without an extension is never probed with guesses.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::string_list"
+    )]
+    pub extensions: Vec<String>,
 }
 
 /// The local CSP's pool (csp-api.md B39b): its mode, whether snapshots and clones share

@@ -1,4 +1,5 @@
-//! R1 replication partners (none) and X1 capacity (§8.6).
+//! R1 replication partners (none) and X1 capacity (§8.6), which also names the extensions
+//! this CSP serves.
 
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::Params;
@@ -7,6 +8,7 @@ use axum::extract::State;
 use axum::Json;
 use std::sync::Arc;
 use volbridge_proto::csp::{Capacity, PoolStatus, ReplicationPartner};
+use volbridge_proto::ranges::EXTENSION_SNAPSHOT_METADATA;
 
 pub async fn replication_partners(params: Params) -> ApiResult<Json<Vec<ReplicationPartner>>> {
     if let Some(name) = params.get("name") {
@@ -36,5 +38,6 @@ pub async fn capacity(State(sh): State<Arc<Shared>>) -> ApiResult<Json<Capacity>
             reflink: sh.pool.reflink(),
             reason: sh.pool.reason().to_owned(),
         }),
+        extensions: vec![EXTENSION_SNAPSHOT_METADATA.to_owned()],
     }))
 }
