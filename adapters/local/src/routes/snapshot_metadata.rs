@@ -39,20 +39,23 @@ fn window(params: &Params, snap: &SnapshotRec) -> Result<(u64, u32), ApiError> {
     Ok((offset, u32::try_from(limit).unwrap_or(u32::MAX)))
 }
 
-/// The snapshot's record, if its data is complete.
-async fn ready(sh: &Shared, id: &str) -> ApiResult<SnapshotRec> {
-    let snap = sh
-        .store
+/// The snapshot's record.
+async fn record(sh: &Shared, id: &str) -> ApiResult<SnapshotRec> {
+    sh.store
         .query(|s| s.snapshot(id).cloned())
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("snapshot '{id}' not found")))?;
+        .ok_or_else(|| ApiError::not_found(format!("snapshot '{id}' not found")))
+}
+
+/// Refuses a snapshot whose data a background copy is still writing.
+fn ready(snap: &SnapshotRec) -> Result<(), ApiError> {
     if !snap.ready {
         return Err(ApiError::conflict(format!(
             "snapshot '{}' is still being copied; ask again once it is ready_to_use",
             snap.name
         )));
     }
-    Ok(snap)
+    Ok(())
 }
 
 /// Opens a snapshot's image. A snapshot deleted since its record was read is gone; an
@@ -92,8 +95,9 @@ pub async fn allocated(
     Id(id): Id,
     params: Params,
 ) -> ApiResult<Json<RangePage>> {
-    let snap = ready(&sh, &id).await?;
+    let snap = record(&sh, &id).await?;
     let (offset, limit) = window(&params, &snap)?;
+    ready(&snap)?;
     let f = open(&sh, &snap)?;
     let size = snap.size;
     let page = compute(
@@ -120,8 +124,9 @@ pub async fn changes(
             ))
         })?
         .to_owned();
-    let target = ready(&sh, &id).await?;
-    let base = ready(&sh, &base_id).await?;
+    // What is wrong whenever it is asked is said before what is wrong only for now.
+    let target = record(&sh, &id).await?;
+    let base = record(&sh, &base_id).await?;
     if base.volume_id != target.volume_id {
         return Err(ApiError::bad_request(format!(
             "snapshots '{}' (of volume '{}') and '{}' (of volume '{}') are not of one volume; \
@@ -130,6 +135,8 @@ pub async fn changes(
         )));
     }
     let (offset, limit) = window(&params, &target)?;
+    ready(&base)?;
+    ready(&target)?;
     let (fb, ft) = (open(&sh, &base)?, open(&sh, &target)?);
     // Reflinked snapshots share the extents of what did not change; copies share nothing
     // and must be read.
