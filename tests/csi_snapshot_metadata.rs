@@ -107,6 +107,7 @@ fn client(r: &Rig) -> SnapshotMetadataClient<tonic::transport::Channel> {
 fn ranges_of(
     kind: i32,
     capacity: i64,
+    want_capacity: i64,
     blocks: &[csi::BlockMetadata],
     what: &str,
 ) -> Vec<(i64, i64)> {
@@ -115,7 +116,7 @@ fn ranges_of(
         csi::BlockMetadataType::VariableLength as i32,
         "{what}: block_metadata_type"
     );
-    assert_eq!(capacity, SIZE, "{what}: volume_capacity_bytes");
+    assert_eq!(capacity, want_capacity, "{what}: volume_capacity_bytes");
     blocks
         .iter()
         .map(|b| (b.byte_offset, b.size_bytes))
@@ -129,6 +130,17 @@ async fn allocated(
     starting_offset: i64,
     max_results: i32,
 ) -> Result<Vec<Vec<(i64, i64)>>, Status> {
+    allocated_of(r, snapshot_id, starting_offset, max_results, SIZE).await
+}
+
+/// The same, for a volume of `capacity` bytes.
+async fn allocated_of(
+    r: &Rig,
+    snapshot_id: &str,
+    starting_offset: i64,
+    max_results: i32,
+    capacity: i64,
+) -> Result<Vec<Vec<(i64, i64)>>, Status> {
     let req = csi::GetMetadataAllocatedRequest {
         snapshot_id: snapshot_id.to_owned(),
         starting_offset,
@@ -141,6 +153,7 @@ async fn allocated(
         out.push(ranges_of(
             m.block_metadata_type,
             m.volume_capacity_bytes,
+            capacity,
             &m.block_metadata,
             "GetMetadataAllocated",
         ));
@@ -169,6 +182,7 @@ async fn delta(
         out.push(ranges_of(
             m.block_metadata_type,
             m.volume_capacity_bytes,
+            SIZE,
             &m.block_metadata,
             "GetMetadataDelta",
         ));
@@ -289,6 +303,38 @@ async fn a_starting_offset_in_the_middle_resumes_there() {
     assert_eq!(end, vec![vec![]]);
 }
 
+/// Members of a group snapshot have ids `<group>/<CSP id>`: they name snapshots here too.
+#[tokio::test]
+async fn group_snapshot_members_are_named_by_their_csi_ids() {
+    let Some(f) = fixture("meta-group", Pool::Default).await else {
+        return;
+    };
+    let group = ok(
+        t(f.r
+            .group()
+            .create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                name: "nightly".into(),
+                source_volume_ids: vec!["data".into()],
+                ..Default::default()
+            }))
+        .await,
+        "CreateVolumeGroupSnapshot",
+    )
+    .group_snapshot
+    .expect("a group snapshot");
+    let member = &group.snapshots[0].snapshot_id;
+    assert!(member.contains('/'), "member id {member}");
+    let got = messages(
+        allocated(&f.r, member, 0, 0).await,
+        "allocated of the member",
+    );
+    assert_eq!(joined(&got, "member"), bytes(ALLOCATED_TWO));
+    let got = messages(delta(&f.r, &f.one, member, 0, 0).await, "delta one..member");
+    assert_eq!(joined(&got, "one..member"), bytes(DELTA));
+    let got = messages(delta(&f.r, member, &f.two, 0, 0).await, "delta member..two");
+    assert_eq!(got, vec![vec![]], "the member holds what two holds");
+}
+
 #[tokio::test]
 async fn errors_name_the_snapshot_and_the_fix() {
     let Some(f) = fixture("meta-errors", Pool::Default).await else {
@@ -379,6 +425,49 @@ async fn errors_name_the_snapshot_and_the_fix() {
     c.finish();
 }
 
+/// In a `dir` pool a snapshot is a background copy: until it is complete its ranges are not
+/// final, and the calls answer UNAVAILABLE (retry later); once ready they answer.
+#[tokio::test]
+async fn a_snapshot_still_being_copied_is_unavailable_until_ready() {
+    let Some(r) = Rig::start_with(
+        "meta-copying",
+        RigOptions {
+            extra: Pool::Dir.extra(),
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    // Enough data that the copy still runs when the next call comes (as rule 30's tests).
+    let v = r.create_ok("big", Some(1024 * MIB), Access::Block).await;
+    let a = r.attach(&v, Access::Block, "pod-a").await;
+    write_at(&a.target, 0, &pattern(256 << 20, 0x5c)).unwrap();
+    r.detach(&a).await;
+    let snap = r.snapshot_ok("copying", &v.volume_id).await;
+    assert!(
+        !snap.ready_to_use,
+        "the dir pool's snapshot of 256 MiB was complete at once: no copy to race"
+    );
+    let e = allocated_of(&r, &snap.snapshot_id, 0, 0, 1024 * MIB)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(
+        e.message().contains("still being copied"),
+        "{}",
+        e.message()
+    );
+    r.wait_snapshot_ready(&snap.snapshot_id).await;
+    let got = messages(
+        allocated_of(&r, &snap.snapshot_id, 0, 0, 1024 * MIB).await,
+        "allocated",
+    );
+    let total: i64 = got.iter().flatten().map(|r| r.1).sum();
+    assert_eq!(total, 256 << 20, "{got:?}");
+}
+
 /// The service is advertised because the embedded CSP lists the extension.
 #[tokio::test]
 async fn the_plugin_advertises_the_snapshot_metadata_service() {
@@ -396,4 +485,105 @@ async fn the_plugin_advertises_the_snapshot_metadata_service() {
         |c| matches!(&c.r#type, Some(P::Service(s)) if s.r#type() == S::SnapshotMetadataService),
     );
     assert!(listed, "SNAPSHOT_METADATA_SERVICE missing: {caps:?}");
+}
+
+/// A fake standard CSP for the default backend: logins and a capacity answer without
+/// `extensions`; every other path 404. Records the paths asked.
+async fn standard_csp() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::{Method, Uri};
+    use axum::response::IntoResponse;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+        let seen = seen.clone();
+        async move {
+            let path = uri.path().trim_start_matches("/containers/v1/").to_owned();
+            seen.lock().unwrap().push(format!("{method} {path}"));
+            let (status, body) = match (method.as_str(), path.as_str()) {
+                ("POST", "tokens") => (200, r#"{"id":"t","session_token":"s"}"#),
+                ("GET", "capacity") => (200, r#"{"total_bytes":1,"free_bytes":1,"used_bytes":0}"#),
+                _ => (404, r#"{"errors":[{"code":"Not Found","message":"no"}]}"#),
+            };
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                body,
+            )
+                .into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, calls)
+}
+
+/// docs/snapshot-metadata.md M2: a default backend whose CSP does not list the extension
+/// leaves SNAPSHOT_METADATA_SERVICE out of the plugin capabilities, and a call answers
+/// FAILED_PRECONDITION without the CSP ever being asked for ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_without_the_extension_leaves_the_service_off() {
+    if !common::require_root_and_tools("a_backend_without_the_extension_leaves_the_service_off") {
+        return;
+    }
+    let (port, calls) = standard_csp().await;
+    let cfg_dir = common::TempDir::new("csi-meta-plain-cfg");
+    let config = cfg_dir.path().join("volbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_backend = \"plain\"\n\n[backends.plain]\nbackend = \"plain\"\n\
+             serviceName = \"127.0.0.1\"\nservicePort = \"{port}\"\nusername = \"u\"\n\
+             password = \"p4ssword\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let Some(r) = Rig::start_with(
+        "meta-plain",
+        RigOptions {
+            extra: &["--config", &config],
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    use csi::plugin_capability::{service::Type as S, Type as P};
+    let caps = ok(
+        t(r.ident()
+            .get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {}))
+        .await,
+        "GetPluginCapabilities",
+    );
+    let services: Vec<S> = caps
+        .capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(P::Service(s)) => Some(s.r#type()),
+            _ => None,
+        })
+        .collect();
+    assert!(services.contains(&S::ControllerService), "{services:?}");
+    assert!(
+        !services.contains(&S::SnapshotMetadataService),
+        "advertised without the extension: {services:?}"
+    );
+    let e = allocated(&r, "nightly", 0, 0).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(
+        e.message().contains("does not track changed blocks"),
+        "{}",
+        e.message()
+    );
+    let e = delta(&r, "a", "b", 0, 0).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    let asked = calls.lock().unwrap().clone();
+    assert!(
+        asked
+            .iter()
+            .all(|c| !c.contains("allocated") && !c.contains("changes")),
+        "the CSP was asked for ranges: {asked:?}"
+    );
 }
