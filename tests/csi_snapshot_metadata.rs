@@ -303,6 +303,76 @@ async fn a_starting_offset_in_the_middle_resumes_there() {
     assert_eq!(end, vec![vec![]]);
 }
 
+/// A channel whose HTTP/2 stream window is 1 KiB: a server stream can run only a few dozen
+/// small messages ahead of a reader that stops reading.
+async fn narrow_channel(r: &Rig) -> tonic::transport::Channel {
+    let path = r.endpoint.trim_start_matches("unix://").to_owned();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .initial_stream_window_size(Some(1024))
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let io = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
+            }
+        }))
+        .await
+        .expect("a channel to the CSI socket")
+}
+
+/// The spec's "abort transmission": a snapshot deleted while its ranges stream ends the
+/// stream with an error, never with a clean end that would pass for a complete answer.
+#[tokio::test]
+async fn a_snapshot_deleted_while_streaming_ends_the_stream_with_an_error() {
+    let Some(r) = Rig::start("meta-abort").await else {
+        return;
+    };
+    // 256 ranges of 64 KiB (every other block of 32 MiB), streamed one per message: far
+    // more than the narrow window lets the server send before the reader reads on.
+    let v = r.create_ok("many", Some(SIZE), Access::Block).await;
+    let a = r.attach(&v, Access::Block, "pod-a").await;
+    let every_other: Vec<(i64, i64, u8)> = (0..256).map(|i| (2 * i, 1, 7)).collect();
+    write_blocks(&a.target, &every_other);
+    r.detach(&a).await;
+    let snap = r.snapshot_ok("many", &v.volume_id).await.snapshot_id;
+    r.wait_snapshot_ready(&snap).await;
+
+    let req = csi::GetMetadataAllocatedRequest {
+        snapshot_id: snap.clone(),
+        max_results: 1,
+        ..Default::default()
+    };
+    let mut s = ok(
+        t(SnapshotMetadataClient::new(narrow_channel(&r).await).get_metadata_allocated(req)).await,
+        "GetMetadataAllocated",
+    );
+    let first = t(s.message())
+        .await
+        .expect("a first message")
+        .expect("some");
+    r.delete_snapshot_ok(&snap).await;
+    let mut got = first.block_metadata;
+    let end = loop {
+        match t(s.message()).await {
+            Ok(Some(m)) => got.extend(m.block_metadata),
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    let status =
+        end.unwrap_or_else(|| panic!("the stream ended cleanly after {} ranges", got.len()));
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+    assert!(
+        got.len() < 256,
+        "all {} ranges came after the delete",
+        got.len()
+    );
+    // What came before the error is a true prefix of the answer.
+    for (i, b) in got.iter().enumerate() {
+        assert_eq!((b.byte_offset, b.size_bytes), (2 * i as i64 * K64, K64));
+    }
+}
+
 /// Members of a group snapshot have ids `<group>/<CSP id>`: they name snapshots here too.
 #[tokio::test]
 async fn group_snapshot_members_are_named_by_their_csi_ids() {

@@ -8,7 +8,8 @@ use super::names::validate_name;
 use super::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::CspClient;
-use volbridge_proto::ranges::EXTENSION_SNAPSHOT_METADATA;
+use std::collections::VecDeque;
+use volbridge_proto::ranges::{effective_limit, RangePage, EXTENSION_SNAPSHOT_METADATA};
 
 pub use volbridge_proto::ranges::ByteRange;
 
@@ -28,28 +29,84 @@ enum Query {
     Changes { base: String, target: String },
 }
 
+/// What a walk has read from the CSP and not yet handed out, and where it stands.
+#[derive(Debug)]
+struct Cursor {
+    volume_size: u64,
+    /// Where the next CSP page starts; `None` once the last page was read.
+    next: Option<u64>,
+    /// The end of the last range accepted: nothing before it is accepted again, so that a
+    /// CSP repeating itself across pages cannot make ranges overlap.
+    accepted_until: u64,
+    pending: VecDeque<ByteRange>,
+}
+
+impl Cursor {
+    fn new(volume_size: u64, offset: u64) -> Cursor {
+        Cursor {
+            volume_size,
+            next: Some(offset),
+            accepted_until: offset,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Takes in one page of the CSP (already sorted and merged by the client).
+    fn absorb(&mut self, page: RangePage) {
+        self.next = page.next_offset;
+        for r in page.ranges {
+            let start = r.offset.max(self.accepted_until);
+            let end = r.end().min(self.volume_size);
+            if start < end {
+                self.pending.push_back(ByteRange::new(start, end - start));
+                self.accepted_until = end;
+            }
+        }
+    }
+
+    /// At most `limit` ranges (0: the default) of what was read, if any: a CSP that
+    /// ignores `limit` must not make a message longer than the CO allowed.
+    fn take(&mut self, limit: u32) -> Option<Vec<ByteRange>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let n = (effective_limit(limit) as usize).min(self.pending.len());
+        Some(self.pending.drain(..n).collect())
+    }
+}
+
 /// A walk over ranges, from a start offset to the end of the snapshot, one page per call.
 pub struct RangeWalk {
     client: CspClient,
     query: Query,
-    volume_size: u64,
-    /// Where the next page starts; `None` once the last page was read.
-    next: Option<u64>,
-    /// The end of the last range handed out: nothing before it is handed out again.
-    done_until: u64,
+    cursor: Cursor,
 }
 
 impl RangeWalk {
-    /// The size of the snapshot (of the target snapshot for changes).
-    pub fn volume_size(&self) -> u64 {
-        self.volume_size
+    fn new(client: CspClient, query: Query, volume_size: u64, offset: u64) -> RangeWalk {
+        RangeWalk {
+            client,
+            query,
+            cursor: Cursor::new(volume_size, offset),
+        }
     }
 
-    /// The next ranges, at most `limit` (0: the CSP's default), sorted, not overlapping and
+    /// The size of the snapshot (of the target snapshot for changes).
+    pub fn volume_size(&self) -> u64 {
+        self.cursor.volume_size
+    }
+
+    /// The next ranges, at most `limit` (0: the default), sorted, not overlapping and
     /// after everything handed out before; `None` once the walk is complete. Pages that
     /// hold nothing are skipped, so every `Some` holds at least one range.
     pub async fn next_page(&mut self, limit: u32) -> Result<Option<Vec<ByteRange>>> {
-        while let Some(offset) = self.next {
+        loop {
+            if let Some(ranges) = self.cursor.take(limit) {
+                return Ok(Some(ranges));
+            }
+            let Some(offset) = self.cursor.next else {
+                return Ok(None);
+            };
             let page = match &self.query {
                 Query::Allocated { snapshot } => {
                     self.client
@@ -62,22 +119,8 @@ impl RangeWalk {
                         .await?
                 }
             };
-            self.next = page.next_offset;
-            let ranges: Vec<ByteRange> = page
-                .ranges
-                .into_iter()
-                .filter_map(|r| {
-                    let start = r.offset.max(self.done_until);
-                    let end = r.end().min(self.volume_size);
-                    (start < end).then(|| ByteRange::new(start, end - start))
-                })
-                .collect();
-            if let Some(last) = ranges.last() {
-                self.done_until = last.end();
-                return Ok(Some(ranges));
-            }
+            self.cursor.absorb(page);
         }
-        Ok(None)
     }
 }
 
@@ -99,13 +142,12 @@ impl Engine {
         let snap = find(&client, &backend, snapshot).await?;
         let offset = check_offset(offset, &snap)?;
         ready(&snap)?;
-        Ok(RangeWalk {
+        Ok(RangeWalk::new(
             client,
-            query: Query::Allocated { snapshot: snap.id },
-            volume_size: snap.size_bytes,
-            next: Some(offset),
-            done_until: offset,
-        })
+            Query::Allocated { snapshot: snap.id },
+            snap.size_bytes,
+            offset,
+        ))
     }
 
     /// The ranges from `offset` where snapshot `target` differs from `base`, an earlier
@@ -140,16 +182,15 @@ impl Engine {
         // What is wrong whatever the timing (above) is said before what is only for now.
         ready(&base)?;
         ready(&target)?;
-        Ok(RangeWalk {
+        Ok(RangeWalk::new(
             client,
-            query: Query::Changes {
+            Query::Changes {
                 base: base.id,
                 target: target.id,
             },
-            volume_size: target.size_bytes,
-            next: Some(offset),
-            done_until: offset,
-        })
+            target.size_bytes,
+            offset,
+        ))
     }
 
     /// The backend's client, if its CSP serves the extension.
@@ -240,6 +281,45 @@ mod tests {
             in_use: false,
             copy_progress: None,
         }
+    }
+
+    fn page(ranges: &[(u64, u64)], next: Option<u64>) -> RangePage {
+        RangePage {
+            volume_size: 1000,
+            ranges: ranges.iter().map(|&(o, l)| ByteRange::new(o, l)).collect(),
+            next_offset: next,
+        }
+    }
+
+    #[test]
+    fn a_page_longer_than_the_limit_is_handed_out_in_pieces() {
+        let mut c = Cursor::new(1000, 0);
+        assert_eq!(c.take(2), None);
+        c.absorb(page(
+            &[(0, 10), (20, 10), (40, 10), (60, 10), (80, 10)],
+            Some(90),
+        ));
+        let sizes: Vec<usize> = std::iter::from_fn(|| c.take(2)).map(|p| p.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert_eq!(c.next, Some(90));
+    }
+
+    #[test]
+    fn what_a_csp_repeats_or_sends_past_the_end_is_dropped() {
+        let mut c = Cursor::new(1000, 100);
+        c.absorb(page(&[(50, 100), (300, 50)], Some(320)));
+        c.absorb(page(&[(300, 80), (990, 50)], None));
+        let got: Vec<ByteRange> = std::iter::from_fn(|| c.take(0)).flatten().collect();
+        assert_eq!(
+            got,
+            vec![
+                ByteRange::new(100, 50),
+                ByteRange::new(300, 50),
+                ByteRange::new(350, 30),
+                ByteRange::new(990, 10)
+            ]
+        );
+        assert_eq!(c.next, None);
     }
 
     #[test]
