@@ -1,5 +1,6 @@
-//! The snapshot-metadata extension (docs/snapshot-metadata.md): `GET /snapshots/{id}/allocated`
-//! and `GET /snapshots/{id}/changes?base=`, one page of byte ranges per request.
+//! The snapshot-metadata extension (docs/snapshot-metadata.md):
+//! `GET /snapshots/{id}/allocated` and `GET /snapshots/{id}/changes?base=`, one page of byte
+//! ranges per request.
 
 use crate::block_map::{self, Method, Page};
 use crate::errors::{ApiError, ApiResult};
