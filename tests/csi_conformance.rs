@@ -67,6 +67,8 @@ async fn identity_plugin_info_and_capabilities_exactly_as_listed() {
         "expansion:ONLINE",
         "service:CONTROLLER_SERVICE",
         "service:GROUP_CONTROLLER_SERVICE",
+        // The embedded CSP serves the snapshot-metadata extension.
+        "service:SNAPSHOT_METADATA_SERVICE",
         "service:VOLUME_ACCESSIBILITY_CONSTRAINTS",
     ];
     c.eq(

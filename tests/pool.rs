@@ -40,7 +40,7 @@ fn rig(tag: &str, extra: &[&str]) -> Option<Rig> {
 }
 
 fn require_pool_tools(test: &str) -> bool {
-    let missing: Vec<&str> = ["mkfs.xfs", "xfs_growfs", "mkfs.btrfs", "btrfs", "filefrag"]
+    let missing: Vec<&str> = ["mkfs.xfs", "xfs_growfs", "mkfs.btrfs", "btrfs"]
         .into_iter()
         .filter(|t| {
             !["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
@@ -253,29 +253,12 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
     done
 }
 
-/// The bytes of `file`'s extents that FIEMAP reports as shared with another file.
+/// The bytes of `file`'s extents that FIEMAP reports as shared with another file (the
+/// local CSP's own FIEMAP reader, which also compares snapshots).
 fn shared_bytes(file: &Path) -> u64 {
-    let out = Command::new("filefrag")
-        .arg("-v")
-        .arg("-b1")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "filefrag failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("shared"))
-        .filter_map(|l| {
-            // " 0:  0.. 1048575:  1234.. 1049808: 1048576:   shared"
-            let fields: Vec<&str> = l.split(':').map(str::trim).collect();
-            fields
-                .get(3)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    let f = std::fs::File::open(file).unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
+    volbridge_local_csp::fiemap::shared_bytes(&f)
+        .unwrap_or_else(|e| panic!("FIEMAP of {}: {e}", file.display()))
 }
 
 fn timed(r: &Rig, args: &[&str]) -> Duration {

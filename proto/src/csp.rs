@@ -122,7 +122,7 @@ pub struct Volume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_volume_id: Option<String>,
     /// Clone form from a volume in one step (volbridge extension, only to a CSP that lists
-    /// [`FEATURE_CLONE_FROM_VOLUME`]): the CSP copies the volume as it is now.
+    /// [`EXTENSION_CLONE_FROM_VOLUME`]): the CSP copies the volume as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_volume_id: Option<String>,
     /// Absent: unchanged; `null`: leave the group (PUT only, B21); `""`: none/unchanged.
@@ -424,15 +424,20 @@ pub struct Capacity {
     /// How the CSP stores volumes (volbridge extension; the local CSP fills it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolStatus>,
-    /// The optional request forms this CSP serves (volbridge extension). A CSP without
-    /// `/capacity`, or without a name here, gets only the standard forms.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub features: Vec<String>,
+    /// The optional volbridge endpoints this CSP serves, by name (e.g.
+    /// [`crate::ranges::EXTENSION_SNAPSHOT_METADATA`]); a client asks only for what is
+    /// listed here, so a CSP without an extension is never probed with guesses.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::string_list"
+    )]
+    pub extensions: Vec<String>,
 }
 
-/// In [`Capacity::features`]: V2 takes `base_volume_id` with `clone: true` and makes the
+/// In [`Capacity::extensions`]: V2 takes `base_volume_id` with `clone: true` and makes the
 /// clone in one step, with no snapshot.
-pub const FEATURE_CLONE_FROM_VOLUME: &str = "clone_from_volume";
+pub const EXTENSION_CLONE_FROM_VOLUME: &str = "clone_from_volume";
 
 /// `GET /mutable_config` (ext): the volume `config` keys (snake_case) whose change on an
 /// existing volume (V4) takes effect. A CSP that does not serve it names none, and the

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod csp;
 pub mod lenient;
+pub mod ranges;
 pub mod units;
 
 /// The OpenAPI document of the admin REST API, served at `GET /openapi.yaml`.

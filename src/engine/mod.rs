@@ -18,6 +18,7 @@ mod node_usage;
 mod publishing;
 mod reconcile;
 pub mod size;
+mod snapshot_metadata;
 mod snapshots;
 mod staging;
 pub mod store;
@@ -35,6 +36,7 @@ pub use node::NodeIdentity;
 pub use node_records::{Owner, Phase, PublishRecord, StageRecord};
 pub use publishing::PublishVolume;
 pub use reconcile::ReconcileReport;
+pub use snapshot_metadata::{ByteRange, RangeWalk, SnapshotKey};
 pub use staging::StageVolume;
 pub use store::StateStore;
 

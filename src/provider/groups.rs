@@ -140,13 +140,14 @@ impl CspClient {
         self.decode(&reply, "capacity").map(Some)
     }
 
-    /// Whether the CSP lists an optional request form in its capacity answer (ext). Asked
-    /// each time: a CSP may be upgraded or replaced behind the same URL.
-    pub async fn serves(&self, feature: &str) -> bool {
-        match self.capacity().await {
-            Ok(Some(c)) => c.features.iter().any(|f| f == feature),
-            _ => false,
-        }
+    /// Whether the CSP names a volbridge extension in `GET /capacity` (`extensions`). Asked
+    /// each time: a CSP may be upgraded or replaced behind the same URL, and one that does
+    /// not list an extension is never sent its requests.
+    pub async fn lists_extension(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .capacity()
+            .await?
+            .is_some_and(|c| c.extensions.iter().any(|e| e == name)))
     }
 
     /// `GET /mutable_config` (ext): the volume config keys this CSP lets a PUT change with

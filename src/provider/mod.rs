@@ -10,6 +10,7 @@ mod credentials;
 mod groups;
 mod hosts;
 mod registry;
+mod snapshot_metadata;
 mod snapshots;
 mod volumes;
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 use volbridge_proto::csp::{
     camel_to_snake, Config, CopyProgress, Snapshot, Volume, BACKGROUND_COMPLETED,
-    CLONE_SNAPSHOT_PREFIX, FEATURE_CLONE_FROM_VOLUME, SOURCE_LOST,
+    CLONE_SNAPSHOT_PREFIX, EXTENSION_CLONE_FROM_VOLUME, SOURCE_LOST,
 };
 
 use super::client::{CspClient, Op};
@@ -304,7 +304,12 @@ impl CspClient {
             .await?
             .ok_or_else(|| Error::not_found(format!("source volume {parent_id} not found")))?;
         check_clone_size(wanted, parent.size, "volume", parent_id)?;
-        if self.serves(FEATURE_CLONE_FROM_VOLUME).await {
+        // A CSP whose capacity cannot be read now gets the standard form (B16).
+        if self
+            .lists_extension(EXTENSION_CLONE_FROM_VOLUME)
+            .await
+            .unwrap_or(false)
+        {
             let (config, description) = create_config(req);
             let body = Volume {
                 name: Some(req.name.clone()),

@@ -6,11 +6,11 @@ socket path as the HTTP/2 :authority), against a running volbridge daemon.
 
 Identity (GetPluginInfo, GetPluginCapabilities, Probe), an error answer, CreateVolume, then
 the node cycle on that mount volume (NodeGetInfo, ControllerPublishVolume, NodeStageVolume,
-NodePublishVolume, a file written and read back, NodeGetVolumeStats, NodeUnpublishVolume,
-NodeUnstageVolume, ControllerUnpublishVolume) and DeleteVolume, all on one channel. The
-stubs are generated from the proto with grpc_tools.protoc into a temporary directory.
-Prints one line per step; on a failure, the step and the answer on stderr, and exit 1.
-Run by tests/csi_grpcio.rs.
+NodePublishVolume, a file written and read back, NodeGetVolumeStats, a snapshot read through
+the SnapshotMetadata stream in several messages, NodeUnpublishVolume, NodeUnstageVolume,
+ControllerUnpublishVolume) and DeleteVolume, all on one channel. The stubs are generated
+from the proto with grpc_tools.protoc into a temporary directory. Prints one line per step;
+on a failure, the step and the answer on stderr, and exit 1. Run by tests/csi_grpcio.rs.
 """
 
 import argparse
@@ -190,6 +190,57 @@ def session(args, grpc, pb, rpc, cleanup):
     )
     used = [u.used for u in stats.usage if u.unit == pb.VolumeUsage.BYTES]
     expect(used and used[0] >= MIB, "NodeGetVolumeStats: usage %s" % stats.usage)
+
+    # Changed-block tracking: a server stream, read message by message.
+    expect(
+        pb.PluginCapability.Service.SNAPSHOT_METADATA_SERVICE in services,
+        "GetPluginCapabilities: no SNAPSHOT_METADATA_SERVICE in %s" % caps,
+    )
+    snap = call(
+        "CreateSnapshot",
+        ctrl.CreateSnapshot,
+        pb.CreateSnapshotRequest(source_volume_id=vol.volume_id, name=args.volume + "-snap"),
+    ).snapshot
+    cleanup.append(
+        lambda: ctrl.DeleteSnapshot(
+            pb.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id), timeout=TIMEOUT
+        )
+    )
+    meta = rpc.SnapshotMetadataStub(channel)
+    try:
+        answers = list(
+            meta.GetMetadataAllocated(
+                pb.GetMetadataAllocatedRequest(snapshot_id=snap.snapshot_id, max_results=2),
+                timeout=TIMEOUT,
+            )
+        )
+    except grpc.RpcError as e:
+        raise Failed("GetMetadataAllocated: %s: %s" % (e.code().name, e.details()))
+    ranges = [(b.byte_offset, b.size_bytes) for a in answers for b in a.block_metadata]
+    expect(
+        len(answers) >= 2 and all(0 < len(a.block_metadata) <= 2 for a in answers),
+        "GetMetadataAllocated: wanted several messages of at most 2 ranges, got %s" % answers,
+    )
+    expect(
+        all(
+            a.volume_capacity_bytes == vol.capacity_bytes
+            and a.block_metadata_type == pb.VARIABLE_LENGTH
+            for a in answers
+        ),
+        "GetMetadataAllocated: capacity or type wrong in %s" % answers,
+    )
+    expect(
+        all(x[0] + x[1] <= y[0] for x, y in zip(ranges, ranges[1:]))
+        and sum(n for _, n in ranges) >= MIB,
+        "GetMetadataAllocated: ranges out of order or fewer than the 1 MiB written: %s" % ranges,
+    )
+    print("ok GetMetadataAllocated: %d ranges in %d messages" % (len(ranges), len(answers)))
+    call(
+        "DeleteSnapshot",
+        ctrl.DeleteSnapshot,
+        pb.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id),
+    )
+    cleanup.pop()
 
     # The way back, in the order kubelet and the attacher use.
     for step in reversed(cleanup[1:]):

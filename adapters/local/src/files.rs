@@ -188,7 +188,7 @@ pub fn sparse_copy(
 }
 
 /// The next data range at or after `pos`, or `None` past the last one.
-fn next_data(f: &File, pos: u64) -> io::Result<Option<(u64, u64)>> {
+pub(crate) fn next_data(f: &File, pos: u64) -> io::Result<Option<(u64, u64)>> {
     use rustix::io::Errno;
     let start = match rustix::fs::seek(f, SeekFrom::Data(pos)) {
         Ok(s) => s,
@@ -205,7 +205,7 @@ fn next_data(f: &File, pos: u64) -> io::Result<Option<(u64, u64)>> {
     Ok(Some((start, end)))
 }
 
-fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+pub(crate) fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match f.read_at(&mut buf[done..], off + done as u64) {

@@ -39,10 +39,12 @@
 //!   recovery drops snapshots whose copy had not finished and restarts clone copies.
 
 mod auth;
+mod block_map;
 mod config;
 mod copies;
 mod errors;
 mod extract;
+pub mod fiemap;
 mod files;
 mod ids;
 mod journal;

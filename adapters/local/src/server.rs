@@ -6,7 +6,7 @@ use crate::errors::ApiError;
 use crate::journal::Journal;
 use crate::locks::KeyedLocks;
 use crate::pool::{Pool, PoolMode};
-use crate::routes::{groups, hosts, misc, publish, snapshots, tokens, volumes};
+use crate::routes::{groups, hosts, misc, publish, snapshot_metadata, snapshots, tokens, volumes};
 use crate::store::Store;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
@@ -234,6 +234,11 @@ fn api_routes(shared: &Arc<Shared>) -> AppRouter {
             "/snapshots/{id}",
             get(snapshots::get).delete(snapshots::delete),
         )
+        .route(
+            "/snapshots/{id}/allocated",
+            get(snapshot_metadata::allocated),
+        )
+        .route("/snapshots/{id}/changes", get(snapshot_metadata::changes))
         .route(
             "/volume_groups/{id}",
             get(groups::get_volume_group).delete(groups::delete_volume_group),

@@ -8,6 +8,20 @@ use volbridge_proto::csi::plugin_capability::{
     service, volume_expansion, Service, Type, VolumeExpansion,
 };
 
+impl Csi {
+    /// Whether the default backend's CSP serves snapshot metadata, asked within a bound:
+    /// a CO (the external-snapshot-metadata sidecar) calls the service only when this
+    /// capability is listed, and a backend that does not answer in time offers nothing now.
+    async fn snapshot_metadata_offered(&self) -> bool {
+        let asked = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.engine.snapshot_metadata_offered(None),
+        )
+        .await;
+        matches!(asked, Ok(Ok(true)))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::identity_server::Identity for Csi {
     async fn get_plugin_info(
@@ -35,6 +49,9 @@ impl pb::identity_server::Identity for Csi {
         if self.config.mode.controller() {
             caps.push(svc(service::Type::ControllerService));
             caps.push(svc(service::Type::GroupControllerService));
+            if self.snapshot_metadata_offered().await {
+                caps.push(svc(service::Type::SnapshotMetadataService));
+            }
         }
         caps.push(exp(volume_expansion::Type::Online));
         caps.push(exp(volume_expansion::Type::Offline));

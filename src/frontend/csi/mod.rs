@@ -1,5 +1,5 @@
-//! The CSI front end (spec v1.12.0, package `csi.v1`): Identity, Controller, Node and
-//! GroupController over gRPC, translating each RPC into engine calls.
+//! The CSI front end (spec v1.12.0, package `csi.v1`): Identity, Controller, Node,
+//! GroupController and SnapshotMetadata over gRPC, translating each RPC into engine calls.
 //!
 //! Identifiers the CO sees:
 //! - `volume_id` is the volume's name on its backend (the name CreateVolume was given);
@@ -28,6 +28,7 @@ mod orchestrator;
 mod paging;
 mod rpc;
 mod server;
+mod snapshot_metadata;
 mod status;
 
 pub use server::serve;

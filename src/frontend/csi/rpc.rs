@@ -165,6 +165,24 @@ fn check_entries(max_entries: i32) -> Result<(), Status> {
     Ok(())
 }
 
+/// SnapshotMetadata: a negative offset is OUT_OF_RANGE (the spec's error table names it
+/// with offsets beyond the volume, which only the service can tell); a negative
+/// `max_results` is no count at all.
+fn check_window(starting_offset: i64, max_results: i32) -> Result<(), Status> {
+    if starting_offset < 0 {
+        return Err(Status::out_of_range(format!(
+            "starting_offset {starting_offset} is negative; start from 0, or from the end of \
+             the last range received"
+        )));
+    }
+    if max_results < 0 {
+        return Err(Status::invalid_argument(format!(
+            "max_results {max_results} is negative; send 0 to let the plugin choose"
+        )));
+    }
+    Ok(())
+}
+
 fn volume(id: &str) -> Option<String> {
     Some(format!("volume:{id}"))
 }
@@ -406,6 +424,21 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
             })
         }
         "NodeGetInfo" => look::<pb::NodeGetInfoRequest, _>("NodeGetInfo", body, true, |_| Ok(None)),
+        "GetMetadataAllocated" => {
+            look::<pb::GetMetadataAllocatedRequest, _>("GetMetadataAllocated", body, false, |m| {
+                required("snapshot_id", &m.snapshot_id)?;
+                check_window(m.starting_offset, m.max_results)?;
+                Ok(None)
+            })
+        }
+        "GetMetadataDelta" => {
+            look::<pb::GetMetadataDeltaRequest, _>("GetMetadataDelta", body, false, |m| {
+                required("base_snapshot_id", &m.base_snapshot_id)?;
+                required("target_snapshot_id", &m.target_snapshot_id)?;
+                check_window(m.starting_offset, m.max_results)?;
+                Ok(None)
+            })
+        }
         _ => return None,
     })
 }
@@ -515,6 +548,28 @@ mod tests {
                 }
                 .encode_to_vec(),
             ),
+            (
+                "/csi.v1.SnapshotMetadata/GetMetadataAllocated",
+                pb::GetMetadataAllocatedRequest::default().encode_to_vec(),
+            ),
+            (
+                "/csi.v1.SnapshotMetadata/GetMetadataDelta",
+                pb::GetMetadataDeltaRequest {
+                    target_snapshot_id: "t".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                "/csi.v1.SnapshotMetadata/GetMetadataDelta",
+                pb::GetMetadataDeltaRequest {
+                    base_snapshot_id: "b".into(),
+                    target_snapshot_id: "t".into(),
+                    max_results: -1,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
         ];
         for (path, body) in cases {
             let e = inspect(path, &body)
@@ -523,6 +578,19 @@ mod tests {
                 .unwrap_or_else(|| panic!("{path}"));
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{path}");
         }
+        let negative = pb::GetMetadataAllocatedRequest {
+            snapshot_id: "s".into(),
+            starting_offset: -1,
+            ..Default::default()
+        };
+        let e = inspect(
+            "/csi.v1.SnapshotMetadata/GetMetadataAllocated",
+            &negative.encode_to_vec(),
+        )
+        .unwrap()
+        .err()
+        .unwrap();
+        assert_eq!(e.code(), tonic::Code::OutOfRange);
         assert!(inspect("/csi.v1.Controller/NoSuchMethod", &[]).is_none());
         let garbage = inspect("/csi.v1.Controller/DeleteVolume", &[0xff, 0xff]).unwrap();
         assert_eq!(garbage.err().unwrap().code(), tonic::Code::InvalidArgument);

@@ -27,6 +27,12 @@ pub async fn serve(
             .add_service(pb::controller_server::ControllerServer::new(csi.clone()))
             .add_service(pb::group_controller_server::GroupControllerServer::new(
                 csi.clone(),
+            ))
+            // Registered always in controller mode; GetPluginCapabilities advertises it only
+            // while the default backend's CSP serves the extension, and a call to a backend
+            // without it answers FAILED_PRECONDITION.
+            .add_service(pb::snapshot_metadata_server::SnapshotMetadataServer::new(
+                csi.clone(),
             ));
     }
     if mode.node() {

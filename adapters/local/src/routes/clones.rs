@@ -14,7 +14,7 @@ use crate::views;
 use axum::Json;
 use std::sync::Arc;
 use volbridge_proto::csp::{
-    Config, Volume, BACKGROUND_COMPLETED, BACKGROUND_STATUS, FEATURE_CLONE_FROM_VOLUME,
+    Config, Volume, BACKGROUND_COMPLETED, BACKGROUND_STATUS, EXTENSION_CLONE_FROM_VOLUME,
 };
 use volbridge_proto::units::human;
 
@@ -88,7 +88,7 @@ fn resolve(sh: &Shared, source: &Source) -> ApiResult<Resolved> {
             if !sh.pool.reflink() {
                 return Err(ApiError::bad_request(format!(
                     "this CSP's pool cannot reflink, so it cannot clone volume '{}' in one step: \
-                     clone from a snapshot of it (capacity features do not list {FEATURE_CLONE_FROM_VOLUME})",
+                     clone from a snapshot of it (capacity extensions do not list {EXTENSION_CLONE_FROM_VOLUME})",
                     v.name
                 )));
             }

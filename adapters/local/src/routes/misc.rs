@@ -1,4 +1,5 @@
-//! R1 replication partners (none), X1 capacity (§8.6) and the mutable config keys.
+//! R1 replication partners (none), X1 capacity (§8.6), which also names the extensions
+//! this CSP serves, and the mutable config keys.
 
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::Params;
@@ -7,8 +8,9 @@ use axum::extract::State;
 use axum::Json;
 use std::sync::Arc;
 use volbridge_proto::csp::{
-    Capacity, MutableConfig, PoolStatus, ReplicationPartner, FEATURE_CLONE_FROM_VOLUME,
+    Capacity, MutableConfig, PoolStatus, ReplicationPartner, EXTENSION_CLONE_FROM_VOLUME,
 };
+use volbridge_proto::ranges::EXTENSION_SNAPSHOT_METADATA;
 
 pub async fn replication_partners(params: Params) -> ApiResult<Json<Vec<ReplicationPartner>>> {
     if let Some(name) = params.get("name") {
@@ -54,10 +56,13 @@ pub async fn capacity(State(sh): State<Arc<Shared>>) -> ApiResult<Json<Capacity>
         }),
         // Without reflink a clone of a live volume needs a point-in-time source to copy
         // from, which is what the standard form's snapshot is.
-        features: if sh.pool.reflink() {
-            vec![FEATURE_CLONE_FROM_VOLUME.to_owned()]
+        extensions: if sh.pool.reflink() {
+            vec![
+                EXTENSION_SNAPSHOT_METADATA.to_owned(),
+                EXTENSION_CLONE_FROM_VOLUME.to_owned(),
+            ]
         } else {
-            vec![]
+            vec![EXTENSION_SNAPSHOT_METADATA.to_owned()]
         },
     }))
 }

@@ -5,6 +5,7 @@ pub mod groups;
 pub mod hosts;
 pub mod misc;
 pub mod publish;
+pub mod snapshot_metadata;
 pub mod snapshots;
 pub mod tokens;
 pub mod volumes;
