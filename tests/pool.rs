@@ -115,7 +115,11 @@ impl Rig {
     }
 
     /// Bytes in use inside the pool's filesystem.
+    /// Used bytes once the pool's filesystem has settled its accounting: btrfs counts
+    /// extents written or freed only at its next transaction commit, which syncfs forces.
     fn pool_used(&self) -> u64 {
+        let dir = std::fs::File::open(self.images()).unwrap();
+        rustix::fs::syncfs(&dir).unwrap();
         let st = rustix::fs::statvfs(self.images()).unwrap();
         (st.f_blocks - st.f_bfree) * st.f_frsize
     }
