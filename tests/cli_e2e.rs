@@ -163,6 +163,20 @@ fn bad_input_is_refused_clearly_and_creates_nothing() {
         (vec!["volume", "create", "v", "--size=-1"], "size"),
         (vec!["volume", "create", "v", "--size", "12Zi"], "size"),
         (vec!["volume", "create", "v", "--size", "0"], "size"),
+        // One size grammar with Docker and FlexVolume: decimal units are refused with the
+        // binary one, and a bare number is bytes (below the 1Mi minimum here).
+        (
+            vec!["volume", "create", "v", "--size", "10GB"],
+            "did you mean 10Gi?",
+        ),
+        (
+            vec!["volume", "create", "v", "--size", "10G"],
+            "did you mean 10Gi?",
+        ),
+        (
+            vec!["volume", "create", "v", "--size", "100"],
+            "did you mean 100Gi?",
+        ),
         (
             vec![
                 "volume",

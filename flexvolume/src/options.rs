@@ -13,8 +13,6 @@ pub const K8S_PREFIX: &str = "kubernetes.io/";
 pub const SECRET_PREFIX: &str = "kubernetes.io/secret/";
 pub const REDACTED: &str = "<redacted>";
 
-const MIB: u64 = 1 << 20;
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodInfo {
     pub name: Option<String>,
@@ -364,51 +362,43 @@ fn parse_user(pairs: Vec<(String, String)>) -> Result<UserOptions, Failure> {
     Ok(u)
 }
 
-/// Bytes, or digits with `Ki`, `Mi`, `Gi`, `Ti` (binary; suffix case-insensitive); at least
-/// 1 MiB.
+/// A size in the one grammar of `volbridge_proto::units` (bytes, or a whole number of Ki,
+/// Mi, Gi, Ti, Pi; 1Mi to 1Ei), worded for a FlexVolume user.
 pub fn size(text: &str) -> Result<u64, Failure> {
-    let t = text.trim();
+    use volbridge_proto::units::SizeError;
     let shown = text.escape_debug();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(digits_end);
-    let example = if digits.is_empty() { "10" } else { digits };
-    if digits.is_empty() {
-        return Err(Failure::invalid_option(format!(
-            "size=\"{shown}\" is not a size; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"
-        )));
-    }
-    if unit.starts_with('.') || unit.starts_with(',') {
-        return Err(Failure::invalid_option(format!(
-            "size=\"{shown}\": decimals are not accepted; use a whole number of Ki, Mi, Gi or Ti (e.g. size=1536Mi)"
-        )));
-    }
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" => 0,
-        "ki" => 10,
-        "mi" => 20,
-        "gi" => 30,
-        "ti" => 40,
-        _ => {
-            return Err(Failure::invalid_option(format!(
+    let digits: String = text
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let example = if digits.is_empty() { "10" } else { &digits };
+    volbridge_proto::units::parse_size(text).map_err(|e| {
+        Failure::invalid_option(match e {
+            SizeError::NotASize => format!(
+                "size=\"{shown}\" is not a size; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"
+            ),
+            SizeError::NotWhole => format!(
+                "size=\"{shown}\": decimals are not accepted; use a whole number of Ki, Mi, Gi or Ti (e.g. size=1536Mi)"
+            ),
+            SizeError::UnknownUnit { unit, .. } => format!(
                 "size=\"{shown}\": unknown unit \"{}\"; use bytes or Ki, Mi, Gi, Ti (e.g. size={example}Gi)",
                 unit.escape_debug()
-            )))
-        }
-    };
-    let too_large = || Failure::invalid_option(format!("size=\"{shown}\" is too large"));
-    let n: u64 = digits.parse().map_err(|_| too_large())?;
-    let bytes = n.checked_mul(1u64 << shift).ok_or_else(too_large)?;
-    if bytes < MIB {
-        let hint = if unit.is_empty() {
-            format!("; did you mean size={digits}Gi?")
-        } else {
-            String::new()
-        };
-        return Err(Failure::invalid_option(format!(
-            "size=\"{shown}\" is {bytes} bytes, below the 1Mi minimum{hint}"
-        )));
-    }
-    Ok(bytes)
+            ),
+            SizeError::TooLarge => format!("size=\"{shown}\" is too large; the limit is 1Ei"),
+            SizeError::BelowMinimum {
+                bytes,
+                without_unit,
+            } => {
+                let hint = if without_unit && bytes > 0 {
+                    format!("; did you mean size={digits}Gi?")
+                } else {
+                    String::new()
+                };
+                format!("size=\"{shown}\" is {bytes} bytes, below the 1Mi minimum{hint}")
+            }
+        })
+    })
 }
 
 fn owner(value: &str) -> Result<(u32, u32), Failure> {

@@ -1,70 +1,30 @@
-//! Sizes as users write them: bytes, or a number with a binary (`Ki`..`Pi`) or decimal
-//! (`K`..`P`) unit, an optional trailing `B`.
+//! Sizes as users write them, in the one grammar of `volbridge_proto::units` (bytes, or a
+//! whole number of Ki, Mi, Gi, Ti, Pi; 1Mi to 1Ei), worded for the CLI, the admin API and
+//! config files.
 
 use crate::error::{Error, ErrorKind, Result};
 use serde_json::Value;
+use volbridge_proto::units::SizeError;
+pub use volbridge_proto::units::MAX_SIZE;
 
 /// CSPs get sizes aligned to 1 MiB (csp-api.md B15).
 pub const ALIGNMENT: u64 = 1 << 20;
-/// Largest size accepted, 1 EiB: a multiple of [`ALIGNMENT`], well clear of 2^63 - 1 (the
-/// CSP wire carries sizes as signed 64-bit integers) and of overflow when rounding.
-pub const MAX_SIZE: u64 = 1 << 60;
 
-const UNITS: &[(&str, u64)] = &[
-    ("ki", 1 << 10),
-    ("mi", 1 << 20),
-    ("gi", 1 << 30),
-    ("ti", 1 << 40),
-    ("pi", 1 << 50),
-    ("k", 1_000),
-    ("m", 1_000_000),
-    ("g", 1_000_000_000),
-    ("t", 1_000_000_000_000),
-    ("p", 1_000_000_000_000_000),
-    ("", 1),
-];
+const HELP: &str = "use bytes or a whole number of Ki, Mi, Gi, Ti or Pi (powers of 1024), from 1Mi to 1Ei, e.g. 10Gi";
 
-const HELP: &str = "use bytes or a whole number with a unit: Ki, Mi, Gi, Ti, Pi (powers of 1024) or K, M, G, T, P (powers of 1000), e.g. 1Gi, 500Mi, 10G";
-
-/// Parses a size string into bytes; zero, negative and unknown units are refused.
+/// Parses a size string into bytes; `field` names the place in the error.
 pub fn parse_size(field: &str, text: &str) -> Result<u64> {
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits_end);
-    if number.is_empty() {
-        return Err(Error::invalid(
-            field,
-            format!("'{text}' is not a size; {HELP}"),
-        ));
-    }
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let Some(&(_, factor)) = UNITS.iter().find(|(u, _)| *u == unit) else {
-        return Err(Error::invalid(
-            field,
-            format!("'{text}' has an unknown unit; {HELP}"),
-        ));
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| Error::invalid(field, format!("'{text}' is too large")))?;
-    let bytes = n
-        .checked_mul(factor)
-        .filter(|b| *b <= MAX_SIZE)
-        .ok_or_else(|| Error::invalid(field, format!("'{text}' is too large; the limit is 1Ei")))?;
-    if bytes == 0 {
-        return Err(Error::invalid(field, "must be greater than zero"));
-    }
-    Ok(bytes)
+    volbridge_proto::units::parse_size(text)
+        .map_err(|e| size_error(field, &format!("'{}'", text.trim()), e))
 }
 
 /// Parses a size given in JSON as a number of bytes or a string with a unit.
 pub fn size_from_json(field: &str, value: &Value) -> Result<u64> {
     match value {
         Value::Number(n) => match n.as_u64() {
-            Some(0) => Err(Error::invalid(field, "must be greater than zero")),
-            Some(b) if b <= MAX_SIZE => Ok(b),
-            _ => Err(Error::invalid(
+            Some(b) => volbridge_proto::units::check_bytes(b)
+                .map_err(|e| size_error(field, &format!("{b} bytes"), e)),
+            None => Err(Error::invalid(
                 field,
                 format!("{n} is not a valid size; {HELP}"),
             )),
@@ -75,6 +35,40 @@ pub fn size_from_json(field: &str, value: &Value) -> Result<u64> {
             format!("{other} is not a size; {HELP}"),
         )),
     }
+}
+
+fn size_error(field: &str, shown: &str, e: SizeError) -> Error {
+    let message = match e {
+        SizeError::NotASize => format!("{shown} is not a size; {HELP}"),
+        SizeError::NotWhole => {
+            format!("{shown} is not a whole number; use a smaller unit (1536Mi, not 1.5Gi)")
+        }
+        SizeError::UnknownUnit {
+            unit,
+            binary: Some(binary),
+        } => {
+            let digits: String = shown.chars().filter(|c| c.is_ascii_digit()).collect();
+            format!(
+                "{shown}: volbridge sizes use binary units, and '{unit}' is not one; did you mean {digits}{binary}? ({HELP})"
+            )
+        }
+        SizeError::UnknownUnit { unit, binary: None } => {
+            format!("{shown} has an unknown unit '{unit}'; {HELP}")
+        }
+        SizeError::TooLarge => format!("{shown} is too large; the limit is 1Ei"),
+        SizeError::BelowMinimum {
+            bytes,
+            without_unit,
+        } => {
+            let hint = if without_unit && bytes > 0 {
+                format!("; a number without a unit is bytes: did you mean {bytes}Gi?")
+            } else {
+                String::new()
+            };
+            format!("{shown} is {bytes} bytes, below the 1Mi minimum{hint}")
+        }
+    };
+    Error::invalid(field, message)
 }
 
 /// Rounds up to the 1 MiB alignment every CSP accepts. Above [`MAX_SIZE`] (where the
@@ -109,10 +103,12 @@ mod tests {
     fn units() {
         assert_eq!(parse_size("size", "1Gi").unwrap(), 1 << 30);
         assert_eq!(parse_size("size", "500Mi").unwrap(), 500 << 20);
-        assert_eq!(parse_size("size", "10G").unwrap(), 10_000_000_000);
-        assert_eq!(parse_size("size", "4096").unwrap(), 4096);
-        assert_eq!(parse_size("size", "2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("size", "1048576").unwrap(), 1 << 20);
         assert_eq!(parse_size("size", " 64mi ").unwrap(), 64 << 20);
+        let e = parse_size("size", "10GB").unwrap_err();
+        assert!(e.message.contains("did you mean 10Gi?"), "{}", e.message);
+        let e = parse_size("size", "100").unwrap_err();
+        assert!(e.message.contains("did you mean 100Gi?"), "{}", e.message);
     }
 
     #[test]
@@ -133,9 +129,10 @@ mod tests {
         assert!(size_from_json("size", &serde_json::json!(-1)).is_err());
         assert!(size_from_json("size", &serde_json::json!(0)).is_err());
         assert!(size_from_json("size", &serde_json::json!(true)).is_err());
+        assert!(size_from_json("size", &serde_json::json!(4096)).is_err());
         assert_eq!(
-            size_from_json("size", &serde_json::json!("1Ki")).unwrap(),
-            1024
+            size_from_json("size", &serde_json::json!("1Mi")).unwrap(),
+            1 << 20
         );
     }
 

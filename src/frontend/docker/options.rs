@@ -6,10 +6,6 @@ use crate::engine::{DockerCreate, VolumeSource};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
-/// The smallest size accepted.
-const MIN_SIZE: u64 = 1 << 20;
-/// Largest size accepted (the engine's limit).
-const MAX_SIZE: u64 = crate::engine::size::MAX_SIZE;
 const SIZE_HINT: &str = "use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)";
 const FS_TYPES: [&str; 3] = ["ext4", "xfs", "btrfs"];
 const FORBIDDEN_MOUNT_OPTIONS: [&str; 5] = ["ro", "rw", "bind", "rbind", "remount"];
@@ -39,48 +35,30 @@ fn bad(message: impl Into<String>) -> Error {
     }
 }
 
-/// Parses a size as §12 allows: bytes, or digits with Ki/Mi/Gi/Ti (any case).
+/// Parses a size in the one grammar (`volbridge_proto::units`), worded as §12 shows.
 pub fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits_end);
-    if number.is_empty() {
-        return Err(bad(format!("size={text:?} is not a size; {SIZE_HINT}")));
-    }
-    if unit.starts_with(['.', ',']) {
-        return Err(bad(format!(
-            "size={text:?} is not a whole number; {SIZE_HINT}"
-        )));
-    }
-    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" => 1,
-        "ki" => 1 << 10,
-        "mi" => 1 << 20,
-        "gi" => 1 << 30,
-        "ti" => 1 << 40,
-        _ => {
-            return Err(bad(format!(
-                "size={text:?}: unknown unit {unit:?}; {SIZE_HINT}"
-            )))
-        }
-    };
-    let bytes = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .filter(|b| *b <= MAX_SIZE)
-        .ok_or_else(|| bad(format!("size={text:?} is too large; the limit is 1Ei")))?;
-    if bytes < MIN_SIZE {
-        let hint = if unit.is_empty() {
-            format!("; did you mean size={number}Gi?")
-        } else {
-            String::new()
-        };
-        return Err(bad(format!(
-            "size={text:?} is {bytes} bytes, below the 1Mi minimum{hint}"
-        )));
-    }
-    Ok(bytes)
+    use volbridge_proto::units::SizeError;
+    volbridge_proto::units::parse_size(text).map_err(|e| {
+        bad(match e {
+            SizeError::NotASize => format!("size={text:?} is not a size; {SIZE_HINT}"),
+            SizeError::NotWhole => format!("size={text:?} is not a whole number; {SIZE_HINT}"),
+            SizeError::UnknownUnit { unit, .. } => {
+                format!("size={text:?}: unknown unit {unit:?}; {SIZE_HINT}")
+            }
+            SizeError::TooLarge => format!("size={text:?} is too large; the limit is 1Ei"),
+            SizeError::BelowMinimum {
+                bytes,
+                without_unit,
+            } => {
+                let hint = if without_unit && bytes > 0 {
+                    format!("; did you mean size={bytes}Gi?")
+                } else {
+                    String::new()
+                };
+                format!("size={text:?} is {bytes} bytes, below the 1Mi minimum{hint}")
+            }
+        })
+    })
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool> {
@@ -271,6 +249,8 @@ mod tests {
         assert_eq!(parse_size("10Gi").unwrap(), 10 << 30);
         assert_eq!(parse_size("10gi").unwrap(), 10 << 30);
         assert_eq!(parse_size("1Ti").unwrap(), 1 << 40);
+        // The one grammar (volbridge_proto::units): the CLI's units and limits.
+        assert_eq!(parse_size("1Pi").unwrap(), 1 << 50);
         assert_eq!(
             parse_size("10GB").unwrap_err().message,
             "size=\"10GB\": unknown unit \"GB\"; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"

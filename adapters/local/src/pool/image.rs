@@ -205,11 +205,7 @@ pub fn mount(device: &Path, target: &Path, fs: &str) -> io::Result<()> {
         // background instead (`trim`). btrfs frees deleted extents only at its next
         // transaction commit (every 30 s by default), so the space would show, and be
         // trimmed back to the host, up to 35 s after a delete; commit every 5 s instead.
-        if fs == "btrfs" {
-            c"commit=5"
-        } else {
-            c""
-        },
+        if fs == "btrfs" { c"commit=5" } else { c"" },
     )
     .map_err(|e| {
         io::Error::from(e).with_context(format!(
