@@ -21,11 +21,10 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::daemon::Daemon;
 use support::percentile;
-
-const BIN: &str = env!("CARGO_BIN_EXE_volbridge");
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -103,68 +102,34 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-struct Daemon {
-    child: Child,
+/// The shared bench daemon with the Docker plugin socket, and a sweep of its mounts and
+/// loop devices when it goes.
+struct DockerDaemon {
+    daemon: Daemon,
     dir: PathBuf,
     docker: PathBuf,
-    admin: PathBuf,
 }
 
-impl Daemon {
-    fn start(dir: &Path) -> Daemon {
+impl DockerDaemon {
+    fn start(dir: &Path) -> DockerDaemon {
         let docker = dir.join("docker.sock");
-        let admin = dir.join("admin.sock");
-        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--admin-socket")
-            .arg(&admin)
-            .arg("--docker-socket")
-            .arg(&docker)
-            .args(["--docker-unstage-delay", "0", "--log-level", "warn"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn volbridge serve");
-        let end = Instant::now() + Duration::from_secs(30);
-        while UnixStream::connect(&admin).is_err() {
-            assert!(Instant::now() < end, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon {
-            child,
+        let socket = docker.display().to_string();
+        let daemon = Daemon::start_with(
+            dir,
+            &["--docker-socket", &socket, "--docker-unstage-delay", "0"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        DockerDaemon {
+            daemon,
             dir: dir.to_path_buf(),
             docker,
-            admin,
         }
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("VOLBRIDGE_SOCKET", &self.admin)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "volbridge {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 }
 
-impl Drop for Daemon {
+impl Drop for DockerDaemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        self.daemon.stop();
         // Best effort: nothing of ours stays mounted or attached.
         let _ = Command::new("sh")
             .arg("-c")
@@ -187,7 +152,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let root = rustix::process::geteuid().is_root();
     {
-        let daemon = Daemon::start(&dir);
+        let daemon = DockerDaemon::start(&dir);
         let mut conn = Conn::open(&daemon.docker);
         println!(
             "volbridge Docker plugin benchmark: {volumes} volumes, {gets} Gets, {cycles} cycles"
@@ -226,7 +191,7 @@ fn main() {
             list.push(t.elapsed());
             debug_assert!(r.len() > volumes * 20);
         }
-        let mut admin = Conn::open(&daemon.admin);
+        let mut admin = Conn::open(&daemon.daemon.admin_socket);
         let csp_gets = (gets / 10).max(50);
         let mut csp = Vec::with_capacity(csp_gets);
         for i in 0..csp_gets {
@@ -312,10 +277,12 @@ fn main() {
                 let cname = format!("cli{i}");
                 let tpath = target.display().to_string();
                 let t = Instant::now();
-                daemon.cli(&["volume", "create", &cname, "--size", "64Mi"]);
-                daemon.cli(&["volume", "mount", &cname, &tpath]);
-                daemon.cli(&["volume", "unmount", &cname, &tpath]);
-                daemon.cli(&["volume", "rm", &cname]);
+                daemon
+                    .daemon
+                    .cli(&["volume", "create", &cname, "--size", "64Mi"]);
+                daemon.daemon.cli(&["volume", "mount", &cname, &tpath]);
+                daemon.daemon.cli(&["volume", "unmount", &cname, &tpath]);
+                daemon.daemon.cli(&["volume", "rm", &cname]);
                 let took_cli = t.elapsed();
                 if i > 0 {
                     // The first pair warms caches.

@@ -21,65 +21,23 @@ mod support;
 use serde_json::Value;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::daemon::Daemon;
 use support::{load_average, ms, percentile, remove_tree, sweep};
 
-const BIN: &str = env!("CARGO_BIN_EXE_volbridge");
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    state: PathBuf,
+/// What this bench asks of the shared daemon beyond starting and stopping it.
+trait PoolDaemon {
+    fn json(&self, args: &[&str]) -> Value;
+    fn timed(&self, args: &[&str]) -> Duration;
+    fn images(&self) -> PathBuf;
+    fn volume_image(&self, name: &str) -> PathBuf;
 }
 
-impl Daemon {
-    fn start(root: &Path) -> Daemon {
-        let state = root.join("state");
-        let socket = root.join("admin.sock");
-        let log = std::fs::File::create(root.join("daemon.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--admin-socket")
-            .arg(&socket)
-            .env("RUST_LOG", "info")
-            .env_remove("VOLBRIDGE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start volbridge serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Daemon {
-            child,
-            socket,
-            state,
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("VOLBRIDGE_SOCKET", &self.socket)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "volbridge {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
+impl PoolDaemon for Daemon {
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
@@ -107,14 +65,6 @@ impl Daemon {
             .unwrap()
             .to_owned();
         self.images().join(format!("volumes/{id}.img"))
-    }
-
-    fn stop(mut self) {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.child),
-            rustix::process::Signal::TERM,
-        );
-        let _ = self.child.wait();
     }
 }
 
@@ -260,7 +210,7 @@ fn main() {
         }));
     }
     let load = load_average();
-    let d = Daemon::start(&root);
+    let mut d = Daemon::start(&root).unwrap_or_else(|e| panic!("{e}"));
     let backends = d.json(&["backend", "ls"]);
     let pool = backends[0]["pool"].clone();
     let host_dir = root.join("host");

@@ -47,6 +47,11 @@ impl Daemon {
     /// Starts the daemon under `root` and waits until its admin socket answers (CSI binds
     /// before the admin socket, so CSI answers too).
     pub fn start(root: &Path) -> Result<Daemon, String> {
+        Daemon::start_with(root, &[])
+    }
+
+    /// The same, with more `serve` arguments (a Docker socket, a pool mode…).
+    pub fn start_with(root: &Path, extra: &[&str]) -> Result<Daemon, String> {
         let state = root.join("state");
         let admin_socket = root.join("admin.sock");
         let csi_endpoint = format!("unix://{}", root.join("csi.sock").display());
@@ -74,6 +79,7 @@ impl Daemon {
             .arg(&csi_endpoint)
             .arg("--csp-listen")
             .arg(csp_addr.to_string())
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("VOLBRIDGE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
@@ -118,6 +124,23 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(d)
+    }
+
+    /// Runs `volbridge <args>` against this daemon; its stdout, or a panic with stderr.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_volbridge"))
+            .args(args)
+            .env("VOLBRIDGE_SOCKET", &self.admin_socket)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run volbridge");
+        assert!(
+            out.status.success(),
+            "volbridge {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn log_tail(&self) -> String {
