@@ -201,21 +201,11 @@ async fn identity_probe_not_ready_while_default_backend_unreachable() {
         return;
     }
     // A config whose default backend is a CSP nobody listens for.
-    let cfg_dir = common::TempDir::new("csi-probe-cfg");
-    let config = cfg_dir.path().join("volbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "default_backend = \"dead\"\n\n[backends.dead]\nbackend = \"dead\"\nserviceName = \"127.0.0.1\"\nservicePort = \"{}\"\nusername = \"u\"\npassword = \"p\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let port = free_port();
     let Some(r) = Rig::start_with(
         "probe",
         RigOptions {
-            extra: &["--config", &config],
+            default_csp: Some(("dead", port, "p")),
             ..Default::default()
         },
     )

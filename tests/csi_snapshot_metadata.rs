@@ -597,22 +597,10 @@ async fn a_backend_without_the_extension_leaves_the_service_off() {
         return;
     }
     let (port, calls) = standard_csp().await;
-    let cfg_dir = common::TempDir::new("csi-meta-plain-cfg");
-    let config = cfg_dir.path().join("volbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "default_backend = \"plain\"\n\n[backends.plain]\nbackend = \"plain\"\n\
-             serviceName = \"127.0.0.1\"\nservicePort = \"{port}\"\nusername = \"u\"\n\
-             password = \"p4ssword\"\n"
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
     let Some(r) = Rig::start_with(
         "meta-plain",
         RigOptions {
-            extra: &["--config", &config],
+            default_csp: Some(("plain", port, "p4ssword")),
             ..Default::default()
         },
     )

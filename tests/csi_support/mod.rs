@@ -276,6 +276,9 @@ pub struct RigOptions<'a> {
     /// Name the socket (a path under the rig's dir) in `CSI_ENDPOINT`, as a Docker
     /// managed plugin's config.json does, instead of `--csi-endpoint`.
     pub endpoint_in_env: Option<&'a str>,
+    /// Make the default backend a CSP at this loopback port (a config file in the rig's
+    /// dir): `(backend name, port, password)`.
+    pub default_csp: Option<(&'a str, u16, &'a str)>,
 }
 
 impl Rig {
@@ -306,6 +309,19 @@ impl Rig {
         } else {
             None
         };
+        if let Some((name, port, password)) = opts.default_csp {
+            let config = dir.path().join("volbridge.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "default_backend = \"{name}\"\n\n[backends.{name}]\nbackend = \"{name}\"\n\
+                     serviceName = \"127.0.0.1\"\nservicePort = \"{port}\"\nusername = \"u\"\n\
+                     password = \"{password}\"\n"
+                ),
+            )
+            .unwrap();
+            args.extend(["--config".into(), config.display().to_string()]);
+        }
         args.extend(opts.extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let d = Daemon::start_with_env(dir.path(), &argv, &env);
