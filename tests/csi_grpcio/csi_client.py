@@ -7,7 +7,8 @@ socket path as the HTTP/2 :authority), against a running volbridge daemon.
 Identity (GetPluginInfo, GetPluginCapabilities, Probe), an error answer, CreateVolume, then
 the node cycle on that mount volume (NodeGetInfo, ControllerPublishVolume, NodeStageVolume,
 NodePublishVolume, a file written and read back, NodeGetVolumeStats, a snapshot read through
-the SnapshotMetadata stream in several messages, NodeUnpublishVolume, NodeUnstageVolume,
+the SnapshotMetadata stream in several messages, GetSnapshot, a refused
+ControllerModifyVolume, NodeUnpublishVolume, NodeUnstageVolume,
 ControllerUnpublishVolume) and DeleteVolume, all on one channel. The stubs are generated
 from the proto with grpc_tools.protoc into a temporary directory. Prints one line per step;
 on a failure, the step and the answer on stderr, and exit 1. Run by tests/csi_grpcio.rs.
@@ -235,6 +236,40 @@ def session(args, grpc, pb, rpc, cleanup):
         "GetMetadataAllocated: ranges out of order or fewer than the 1 MiB written: %s" % ranges,
     )
     print("ok GetMetadataAllocated: %d ranges in %d messages" % (len(ranges), len(answers)))
+
+    # Spec 1.12: GetSnapshot, and ControllerModifyVolume refusing an unsupported key with
+    # nothing applied.
+    got = call(
+        "GetSnapshot", ctrl.GetSnapshot, pb.GetSnapshotRequest(snapshot_id=snap.snapshot_id)
+    ).snapshot
+    expect(
+        got.snapshot_id == snap.snapshot_id and got.source_volume_id == vol.volume_id,
+        "GetSnapshot: answered %s for %s" % (got, snap.snapshot_id),
+    )
+    try:
+        ctrl.ControllerModifyVolume(
+            pb.ControllerModifyVolumeRequest(
+                volume_id=vol.volume_id, mutable_parameters={"noSuchKey": "1"}
+            ),
+            timeout=TIMEOUT,
+        )
+        raise Failed("ControllerModifyVolume with an unsupported key succeeded")
+    except grpc.RpcError as e:
+        expect(
+            e.code() == grpc.StatusCode.INVALID_ARGUMENT and "noSuchKey" in e.details(),
+            "ControllerModifyVolume: %s: %s" % (e.code().name, e.details()),
+        )
+    after = call(
+        "ControllerGetVolume",
+        ctrl.ControllerGetVolume,
+        pb.ControllerGetVolumeRequest(volume_id=vol.volume_id),
+    ).volume
+    expect(
+        after.capacity_bytes == vol.capacity_bytes
+        and dict(after.volume_context) == dict(vol.volume_context),
+        "ControllerModifyVolume refused but the volume changed: %s" % after,
+    )
+    print("ok ControllerModifyVolume refused noSuchKey, nothing applied", flush=True)
     call(
         "DeleteSnapshot",
         ctrl.DeleteSnapshot,
