@@ -7,9 +7,17 @@
 //! - `csi_descriptor.bin`: the encoded `FileDescriptorSet` of `csi.proto`, custom options
 //!   (`csi_secret`, `alpha_*`) included, exposed as `csi::FILE_DESCRIPTOR_SET`.
 
+#[cfg(feature = "csi")]
 use std::path::PathBuf;
 
 fn main() {
+    // Only the `csi` feature generates code; the models the engine uses need none.
+    #[cfg(feature = "csi")]
+    generate();
+}
+
+#[cfg(feature = "csi")]
+fn generate() {
     let manifest_dir =
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));

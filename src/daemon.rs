@@ -38,7 +38,10 @@ pub async fn serve(config: Config) -> Result<()> {
         ..ClientOptions::default()
     };
 
-    let mut backends = Backends::new(config.default_backend.clone()).with_options(options.clone());
+    volbridge_provider::observe::set_observer(crate::metrics::csp_call);
+    let mut backends = Backends::new(config.default_backend.clone())
+        .with_options(options.clone())
+        .with_connector(std::sync::Arc::new(CspClient::new));
     let mut csp_task = None;
     if config.local_csp.enabled {
         let (backend, task) = start_local_csp(&config, &options, csp_stop_rx).await?;

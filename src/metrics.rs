@@ -148,43 +148,28 @@ pub fn operation(frontend: &'static str, operation: &str, result: &str, elapsed:
         .observe(elapsed.as_secs_f64());
 }
 
-/// One CSP call. `failure` is `Some(reason)` when it got no answer or a 5xx one.
-pub fn csp_call(
-    backend: &str,
-    method: &str,
-    route: &str,
-    failure: Option<&str>,
-    elapsed: Duration,
-) {
+/// One CSP call, as the CSP client reports it (registered with
+/// `volbridge_provider::observe::set_observer` when the daemon starts).
+pub fn csp_call(call: &volbridge_provider::observe::CspCall) {
     let m = metrics();
-    let call = CspCall {
-        backend: backend.to_owned(),
-        method: method.to_owned(),
-        route: route.to_owned(),
+    let labels = CspCall {
+        backend: call.backend.to_owned(),
+        method: call.method.to_owned(),
+        route: call.route.to_owned(),
     };
     m.csp_latency
-        .get_or_create(&call)
-        .observe(elapsed.as_secs_f64());
-    if let Some(reason) = failure {
+        .get_or_create(&labels)
+        .observe(call.elapsed.as_secs_f64());
+    if let Some(reason) = call.failure {
         m.csp_errors
             .get_or_create(&CspError {
-                backend: call.backend,
-                method: call.method,
-                route: call.route,
+                backend: labels.backend,
+                method: labels.method,
+                route: labels.route,
                 reason: reason.to_owned(),
             })
             .inc();
     }
-}
-
-/// The route template of a CSP call's path segments: `volumes/{id}/actions/publish`.
-pub fn csp_route(segments: &[&str]) -> String {
-    segments
-        .iter()
-        .enumerate()
-        .map(|(i, s)| if i == 1 { "{id}" } else { s })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// One reconciliation pass: how many repairs it made and how many it left.
@@ -212,25 +197,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_hide_ids() {
-        assert_eq!(csp_route(&["volumes"]), "volumes");
-        assert_eq!(csp_route(&["volumes", "abc123"]), "volumes/{id}");
-        assert_eq!(
-            csp_route(&["volumes", "abc", "actions", "publish"]),
-            "volumes/{id}/actions/publish"
-        );
-    }
-
-    #[test]
     fn families_render_with_their_labels() {
         operation("csi", "CreateVolume", "OK", Duration::from_millis(2));
-        csp_call(
-            "local",
-            "GET",
-            "volumes",
-            Some("unreachable"),
-            Duration::ZERO,
-        );
+        csp_call(&volbridge_provider::observe::CspCall {
+            backend: "local",
+            method: "GET",
+            route: "volumes",
+            failure: Some("unreachable"),
+            elapsed: Duration::ZERO,
+        });
         reconciled(1, 0);
         let text = render(3);
         for needle in [

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use volbridge::error::{ErrorKind, Result};
+use volbridge::host::PublishContext;
 use volbridge::provider::{
     publish_context, volume_context, ClientOptions, CloneSource, Credentials, CspClient, Host,
-    PublishContext, PublishContextInput, SnapshotCreate, VolumeCreate,
+    PublishContextInput, SnapshotCreate, VolumeCreate,
 };
 use volbridge_local_csp::{LocalCsp, LocalCspConfig};
 

@@ -16,6 +16,11 @@ pub const ARRAY_HEADER: &str = "x-array-ip";
 pub const INSUFFICIENT_SPACE: &str = "insufficient storage space";
 /// Access protocol of the embedded CSP (csp-api.md §8.2).
 pub const PROTOCOL_LOCAL: &str = "local";
+
+/// The file name of the local CSP's image pool (docs/pool.md). A node that shares the
+/// machine sees the pool's loop device among its own and must leave it alone, so both
+/// sides know the name.
+pub const LOCAL_POOL_IMAGE: &str = "volbridge-pool.img";
 /// Name prefix of the snapshots the client makes to clone from a volume (B16).
 pub const CLONE_SNAPSHOT_PREFIX: &str = "snap-for-clone-";
 /// Config key that reports asynchronous create/clone progress (B39).

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod csp;
 pub mod lenient;
+pub mod publish_context;
 pub mod ranges;
 pub mod units;
 
@@ -19,6 +20,7 @@ pub const CSP_OPENAPI: &str = include_str!("../openapi/csp.yaml");
 /// `proto/csi.proto` (protox + tonic-prost-build; no system `protoc`): the messages, a client
 /// per service (`identity_client::IdentityClient`, …) and a server trait per service
 /// (`identity_server::Identity`, …).
+#[cfg(feature = "csi")]
 #[allow(
     clippy::all,
     clippy::pedantic,

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// The image of an image pool, directly in the data dir.
-pub const POOL_IMAGE: &str = "volbridge-pool.img";
+pub const POOL_IMAGE: &str = volbridge_proto::csp::LOCAL_POOL_IMAGE;
 const POOL_IMAGE_TMP: &str = "volbridge-pool.img.tmp";
 const MARKER: &str = "pool.json";
 const MOUNT_DIR: &str = "pool";

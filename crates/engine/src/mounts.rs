@@ -1,0 +1,366 @@
+//! The engine's own node flows, for callers that think in "mount this volume here" (CLI,
+//! Docker, FlexVolume): CSP grant, stage and publish in one idempotent call, and the
+//! reverse that releases the volume once its last mount is gone.
+
+use super::attachments::{Attachment, COLLECTION as ATTACHMENTS};
+use super::intent::{self, Intent};
+use super::names::validate_name;
+use super::node_records::{
+    engine_volume_key, Owner, PublishRecord, StageRecord, PUBLISHES, STAGES,
+};
+use super::{Engine, PublishVolume, StageVolume, Wait};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use volbridge_base::error::{Error, Result};
+use volbridge_host::paths;
+use volbridge_host::stage::Access;
+
+#[derive(Debug, Clone, Default)]
+pub struct MountVolume {
+    pub name: String,
+    pub backend: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+    /// Publish the raw device on a file instead of a filesystem on a directory.
+    pub block: bool,
+    /// `""` = what the volume was made with, else ext4.
+    pub fs_type: String,
+    pub mount_options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mounted {
+    pub volume: String,
+    pub backend: String,
+    pub target: PathBuf,
+    pub device: PathBuf,
+    pub fs_type: Option<String>,
+    pub formatted: bool,
+    pub read_only: bool,
+}
+
+impl Engine {
+    /// Mounts a volume at a directory (or its device on a file, `block`), attaching it at
+    /// the CSP and staging it first when needed. Repeating it is success.
+    pub async fn mount_volume(&self, req: MountVolume, wait: Wait) -> Result<Mounted> {
+        validate_name("name", &req.name)?;
+        let target = paths::validate_target("path", &req.target)?;
+        let backend = self.backends.resolve(req.backend.as_deref())?.name.clone();
+        let _guard = self.guard(&backend, &req.name, wait).await?;
+        let fs_type = (!req.block).then_some(req.fs_type.as_str());
+        let attachment = self
+            .attach_locked(&backend, &req.name, req.read_only, fs_type)
+            .await?;
+        // Volatile: after a power loss the durable attachment record alone says the grant
+        // is unused, and the reconciler ends it.
+        let intent_key = intent::new_key();
+        self.store.put_volatile(
+            intent::COLLECTION,
+            &intent_key,
+            &Intent::MountVolume {
+                backend: backend.clone(),
+                name: req.name.clone(),
+                volume_id: attachment.volume_id.clone(),
+                target: target.clone(),
+            },
+        )?;
+        let result = self.stage_and_publish(&attachment, &req, &target).await;
+        if result.is_err() {
+            if let Err(e) = self.release_if_unused(&attachment).await {
+                tracing::warn!(error = %e, volume = %req.name, "cannot release after a failed mount");
+                // The intent stays: the reconciler finishes the release.
+                return result;
+            }
+        }
+        self.store
+            .remove_volatile(intent::COLLECTION, &intent_key)?;
+        if result.is_ok() {
+            self.finish_pending_releases(&backend).await;
+        }
+        result
+    }
+
+    async fn stage_and_publish(
+        &self,
+        attachment: &Attachment,
+        req: &MountVolume,
+        target: &Path,
+    ) -> Result<Mounted> {
+        let key = engine_volume_key(&attachment.backend, &attachment.volume_id);
+        let _node = self.node_guard(&key, Wait::Bounded).await?;
+        let staging = self.engine_staging_path(&key);
+        let access = if req.block {
+            Access::Block
+        } else {
+            Access::Mount {
+                fs_type: req.fs_type.clone(),
+                mount_options: req.mount_options.clone(),
+            }
+        };
+        let staged = self
+            .stage_locked(StageVolume {
+                volume_key: key.clone(),
+                backend: attachment.backend.clone(),
+                volume_name: attachment.volume_name.clone(),
+                owner: Owner::Engine,
+                pinned: false,
+                context: attachment.context.clone(),
+                staging_path: staging.display().to_string(),
+                access,
+                read_only: req.read_only,
+            })
+            .await?;
+        self.publish_locked(PublishVolume {
+            volume_key: key,
+            target_path: target.display().to_string(),
+            read_only: req.read_only,
+            mount_options: Vec::new(),
+            remove_target: false,
+        })
+        .await?;
+        Ok(Mounted {
+            volume: attachment.volume_name.clone(),
+            backend: attachment.backend.clone(),
+            target: target.to_path_buf(),
+            device: staged.device,
+            fs_type: staged.fs_type,
+            formatted: staged.formatted,
+            read_only: req.read_only,
+        })
+    }
+
+    /// Unmounts a volume from a path; the last unmount unstages it and ends this node's
+    /// grant at the CSP. A path volbridge does not mount is success.
+    pub async fn unmount_volume(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        target: &str,
+        wait: Wait,
+    ) -> Result<bool> {
+        validate_name("name", name)?;
+        let target = paths::validate_target("path", target)?;
+        let backend = match self.backends.resolve(backend) {
+            Ok(b) => b.name,
+            // A backend named by request secrets is forgotten at a restart. The node's
+            // records say what the target holds (checked below), so the node side can
+            // still be torn down; the CSP grant waits for the backend (release pending).
+            Err(e) => match backend.filter(|b| !b.is_empty()) {
+                Some(named) => named.to_owned(),
+                None => return Err(e),
+            },
+        };
+        let Some(publish) = self
+            .store
+            .get::<PublishRecord>(PUBLISHES, &target.display().to_string())?
+        else {
+            return Ok(false);
+        };
+        let stage = self.store.get::<StageRecord>(STAGES, &publish.volume_key)?;
+        let Some(stage) = stage.filter(|s| s.owner == Owner::Engine) else {
+            return Err(Error::precondition(format!(
+                "{} is published by a container orchestrator, not by `volume mount`",
+                target.display()
+            )));
+        };
+        if stage.volume_name != name || stage.backend != backend {
+            return Err(Error::invalid(
+                "path",
+                format!(
+                    "{} holds volume '{}' of backend '{}', not '{name}'",
+                    target.display(),
+                    stage.volume_name,
+                    stage.backend
+                ),
+            ));
+        }
+        let _guard = self.guard(&backend, name, wait).await?;
+        let attachment = self.attachment_of(&stage)?;
+        // Volatile: after a power loss the durable attachment record alone says the grant
+        // is unused, and the reconciler ends it.
+        let intent_key = intent::new_key();
+        self.store.put_volatile(
+            intent::COLLECTION,
+            &intent_key,
+            &Intent::UnmountVolume {
+                backend: backend.clone(),
+                name: name.to_owned(),
+                volume_id: attachment.volume_id.clone(),
+                target: target.clone(),
+            },
+        )?;
+        {
+            let _node = self.node_guard(&publish.volume_key, Wait::Bounded).await?;
+            self.unpublish_locked(&publish.volume_key, &target).await?;
+        }
+        self.release_if_unused(&attachment).await?;
+        self.store
+            .remove_volatile(intent::COLLECTION, &intent_key)?;
+        Ok(true)
+    }
+
+    fn attachment_of(&self, stage: &StageRecord) -> Result<Attachment> {
+        let volume_id = stage
+            .volume_key
+            .strip_prefix(&format!("{}-", stage.backend))
+            .unwrap_or_default();
+        let mut a = self.attachment_for(&stage.backend, &stage.volume_name, volume_id)?;
+        if a.context.is_empty() {
+            a.context = stage.context.clone();
+        }
+        Ok(a)
+    }
+
+    /// The attachment record of a volume, or a stand-in with what is known (enough to
+    /// unstage and end the grant) when the record is already gone.
+    pub(super) fn attachment_for(
+        &self,
+        backend: &str,
+        name: &str,
+        volume_id: &str,
+    ) -> Result<Attachment> {
+        let key = engine_volume_key(backend, volume_id);
+        Ok(self
+            .store
+            .get::<Attachment>(ATTACHMENTS, &key)?
+            .unwrap_or(Attachment {
+                backend: backend.to_owned(),
+                volume_name: name.to_owned(),
+                volume_id: volume_id.to_owned(),
+                node_uuid: self.node.uuid.clone(),
+                read_only: false,
+                context: Default::default(),
+                release_pending: false,
+            }))
+    }
+
+    /// With no publish left and no pin: unstage, then end the CSP grant.
+    pub(super) async fn release_if_unused(&self, attachment: &Attachment) -> Result<()> {
+        let key = engine_volume_key(&attachment.backend, &attachment.volume_id);
+        let _node = self.node_guard(&key, Wait::Bounded).await?;
+        if !self.publishes_of(&key)?.is_empty() {
+            return Ok(());
+        }
+        if let Some(stage) = self.store.get::<StageRecord>(STAGES, &key)? {
+            if stage.pinned || stage.owner != Owner::Engine {
+                return Ok(());
+            }
+            self.unstage_locked(&key, None).await?;
+        }
+        self.release_or_defer(attachment).await
+    }
+
+    /// Attaches a volume's device to this node and keeps it attached (`volume attach`).
+    pub async fn attach_device(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        read_only: bool,
+        wait: Wait,
+    ) -> Result<Mounted> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?.name.clone();
+        let _guard = self.guard(&backend, name, wait).await?;
+        let attachment = self.attach_locked(&backend, name, read_only, None).await?;
+        let key = engine_volume_key(&backend, &attachment.volume_id);
+        let node = self.node_guard(&key, Wait::Bounded).await?;
+        if let Some(existing) = self.store.get::<StageRecord>(STAGES, &key)? {
+            // Already staged (mounted somewhere): pin it so the last unmount keeps it.
+            let mut pinned = existing.clone();
+            pinned.pinned = true;
+            self.store.put(STAGES, &key, &pinned)?;
+        }
+        let staged = self
+            .stage_locked(StageVolume {
+                volume_key: key.clone(),
+                backend: backend.clone(),
+                volume_name: name.to_owned(),
+                owner: Owner::Engine,
+                pinned: true,
+                context: attachment.context.clone(),
+                staging_path: self.engine_staging_path(&key).display().to_string(),
+                access: self
+                    .store
+                    .get::<StageRecord>(STAGES, &key)?
+                    .map(|s| s.access)
+                    .unwrap_or(Access::Block),
+                read_only,
+            })
+            .await;
+        drop(node);
+        let staged = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.release_if_unused(&attachment).await;
+                return Err(e);
+            }
+        };
+        Ok(Mounted {
+            volume: name.to_owned(),
+            backend,
+            target: PathBuf::new(),
+            device: staged.device,
+            fs_type: staged.fs_type,
+            formatted: false,
+            read_only,
+        })
+    }
+
+    /// Detaches a volume attached with `volume attach`; refused while it is mounted.
+    pub async fn detach_device(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?.name.clone();
+        let _guard = self.guard(&backend, name, wait).await?;
+        let Some(mut stage) = self.stage_of(&backend, name)? else {
+            // Not staged here: end any grant left at the CSP.
+            return self.detach_locked(&backend, name, None).await;
+        };
+        if stage.owner != Owner::Engine {
+            return Err(Error::precondition(format!(
+                "volume '{name}' is staged by a container orchestrator; it detaches it"
+            )));
+        }
+        if let Some(p) = self.publishes_of(&stage.volume_key)?.first() {
+            return Err(Error::precondition(format!(
+                "volume '{name}' is mounted at {}; unmount it first",
+                p.target.display()
+            )));
+        }
+        {
+            let _node = self.node_guard(&stage.volume_key, Wait::Bounded).await?;
+            stage.pinned = false;
+            self.store.put(STAGES, &stage.volume_key, &stage)?;
+        }
+        let attachment = self.attachment_of(&stage)?;
+        self.release_if_unused(&attachment).await
+    }
+}
+
+impl Engine {
+    /// Expands a volume at the CSP and, when it is staged on this node, its device and
+    /// filesystem too (online when mounted).
+    pub async fn expand_and_grow(
+        &self,
+        name: &str,
+        size: u64,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<(super::Volume, Option<volbridge_host::stage::Expanded>)> {
+        let volume = self.expand_volume(name, size, backend, wait).await?;
+        let key = engine_volume_key(&volume.backend, &volume.id);
+        let staged = self
+            .store
+            .get::<StageRecord>(STAGES, &key)?
+            .is_some_and(|s| s.phase == super::Phase::Ready);
+        if !staged {
+            self.store.put(
+                super::node_records::GROWS,
+                &key,
+                &serde_json::json!({"size_bytes": volume.size_bytes}),
+            )?;
+            return Ok((volume, None));
+        }
+        let grown = self.node_expand(&key, wait).await?;
+        Ok((volume, Some(grown)))
+    }
+}

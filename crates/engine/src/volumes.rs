@@ -1,0 +1,344 @@
+//! Volume operations. Each is idempotent by (backend, name) and runs under the volume's guard.
+
+use super::intent::{self, Intent};
+use super::model::{CreateVolume, Volume, VolumeSource};
+use super::names::validate_name;
+use super::size::align;
+use super::{Engine, Wait};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use std::time::Instant;
+use volbridge_base::error::{Error, ErrorKind, Result};
+use volbridge_proto::csp::{camel_to_snake, snake_to_camel};
+use volbridge_provider::{CloneSource, CspClient, VolumeCreate, VolumeEdit};
+
+impl Engine {
+    /// Creates a volume, or clones one from a snapshot or a volume. A second call with the
+    /// same name and parameters returns the same volume; other parameters → AlreadyExists.
+    pub async fn create_volume(&self, req: CreateVolume, wait: Wait) -> Result<Volume> {
+        validate_name("name", &req.name)?;
+        if let Some(VolumeSource::Snapshot(s) | VolumeSource::Volume(s)) = &req.source {
+            validate_name("source", s)?;
+        }
+        if let Some(d) = &req.description {
+            if d.len() > 1024 {
+                return Err(Error::invalid("description", "is longer than 1024 bytes"));
+            }
+        }
+        let backend = self.backends.resolve(req.backend.as_deref())?;
+        let size = match (req.size, &req.source) {
+            (Some(s), _) => Some(align("size", s)?),
+            (None, None) => Some(align(
+                "default_volume_size",
+                self.config.default_volume_size,
+            )?),
+            (None, Some(_)) => None,
+        };
+        let _guard = self.guard(&backend.name, &req.name, wait).await?;
+        let client = &backend.client;
+        let create = VolumeCreate {
+            name: req.name.clone(),
+            size,
+            description: req.description.clone(),
+            params: req.params.clone(),
+            multi_initiator: req.multi_initiator,
+        };
+        let attempt = || async {
+            match &req.source {
+                None => client.create_volume(&create).await,
+                Some(VolumeSource::Snapshot(snap)) => {
+                    let found = client.find_snapshot(snap, None).await?.ok_or_else(|| {
+                        Error::not_found(format!("snapshot '{snap}' does not exist"))
+                    })?;
+                    let id = found.id.unwrap_or_default();
+                    client
+                        .clone_volume(&create, &CloneSource::Snapshot(id))
+                        .await
+                }
+                Some(VolumeSource::SnapshotId(id)) => {
+                    client.get_snapshot(id).await.map_err(|e| match e.kind {
+                        ErrorKind::NotFound => {
+                            Error::not_found(format!("snapshot {id} does not exist"))
+                        }
+                        _ => e,
+                    })?;
+                    client
+                        .clone_volume(&create, &CloneSource::Snapshot(id.clone()))
+                        .await
+                }
+                Some(VolumeSource::Volume(parent)) => {
+                    self.clone_from_volume(client, &backend.name, &create, parent)
+                        .await
+                }
+            }
+        };
+        // A copy still being made answers Aborted (provider::in_progress); the next attempt
+        // finds the same copy by name and never starts a second one. Wait for it within the
+        // caller's bound (rule 3): the answer is a volume whose data is complete, or an
+        // error that says to retry.
+        let (until, at_deadline) = match wait {
+            Wait::No => (Instant::now(), ErrorKind::Aborted),
+            Wait::Bounded => (
+                Instant::now() + self.config.copy_wait,
+                ErrorKind::DeadlineExceeded,
+            ),
+            Wait::Until(t) => (t, ErrorKind::Aborted),
+        };
+        let started = Instant::now();
+        let volume = loop {
+            match attempt().await {
+                Err(e) if e.kind == ErrorKind::Aborted => {
+                    let now = Instant::now();
+                    if now + POLL / 2 >= until {
+                        let waited = now.duration_since(started).as_secs();
+                        let hint = match wait {
+                            Wait::Bounded => format!(
+                                "still running after {waited} s (limits.copy_wait_seconds); run the same command again to keep waiting"
+                            ),
+                            _ => "retry CreateVolume with the same name to keep waiting for the same copy".to_owned(),
+                        };
+                        return Err(Error::new(at_deadline, format!("{}: {hint}", e.message)));
+                    }
+                    tokio::time::sleep(POLL.min(until - now)).await;
+                }
+                other => break other?,
+            }
+        };
+        Ok(Volume::from_csp(&backend.name, &volume))
+    }
+
+    async fn clone_from_volume(
+        &self,
+        client: &CspClient,
+        backend: &str,
+        create: &VolumeCreate,
+        parent: &str,
+    ) -> Result<volbridge_provider::Volume> {
+        let parent = client
+            .find_volume(parent)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{parent}' does not exist")))?;
+        let parent_id = parent.id.unwrap_or_default();
+        // The clone goes through a temporary snapshot: record the intent so that a crash
+        // between its steps does not leave that snapshot behind. One key per clone, so that
+        // retries of the same clone share one record.
+        let key = format!("clone-{backend}-{}", create.name);
+        let record = Intent::CloneFromVolume {
+            backend: backend.to_owned(),
+            name: create.name.clone(),
+            parent_id: parent_id.clone(),
+        };
+        self.store.put(intent::COLLECTION, &key, &record)?;
+        // The clone is taken from the parent as it is now, in one step or through a
+        // snapshot: what this node's filesystem still caches belongs in it.
+        self.flush_staged(backend, parent.name.as_deref()).await;
+        let result = client
+            .clone_volume(create, &CloneSource::Volume(parent_id))
+            .await;
+        match &result {
+            // Still copying: the record stays; the retry or the reconciler cleans up.
+            Err(e) if e.kind == ErrorKind::Aborted => {}
+            // A retry that found the clone by name does not know the temporary snapshot:
+            // the same cleanup as the reconciler's removes it.
+            Ok(_) => {
+                if let Err(e) = self.replay(&record).await {
+                    tracing::warn!(clone = %create.name, error = %e, "temporary snapshot kept for the reconciler");
+                    return result;
+                }
+                self.store.remove(intent::COLLECTION, &key)?;
+            }
+            // The provider removed the temporary snapshot itself (B16 step 4).
+            Err(_) => self.store.remove(intent::COLLECTION, &key)?,
+        }
+        result
+    }
+
+    pub async fn get_volume(&self, name: &str, backend: Option<&str>) -> Result<Volume> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let found = backend.client.find_volume(name).await?;
+        found
+            .map(|v| Volume::from_csp(&backend.name, &v))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "volume '{name}' does not exist on backend '{}'",
+                    backend.name
+                ))
+            })
+    }
+
+    /// Lists the volumes of one backend, or of all of them.
+    pub async fn list_volumes(&self, backend: Option<&str>) -> Result<Vec<Volume>> {
+        let targets: Vec<_> = match backend {
+            Some(name) => vec![self.backends.resolve(Some(name))?.clone()],
+            None => self.backends.all().cloned().collect(),
+        };
+        let mut out = Vec::new();
+        for b in targets {
+            let listed = b
+                .client
+                .list_volumes()
+                .await
+                .map_err(|e| e.context(format!("backend '{}'", b.name)))?;
+            out.extend(listed.iter().map(|v| Volume::from_csp(&b.name, v)));
+        }
+        out.sort_by(|a, b| (&a.backend, &a.name).cmp(&(&b.backend, &b.name)));
+        Ok(out)
+    }
+
+    /// Grows a volume; a size at or below the current one answers the current volume.
+    pub async fn expand_volume(
+        &self,
+        name: &str,
+        size: u64,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<Volume> {
+        validate_name("name", name)?;
+        let size = align("size", size)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        let found = backend
+            .client
+            .find_volume(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let id = found.id.clone().unwrap_or_default();
+        let grown = backend.client.expand_volume(&id, size).await?;
+        Ok(Volume::from_csp(&backend.name, &grown))
+    }
+
+    /// Refuses (InvalidArgument) mutable parameters that the backend's CSP does not name as
+    /// mutable (`GET /mutable_config`, camelCase keys compared as snake_case, B38), all of
+    /// them named in one sentence, before anything is created or changed. `volume` names
+    /// the object for the message; `untouched` says what the refusal left as it was.
+    pub async fn check_mutable_params(
+        &self,
+        params: &BTreeMap<String, String>,
+        backend: Option<&str>,
+        volume: &str,
+        untouched: &str,
+    ) -> Result<()> {
+        if params.is_empty() {
+            return Ok(());
+        }
+        let backend = self.backends.resolve(backend)?;
+        let declared = backend.client.mutable_config().await?;
+        let allowed: Vec<String> = declared
+            .as_ref()
+            .map(|m| m.volume.clone())
+            .unwrap_or_default();
+        // `description` is where volbridge keeps the fingerprint of the CreateVolume
+        // request (its idempotency check), whatever a CSP says about it.
+        let refused: Vec<&String> = params
+            .keys()
+            .filter(|k| *k == "description" || !allowed.contains(&camel_to_snake(k)))
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let keys = refused
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let what = if refused.len() == 1 {
+            format!("mutable parameter {keys} is")
+        } else {
+            format!("mutable parameters {keys} are")
+        };
+        let why = match declared {
+            None => format!(
+                "backend '{}' names no mutable keys (its CSP does not serve GET \
+                 /containers/v1/mutable_config), so no parameter of a volume can change",
+                backend.name
+            ),
+            Some(_) if allowed.is_empty() => format!(
+                "backend '{}' names no mutable keys (its CSP's GET \
+                 /containers/v1/mutable_config is empty)",
+                backend.name
+            ),
+            Some(_) => {
+                let mut camel: Vec<String> = allowed.iter().map(|k| snake_to_camel(k)).collect();
+                camel.sort();
+                format!(
+                    "backend '{}' lets a volume change only {}",
+                    backend.name,
+                    camel.join(", ")
+                )
+            }
+        };
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{what} not supported for {volume}: {why}; {untouched}. Remove the key from \
+                 the request (in Kubernetes, from the VolumeAttributeClass)"
+            ),
+        ))
+    }
+
+    /// Changes a volume's CSP config (camelCase keys). Every key is checked against what
+    /// the CSP names as mutable before the one PUT, which the CSP applies whole or not at
+    /// all (B20), so a refused request changes nothing.
+    pub async fn modify_volume(
+        &self,
+        name: &str,
+        params: &BTreeMap<String, String>,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<Volume> {
+        validate_name("name", name)?;
+        self.check_mutable_params(
+            params,
+            backend,
+            &format!("volume '{name}'"),
+            "nothing was changed",
+        )
+        .await?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        let found = backend
+            .client
+            .find_volume(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let edit = VolumeEdit {
+            params: params
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect(),
+            ..VolumeEdit::default()
+        };
+        let edited = backend
+            .client
+            .edit_volume(found.id.as_deref().unwrap_or_default(), &edit)
+            .await?;
+        Ok(Volume::from_csp(&backend.name, &edited))
+    }
+
+    /// (total, free) bytes of a backend, when its CSP reports capacity.
+    pub async fn capacity(&self, backend: Option<&str>) -> Result<Option<(u64, u64)>> {
+        let backend = self.backends.resolve(backend)?;
+        let c = backend.client.capacity().await?;
+        Ok(c.and_then(|c| Some((c.total_bytes?, c.free_bytes?))))
+    }
+
+    /// Whether a backend is the embedded local CSP (its volumes live on this machine).
+    pub fn is_embedded(&self, backend: Option<&str>) -> Result<bool> {
+        Ok(self.backends.resolve(backend)?.embedded)
+    }
+
+    /// Deletes a volume by name; a volume that does not exist is already deleted.
+    pub async fn delete_volume(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
+        validate_name("name", name)?;
+        let backend = self.backends.resolve(backend)?;
+        let _guard = self.guard(&backend.name, name, wait).await?;
+        match backend.client.find_volume(name).await? {
+            None => Ok(()),
+            Some(v) => backend.client.delete_found_volume(&v).await,
+        }
+    }
+}
+
+/// How often a waiting caller looks at a running copy.
+pub(super) const POLL: Duration = Duration::from_millis(250);

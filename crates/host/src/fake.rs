@@ -1,0 +1,563 @@
+//! A recording [`Host`] for unit tests: every call is kept as a typed [`Call`], commands
+//! answer with scripted outputs, and a small simulated machine (files, mounts, loop
+//! devices) makes multi-step procedures observable without root.
+
+use super::{Cmd, CmdOutput, FileKind, FileStat, FsUsage, Host, LoopDevice, MountEntry, MountSpec};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use volbridge_base::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// The argv as it may be logged (secrets redacted).
+    Run {
+        program: String,
+        args: Vec<String>,
+    },
+    Mount(MountSpec),
+    Unmount(PathBuf),
+    LoopAttach {
+        file: PathBuf,
+        read_only: bool,
+    },
+    LoopDetach(PathBuf),
+    LoopRefresh(PathBuf),
+    Flush(PathBuf),
+    WriteFile {
+        path: PathBuf,
+        contents: String,
+    },
+    CreateDir(PathBuf),
+    CreateFile(PathBuf),
+    Remove(PathBuf),
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+    Chmod {
+        path: PathBuf,
+        mode: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    File(Vec<u8>),
+    Dir,
+    Block { major: u32, minor: u32, size: u64 },
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    /// Scripted answers, by program: the first matching prefix of argv wins.
+    scripts: Vec<(String, Vec<String>, VecDeque<CmdOutput>)>,
+    programs: Vec<String>,
+    files: BTreeMap<PathBuf, Node>,
+    mounts: Vec<MountEntry>,
+    loops: Vec<LoopDevice>,
+    next_mount_id: u32,
+}
+
+#[derive(Default)]
+pub struct FakeHost {
+    state: Mutex<State>,
+}
+
+impl FakeHost {
+    pub fn new() -> FakeHost {
+        FakeHost::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Answers the next run of `program` whose argv starts with `args_prefix` with `output`.
+    /// Several scripts for one argv answer in order; the last one repeats.
+    pub fn script(&self, program: &str, args_prefix: &[&str], output: CmdOutput) -> &Self {
+        self.with(|s| {
+            let prefix: Vec<String> = args_prefix.iter().map(|a| a.to_string()).collect();
+            if let Some(entry) = s
+                .scripts
+                .iter_mut()
+                .find(|(p, a, _)| p == program && *a == prefix)
+            {
+                entry.2.push_back(output);
+            } else {
+                s.scripts
+                    .push((program.to_owned(), prefix, VecDeque::from([output])));
+            }
+            if !s.programs.iter().any(|p| p == program) {
+                s.programs.push(program.to_owned());
+            }
+        });
+        self
+    }
+
+    /// Makes a program "installed" without scripting it (it answers success, no output).
+    pub fn install(&self, program: &str) -> &Self {
+        self.with(|s| s.programs.push(program.to_owned()));
+        self
+    }
+
+    pub fn add_file(&self, path: impl Into<PathBuf>, contents: &str) -> &Self {
+        let path = path.into();
+        self.with(|s| {
+            add_parents(&mut s.files, &path);
+            s.files
+                .insert(path, Node::File(contents.as_bytes().to_vec()));
+        });
+        self
+    }
+
+    pub fn add_bytes(&self, path: impl Into<PathBuf>, contents: &[u8]) -> &Self {
+        let path = path.into();
+        self.with(|s| {
+            add_parents(&mut s.files, &path);
+            s.files.insert(path, Node::File(contents.to_vec()));
+        });
+        self
+    }
+
+    /// A loop device bound by someone else, showing `backing_file` as the kernel does.
+    pub fn add_loop(&self, device: &str, backing_file: &str, dev: &str) -> &Self {
+        self.with(|s| {
+            s.loops.push(LoopDevice {
+                device: PathBuf::from(device),
+                backing_file: PathBuf::from(backing_file),
+                dev: dev.to_owned(),
+                read_only: false,
+            })
+        });
+        self
+    }
+
+    pub fn add_dir(&self, path: impl Into<PathBuf>) -> &Self {
+        let path = path.into();
+        self.with(|s| {
+            add_parents(&mut s.files, &path);
+            s.files.insert(path, Node::Dir);
+        });
+        self
+    }
+
+    pub fn add_block_device(
+        &self,
+        path: impl Into<PathBuf>,
+        major: u32,
+        minor: u32,
+        size: u64,
+    ) -> &Self {
+        let path = path.into();
+        self.with(|s| {
+            add_parents(&mut s.files, &path);
+            s.files.insert(path, Node::Block { major, minor, size });
+        });
+        self
+    }
+
+    pub fn add_mount(&self, source: &str, target: &str, fs_type: &str, dev: &str) -> &Self {
+        self.with(|s| {
+            s.next_mount_id += 1;
+            s.mounts.push(MountEntry {
+                mount_id: s.next_mount_id,
+                dev: dev.to_owned(),
+                root: "/".into(),
+                target: target.into(),
+                options: "rw".into(),
+                fs_type: fs_type.into(),
+                source: source.into(),
+                super_options: "rw".into(),
+            });
+        });
+        self
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.with(|s| s.calls.clone())
+    }
+
+    /// The argv of every command run, as `program arg arg…` lines.
+    pub fn commands(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Run { program, args } => Some(
+                    std::iter::once(program)
+                        .chain(args)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.with(|s| s.calls.clear());
+    }
+
+    pub fn file_exists(&self, path: &Path) -> bool {
+        self.with(|s| s.files.contains_key(path))
+    }
+}
+
+fn add_parents(files: &mut BTreeMap<PathBuf, Node>, path: &Path) {
+    let mut p = path.parent();
+    while let Some(dir) = p {
+        if dir.as_os_str().is_empty() {
+            break;
+        }
+        files.entry(dir.to_path_buf()).or_insert(Node::Dir);
+        p = dir.parent();
+    }
+}
+
+impl Host for FakeHost {
+    fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        self.with(|s| {
+            s.calls.push(Call::Run {
+                program: cmd.program.clone(),
+                args: cmd.redacted_args().into_iter().map(str::to_owned).collect(),
+            });
+            if !s.programs.contains(&cmd.program) {
+                return Err(Error::precondition(format!(
+                    "cannot run {}: not found (is it installed?)",
+                    cmd.program
+                )));
+            }
+            let best = s
+                .scripts
+                .iter_mut()
+                .filter(|(p, prefix, _)| *p == cmd.program && cmd.args.starts_with(prefix))
+                .max_by_key(|(_, prefix, _)| prefix.len());
+            Ok(match best {
+                Some((_, _, outputs)) if outputs.len() > 1 => {
+                    outputs.pop_front().unwrap_or_default()
+                }
+                Some((_, _, outputs)) => outputs.front().cloned().unwrap_or_default(),
+                None => CmdOutput::ok(""),
+            })
+        })
+    }
+
+    fn find_program(&self, name: &str) -> Option<PathBuf> {
+        self.with(|s| {
+            s.programs
+                .iter()
+                .any(|p| p == name)
+                .then(|| PathBuf::from("/usr/sbin").join(name))
+        })
+    }
+
+    fn mount(&self, spec: &MountSpec) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::Mount(spec.clone()));
+            if !s.files.contains_key(&spec.target) {
+                return Err(Error::not_found(format!(
+                    "cannot mount on {}: no such file or directory",
+                    spec.target.display()
+                )));
+            }
+            if spec.flags.remount {
+                if let Some(m) = s.mounts.iter_mut().rev().find(|m| m.target == spec.target) {
+                    m.options = if spec.flags.read_only { "ro" } else { "rw" }.into();
+                }
+                return Ok(());
+            }
+            let mut root = PathBuf::from("/");
+            let (dev, fs_type, source) = if spec.flags.bind {
+                match s.mounts.iter().rev().find(|m| m.target == spec.source) {
+                    Some(m) => (m.dev.clone(), m.fs_type.clone(), m.source.clone()),
+                    None => match s.files.get(&spec.source) {
+                        // Like the kernel: devtmpfs's device, and the node's path in /dev.
+                        Some(Node::Block { .. }) => {
+                            root = Path::new("/")
+                                .join(spec.source.strip_prefix("/dev").unwrap_or(&spec.source));
+                            ("0:1".into(), "devtmpfs".into(), "udev".into())
+                        }
+                        _ => (
+                            "0:1".into(),
+                            "none".into(),
+                            spec.source.display().to_string(),
+                        ),
+                    },
+                }
+            } else {
+                let dev = match s.files.get(&spec.source) {
+                    Some(Node::Block { major, minor, .. }) => format!("{major}:{minor}"),
+                    _ => {
+                        return Err(Error::not_found(format!(
+                            "cannot mount {}: not a block device",
+                            spec.source.display()
+                        )))
+                    }
+                };
+                (
+                    dev,
+                    spec.fs_type.clone().unwrap_or_default(),
+                    spec.source.display().to_string(),
+                )
+            };
+            s.next_mount_id += 1;
+            let id = s.next_mount_id;
+            s.mounts.push(MountEntry {
+                mount_id: id,
+                dev,
+                root,
+                target: spec.target.clone(),
+                options: if spec.flags.read_only { "ro" } else { "rw" }.into(),
+                fs_type,
+                source,
+                super_options: "rw".into(),
+            });
+            Ok(())
+        })
+    }
+
+    fn unmount(&self, target: &Path) -> Result<bool> {
+        self.with(|s| {
+            s.calls.push(Call::Unmount(target.to_path_buf()));
+            match s.mounts.iter().rposition(|m| m.target == target) {
+                Some(i) => {
+                    s.mounts.remove(i);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn mounts(&self) -> Result<Vec<MountEntry>> {
+        self.with(|s| Ok(s.mounts.clone()))
+    }
+
+    fn loop_attach(&self, file: &Path, read_only: bool) -> Result<PathBuf> {
+        self.with(|s| {
+            s.calls.push(Call::LoopAttach {
+                file: file.to_path_buf(),
+                read_only,
+            });
+            let size = match s.files.get(file) {
+                Some(Node::File(c)) => c.len() as u64,
+                Some(Node::Block { size, .. }) => *size,
+                _ => {
+                    return Err(Error::not_found(format!(
+                        "{}: no such file",
+                        file.display()
+                    )))
+                }
+            };
+            let n = (0u32..)
+                .find(|n| !s.loops.iter().any(|l| l.dev == format!("7:{n}")))
+                .unwrap_or(0);
+            let device = PathBuf::from(format!("/dev/loop{n}"));
+            s.loops.push(LoopDevice {
+                device: device.clone(),
+                backing_file: file.to_path_buf(),
+                dev: format!("7:{n}"),
+                read_only,
+            });
+            s.files.insert(
+                device.clone(),
+                Node::Block {
+                    major: 7,
+                    minor: n,
+                    size,
+                },
+            );
+            Ok(device)
+        })
+    }
+
+    fn loop_detach(&self, device: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::LoopDetach(device.to_path_buf()));
+            s.loops.retain(|l| l.device != device);
+            Ok(())
+        })
+    }
+
+    fn loops(&self) -> Result<Vec<LoopDevice>> {
+        self.with(|s| Ok(s.loops.clone()))
+    }
+
+    fn tool_running(&self, _programs: &[&str], _arg: &Path) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn flush(&self, path: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::Flush(path.to_path_buf()));
+            Ok(())
+        })
+    }
+
+    fn loop_refresh(&self, device: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::LoopRefresh(device.to_path_buf()));
+            Ok(())
+        })
+    }
+
+    fn device_size(&self, device: &Path) -> Result<u64> {
+        self.with(|s| match s.files.get(device) {
+            Some(Node::Block { size, .. }) => Ok(*size),
+            _ => Err(Error::not_found(format!("{} is gone", device.display()))),
+        })
+    }
+
+    fn file_has_data(&self, path: &Path) -> Result<bool> {
+        self.with(|s| match s.files.get(path) {
+            Some(Node::File(c)) => Ok(c.iter().any(|b| *b != 0)),
+            Some(_) => Ok(true),
+            None => Err(Error::not_found(format!(
+                "{}: no such file",
+                path.display()
+            ))),
+        })
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.with(|s| match s.files.get(path) {
+            Some(Node::File(c)) => Ok(c.iter().skip(offset as usize).take(len).copied().collect()),
+            Some(_) => Ok(vec![0; len]),
+            None => Err(Error::not_found(format!("{} is gone", path.display()))),
+        })
+    }
+
+    fn statvfs(&self, path: &Path) -> Result<FsUsage> {
+        self.with(|s| {
+            if s.mounts.iter().any(|m| m.target == path) {
+                Ok(FsUsage {
+                    total_bytes: 1 << 30,
+                    available_bytes: 1 << 29,
+                    used_bytes: 1 << 29,
+                    total_inodes: 65536,
+                    free_inodes: 65000,
+                    used_inodes: 536,
+                })
+            } else {
+                Err(Error::not_found(format!(
+                    "{} is not mounted",
+                    path.display()
+                )))
+            }
+        })
+    }
+
+    fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
+        self.with(|s| {
+            Ok(s.files.get(path).map(|n| {
+                let (kind, rdev) = match n {
+                    Node::File(_) => (FileKind::File, (0, 0)),
+                    Node::Dir => (FileKind::Dir, (0, 0)),
+                    Node::Block { major, minor, .. } => (FileKind::BlockDevice, (*major, *minor)),
+                };
+                FileStat {
+                    kind,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    rdev,
+                    dev: (0, 1),
+                }
+            }))
+        })
+    }
+
+    fn canonicalize(&self, path: &Path) -> Result<PathBuf> {
+        self.with(|s| {
+            if s.files.contains_key(path) {
+                Ok(path.to_path_buf())
+            } else {
+                Err(Error::not_found(format!(
+                    "{}: no such file",
+                    path.display()
+                )))
+            }
+        })
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Option<String>> {
+        self.with(|s| match s.files.get(path) {
+            Some(Node::File(c)) => Ok(Some(String::from_utf8_lossy(c).into_owned())),
+            _ => Ok(None),
+        })
+    }
+
+    fn write_file(&self, path: &Path, contents: &str) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::WriteFile {
+                path: path.to_path_buf(),
+                contents: contents.to_owned(),
+            });
+            Ok(())
+        })
+    }
+
+    fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
+        self.with(|s| {
+            let mut names: Vec<String> = s
+                .files
+                .keys()
+                .filter(|p| p.parent() == Some(path))
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            names.sort();
+            names.dedup();
+            Ok(names)
+        })
+    }
+
+    fn create_dir(&self, path: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::CreateDir(path.to_path_buf()));
+            add_parents(&mut s.files, path);
+            s.files.entry(path.to_path_buf()).or_insert(Node::Dir);
+            Ok(())
+        })
+    }
+
+    fn create_file(&self, path: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::CreateFile(path.to_path_buf()));
+            s.files
+                .entry(path.to_path_buf())
+                .or_insert_with(|| Node::File(Vec::new()));
+            Ok(())
+        })
+    }
+
+    fn remove(&self, path: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::Remove(path.to_path_buf()));
+            s.files.remove(path);
+            Ok(())
+        })
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::Chown {
+                path: path.to_path_buf(),
+                uid,
+                gid,
+            });
+            Ok(())
+        })
+    }
+
+    fn chmod(&self, path: &Path, mode: u32) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::Chmod {
+                path: path.to_path_buf(),
+                mode,
+            });
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,732 @@
+//! The node procedures on the host, in the order a CO drives them: stage (device attached,
+//! formatted if blank, mounted at a staging path), publish (bind onto a target), and their
+//! reverses, plus expand and stats. Each step checks the kernel's state first, so every
+//! procedure is idempotent, and a failure undoes what the same call did.
+
+pub use super::fs::ONLINE_REFUSED;
+use super::fs::{self, FormatOptions, GrowOutcome, GrowRequest, Probe};
+use super::transport::Transport;
+use super::{split_mount_options, FileKind, FsUsage, Host, MountEntry, MountFlags, MountSpec};
+use crate::PublishContext;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use volbridge_base::error::{Error, Result};
+
+/// How a volume is presented: a mounted filesystem or the raw block device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Access {
+    Mount {
+        /// `""` = the context's `fsType`, else ext4.
+        fs_type: String,
+        mount_options: Vec<String>,
+    },
+    Block,
+}
+
+impl Access {
+    pub fn is_block(&self) -> bool {
+        matches!(self, Access::Block)
+    }
+}
+
+pub struct StageRequest<'a> {
+    pub ctx: &'a PublishContext,
+    pub transport: &'a dyn Transport,
+    /// Directory the filesystem is mounted on (unused for block access).
+    pub staging_path: &'a Path,
+    pub access: &'a Access,
+    pub read_only: bool,
+    pub tool_timeout: Duration,
+    /// Our own format of this device was interrupted: its half-made signature may be
+    /// overwritten.
+    pub redo_format: bool,
+    /// Called just before mkfs runs, so the caller can record that it did.
+    pub before_format: &'a dyn Fn() -> Result<()>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    pub device: PathBuf,
+    /// The filesystem on the device (None for block access).
+    pub fs_type: Option<String>,
+    pub formatted: bool,
+    pub checked: bool,
+}
+
+/// Attaches, formats a blank device, checks a dirty one, mounts. If anything after the
+/// attach fails, a device this call attached is detached again.
+pub fn stage(host: &dyn Host, r: &StageRequest) -> Result<Staged> {
+    let was_attached = r.transport.find(host, r.ctx)?.is_some();
+    let device = r.transport.attach(host, r.ctx)?;
+    match stage_on(host, r, &device, !was_attached) {
+        Ok(staged) => Ok(staged),
+        Err(e) => {
+            if !was_attached {
+                if let Err(undo) = r.transport.detach(host, r.ctx) {
+                    tracing::warn!(error = %undo, "cannot detach after a failed stage");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path, fresh: bool) -> Result<Staged> {
+    let Access::Mount {
+        fs_type,
+        mount_options,
+    } = r.access
+    else {
+        return Ok(Staged {
+            device: device.to_path_buf(),
+            fs_type: None,
+            formatted: false,
+            checked: false,
+        });
+    };
+    let dev_id = device_id(host, device)?;
+    let mounts = host.mounts()?;
+    if let Some(m) = top_mount(&mounts, r.staging_path) {
+        if m.dev == dev_id {
+            return Ok(Staged {
+                device: device.to_path_buf(),
+                fs_type: Some(m.fs_type.clone()),
+                formatted: false,
+                checked: false,
+            });
+        }
+        return Err(Error::precondition(format!(
+            "{} is already used by another mount ({})",
+            r.staging_path.display(),
+            m.source
+        )));
+    }
+    let wanted = if fs_type.is_empty() {
+        r.ctx.fs_type.as_str()
+    } else {
+        fs_type.as_str()
+    };
+    let mut formatted = false;
+    // A device attached just now has no cached writes of its own, so a backing store with
+    // no data at all is blank without asking blkid (a process, ~4 ms). Otherwise: probe.
+    let found = if fresh && !r.redo_format && r.transport.known_blank(host, r.ctx)? {
+        Probe::Blank
+    } else {
+        fs::probe(host, device)?
+    };
+    let fs_type = match (found, r.redo_format) {
+        (Probe::Filesystem(existing), false) => {
+            if !wanted.is_empty() && wanted != existing {
+                return Err(Error::precondition(format!(
+                    "the volume holds a {existing} filesystem, not {wanted}; volbridge never reformats"
+                )));
+            }
+            existing
+        }
+        (Probe::Other(what), false) => {
+            return Err(Error::precondition(format!(
+                "the volume holds {what}, not a filesystem; volbridge never reformats"
+            )))
+        }
+        (Probe::Blank, _) | (_, true) => {
+            if r.read_only {
+                return Err(Error::precondition(
+                    "the volume is blank and attached read-only: nothing to mount",
+                ));
+            }
+            let fs_type = fs::validate_fs_type(wanted)?.to_owned();
+            (r.before_format)()?;
+            fs::make(
+                host,
+                device,
+                &FormatOptions {
+                    fs_type: &fs_type,
+                    create_options: &r.ctx.fs_create_options,
+                    timeout: r.tool_timeout,
+                    redo: r.redo_format,
+                },
+            )?;
+            formatted = true;
+            fs_type
+        }
+    };
+    let checked = !formatted && fs::check_before_mount(host, device, &fs_type, r.tool_timeout)?;
+    host.create_dir(r.staging_path)?;
+    let (mut flags, data) = split_mount_options(mount_options);
+    flags.read_only |= r.read_only;
+    host.mount(&MountSpec {
+        source: device.to_path_buf(),
+        target: r.staging_path.to_path_buf(),
+        fs_type: Some(fs_type.clone()),
+        flags,
+        data,
+    })?;
+    if formatted {
+        if let Err(e) = set_owner_and_mode(host, r.staging_path, r.ctx) {
+            let _ = host.unmount(r.staging_path);
+            return Err(e);
+        }
+    }
+    Ok(Staged {
+        device: device.to_path_buf(),
+        fs_type: Some(fs_type),
+        formatted,
+        checked,
+    })
+}
+
+/// `fsOwner` (`uid:gid`) and `fsMode` (octal) apply to the root of a new filesystem only.
+fn set_owner_and_mode(host: &dyn Host, root: &Path, ctx: &PublishContext) -> Result<()> {
+    if !ctx.fs_owner.is_empty() {
+        let (uid, gid) = parse_owner(&ctx.fs_owner)?;
+        host.chown(root, uid, gid)?;
+    }
+    if !ctx.fs_mode.is_empty() {
+        host.chmod(root, parse_mode(&ctx.fs_mode)?)?;
+    }
+    Ok(())
+}
+
+pub fn parse_owner(s: &str) -> Result<(u32, u32)> {
+    let bad = || Error::invalid("fsOwner", format!("'{s}' is not uid:gid (numbers)"));
+    let (u, g) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        u.trim().parse().map_err(|_| bad())?,
+        g.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+pub fn parse_mode(s: &str) -> Result<u32> {
+    let ok = (1..=4).contains(&s.len()) && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    if !ok {
+        return Err(Error::invalid(
+            "fsMode",
+            format!("'{s}' is not an octal mode of 1 to 4 digits"),
+        ));
+    }
+    u32::from_str_radix(s, 8).map_err(|_| Error::invalid("fsMode", "not octal"))
+}
+
+/// Unmounts the staging path and detaches the device. The device is found again by its
+/// identity; one that is already gone is success.
+pub fn unstage(
+    host: &dyn Host,
+    ctx: &PublishContext,
+    transport: &dyn Transport,
+    staging_path: &Path,
+) -> Result<()> {
+    unmount_all(host, staging_path)?;
+    transport.detach(host, ctx)
+}
+
+pub struct PublishRequest<'a> {
+    /// The staging mount (filesystem) or the device node (block).
+    pub source: &'a Path,
+    pub target: &'a Path,
+    pub block: bool,
+    pub read_only: bool,
+    pub mount_options: &'a [String],
+}
+
+/// Binds the staged filesystem (or the device node) onto the target. Publishing again the
+/// same way is success; a target used by something else is refused.
+pub fn publish(host: &dyn Host, r: &PublishRequest) -> Result<()> {
+    let mounts = host.mounts()?;
+    let expect = expected_bind(host, &mounts, r)?;
+    if let Some(m) = top_mount(&mounts, r.target) {
+        if m.dev == expect.0 && m.root == expect.1 {
+            if m.read_only() != r.read_only {
+                return Err(Error::new(
+                    volbridge_base::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is already published with read_only={}",
+                        r.target.display(),
+                        m.read_only()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        return Err(Error::precondition(format!(
+            "{} is already used by another mount ({})",
+            r.target.display(),
+            m.source
+        )));
+    }
+    if r.block {
+        if let Some(parent) = r.target.parent() {
+            host.create_dir(parent)?;
+        }
+        match host.stat(r.target)? {
+            Some(st) if st.kind == FileKind::Dir => {
+                return Err(Error::precondition(format!(
+                    "{} is a directory; a block volume is published on a file",
+                    r.target.display()
+                )))
+            }
+            Some(_) => {}
+            None => host.create_file(r.target)?,
+        }
+    } else {
+        host.create_dir(r.target)?;
+    }
+    host.mount(&MountSpec {
+        source: r.source.to_path_buf(),
+        target: r.target.to_path_buf(),
+        fs_type: None,
+        flags: MountFlags {
+            bind: true,
+            ..MountFlags::default()
+        },
+        data: String::new(),
+    })?;
+    let (mut flags, _) = split_mount_options(r.mount_options);
+    flags.read_only |= r.read_only;
+    if flags != MountFlags::default() {
+        // A bind takes the source's flags; read-only and the like need a remount of the bind.
+        flags.bind = true;
+        flags.remount = true;
+        if let Err(e) = host.mount(&MountSpec {
+            source: PathBuf::new(),
+            target: r.target.to_path_buf(),
+            fs_type: None,
+            flags,
+            data: String::new(),
+        }) {
+            let _ = host.unmount(r.target);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// (dev, root) a correct bind at the target shows in mountinfo.
+fn expected_bind(
+    host: &dyn Host,
+    mounts: &[MountEntry],
+    r: &PublishRequest,
+) -> Result<(String, PathBuf)> {
+    if r.block {
+        if host.stat(r.source)?.is_none() {
+            return Err(Error::not_found(format!(
+                "device {} vanished",
+                r.source.display()
+            )));
+        }
+        // A bound device node shows the devtmpfs device and the node's path within /dev.
+        let dev_fs = host
+            .stat(Path::new("/dev"))?
+            .map(|s| format!("{}:{}", s.dev.0, s.dev.1))
+            .unwrap_or_default();
+        let root = Path::new("/").join(r.source.strip_prefix("/dev").unwrap_or(r.source));
+        Ok((dev_fs, root))
+    } else {
+        let m = top_mount(mounts, r.source).ok_or_else(|| {
+            Error::precondition(format!(
+                "{} is not mounted: stage the volume first",
+                r.source.display()
+            ))
+        })?;
+        Ok((m.dev.clone(), m.root.clone()))
+    }
+}
+
+/// Unmounts the target and removes what publish created there when asked (CSI: the SP
+/// removes its target; the CLI leaves the user's directory).
+pub fn unpublish(host: &dyn Host, target: &Path, remove_target: bool) -> Result<()> {
+    unmount_all(host, target)?;
+    if remove_target {
+        match host.stat(target)? {
+            Some(st) if st.kind == FileKind::Dir => host.remove(target)?,
+            Some(_) => host.remove(target)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts every mount stacked on a path.
+pub fn unmount_all(host: &dyn Host, path: &Path) -> Result<()> {
+    for _ in 0..16 {
+        if !host.mounts()?.iter().any(|m| m.target == path) {
+            return Ok(());
+        }
+        host.unmount(path)?;
+    }
+    Err(Error::internal(format!(
+        "{} is still mounted after 16 unmounts",
+        path.display()
+    )))
+}
+
+/// The last (visible) mount on a path.
+pub fn top_mount<'m>(mounts: &'m [MountEntry], path: &Path) -> Option<&'m MountEntry> {
+    mounts.iter().rev().find(|m| m.target == path)
+}
+
+/// `major:minor` of a block device node.
+pub fn device_id(host: &dyn Host, device: &Path) -> Result<String> {
+    match host.stat(device)? {
+        Some(st) if st.kind == FileKind::BlockDevice => Ok(format!("{}:{}", st.rdev.0, st.rdev.1)),
+        Some(_) => Err(Error::internal(format!(
+            "{} is not a block device",
+            device.display()
+        ))),
+        None => Err(Error::not_found(format!(
+            "device {} vanished",
+            device.display()
+        ))),
+    }
+}
+
+/// Where a device is mounted now, if anywhere.
+pub fn mounted_at(host: &dyn Host, device: &Path) -> Result<Option<PathBuf>> {
+    let id = device_id(host, device)?;
+    Ok(host
+        .mounts()?
+        .into_iter()
+        .find(|m| m.dev == id)
+        .map(|m| m.target))
+}
+
+pub struct ExpandRequest<'a> {
+    pub ctx: &'a PublishContext,
+    pub transport: &'a dyn Transport,
+    /// The staging (or any) mount of the filesystem, when mounted.
+    pub mounted_at: Option<&'a Path>,
+    pub fs_type: Option<&'a str>,
+    pub scratch: &'a Path,
+    pub tool_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expanded {
+    pub device_bytes: u64,
+    /// `None` for block access (nothing to grow above the device).
+    pub filesystem: Option<GrowOutcome>,
+}
+
+/// Makes the device see its new size (loop: re-read the file; SCSI: rescan is the
+/// transport's attach), then grows the filesystem.
+pub fn expand(host: &dyn Host, r: &ExpandRequest) -> Result<Expanded> {
+    let device = r.transport.find(host, r.ctx)?.ok_or_else(|| {
+        Error::precondition("the volume is not attached to this node: nothing to expand")
+    })?;
+    if r.ctx.access_protocol == "local" {
+        host.loop_refresh(&device)?;
+    }
+    // Read-only block targets bind a view of the device, which keeps its old size until
+    // told.
+    super::read_only_view::refresh(host, &device)?;
+    let device_bytes = host.device_size(&device)?;
+    let filesystem = match r.fs_type {
+        None => None,
+        Some(fs_type) => Some(fs::grow(
+            host,
+            &GrowRequest {
+                device: &device,
+                fs_type,
+                mounted_at: r.mounted_at,
+                scratch: r.scratch,
+                timeout: r.tool_timeout,
+            },
+        )?),
+    };
+    Ok(Expanded {
+        device_bytes,
+        filesystem,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Filesystem usage (mounted volumes).
+    pub usage: Option<FsUsage>,
+    /// Device size (block volumes).
+    pub device_bytes: Option<u64>,
+    /// `false` with a message when the volume is not healthy (device gone, not mounted).
+    pub healthy: bool,
+    pub message: String,
+}
+
+/// Usage of a published or staged path, and whether its device is still there.
+pub fn stats(
+    host: &dyn Host,
+    ctx: &PublishContext,
+    transport: &dyn Transport,
+    path: &Path,
+    block: bool,
+) -> Result<Stats> {
+    if !block && host.stat(path)?.is_none() {
+        return Err(Error::not_found(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    let device = transport.find(host, ctx)?;
+    let Some(device) = device else {
+        return Ok(Stats {
+            usage: None,
+            device_bytes: None,
+            healthy: false,
+            message: "the volume's device is gone from this node".into(),
+        });
+    };
+    if block {
+        return Ok(Stats {
+            usage: None,
+            device_bytes: Some(host.device_size(&device)?),
+            healthy: true,
+            message: String::new(),
+        });
+    }
+    let mounts = host.mounts()?;
+    let dev_id = device_id(host, &device)?;
+    match top_mount(&mounts, path) {
+        Some(m) if m.dev == dev_id => Ok(Stats {
+            usage: Some(host.statvfs(path)?),
+            device_bytes: None,
+            healthy: true,
+            message: String::new(),
+        }),
+        Some(m) => Ok(Stats {
+            usage: None,
+            device_bytes: None,
+            healthy: false,
+            message: format!("{} shows another mount ({})", path.display(), m.source),
+        }),
+        None => Ok(Stats {
+            usage: None,
+            device_bytes: None,
+            healthy: false,
+            message: format!("{} is not mounted", path.display()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::LocalTransport;
+    use crate::{Call, CmdOutput, FakeHost};
+
+    fn ctx() -> PublishContext {
+        PublishContext {
+            access_protocol: "local".into(),
+            serial_number: "v1".into(),
+            local_path: "/data/volumes/v1.img".into(),
+            fs_owner: "1000:1000".into(),
+            fs_mode: "0750".into(),
+            ..PublishContext::default()
+        }
+    }
+
+    fn host() -> FakeHost {
+        let h = FakeHost::new();
+        h.add_file("/data/volumes/v1.img", "blank");
+        h.install("mkfs.ext4").install("e2fsck");
+        h.add_dir("/staging");
+        h
+    }
+
+    fn mount_access() -> Access {
+        Access::Mount {
+            fs_type: String::new(),
+            mount_options: vec!["noatime".into()],
+        }
+    }
+
+    fn stage_with(h: &FakeHost, c: &PublishContext, access: &Access, ro: bool) -> Result<Staged> {
+        let t = LocalTransport::new(vec!["/data".into()]);
+        stage(
+            h,
+            &StageRequest {
+                ctx: c,
+                transport: &t,
+                staging_path: Path::new("/staging/v1"),
+                access,
+                read_only: ro,
+                tool_timeout: Duration::from_secs(5),
+                redo_format: false,
+                before_format: &|| Ok(()),
+            },
+        )
+    }
+
+    #[test]
+    fn blank_device_is_formatted_mounted_and_owned_once() {
+        let h = host();
+        h.script("blkid", &[], CmdOutput::failed(2, ""));
+        let c = ctx();
+        let s = stage_with(&h, &c, &mount_access(), false).unwrap();
+        assert!(s.formatted);
+        assert_eq!(s.fs_type.as_deref(), Some("ext4"));
+        assert!(h.calls().contains(&Call::Chown {
+            path: "/staging/v1".into(),
+            uid: 1000,
+            gid: 1000
+        }));
+        assert!(h.calls().contains(&Call::Chmod {
+            path: "/staging/v1".into(),
+            mode: 0o750
+        }));
+        // Again: already mounted, nothing is probed, formatted or mounted twice.
+        h.clear_calls();
+        let again = stage_with(&h, &c, &mount_access(), false).unwrap();
+        assert!(!again.formatted);
+        assert!(h.commands().is_empty(), "{:?}", h.commands());
+        assert!(!h.calls().iter().any(|c| matches!(c, Call::Mount(_))));
+    }
+
+    #[test]
+    fn an_all_zero_backing_file_skips_the_probe() {
+        let h = host();
+        h.add_bytes("/data/volumes/v1.img", &[0u8; 64]);
+        let s = stage_with(&h, &ctx(), &mount_access(), false).unwrap();
+        assert!(s.formatted);
+        assert!(
+            !h.commands().iter().any(|c| c.starts_with("blkid")),
+            "{:?}",
+            h.commands()
+        );
+    }
+
+    #[test]
+    fn a_filesystem_is_never_reformatted() {
+        let h = host();
+        h.script("blkid", &[], CmdOutput::ok("TYPE=xfs\nUSAGE=filesystem\n"));
+        let c = ctx();
+        let access = Access::Mount {
+            fs_type: "ext4".into(),
+            mount_options: vec![],
+        };
+        let e = stage_with(&h, &c, &access, false).unwrap_err();
+        assert!(e.message.contains("never reformats"));
+        assert!(!h.commands().iter().any(|c| c.starts_with("mkfs")));
+        // The device this call attached is detached again.
+        assert!(h.loops().unwrap().is_empty());
+        // The same filesystem mounts without formatting.
+        h.clear_calls();
+        let s = stage_with(&h, &c, &mount_access(), false).unwrap();
+        assert!(!s.formatted);
+        assert_eq!(s.fs_type.as_deref(), Some("xfs"));
+        assert!(!h.calls().iter().any(|c| matches!(c, Call::Chown { .. })));
+    }
+
+    #[test]
+    fn failed_mkfs_leaves_nothing_attached() {
+        let h = host();
+        h.script("blkid", &[], CmdOutput::failed(2, ""));
+        h.script(
+            "mkfs.ext4",
+            &[],
+            CmdOutput::failed(1, "mkfs.ext4: No space"),
+        );
+        let e = stage_with(&h, &ctx(), &mount_access(), false).unwrap_err();
+        assert!(e.message.contains("No space"));
+        assert!(h.loops().unwrap().is_empty());
+        assert!(h.mounts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn staging_path_used_by_another_mount_is_refused() {
+        let h = host();
+        h.add_mount("/dev/sdz", "/staging/v1", "ext4", "8:0");
+        let e = stage_with(&h, &ctx(), &mount_access(), false).unwrap_err();
+        assert!(e.message.contains("already used by another mount"));
+        assert!(h.loops().unwrap().is_empty());
+    }
+
+    #[test]
+    fn blank_read_only_volume_is_not_formatted() {
+        let h = host();
+        h.script("blkid", &[], CmdOutput::failed(2, ""));
+        let e = stage_with(&h, &ctx(), &mount_access(), true).unwrap_err();
+        assert!(e.message.contains("read-only"));
+    }
+
+    #[test]
+    fn publish_binds_and_remounts_read_only_and_is_idempotent() {
+        let h = host();
+        h.script("blkid", &[], CmdOutput::failed(2, ""));
+        stage_with(&h, &ctx(), &mount_access(), false).unwrap();
+        let req = PublishRequest {
+            source: Path::new("/staging/v1"),
+            target: Path::new("/pods/a/mount"),
+            block: false,
+            read_only: true,
+            mount_options: &[],
+        };
+        publish(&h, &req).unwrap();
+        publish(&h, &req).unwrap();
+        let binds: Vec<_> = h
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Mount(m) if m.target == Path::new("/pods/a/mount") => Some(m.flags),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(binds.len(), 2, "one bind, one read-only remount: {binds:?}");
+        assert!(binds[0].bind && !binds[0].remount);
+        assert!(binds[1].bind && binds[1].remount && binds[1].read_only);
+        let e = publish(
+            &h,
+            &PublishRequest {
+                read_only: false,
+                ..req
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, volbridge_base::ErrorKind::AlreadyExists);
+        unpublish(&h, Path::new("/pods/a/mount"), true).unwrap();
+        unpublish(&h, Path::new("/pods/a/mount"), true).unwrap();
+        assert!(!h.file_exists(Path::new("/pods/a/mount")));
+    }
+
+    #[test]
+    fn publish_before_stage_is_refused() {
+        let h = host();
+        let e = publish(
+            &h,
+            &PublishRequest {
+                source: Path::new("/staging/v1"),
+                target: Path::new("/pods/a/mount"),
+                block: false,
+                read_only: false,
+                mount_options: &[],
+            },
+        )
+        .unwrap_err();
+        assert!(e.message.contains("stage the volume first"));
+    }
+
+    #[test]
+    fn owner_and_mode_parsing() {
+        assert_eq!(parse_owner("10:20").unwrap(), (10, 20));
+        assert!(parse_owner("root:root").is_err());
+        assert!(parse_owner("10").is_err());
+        assert_eq!(parse_mode("755").unwrap(), 0o755);
+        assert_eq!(parse_mode("2775").unwrap(), 0o2775);
+        assert!(parse_mode("999").is_err());
+        assert!(parse_mode("12345").is_err());
+        assert!(parse_mode("").is_err());
+    }
+
+    #[test]
+    fn stats_report_a_vanished_device() {
+        let h = host();
+        h.script("blkid", &[], CmdOutput::failed(2, ""));
+        let c = ctx();
+        stage_with(&h, &c, &mount_access(), false).unwrap();
+        let t = LocalTransport::new(vec!["/data".into()]);
+        let s = stats(&h, &c, &t, Path::new("/staging/v1"), false).unwrap();
+        assert!(s.healthy && s.usage.is_some());
+        h.loop_detach(Path::new("/dev/loop0")).unwrap();
+        let s = stats(&h, &c, &t, Path::new("/staging/v1"), false).unwrap();
+        assert!(!s.healthy);
+        assert!(s.message.contains("gone"));
+    }
+}

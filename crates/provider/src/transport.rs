@@ -1,0 +1,39 @@
+//! How a request reaches a CSP. The client (tokens, retries of 401, error classification)
+//! is the same whatever carries the bytes; the carriers are injected: HTTP(S) through
+//! reqwest (feature `http`), the embedded CSP's router in-process (feature `in-process`), or
+//! a test's own. The engine depends on this crate without either feature, which keeps
+//! HTTP and server code out of its dependency tree.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+use tokio::sync::Semaphore;
+use url::Url;
+use volbridge_base::Result;
+
+use crate::client::Reply;
+
+/// One request, with the client's limits: a transport holds a permit of `limit` while the
+/// request is in flight, and answers within `timeout`.
+pub struct Exchange<'a> {
+    pub method: &'a Method,
+    pub url: &'a Url,
+    pub query: &'a [(&'a str, &'a str)],
+    pub body: Option<&'a [u8]>,
+    pub headers: HeaderMap,
+    pub limit: &'a Semaphore,
+    /// Delays between attempts after connection failures (never after timeouts).
+    pub retry_delays: &'a [Duration],
+    pub timeout: Duration,
+}
+
+pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply>> + Send + 'a>>;
+
+/// Carries one exchange to the CSP and brings back its answer, whatever the status.
+/// Failures to reach the CSP are errors (Unavailable, DeadlineExceeded); the client
+/// removes secrets from their text.
+pub trait Transport: Send + Sync + 'static {
+    fn send<'a>(&'a self, exchange: Exchange<'a>) -> ReplyFuture<'a>;
+}
