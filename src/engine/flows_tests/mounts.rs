@@ -131,7 +131,7 @@ async fn an_attached_device_is_pinned_past_the_last_unmount() {
         .await
         .unwrap();
     assert_eq!(rig.count(|c| matches!(c, Call::LoopDetach(_))), 0);
-    assert_eq!(rig.loops_of(&v), [mounted.device.clone()]);
+    assert_eq!(rig.loops_of(&v), std::slice::from_ref(&mounted.device));
 
     rig.engine
         .detach_device("pinned", None, Wait::No)
@@ -139,6 +139,24 @@ async fn an_attached_device_is_pinned_past_the_last_unmount() {
         .unwrap();
     assert!(rig.loops_of(&v).is_empty());
     assert!(rig.engine.attachments().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_mount_leaves_no_stage_and_ends_the_grant() {
+    let rig = Rig::new().await;
+    let v = rig.volume("foreign").await;
+    rig.host.add_signature(rig.image_of(&v), "xfs");
+    let mut req = mount_at("foreign", &rig.node_path("mnt/foreign"));
+    req.fs_type = "ext4".into();
+    let e = rig.engine.mount_volume(req, Wait::No).await.unwrap_err();
+    assert!(e.message.contains("never reformats"), "{}", e.message);
+    assert!(rig.commands("mkfs").is_empty());
+    assert!(rig.loops_of(&v).is_empty());
+    assert!(rig.engine.stages().unwrap().is_empty());
+    assert!(rig.engine.attachments().unwrap().is_empty());
+    // Nothing is left for the reconciler either (no intent, no grant, no record).
+    let report = rig.engine.reconcile().await;
+    assert!(report.actions.is_empty(), "{:?}", report.actions);
 }
 
 /// The rig's engine with Docker's table open; mount points under the rig's node dir.
