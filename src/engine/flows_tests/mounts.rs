@@ -233,7 +233,9 @@ async fn docker_references_count_per_mount_id_and_the_last_one_unmounts() {
 
 #[tokio::test]
 async fn a_mount_within_the_unstage_delay_reuses_the_stage() {
-    let rig = docker_rig(Duration::from_millis(300)).await;
+    // Long enough that the mount below always comes first on a loaded machine.
+    let delay = Duration::from_secs(1);
+    let rig = docker_rig(delay).await;
     docker_volume(&rig, "cycle").await;
     let e = &rig.engine;
     e.docker_mount("cycle", "copy-up", None).await.unwrap();
@@ -241,15 +243,18 @@ async fn a_mount_within_the_unstage_delay_reuses_the_stage() {
     // Zero references, still attached while the delay runs.
     assert_eq!(e.docker_get("cycle").unwrap().unwrap().state(), "attached");
     e.docker_mount("cycle", "run", None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(delay * 2).await;
     // The armed teardown was cancelled by the mount: one attach, nothing torn down.
     assert_eq!(rig.count(is_loop_attach), 1);
     assert!(rig.unmount_calls().is_empty());
 
     e.docker_unmount("cycle", "run").await.unwrap();
     assert!(rig.unmount_calls().is_empty(), "not before the delay");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(rig.unmount_calls().len(), 2);
+    let deadline = std::time::Instant::now() + delay * 10;
+    while rig.unmount_calls().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rig.unmount_calls().len(), 2, "torn down after the delay");
     assert_eq!(e.docker_get("cycle").unwrap().unwrap().state(), "available");
 }
 
