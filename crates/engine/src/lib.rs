@@ -4,6 +4,8 @@
 pub mod attachments;
 mod backends;
 pub mod docker_mounts;
+#[cfg(test)]
+mod flows_tests;
 mod grants;
 mod groups;
 mod guard;

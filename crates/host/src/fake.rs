@@ -1,6 +1,10 @@
 //! A recording [`Host`] for unit tests: every call is kept as a typed [`Call`], commands
 //! answer with scripted outputs, and a small simulated machine (files, mounts, loop
 //! devices) makes multi-step procedures observable without root.
+//!
+//! Opt-in with [`FakeHost::simulate_filesystems`]: filesystem signatures, so that flows
+//! spanning several stages (format once, find the filesystem again after a detach) run
+//! without scripting every blkid answer.
 
 use super::{Cmd, CmdOutput, FileKind, FileStat, FsUsage, Host, LoopDevice, MountEntry, MountSpec};
 use std::collections::{BTreeMap, VecDeque};
@@ -45,8 +49,18 @@ pub enum Call {
 #[derive(Debug, Clone)]
 enum Node {
     File(Vec<u8>),
+    /// A sparse volume image: a size without its bytes (which read as zeros until a
+    /// simulated mkfs writes to it).
+    Image {
+        size: u64,
+        written: bool,
+    },
     Dir,
-    Block { major: u32, minor: u32, size: u64 },
+    Block {
+        major: u32,
+        minor: u32,
+        size: u64,
+    },
 }
 
 #[derive(Default)]
@@ -59,6 +73,10 @@ struct State {
     mounts: Vec<MountEntry>,
     loops: Vec<LoopDevice>,
     next_mount_id: u32,
+    /// Filesystem signatures by the file or device that holds them (see
+    /// [`FakeHost::simulate_filesystems`]).
+    signatures: BTreeMap<PathBuf, String>,
+    simulate_filesystems: bool,
 }
 
 #[derive(Default)]
@@ -120,6 +138,46 @@ impl FakeHost {
             s.files.insert(path, Node::File(contents.to_vec()));
         });
         self
+    }
+
+    /// A sparse volume image of `size` bytes that reads as zeros (what a CSP's new volume
+    /// looks like), without holding its bytes.
+    pub fn add_image(&self, path: impl Into<PathBuf>, size: u64) -> &Self {
+        let path = path.into();
+        self.with(|s| {
+            add_parents(&mut s.files, &path);
+            s.files.insert(
+                path,
+                Node::Image {
+                    size,
+                    written: false,
+                },
+            );
+        });
+        self
+    }
+
+    /// Simulates filesystem signatures from now on: a successful `mkfs.<type>` (scripted or
+    /// not) writes a `<type>` signature to the device it formats, and an unscripted
+    /// `blkid -p` answers from the signature of the device it probes (exit 2: blank). A loop
+    /// device shows what its backing file holds, so a signature survives a detach. Scripts
+    /// still win: a test scripts blkid to make it fail.
+    pub fn simulate_filesystems(&self) -> &Self {
+        self.with(|s| s.simulate_filesystems = true);
+        self
+    }
+
+    /// Puts a filesystem signature on a file or device, as if it had been formatted before;
+    /// an image with a signature has data. See [`FakeHost::simulate_filesystems`].
+    pub fn add_signature(&self, path: impl Into<PathBuf>, fs_type: &str) -> &Self {
+        let path = path.into();
+        self.with(|s| write_signature(s, &path, fs_type));
+        self
+    }
+
+    /// The filesystem signature on a file or device (through its loop binding), if any.
+    pub fn signature(&self, path: &Path) -> Option<String> {
+        self.with(|s| s.signatures.get(&backing_of(s, path)).cloned())
     }
 
     /// A loop device bound by someone else, showing `backing_file` as the kernel does.
@@ -205,6 +263,34 @@ impl FakeHost {
     }
 }
 
+/// What holds a device's data: the backing file of a loop device, else the path itself.
+fn backing_of(s: &State, path: &Path) -> PathBuf {
+    s.loops
+        .iter()
+        .find(|l| l.device == path)
+        .map_or_else(|| path.to_path_buf(), |l| l.backing_file.clone())
+}
+
+fn write_signature(s: &mut State, path: &Path, fs_type: &str) {
+    let holder = backing_of(s, path);
+    if let Some(Node::Image { written, .. }) = s.files.get_mut(&holder) {
+        *written = true;
+    }
+    s.signatures.insert(holder, fs_type.to_owned());
+}
+
+/// `blkid -p -o export <device>` as the real one answers for what the simulation knows.
+fn simulated_blkid(s: &State, args: &[String]) -> CmdOutput {
+    let device = args.last().map(PathBuf::from).unwrap_or_default();
+    match s.signatures.get(&backing_of(s, &device)) {
+        Some(fs_type) => CmdOutput::ok(format!(
+            "DEVNAME={}\nTYPE={fs_type}\nUSAGE=filesystem\n",
+            device.display()
+        )),
+        None => CmdOutput::failed(2, ""),
+    }
+}
+
 fn add_parents(files: &mut BTreeMap<PathBuf, Node>, path: &Path) {
     let mut p = path.parent();
     while let Some(dir) = p {
@@ -234,13 +320,24 @@ impl Host for FakeHost {
                 .iter_mut()
                 .filter(|(p, prefix, _)| *p == cmd.program && cmd.args.starts_with(prefix))
                 .max_by_key(|(_, prefix, _)| prefix.len());
-            Ok(match best {
+            let output = match best {
                 Some((_, _, outputs)) if outputs.len() > 1 => {
                     outputs.pop_front().unwrap_or_default()
                 }
                 Some((_, _, outputs)) => outputs.front().cloned().unwrap_or_default(),
+                None if s.simulate_filesystems && cmd.program == "blkid" => {
+                    simulated_blkid(s, &cmd.args)
+                }
                 None => CmdOutput::ok(""),
-            })
+            };
+            if s.simulate_filesystems && output.success() {
+                if let (Some(fs_type), Some(device)) =
+                    (cmd.program.strip_prefix("mkfs."), cmd.args.last())
+                {
+                    write_signature(s, Path::new(device), fs_type);
+                }
+            }
+            Ok(output)
         })
     }
 
@@ -343,7 +440,7 @@ impl Host for FakeHost {
             });
             let size = match s.files.get(file) {
                 Some(Node::File(c)) => c.len() as u64,
-                Some(Node::Block { size, .. }) => *size,
+                Some(Node::Image { size, .. }) | Some(Node::Block { size, .. }) => *size,
                 _ => {
                     return Err(Error::not_found(format!(
                         "{}: no such file",
@@ -361,6 +458,8 @@ impl Host for FakeHost {
                 dev: format!("7:{n}"),
                 read_only,
             });
+            // The node appears in /dev, which exists on any machine (devtmpfs, `0:1`).
+            add_parents(&mut s.files, &device);
             s.files.insert(
                 device.clone(),
                 Node::Block {
@@ -413,6 +512,7 @@ impl Host for FakeHost {
     fn file_has_data(&self, path: &Path) -> Result<bool> {
         self.with(|s| match s.files.get(path) {
             Some(Node::File(c)) => Ok(c.iter().any(|b| *b != 0)),
+            Some(Node::Image { written, .. }) => Ok(*written),
             Some(_) => Ok(true),
             None => Err(Error::not_found(format!(
                 "{}: no such file",
@@ -453,7 +553,7 @@ impl Host for FakeHost {
         self.with(|s| {
             Ok(s.files.get(path).map(|n| {
                 let (kind, rdev) = match n {
-                    Node::File(_) => (FileKind::File, (0, 0)),
+                    Node::File(_) | Node::Image { .. } => (FileKind::File, (0, 0)),
                     Node::Dir => (FileKind::Dir, (0, 0)),
                     Node::Block { major, minor, .. } => (FileKind::BlockDevice, (*major, *minor)),
                 };
@@ -535,6 +635,19 @@ impl Host for FakeHost {
     fn remove(&self, path: &Path) -> Result<()> {
         self.with(|s| {
             s.calls.push(Call::Remove(path.to_path_buf()));
+            // Like rmdir(2) and unlink(2): a mount point is busy, a directory must be empty.
+            if s.mounts.iter().any(|m| m.target == path) {
+                return Err(Error::internal(format!(
+                    "cannot remove {}: Device or resource busy",
+                    path.display()
+                )));
+            }
+            if s.files.keys().any(|p| p.parent() == Some(path)) {
+                return Err(Error::internal(format!(
+                    "cannot remove {}: Directory not empty",
+                    path.display()
+                )));
+            }
             s.files.remove(path);
             Ok(())
         })
