@@ -68,6 +68,17 @@ impl Engine {
                 ));
             }
         }
+        // Kubelet makes the staging directory; Docker Swarm's agent makes none (it names
+        // `/data/staged/<id>` in the plugin's rootfs). What we make, we remove at unstage, or
+        // at once if the stage fails. The transitional record says so before the directory
+        // exists, so that the reconciler's rollback of a crashed stage removes it too: a
+        // retry would otherwise find it and take it for the CO's.
+        let made_before = previous.as_ref().is_some_and(|p| p.made_staging_dir);
+        let making = !req.access.is_block() && {
+            let path = staging_path.clone();
+            self.on_host(move |host| Ok(host.stat(&path)?.is_none()))
+                .await?
+        };
         let mut record = StageRecord {
             volume_key: key.clone(),
             backend: req.backend,
@@ -80,7 +91,7 @@ impl Engine {
             read_only: req.read_only,
             phase: Phase::Creating,
             fs_type: None,
-            made_staging_dir: false,
+            made_staging_dir: made_before || making,
         };
         let was_ready = previous.as_ref().is_some_and(|p| p.phase == Phase::Ready);
         // Transitional records need only survive the process, not a power loss (which
@@ -98,14 +109,8 @@ impl Engine {
         let access = record.access.clone();
         let read_only = record.read_only;
         let format_key = key.clone();
-        let made_before = previous.as_ref().is_some_and(|p| p.made_staging_dir);
         let outcome = self
             .on_host(move |host| {
-                // Kubelet makes the staging directory; Docker Swarm's agent makes none
-                // (it names `/data/staged/<id>` in the plugin's rootfs). What we make, we
-                // remove at unstage, or now if the stage fails: a retry would otherwise
-                // find it and take it for the CO's.
-                let making = !access.is_block() && host.stat(&staging_path)?.is_none();
                 let transport = transport::for_context(&ctx, &transport_config)?;
                 let before_format = || {
                     store.put(

@@ -3,13 +3,13 @@
 //! last one to go tears them down.
 
 use super::{is_loop_attach, Rig};
-use crate::engine::docker_mounts::IN_USE;
-use crate::engine::node_records::engine_volume_key;
-use crate::engine::{DockerCreate, DockerSettings, MountVolume, Wait};
-use crate::error::ErrorKind;
-use crate::host::Call;
+use crate::docker_mounts::IN_USE;
+use crate::node_records::engine_volume_key;
+use crate::{DockerCreate, DockerSettings, MountVolume, Wait};
 use std::path::PathBuf;
 use std::time::Duration;
+use volbridge_base::error::ErrorKind;
+use volbridge_host::Call;
 
 fn mount_at(name: &str, target: &std::path::Path) -> MountVolume {
     MountVolume {

@@ -2,12 +2,12 @@
 //! filesystem volume and of a raw block volume, each step repeated, and read-only publishes.
 
 use super::{csi_key, filesystem, is_loop_attach, is_loop_detach, publish_request, Rig};
-use crate::engine::node_records::{Phase, StageRecord, STAGES};
-use crate::engine::Wait;
-use crate::error::ErrorKind;
-use crate::host::stage::Access;
-use crate::host::Call;
+use crate::node_records::{Phase, StageRecord, STAGES};
+use crate::Wait;
 use std::path::PathBuf;
+use volbridge_base::error::ErrorKind;
+use volbridge_host::stage::Access;
+use volbridge_host::Call;
 
 #[tokio::test]
 async fn filesystem_volume_full_cycle_with_repeats() {
@@ -221,7 +221,7 @@ async fn read_only_filesystem_publish_is_a_read_only_remount_of_the_bind() {
     assert_eq!(mounts[1].target, target);
     assert!(mounts[1].flags.bind && mounts[1].flags.remount && mounts[1].flags.read_only);
     // The staging mount stays writable; only the target is read-only.
-    use crate::host::Host;
+    use volbridge_host::Host;
     let table = rig.host.mounts().unwrap();
     let options = |p: &PathBuf| {
         table
@@ -304,15 +304,15 @@ async fn a_second_stage_with_other_settings_is_refused() {
     let req = rig.stage_request(&v, filesystem(), false).await;
     rig.engine.node_stage(req.clone(), Wait::No).await.unwrap();
     rig.host.clear_calls();
-    let elsewhere = crate::engine::StageVolume {
+    let elsewhere = crate::StageVolume {
         staging_path: rig.node_path("staging/other").display().to_string(),
         ..req.clone()
     };
-    let as_block = crate::engine::StageVolume {
+    let as_block = crate::StageVolume {
         access: Access::Block,
         ..req.clone()
     };
-    let other_fs = crate::engine::StageVolume {
+    let other_fs = crate::StageVolume {
         access: Access::Mount {
             fs_type: "xfs".into(),
             mount_options: Vec::new(),

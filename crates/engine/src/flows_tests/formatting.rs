@@ -3,16 +3,16 @@
 //! not "blank". Only volbridge's own interrupted mkfs may be redone.
 
 use super::{csi_key, filesystem, is_loop_detach, Rig};
-use crate::engine::node_records::FORMATS;
-use crate::engine::{StageVolume, Wait};
-use crate::error::ErrorKind;
-use crate::host::stage::Access;
-use crate::host::CmdOutput;
+use crate::node_records::FORMATS;
+use crate::{StageVolume, Wait};
 use std::path::PathBuf;
+use volbridge_base::error::ErrorKind;
+use volbridge_host::stage::Access;
+use volbridge_host::CmdOutput;
 
 /// After a refused stage: the device this call attached is gone again, no record, no mount
 /// and no staging directory are left.
-fn assert_nothing_left(rig: &Rig, v: &crate::engine::Volume, req: &StageVolume) {
+fn assert_nothing_left(rig: &Rig, v: &crate::Volume, req: &StageVolume) {
     assert!(rig.loops_of(v).is_empty(), "detached again");
     assert_eq!(rig.count(is_loop_detach), 1);
     assert!(rig.engine.stage(&csi_key(v)).unwrap().is_none());
@@ -36,7 +36,7 @@ async fn an_existing_filesystem_is_mounted_as_it_is() {
     assert_eq!(
         rig.count(|c| matches!(
             c,
-            crate::host::Call::Chown { .. } | crate::host::Call::Chmod { .. }
+            volbridge_host::Call::Chown { .. } | volbridge_host::Call::Chmod { .. }
         )),
         0
     );

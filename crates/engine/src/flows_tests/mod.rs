@@ -14,19 +14,19 @@ mod mounts;
 mod reconcile;
 mod staging;
 
-use crate::engine::{
+use crate::{
     Backend, Backends, CreateVolume, Engine, EngineConfig, GrantRequest, NodeConfig, PublishVolume,
     StageVolume, StateStore, Volume, Wait,
 };
-use crate::host::stage::Access;
-use crate::host::transport::TransportConfig;
-use crate::host::{Call, FakeHost, MountSpec};
-use crate::provider::{ClientOptions, Credentials, CspClient};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use volbridge_host::stage::Access;
+use volbridge_host::transport::TransportConfig;
+use volbridge_host::{Call, FakeHost, MountSpec};
 use volbridge_local_csp::{LocalCsp, LocalCspConfig, PoolChoice};
+use volbridge_provider::{ClientOptions, Credentials, CspClient};
 
 const BACKEND: &str = "local";
 const VOLUME_SIZE: u64 = 64 << 20;
@@ -176,7 +176,7 @@ impl Rig {
             volume_key: csi_key(v),
             backend: v.backend.clone(),
             volume_name: v.name.clone(),
-            owner: crate::engine::Owner::Co,
+            owner: crate::Owner::Co,
             pinned: false,
             context: grant.context,
             staging_path: self
@@ -227,13 +227,13 @@ impl Rig {
     }
 
     pub fn is_mounted(&self, path: &Path) -> bool {
-        use crate::host::Host;
+        use volbridge_host::Host;
         self.host.mounts().unwrap().iter().any(|m| m.target == path)
     }
 
     /// Loop devices bound to a volume's image now.
     pub fn loops_of(&self, v: &Volume) -> Vec<PathBuf> {
-        use crate::host::Host;
+        use volbridge_host::Host;
         let image = self.image_of(v);
         self.host
             .loops()
