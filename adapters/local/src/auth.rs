@@ -1,15 +1,10 @@
 //! Session tokens (csp-api.md §2). Tokens live in memory only: after a restart clients get a
 //! 401 and log in again (A4), which every CSP client already handles.
 
-use crate::errors::ApiError;
-use crate::server::Shared;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use volbridge_proto::csp::{AccessToken, AUTH_HEADER};
+use volbridge_proto::csp::AccessToken;
 
 struct Session {
     id: String,
@@ -90,24 +85,6 @@ pub fn same_secret(a: &str, b: &str) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
-}
-
-/// Middleware: every route it wraps needs a valid `x-auth-token`.
-pub async fn require_token(
-    State(shared): State<Arc<Shared>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let ok = req
-        .headers()
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| shared.tokens.valid(t.trim()));
-    if !ok {
-        return ApiError::unauthorized("a valid x-auth-token session token is required")
-            .into_response();
-    }
-    next.run(req).await
 }
 
 #[cfg(test)]

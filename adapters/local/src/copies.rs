@@ -14,7 +14,7 @@
 
 use crate::files;
 use crate::model::Change;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state;
 use std::collections::HashMap;
 use std::fs::File;

@@ -55,6 +55,7 @@ mod provision;
 mod recovery;
 mod routes;
 mod server;
+mod shared;
 mod state;
 mod store;
 mod views;

@@ -3,7 +3,7 @@
 //! sentence, instead of a write failing with ENOSPC inside a filesystem later.
 
 use crate::errors::{ApiError, ApiResult};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state::State;
 use volbridge_proto::csp::INSUFFICIENT_SPACE;
 use volbridge_proto::units::human;

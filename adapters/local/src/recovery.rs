@@ -15,7 +15,7 @@
 use crate::files;
 use crate::ids::is_id;
 use crate::model::Tables;
-use crate::server::Dirs;
+use crate::shared::Dirs;
 use crate::state;
 use std::collections::BTreeSet;
 use std::io;

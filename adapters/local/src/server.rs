@@ -1,93 +1,25 @@
-//! The shared server state, opening a data directory, and the HTTP router.
+//! Opening a data directory and the HTTP router; the state handlers share is `shared`.
 
-use crate::auth::{self, Tokens};
+use crate::auth::Tokens;
 use crate::config::LocalCspConfig;
 use crate::errors::ApiError;
 use crate::journal::Journal;
 use crate::locks::KeyedLocks;
 use crate::pool::{Pool, PoolMode};
 use crate::routes::{groups, hosts, misc, publish, snapshot_metadata, snapshots, tokens, volumes};
+use crate::shared::{CopyEvents, Dirs, Shared};
 use crate::store::Store;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
-use volbridge_proto::csp::API_PREFIX;
-
-/// Where the images live. Paths are built only from ids.
-pub struct Dirs {
-    /// The data dir: metadata, the lock, and an image pool's image.
-    pub root: PathBuf,
-    pub volumes: PathBuf,
-    pub snapshots: PathBuf,
-    pub retained: PathBuf,
-    /// Canonical form of `volumes`, for `local_path` (§8.2).
-    pub canonical_volumes: PathBuf,
-}
-
-fn image(dir: &Path, id: &str) -> PathBuf {
-    // Ids are validated when records are created and loaded; this guard keeps a broken
-    // invariant from ever naming a path outside the directory.
-    if crate::ids::is_id(id) {
-        dir.join(format!("{id}.img"))
-    } else {
-        dir.join("invalid-id.img")
-    }
-}
-
-impl Dirs {
-    pub fn volume(&self, id: &str) -> PathBuf {
-        image(&self.volumes, id)
-    }
-    pub fn snapshot(&self, id: &str) -> PathBuf {
-        image(&self.snapshots, id)
-    }
-    pub fn retained(&self, id: &str) -> PathBuf {
-        image(&self.retained, id)
-    }
-    pub fn local_path(&self, id: &str) -> String {
-        image(&self.canonical_volumes, id)
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
-/// Wakes background copies waiting for a snapshot copy to finish.
-#[derive(Default)]
-pub struct CopyEvents {
-    generation: Mutex<u64>,
-    cv: Condvar,
-}
-
-impl CopyEvents {
-    pub fn notify(&self) {
-        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.cv.notify_all();
-    }
-    pub fn wait(&self, timeout: Duration) {
-        let g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-        let start = *g;
-        let _ = self.cv.wait_timeout_while(g, timeout, |n| *n == start);
-    }
-}
-
-pub struct Shared {
-    pub cfg: LocalCspConfig,
-    pub dirs: Dirs,
-    pub store: Store,
-    pub locks: KeyedLocks,
-    pub tokens: Tokens,
-    pub copy_events: CopyEvents,
-    pub pool: Arc<Pool>,
-    _dir_lock: File,
-}
+use std::sync::Arc;
+use volbridge_proto::csp::{API_PREFIX, AUTH_HEADER};
 
 /// The embedded CSP. Cheap to clone; all clones serve the same data directory.
 #[derive(Clone)]
@@ -279,7 +211,7 @@ fn api_routes(shared: &Arc<Shared>) -> AppRouter {
     authed = both(authed, "/mutable_config", get(misc::mutable_config));
     let authed = authed.route_layer(middleware::from_fn_with_state(
         shared.clone(),
-        auth::require_token,
+        require_token,
     ));
     public
         .merge(authed)
@@ -315,4 +247,21 @@ async fn log_request(req: Request, next: Next) -> Response {
         "csp request"
     );
     resp
+}
+/// Middleware: every route it wraps needs a valid `x-auth-token`.
+pub async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ok = req
+        .headers()
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| shared.tokens.valid(t.trim()));
+    if !ok {
+        return ApiError::unauthorized("a valid x-auth-token session token is required")
+            .into_response();
+    }
+    next.run(req).await
 }

@@ -1,7 +1,7 @@
 //! Records → wire models (csp-api.md §4).
 
 use crate::model::{SnapshotGroupRec, SnapshotRec, VolumeGroupRec, VolumeRec};
-use crate::server::Dirs;
+use crate::shared::Dirs;
 use crate::state::State;
 use volbridge_proto::csp::{Host, Snapshot, SnapshotGroup, Volume, VolumeGroup};
 

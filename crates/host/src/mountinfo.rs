@@ -1,6 +1,6 @@
 //! `/proc/self/mountinfo`, parsed: the kernel's word on what is mounted where.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
@@ -74,6 +74,11 @@ fn unescape(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The last (visible) mount on a path.
+pub fn top_mount<'m>(mounts: &'m [MountEntry], path: &Path) -> Option<&'m MountEntry> {
+    mounts.iter().rev().find(|m| m.target == path)
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub fn in_use(mounts: &[MountEntry], dev_fs: &str, l: &LoopDevice) -> bool {
 /// The view bound at `target`, if the top mount there is one.
 pub fn bound_at(host: &dyn Host, target: &Path) -> Result<Option<PathBuf>> {
     let mounts = host.mounts()?;
-    let Some(top) = super::stage::top_mount(&mounts, target) else {
+    let Some(top) = super::mountinfo::top_mount(&mounts, target) else {
         return Ok(None);
     };
     let dev_fs = dev_fs(host)?;

@@ -5,6 +5,7 @@
 
 pub use super::fs::ONLINE_REFUSED;
 use super::fs::{self, FormatOptions, GrowOutcome, GrowRequest, Probe};
+pub use super::mountinfo::top_mount;
 use super::transport::Transport;
 use super::{split_mount_options, FileKind, FsUsage, Host, MountEntry, MountFlags, MountSpec};
 use crate::PublishContext;
@@ -359,11 +360,6 @@ pub fn unmount_all(host: &dyn Host, path: &Path) -> Result<()> {
         "{} is still mounted after 16 unmounts",
         path.display()
     )))
-}
-
-/// The last (visible) mount on a path.
-pub fn top_mount<'m>(mounts: &'m [MountEntry], path: &Path) -> Option<&'m MountEntry> {
-    mounts.iter().rev().find(|m| m.target == path)
 }
 
 /// `major:minor` of a block device node.

@@ -17,7 +17,7 @@ use volbridge_proto::csp::{
 };
 
 use crate::credentials::Credentials;
-use crate::transport::{Exchange, Transport};
+use crate::transport::{Exchange, Reply, Transport};
 use volbridge_base::{Error, ErrorKind, Result};
 
 /// Proactive renewal margin (A7).
@@ -53,13 +53,6 @@ impl Default for ClientOptions {
 pub(crate) enum Op {
     Create,
     Other,
-}
-
-/// An HTTP answer of any status; 401 never reaches callers (A4 handles it).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -167,21 +160,6 @@ pub(crate) fn classify(status: StatusCode, body: &[u8], op: Op) -> Error {
     Error::new(kind, message)
 }
 
-/// One debug line per CSP exchange (never a body: they may hold secrets).
-#[cfg(any(feature = "http", feature = "in-process"))]
-pub(crate) fn log_call<E: std::fmt::Display>(
-    method: &Method,
-    url: &Url,
-    start: Instant,
-    outcome: std::result::Result<StatusCode, E>,
-) {
-    let ms = start.elapsed().as_millis() as u64;
-    match outcome {
-        Ok(status) => debug!(%method, path = url.path(), status = status.as_u16(), ms, "CSP call"),
-        Err(e) => debug!(%method, path = url.path(), ms, error = %e, "CSP call failed"),
-    }
-}
-
 /// Bumps a write counter when made and again when dropped (however the call ends).
 struct WriteMark<'a>(&'a AtomicU64);
 
@@ -202,7 +180,8 @@ impl CspClient {
     /// A client over HTTP(S) (reqwest with rustls).
     #[cfg(feature = "http")]
     pub fn new(creds: Credentials, opts: ClientOptions) -> Result<CspClient> {
-        let transport = crate::http_transport::HttpTransport::new(&creds, &opts)?;
+        let timeout = opts.timeout.unwrap_or(creds.timeout());
+        let transport = crate::http_transport::HttpTransport::new(&creds, timeout)?;
         Self::with_transport(creds, opts, Arc::new(transport))
     }
 

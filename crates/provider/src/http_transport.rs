@@ -1,14 +1,14 @@
 //! The CSP over HTTP(S): reqwest with rustls (ring), retrying refused connections (§1.3).
 
 use std::sync::Once;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use backon::Retryable;
 use tracing::warn;
 use volbridge_base::{Error, ErrorKind, Result};
 
-use crate::client::{log_call, ClientOptions, Reply};
 use crate::credentials::Credentials;
+use crate::transport::{log_call, Reply};
 use crate::transport::{Exchange, ReplyFuture, Transport};
 
 /// Installs the process-wide rustls crypto provider once; call before building a client.
@@ -30,8 +30,8 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 pub(crate) struct HttpTransport(reqwest::Client);
 
 impl HttpTransport {
-    pub(crate) fn new(creds: &Credentials, opts: &ClientOptions) -> Result<HttpTransport> {
-        let mut builder = client_builder().timeout(opts.timeout.unwrap_or(creds.timeout()));
+    pub(crate) fn new(creds: &Credentials, timeout: Duration) -> Result<HttpTransport> {
+        let mut builder = client_builder().timeout(timeout);
         if creds.base_url().starts_with("http://") {
             // Plain HTTP needs no roots; without this the platform verifier would insist on
             // loading the system's CA bundle (absent in minimal images) for nothing.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tower::ServiceExt;
 use volbridge_base::{Error, ErrorKind};
 
-use crate::client::{log_call, Reply};
+use crate::transport::{log_call, Reply};
 use crate::transport::{Exchange, ReplyFuture, Transport};
 
 pub(crate) struct InProcess(pub(crate) axum::Router);

@@ -21,13 +21,13 @@ mod snapshots;
 pub mod transport;
 mod volumes;
 
-pub use client::{ClientOptions, CspClient, Reply};
+pub use client::{ClientOptions, CspClient};
 pub use context::{publish_context, volume_context, PublishContextInput};
 pub use credentials::Credentials;
 #[cfg(feature = "http")]
 pub use registry::Provider;
 pub use snapshots::SnapshotCreate;
-pub use transport::{Exchange, Transport};
+pub use transport::{Exchange, Reply, Transport};
 pub use volbridge_proto::csp::{
     AccessToken, Capacity, Host, PublishFileInfo, PublishInfo, ReplicationPartner,
     SecondaryLunInfo, Snapshot, SnapshotGroup, Volume, VolumeGroup,

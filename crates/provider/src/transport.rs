@@ -8,12 +8,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, StatusCode};
 use tokio::sync::Semaphore;
 use url::Url;
 use volbridge_base::Result;
-
-use crate::client::Reply;
 
 /// One request, with the client's limits: a transport holds a permit of `limit` while the
 /// request is in flight, and answers within `timeout`.
@@ -36,4 +34,28 @@ pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply>> + Send + '
 /// removes secrets from their text.
 pub trait Transport: Send + Sync + 'static {
     fn send<'a>(&'a self, exchange: Exchange<'a>) -> ReplyFuture<'a>;
+}
+
+/// An HTTP answer of any status; 401 never reaches callers (A4 handles it).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+/// One debug line per CSP exchange (never a body: they may hold secrets).
+#[cfg(any(feature = "http", feature = "in-process"))]
+pub(crate) fn log_call<E: std::fmt::Display>(
+    method: &Method,
+    url: &Url,
+    start: std::time::Instant,
+    outcome: std::result::Result<StatusCode, E>,
+) {
+    let ms = start.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(status) => {
+            tracing::debug!(%method, path = url.path(), status = status.as_u16(), ms, "CSP call")
+        }
+        Err(e) => tracing::debug!(%method, path = url.path(), ms, error = %e, "CSP call failed"),
+    }
 }

@@ -1,5 +1,5 @@
-//! HPACK (RFC 7541), just what [`super::authority`] needs: a decoder that follows the
-//! client's dynamic table, and an encoder that writes every field as a literal the server's
+//! HPACK (RFC 7541), just what the `:authority` rewriter (`authority.rs`) needs: a decoder
+//! that follows the client's dynamic table, and an encoder that writes every field as a literal the server's
 //! decoder does not index (so the server's table never has to match the client's again).
 
 use std::collections::VecDeque;

@@ -6,9 +6,9 @@ use crate::errors::{ApiError, ApiResult};
 use crate::files;
 use crate::model::{Change, VolumeRec};
 use crate::provision::Limit;
+use crate::routes::create_rules::{check_group, create_error, same_or_conflict, Source};
 use crate::routes::snapshots::make_image;
-use crate::routes::volumes::{check_group, create_error, same_or_conflict};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state;
 use crate::views;
 use axum::Json;
@@ -20,28 +20,6 @@ use volbridge_proto::units::human;
 
 /// Status of a clone whose copy runs in the background (B39).
 pub const IN_PROGRESS: &str = "InProgress";
-
-/// Where a clone's data comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The standard form: `base_snapshot_id`.
-    Snapshot(String),
-    /// The extension form (`base_volume_id`): the volume as it is now, in one reflink.
-    Volume(String),
-}
-
-impl Source {
-    /// The source an existing volume was made from, for B11's comparison.
-    pub fn of(v: &VolumeRec) -> Option<Source> {
-        if !v.base_snapshot_id.is_empty() {
-            Some(Source::Snapshot(v.base_snapshot_id.clone()))
-        } else if !v.parent_volume_id.is_empty() {
-            Some(Source::Volume(v.parent_volume_id.clone()))
-        } else {
-            None
-        }
-    }
-}
 
 pub struct CloneSpec {
     pub name: String,

@@ -5,7 +5,7 @@ use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::model::{Change, SnapshotGroupRec, SnapshotRec, VolumeGroupRec};
 use crate::routes::snapshots::{existing_named, make_image};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state;
 use crate::views;
 use axum::extract::State;

@@ -8,7 +8,7 @@
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::model::Change;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::views;
 use axum::extract::State;
 use axum::http::StatusCode;

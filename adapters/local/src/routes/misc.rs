@@ -3,7 +3,7 @@
 
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::Params;
-use crate::server::Shared;
+use crate::shared::Shared;
 use axum::extract::State;
 use axum::Json;
 use std::sync::Arc;

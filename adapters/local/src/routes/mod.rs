@@ -1,6 +1,7 @@
 //! One module per resource of csp-api.md §3.
 
 pub mod clones;
+pub mod create_rules;
 pub mod groups;
 pub mod hosts;
 pub mod misc;

@@ -5,7 +5,7 @@ use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id};
 use crate::model::{config_bool, Change};
 use crate::routes::volumes::not_found;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state;
 use axum::extract::State;
 use axum::http::StatusCode;

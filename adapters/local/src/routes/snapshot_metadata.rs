@@ -6,7 +6,7 @@ use crate::block_map::{self, Method, Page};
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Id, Params};
 use crate::model::SnapshotRec;
-use crate::server::Shared;
+use crate::shared::Shared;
 use axum::extract::State;
 use axum::Json;
 use std::fs::File;

@@ -5,7 +5,7 @@ use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::files;
 use crate::model::{Change, SnapshotRec};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state::{self, State as Db};
 use crate::views;
 use axum::extract::State;

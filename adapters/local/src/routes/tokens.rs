@@ -3,7 +3,7 @@
 use crate::auth::same_secret;
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id};
-use crate::server::Shared;
+use crate::shared::Shared;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;

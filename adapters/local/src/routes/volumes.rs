@@ -1,12 +1,13 @@
 //! V1–V5: list, create, get, edit/expand, delete.
 
+use super::create_rules::{check_group, create_error, same_or_conflict, Source};
 use super::{check_protocol, check_size, create_config, snapshot_key, volume_key};
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::files;
 use crate::model::{config_bool, Change, VolumeRec};
 use crate::provision::Limit;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::state::{self, State as Db};
 use crate::views;
 use axum::extract::State;
@@ -45,39 +46,6 @@ pub async fn get(State(sh): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<Vo
     Ok(Json(views::volume(&rec, &sh.dirs)))
 }
 
-/// B11: an existing volume answers a create with the same size and source; else 409.
-pub fn same_or_conflict(
-    sh: &Shared,
-    existing: &VolumeRec,
-    size: Option<u64>,
-    source: Option<&super::clones::Source>,
-) -> ApiResult<Json<Volume>> {
-    if super::clones::Source::of(existing).as_ref() != source {
-        return Err(ApiError::conflict(format!(
-            "volume '{}' already exists with a different source",
-            existing.name
-        )));
-    }
-    if let Some(size) = size.filter(|&s| s != 0 && s != existing.size) {
-        return Err(ApiError::conflict(format!(
-            "volume '{}' already exists with size {} (requested {size})",
-            existing.name, existing.size
-        )));
-    }
-    Ok(Json(views::volume(existing, &sh.dirs)))
-}
-
-/// The group a create asks to join, checked against the state.
-pub fn check_group(s: &Db, group: Option<&str>) -> ApiResult<String> {
-    match group {
-        None => Ok(String::new()),
-        Some(g) if s.volume_group(g).is_some() => Ok(g.to_owned()),
-        Some(g) => Err(ApiError::bad_request(format!(
-            "volume group '{g}' not found"
-        ))),
-    }
-}
-
 pub async fn create(
     State(sh): State<Arc<Shared>>,
     Body(req): Body<Volume>,
@@ -111,8 +79,8 @@ pub async fn create(
     let config = create_config(req.config.clone())?;
     let group = req.group_id().map(str::to_owned);
     let source = match (base, base_volume) {
-        (Some(snapshot), _) => Some(super::clones::Source::Snapshot(snapshot)),
-        (_, Some(volume)) => Some(super::clones::Source::Volume(volume)),
+        (Some(snapshot), _) => Some(Source::Snapshot(snapshot)),
+        (_, Some(volume)) => Some(Source::Volume(volume)),
         _ => None,
     };
     if let Some(source) = source {
@@ -201,17 +169,6 @@ pub async fn create(
             sh.store.settle(seq).await?;
             Ok(Json(views::volume(&created, &sh.dirs)))
         }
-    }
-}
-
-/// Maps a failure to create an image file.
-pub fn create_error(name: &str, e: &std::io::Error) -> ApiError {
-    if e.raw_os_error() == Some(rustix::io::Errno::FBIG.raw_os_error()) {
-        ApiError::bad_request(format!(
-            "size of volume '{name}' is too large for the filesystem"
-        ))
-    } else {
-        ApiError::io(&format!("creating volume '{name}'"), e)
     }
 }
 

@@ -7,6 +7,7 @@ mod local;
 mod multipath;
 mod nvme;
 mod scsi;
+mod sysfs;
 #[cfg(test)]
 mod tests_support;
 

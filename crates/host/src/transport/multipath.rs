@@ -3,7 +3,7 @@
 //! name (`mpatha`, or the WWID without user_friendly_names), `slaves/` its paths and each
 //! path's `holders/` the map.
 
-use super::scsi::{serial_key, SYS_BLOCK};
+use super::sysfs::{serial_key, SYS_BLOCK};
 use crate::{Cmd, Host};
 use std::path::{Path, PathBuf};
 use volbridge_base::error::{Error, Result};

@@ -6,6 +6,7 @@
 //! afresh and matches on the identity the array gave (`serialNumber`, csp-api.md §6).
 
 use super::multipath::{self, DmMap};
+use super::sysfs::{serial_key, DESIGNATORS, SYS_BLOCK};
 use crate::PublishContext;
 use crate::{Cmd, CmdOutput, Host};
 use std::collections::BTreeSet;
@@ -13,13 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use volbridge_base::error::{Error, ErrorKind, Result};
-
-pub(super) const SYS_BLOCK: &str = "/sys/block";
-
-/// The WWID types the kernel writes into `device/wwid` (scsi_vpd_lun_id) and the page-83
-/// designator digit udev and multipath put in front of the same hex (`scsi-3600a…`,
-/// `mpath-3600a…`). SCSI name strings are written raw and have no digit here.
-const DESIGNATORS: [(&str, char); 3] = [("naa.", '3'), ("eui.", '2'), ("t10.", '1')];
 
 /// The serial a device is matched on; without one any device would do, which must never
 /// happen.
@@ -32,15 +26,6 @@ pub(super) fn serial_of(ctx: &PublishContext) -> Result<&str> {
         ));
     }
     Ok(serial)
-}
-
-/// The serial in the form that is compared: lower-case, without a `naa.`-style prefix.
-pub(super) fn serial_key(serial: &str) -> String {
-    let lower = serial.trim().to_ascii_lowercase();
-    DESIGNATORS
-        .iter()
-        .find_map(|(prefix, _)| lower.strip_prefix(prefix).map(str::to_owned))
-        .unwrap_or(lower)
 }
 
 /// Whether a SCSI WWID (`naa.600a0980…` as in `/sys/block/sdX/device/wwid`) is the
