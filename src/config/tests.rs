@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// `etc/volbridge.toml` with its examples uncommented: `# key = …` and `# [section]`.

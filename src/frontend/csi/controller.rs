@@ -4,34 +4,19 @@ use super::capability::Cap;
 use super::paging::{self, page, Start};
 use super::status::{invalid, status};
 use super::{Csi, CONTEXT_BACKEND, TOPOLOGY_NODE_KEY};
-use crate::engine::{CreateVolume, GrantRequest, Snapshot, Volume, VolumeSource, Wait};
+use crate::engine::{
+    GrantRequest, RequestedSource, RequestedVolume, SizeRange, Snapshot, SnapshotRef, Volume, Wait,
+};
 use crate::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::controller_service_capability::rpc::Type as Rpc;
-use volbridge_proto::csi::volume_content_source::{
-    SnapshotSource, Type as Source, VolumeSource as VolSource,
-};
+use volbridge_proto::csi::volume_content_source::Type as Source;
 
 /// StorageClass parameters the Kubernetes sidecars add for themselves; not CSP config.
 const CO_PREFIX: &str = "csi.storage.k8s.io/";
-
-/// What a CreateVolume asked for besides its size, kept as the volume's description: a
-/// second CreateVolume of the name must ask the same (the CSP does not keep requests).
-fn create_fingerprint(params: &BTreeMap<String, String>, source: &str) -> String {
-    let mut text = String::from(source);
-    for (k, v) in params {
-        text.push_str(&format!("\n{k}={v}"));
-    }
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let hex: String = digest.as_ref()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("csi-request:{hex}")
-}
 
 /// A CSI id that is not even a valid name names nothing.
 fn known_name(id: &str) -> bool {
@@ -57,24 +42,13 @@ pub(super) fn csi_snapshot(s: &Snapshot, source_volume: &str) -> pb::Snapshot {
     }
 }
 
-/// What the size request means: at least `required`, at most `limit` (0: unset), rounded
-/// up to 1 MiB. Checked before any backend call (csi.md rule 33): beyond the largest size
-/// volbridge accepts, or a limit below the rounded size → OUT_OF_RANGE.
-fn wanted_size(range: Option<&pb::CapacityRange>, default: u64) -> Result<(u64, u64), Status> {
-    let (required, limit) =
-        range.map_or((0, 0), |r| (r.required_bytes as u64, r.limit_bytes as u64));
-    let size = match (required, limit) {
-        (0, 0) => default,
-        (0, l) => default.min(l),
-        (r, _) => r,
-    };
-    let size = crate::engine::size::align("capacity_range.required_bytes", size).map_err(status)?;
-    if limit > 0 && size > limit {
-        return Err(Status::out_of_range(format!(
-            "the smallest size volbridge can make is {size} bytes (1 MiB steps), above limit_bytes {limit}"
-        )));
-    }
-    Ok((size, limit))
+/// The size range of a request (csi.md rule 33; the engine checks it before any backend
+/// call).
+fn size_range(range: Option<&pb::CapacityRange>) -> SizeRange {
+    range.map_or(SizeRange::default(), |r| SizeRange {
+        required: r.required_bytes as u64,
+        limit: r.limit_bytes as u64,
+    })
 }
 
 impl Csi {
@@ -186,10 +160,13 @@ impl pb::controller_server::Controller for Csi {
         let req = request.into_inner();
         crate::engine::names::validate_name("name", &req.name).map_err(status)?;
         Self::check_caps(&req.volume_capabilities)?;
-        let (mut size, limit) = wanted_size(
-            req.capacity_range.as_ref(),
-            self.engine.config().default_volume_size,
-        )?;
+        // Sizes are checked before any backend call (csi.md rule 33).
+        size_range(req.capacity_range.as_ref())
+            .resolve(
+                "capacity_range.required_bytes",
+                self.engine.config().default_volume_size,
+            )
+            .map_err(status)?;
         let backend = self.backend(&req.secrets)?;
         // Spec 1.12: a mutable parameter the volume cannot take fails the call, and
         // nothing may be made of it; checked before any source lookup or create.
@@ -221,64 +198,8 @@ impl pb::controller_server::Controller for Csi {
                 }
             }
         }
-        let source = match req
-            .volume_content_source
-            .as_ref()
-            .and_then(|s| s.r#type.as_ref())
-        {
-            None => None,
-            Some(Source::Snapshot(SnapshotSource { snapshot_id })) => {
-                let (snap, source) = match snapshot_id.split_once('/') {
-                    Some((_, csp_id)) if !csp_id.is_empty() => (
-                        self.engine
-                            .get_snapshot_by_id(csp_id, backend.as_deref())
-                            .await,
-                        VolumeSource::SnapshotId(csp_id.to_owned()),
-                    ),
-                    _ if known_name(snapshot_id) => (
-                        self.engine
-                            .get_snapshot(snapshot_id, backend.as_deref())
-                            .await,
-                        VolumeSource::Snapshot(snapshot_id.clone()),
-                    ),
-                    _ => (
-                        Err(crate::Error::not_found("")),
-                        VolumeSource::Snapshot(String::new()),
-                    ),
-                };
-                let snap = snap.map_err(|e| match e.kind {
-                    ErrorKind::NotFound | ErrorKind::InvalidArgument => {
-                        not_found("snapshot", snapshot_id)
-                    }
-                    _ => status(e),
-                })?;
-                Some((source, snap.size_bytes))
-            }
-            Some(Source::Volume(VolSource { volume_id })) => {
-                let parent = match known_name(volume_id) {
-                    true => self.engine.get_volume(volume_id, backend.as_deref()).await,
-                    false => Err(crate::Error::not_found("")),
-                };
-                let parent = parent.map_err(|e| match e.kind {
-                    ErrorKind::NotFound => not_found("volume", volume_id),
-                    _ => status(e),
-                })?;
-                Some((VolumeSource::Volume(volume_id.clone()), parent.size_bytes))
-            }
-        };
-        if let Some((_, source_size)) = &source {
-            // A clone is at least as large as its source; it may be larger.
-            if *source_size > size {
-                if limit > 0 && *source_size > limit {
-                    return Err(Status::out_of_range(format!(
-                        "the source holds {source_size} bytes, above limit_bytes {limit}"
-                    )));
-                }
-                size = *source_size;
-            }
-        }
-        // A key in both maps takes the mutable value (spec: mutable_parameters win). The
-        // merged set is what the fingerprint covers, so a retry must ask the same of both.
+        // A key in both maps takes the mutable value (spec: mutable_parameters win); the
+        // merged set is part of the request's identity, so a retry must ask the same.
         let mut params: BTreeMap<String, String> = req
             .parameters
             .iter()
@@ -286,23 +207,21 @@ impl pb::controller_server::Controller for Csi {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         params.extend(mutable);
-        let source_id = match req
+        let source = match req
             .volume_content_source
             .as_ref()
             .and_then(|s| s.r#type.as_ref())
         {
-            Some(Source::Snapshot(s)) => format!("snapshot:{}", s.snapshot_id),
-            Some(Source::Volume(v)) => format!("volume:{}", v.volume_id),
-            None => String::new(),
+            Some(Source::Snapshot(s)) => Some(RequestedSource::Snapshot(s.snapshot_id.clone())),
+            Some(Source::Volume(v)) => Some(RequestedSource::Volume(v.volume_id.clone())),
+            None => None,
         };
-        let fingerprint = create_fingerprint(&params, &source_id);
-        let create = CreateVolume {
+        let requested = RequestedVolume {
             name: req.name.clone(),
-            size: Some(size),
+            size: size_range(req.capacity_range.as_ref()),
             backend: backend.clone(),
-            description: Some(fingerprint.clone()),
             params,
-            source: source.map(|(s, _)| s),
+            source,
             multi_initiator: req
                 .volume_capabilities
                 .iter()
@@ -310,21 +229,9 @@ impl pb::controller_server::Controller for Csi {
         };
         let volume = self
             .engine
-            .create_volume(create, Wait::Until(until))
+            .create_requested(requested, Wait::Until(until))
             .await
             .map_err(status)?;
-        if volume.description.as_deref() != Some(fingerprint.as_str()) {
-            return Err(Status::already_exists(format!(
-                "volume '{}' exists with other parameters or another content source",
-                volume.name
-            )));
-        }
-        if limit > 0 && volume.size_bytes > limit {
-            return Err(Status::already_exists(format!(
-                "volume '{}' exists with {} bytes, above limit_bytes {limit}",
-                volume.name, volume.size_bytes
-            )));
-        }
         Ok(Response::new(pb::CreateVolumeResponse {
             volume: Some(self.csi_volume(&volume, embedded, req.volume_content_source)),
         }))
@@ -649,16 +556,19 @@ impl pb::controller_server::Controller for Csi {
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
         let req = request.into_inner();
         let backend = self.backend(&req.secrets)?;
-        if let Some((_, csp_id)) = req.snapshot_id.split_once('/') {
-            self.engine
-                .delete_snapshot_by_id(csp_id, backend.as_deref())
+        match SnapshotRef::parse(&req.snapshot_id) {
+            SnapshotRef::Member { csp_id, .. } => self
+                .engine
+                .delete_snapshot_by_id(&csp_id, backend.as_deref())
                 .await
-                .map_err(status)?;
-        } else if known_name(&req.snapshot_id) {
-            self.engine
-                .delete_snapshot(&req.snapshot_id, backend.as_deref(), Wait::No)
+                .map_err(status)?,
+            SnapshotRef::Name(name) => self
+                .engine
+                .delete_snapshot(&name, backend.as_deref(), Wait::No)
                 .await
-                .map_err(status)?;
+                .map_err(status)?,
+            // An id volbridge never handed out names nothing: deleted already.
+            SnapshotRef::Nothing => {}
         }
         Ok(Response::new(pb::DeleteSnapshotResponse {}))
     }
@@ -672,13 +582,14 @@ impl pb::controller_server::Controller for Csi {
         let backend = backend.as_deref();
         // A filter naming nothing lists nothing; it is not an error.
         let snapshots: Vec<Snapshot> = if !req.snapshot_id.is_empty() {
-            match known_name(&req.snapshot_id) {
-                true => match self.engine.get_snapshot(&req.snapshot_id, backend).await {
-                    Ok(s) => vec![s],
-                    Err(e) if e.kind == ErrorKind::NotFound => vec![],
-                    Err(e) => return Err(status(e)),
-                },
-                false => vec![],
+            match self
+                .engine
+                .find_snapshot_ref(&req.snapshot_id, backend)
+                .await
+            {
+                Ok(s) => vec![s],
+                Err(e) if e.kind == ErrorKind::NotFound => vec![],
+                Err(e) => return Err(status(e)),
             }
         } else if !req.source_volume_id.is_empty() {
             match known_name(&req.source_volume_id) {
@@ -756,47 +667,22 @@ impl pb::controller_server::Controller for Csi {
         let backend = self.backend(&req.secrets)?;
         let backend = backend.as_deref();
         let id = req.snapshot_id.as_str();
-        let gone = || not_found("snapshot", id);
-        let missing = |e: crate::Error| match e.kind {
-            ErrorKind::NotFound | ErrorKind::InvalidArgument => gone(),
-            _ => status(e),
-        };
-        let snapshot = match id.split_once('/') {
-            // A member of a group snapshot: the CSP id after the group's name, which every
-            // member carries as its own name, so an id glued to another group's name (or to
-            // a lone snapshot) names nothing.
-            Some((group, csp_id)) if known_name(group) && !csp_id.is_empty() => {
-                let snap = self
-                    .engine
-                    .get_snapshot_by_id(csp_id, backend)
-                    .await
-                    .map_err(missing)?;
-                if snap.name != group {
-                    return Err(gone());
-                }
-                let group_id = self
-                    .engine
-                    .find_snapshot_group(group, backend)
-                    .await
-                    .map_err(status)?
-                    .map(|g| g.id)
-                    .unwrap_or_default();
-                let mut out = csi_snapshot(&snap, &self.source_name(&snap, backend).await?);
-                out.snapshot_id = id.to_owned();
-                out.group_snapshot_id = group_id;
-                out
-            }
-            Some(_) => return Err(gone()),
-            None if known_name(id) => {
-                let snap = self
-                    .engine
-                    .get_snapshot(id, backend)
-                    .await
-                    .map_err(missing)?;
-                csi_snapshot(&snap, &self.source_name(&snap, backend).await?)
-            }
-            None => return Err(gone()),
-        };
+        let snap = self
+            .engine
+            .find_snapshot_ref(id, backend)
+            .await
+            .map_err(status)?;
+        let mut snapshot = csi_snapshot(&snap, &self.source_name(&snap, backend).await?);
+        if let SnapshotRef::Member { group, .. } = SnapshotRef::parse(id) {
+            snapshot.snapshot_id = id.to_owned();
+            snapshot.group_snapshot_id = self
+                .engine
+                .find_snapshot_group(&group, backend)
+                .await
+                .map_err(status)?
+                .map(|g| g.id)
+                .unwrap_or_default();
+        }
         Ok(Response::new(pb::GetSnapshotResponse {
             snapshot: Some(snapshot),
         }))
@@ -807,7 +693,11 @@ impl pb::controller_server::Controller for Csi {
         request: Request<pb::ControllerExpandVolumeRequest>,
     ) -> Result<Response<pb::ControllerExpandVolumeResponse>, Status> {
         let req = request.into_inner();
-        let (size, limit) = wanted_size(req.capacity_range.as_ref(), 0)?;
+        let range = size_range(req.capacity_range.as_ref());
+        let size = range
+            .resolve("capacity_range.required_bytes", 0)
+            .map_err(status)?;
+        let limit = range.limit;
         if !known_name(&req.volume_id) {
             return Err(not_found("volume", &req.volume_id));
         }

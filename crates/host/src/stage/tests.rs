@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::transport::LocalTransport;
 use crate::{Call, CmdOutput, FakeHost};

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn kind(code: u16, body: &str, op: Op) -> (ErrorKind, String) {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {

@@ -1,4 +1,3 @@
-
 use super::super::tests_support::*;
 use super::*;
 use crate::FakeHost;
