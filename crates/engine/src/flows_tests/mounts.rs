@@ -3,7 +3,7 @@
 //! last one to go tears them down.
 
 use super::{is_loop_attach, Rig};
-use crate::docker_mounts::IN_USE;
+use crate::mount_table::IN_USE;
 use crate::node_records::engine_volume_key;
 use crate::{DockerCreate, DockerSettings, MountVolume, Wait};
 use std::path::PathBuf;

@@ -15,11 +15,11 @@
 //! not made. Over-counting (a crash after persisting, then Docker's re-send) only delays a
 //! teardown; `volbridge docker release` repairs it.
 
-use super::model::{CreateVolume, VolumeSource};
-use super::names::validate_name;
-use super::node_records::{engine_volume_key, path_component, PublishRecord, PUBLISHES};
-use super::reconcile::ReconcileReport;
-use super::{Engine, MountVolume, OpGuard, Wait};
+use crate::model::{CreateVolume, VolumeSource};
+use crate::names::validate_name;
+use crate::records::node::{engine_volume_key, path_component, PublishRecord, PUBLISHES};
+use crate::ReconcileReport;
+use crate::{Engine, MountVolume, OpGuard, Wait};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -150,7 +150,7 @@ impl Default for DockerSettings {
 
 /// The in-memory side of the records (loaded on first use).
 #[derive(Default)]
-pub struct DockerTable {
+pub struct MountTable {
     volumes: RwLock<Option<BTreeMap<String, DockerVolume>>>,
     settings: RwLock<DockerSettings>,
     /// Volumes whose teardown waits for the unstage delay, with the generation that armed it.
@@ -187,7 +187,7 @@ impl Engine {
     /// before it serves Docker). Refs from an earlier boot are dropped here.
     pub fn docker_open(&self, settings: DockerSettings) -> Result<usize> {
         *self
-            .docker
+            .mount_table
             .settings
             .write()
             .unwrap_or_else(|p| p.into_inner()) = settings;
@@ -195,7 +195,7 @@ impl Engine {
     }
 
     fn docker_mount_base(&self) -> PathBuf {
-        self.docker
+        self.mount_table
             .settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -205,7 +205,7 @@ impl Engine {
     }
 
     fn docker_delay(&self) -> Duration {
-        self.docker
+        self.mount_table
             .settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -219,7 +219,7 @@ impl Engine {
     ) -> Result<T> {
         {
             let guard = self
-                .docker
+                .mount_table
                 .volumes
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
@@ -228,7 +228,7 @@ impl Engine {
             }
         }
         let mut guard = self
-            .docker
+            .mount_table
             .volumes
             .write()
             .unwrap_or_else(|p| p.into_inner());
@@ -266,7 +266,7 @@ impl Engine {
                 }
                 let note = format!("boot ID changed: dropped {cleared} Docker mount reference(s)");
                 tracing::info!("{note}");
-                self.docker
+                self.mount_table
                     .load_notes
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -285,7 +285,7 @@ impl Engine {
         self.store.put(DOCKER_VOLUMES, &v.name, v)?;
         self.docker_with(|_| Ok(()))?;
         let mut guard = self
-            .docker
+            .mount_table
             .volumes
             .write()
             .unwrap_or_else(|p| p.into_inner());
@@ -298,7 +298,7 @@ impl Engine {
     fn docker_forget(&self, name: &str) -> Result<()> {
         self.store.remove(DOCKER_VOLUMES, name)?;
         let mut guard = self
-            .docker
+            .mount_table
             .volumes
             .write()
             .unwrap_or_else(|p| p.into_inner());
@@ -554,8 +554,8 @@ impl Engine {
 
     /// Tears the volume down after `delay` unless a Mount comes first.
     fn docker_arm_teardown(self: &Arc<Self>, name: &str, delay: Duration) {
-        let generation = self.docker.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.docker
+        let generation = self.mount_table.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.mount_table
             .deferred
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -569,7 +569,7 @@ impl Engine {
     }
 
     fn docker_cancel_deferred(&self, name: &str) -> bool {
-        self.docker
+        self.mount_table
             .deferred
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -578,7 +578,7 @@ impl Engine {
     }
 
     fn docker_is_deferred(&self, name: &str) -> bool {
-        self.docker
+        self.mount_table
             .deferred
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -591,7 +591,7 @@ impl Engine {
         };
         {
             let mut deferred = self
-                .docker
+                .mount_table
                 .deferred
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
@@ -703,10 +703,10 @@ impl Engine {
     /// The reconciler's Docker pass: volumes mounted with no reference (a crash inside the
     /// unstage delay or between mount and count, a failed teardown) are unmounted and
     /// detached. Volumes in their unstage delay and busy volumes are left alone.
-    pub(super) async fn reconcile_docker(&self, report: &mut ReconcileReport) {
+    pub(crate) async fn reconcile_docker(&self, report: &mut ReconcileReport) {
         let notes: Vec<String> = std::mem::take(
             &mut *self
-                .docker
+                .mount_table
                 .load_notes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
@@ -771,8 +771,8 @@ fn check_same_options(existing: &DockerVolume, wanted: &BTreeMap<String, String>
     for (key, value) in wanted {
         let same = match existing.options.get(key) {
             Some(have) if key == "size" => {
-                let a = super::size::parse_size("size", have).ok();
-                let b = super::size::parse_size("size", value).ok();
+                let a = crate::size::parse_size("size", have).ok();
+                let b = crate::size::parse_size("size", value).ok();
                 a.is_some() && a == b
             }
             Some(have) => have == value,

@@ -1,9 +1,9 @@
 //! Node expand and stats of a staged volume.
 
-use super::node_records::{
+use crate::records::node::{
     path_component, Phase, PublishRecord, StageRecord, OFFLINE_GROWS, PUBLISHES, STAGES,
 };
-use super::{Engine, Wait};
+use crate::{Engine, Wait};
 use std::path::PathBuf;
 use volbridge_base::error::{Error, Result};
 use volbridge_host::stage::{self, Access, ExpandRequest, Expanded, PublishRequest, Stats};
@@ -26,7 +26,7 @@ impl Engine {
         self.expand_locked(volume_key).await
     }
 
-    pub(super) async fn expand_locked(&self, volume_key: &str) -> Result<Expanded> {
+    pub(crate) async fn expand_locked(&self, volume_key: &str) -> Result<Expanded> {
         let record = self.ready_stage(volume_key)?;
         let ctx = PublishContext::parse(&record.context)?;
         let transport_config = self.node_config.transport.clone();
@@ -87,7 +87,7 @@ impl Engine {
         let path = paths::validate_target("volume_path", path)?;
         let published = self
             .store
-            .get::<super::PublishRecord>(PUBLISHES, &path.display().to_string())?;
+            .get::<crate::PublishRecord>(PUBLISHES, &path.display().to_string())?;
         if path != record.staging_path
             && published
                 .as_ref()
