@@ -77,7 +77,6 @@ impl Engine {
         grown
     }
 
-    /// Usage and health of a volume at a path (its staging path or a publish target).
     /// Stats of a staged volume at its staging path or one of its targets. The volume is
     /// looked up first: an unknown one is NotFound whatever the path (csi.md rule 31); a
     /// malformed path is InvalidArgument, a path the volume is not at, or a target of it
@@ -100,7 +99,7 @@ impl Engine {
         }
         // A target the volume is recorded at but that is gone (a block volume's staging
         // path need not exist: stats then come from the device).
-        if path != record.staging_path && std::fs::symlink_metadata(&path).is_err() {
+        if path != record.staging_path && !self.target_exists(&path).await {
             return Err(Error::not_found(format!(
                 "{} does not exist, though volume '{volume_key}' is recorded as published \
                  there; unpublish it and publish it again",
@@ -116,6 +115,13 @@ impl Engine {
             stage::stats(host, &ctx, transport.as_ref(), &path, block)
         })
         .await
+    }
+
+    /// Whether anything is at a publish target (a dangling symlink counts); one that cannot
+    /// be looked at counts as gone.
+    async fn target_exists(&self, path: &std::path::Path) -> bool {
+        let path = path.to_path_buf();
+        matches!(self.on_host(move |h| h.exists(&path)).await, Ok(true))
     }
 }
 
