@@ -1,48 +1,40 @@
 //! The volume engine: idempotent operations keyed by name, a per-volume guard, per-backend
 //! CSP clients, durable intent records and their replay. No protocol types in or out.
 
-pub mod attachments;
-mod backends;
-pub mod docker_mounts;
+mod controller;
 #[cfg(test)]
 mod flows_tests;
-mod grants;
-mod groups;
 mod guard;
-pub mod intent;
 mod model;
-mod mounts;
 pub mod names;
 mod node;
-mod node_reconcile;
-pub mod node_records;
-mod node_usage;
-mod publishing;
 mod reconcile;
-pub mod requested;
+mod records;
 pub mod size;
-mod snapshot_metadata;
-mod snapshots;
-mod staging;
-pub mod store;
-mod volumes;
 
-pub use attachments::Attachment;
-pub use backends::{Backend, Backends, Connector};
-pub use docker_mounts::{DockerCreate, DockerRelease, DockerSettings, DockerVolume};
-pub use grants::{Grant, GrantRequest};
-pub use groups::{SnapshotGroup, VolumeGroup};
+// Module paths front ends name (`volbridge_engine::store::…`), kept where the folders moved
+// them.
+pub use node::attachments;
+pub use node::mount_table;
+pub use records::node as node_records;
+pub use records::{intent, store};
+
+pub use controller::backends::{Backend, Backends, Connector};
+pub use controller::grants::{Grant, GrantRequest};
+pub use controller::groups::{SnapshotGroup, VolumeGroup};
+pub use controller::requested::{RequestedSource, RequestedVolume, SizeRange, SnapshotRef};
+pub use controller::snapshot_metadata::{ByteRange, RangeWalk, SnapshotKey};
 pub use guard::{OpGuard, OpGuards};
 pub use model::{BackendStatus, CreateVolume, Snapshot, Volume, VolumeSource};
-pub use mounts::{MountVolume, Mounted};
-pub use node::NodeIdentity;
-pub use node_records::{Owner, Phase, PublishRecord, StageRecord};
-pub use publishing::PublishVolume;
+pub use node::attachments::Attachment;
+pub use node::identity::NodeIdentity;
+pub use node::mount_table::{DockerCreate, DockerRelease, DockerSettings, DockerVolume};
+pub use node::mounts::{MountVolume, Mounted};
+pub use node::publishing::PublishVolume;
+pub use node::staging::StageVolume;
 pub use reconcile::ReconcileReport;
-pub use requested::{RequestedSource, RequestedVolume, SizeRange, SnapshotRef};
-pub use snapshot_metadata::{ByteRange, RangeWalk, SnapshotKey};
-pub use staging::StageVolume;
-pub use store::StateStore;
+pub use records::node::{Owner, Phase, PublishRecord, StageRecord};
+pub use records::store::StateStore;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,7 +115,7 @@ pub struct Engine {
     /// every mount a listing of the attachment records.
     releases_pending: std::sync::atomic::AtomicBool,
     /// Docker's volumes and mount references, in memory (loaded on first use).
-    docker: docker_mounts::DockerTable,
+    mount_table: node::mount_table::MountTable,
 }
 
 impl Engine {
@@ -141,7 +133,7 @@ impl Engine {
             orphans_seen: Default::default(),
             reconciled_once: Default::default(),
             releases_pending: std::sync::atomic::AtomicBool::new(true),
-            docker: Default::default(),
+            mount_table: Default::default(),
         })
     }
 

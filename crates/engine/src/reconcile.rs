@@ -1,8 +1,8 @@
 //! Start-up replay of intent records: each interrupted multi-step operation is finished or
 //! rolled back. A record whose backend cannot be reached stays for the next pass.
 
-use super::intent::{self, Intent};
-use super::Engine;
+use crate::records::intent::{self, Intent};
+use crate::Engine;
 use volbridge_base::error::Result;
 use volbridge_proto::csp::{BACKGROUND_COMPLETED, CLONE_SNAPSHOT_PREFIX};
 
@@ -98,7 +98,7 @@ impl Engine {
         }
     }
 
-    fn intent_guard(&self, intent: &Intent) -> Result<Option<super::OpGuard>> {
+    fn intent_guard(&self, intent: &Intent) -> Result<Option<crate::OpGuard>> {
         match intent {
             Intent::CloneFromVolume { .. } => Ok(None),
             Intent::MountVolume { backend, name, .. }
@@ -159,14 +159,14 @@ impl Engine {
                 volume_id,
                 target,
             } => {
-                let key = super::node_records::engine_volume_key(backend, volume_id);
+                let key = crate::records::node::engine_volume_key(backend, volume_id);
                 let done = self
                     .store
-                    .get::<super::PublishRecord>(
-                        super::node_records::PUBLISHES,
+                    .get::<crate::PublishRecord>(
+                        crate::records::node::PUBLISHES,
                         &target.display().to_string(),
                     )?
-                    .is_some_and(|p| p.volume_key == key && p.phase == super::Phase::Ready);
+                    .is_some_and(|p| p.volume_key == key && p.phase == crate::Phase::Ready);
                 if done {
                     return Ok("it had completed".into());
                 }
@@ -180,9 +180,9 @@ impl Engine {
                 volume_id,
                 target,
             } => {
-                let key = super::node_records::engine_volume_key(backend, volume_id);
+                let key = crate::records::node::engine_volume_key(backend, volume_id);
                 {
-                    let _node = self.node_guard(&key, super::Wait::No).await?;
+                    let _node = self.node_guard(&key, crate::Wait::No).await?;
                     self.unpublish_locked(&key, target).await?;
                 }
                 self.release_if_unused(&self.attachment_for(backend, name, volume_id)?)

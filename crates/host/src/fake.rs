@@ -35,6 +35,7 @@ pub enum Call {
     CreateDir(PathBuf),
     CreateFile(PathBuf),
     Remove(PathBuf),
+    RemoveEmptyDir(PathBuf),
     Chown {
         path: PathBuf,
         uid: u32,
@@ -77,6 +78,18 @@ struct State {
     /// [`FakeHost::simulate_filesystems`]).
     signatures: BTreeMap<PathBuf, String>,
     simulate_filesystems: bool,
+    boot_id: BootId,
+    /// Mounts seen in other mount namespaces: (process, device `major:minor`).
+    namespace_mounts: Vec<(u32, String)>,
+}
+
+/// The simulated kernel's boot ID: one from the start, as on a real machine.
+struct BootId(Option<String>);
+
+impl Default for BootId {
+    fn default() -> Self {
+        BootId(Some("00000000-0000-4000-8000-000000000001".to_owned()))
+    }
 }
 
 #[derive(Default)]
@@ -231,6 +244,26 @@ impl FakeHost {
                 super_options: "rw".into(),
             });
         });
+        self
+    }
+
+    /// A reboot as the boot ID shows it (`None`: a kernel without one). Only the ID changes:
+    /// a test drops the mounts and loop devices a reboot loses itself.
+    pub fn set_boot_id(&self, boot_id: Option<&str>) -> &Self {
+        self.with(|s| s.boot_id = BootId(boot_id.map(str::to_owned)));
+        self
+    }
+
+    /// Process `pid`, in a mount namespace of its own (a container), has device `dev`
+    /// (`major:minor`) mounted.
+    pub fn add_namespace_mount(&self, pid: u32, dev: &str) -> &Self {
+        self.with(|s| s.namespace_mounts.push((pid, dev.to_owned())));
+        self
+    }
+
+    /// Process `pid` and its mount namespace are gone (the container stopped).
+    pub fn end_namespace(&self, pid: u32) -> &Self {
+        self.with(|s| s.namespace_mounts.retain(|(p, _)| *p != pid));
         self
     }
 
@@ -432,6 +465,20 @@ impl Host for FakeHost {
         self.with(|s| Ok(s.mounts.clone()))
     }
 
+    fn mounted_in_other_namespaces(&self, dev: &str) -> Result<Vec<u32>> {
+        self.with(|s| {
+            let mut pids: Vec<u32> = s
+                .namespace_mounts
+                .iter()
+                .filter(|(_, d)| d == dev)
+                .map(|(p, _)| *p)
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            Ok(pids)
+        })
+    }
+
     fn loop_attach(&self, file: &Path, read_only: bool) -> Result<PathBuf> {
         self.with(|s| {
             s.calls.push(Call::LoopAttach {
@@ -486,6 +533,10 @@ impl Host for FakeHost {
 
     fn tool_running(&self, _programs: &[&str], _arg: &Path) -> Result<bool> {
         Ok(false)
+    }
+
+    fn boot_id(&self) -> Result<Option<String>> {
+        self.with(|s| Ok(s.boot_id.0.clone()))
     }
 
     fn flush(&self, path: &Path) -> Result<()> {
@@ -569,6 +620,10 @@ impl Host for FakeHost {
         })
     }
 
+    fn exists(&self, path: &Path) -> Result<bool> {
+        self.with(|s| Ok(s.files.contains_key(path)))
+    }
+
     fn canonicalize(&self, path: &Path) -> Result<PathBuf> {
         self.with(|s| {
             if s.files.contains_key(path) {
@@ -636,6 +691,36 @@ impl Host for FakeHost {
         self.with(|s| {
             s.calls.push(Call::Remove(path.to_path_buf()));
             // Like rmdir(2) and unlink(2): a mount point is busy, a directory must be empty.
+            if s.mounts.iter().any(|m| m.target == path) {
+                return Err(Error::internal(format!(
+                    "cannot remove {}: Device or resource busy",
+                    path.display()
+                )));
+            }
+            if s.files.keys().any(|p| p.parent() == Some(path)) {
+                return Err(Error::internal(format!(
+                    "cannot remove {}: Directory not empty",
+                    path.display()
+                )));
+            }
+            s.files.remove(path);
+            Ok(())
+        })
+    }
+
+    fn remove_empty_dir(&self, path: &Path) -> Result<()> {
+        self.with(|s| {
+            s.calls.push(Call::RemoveEmptyDir(path.to_path_buf()));
+            match s.files.get(path) {
+                None => return Ok(()),
+                Some(Node::Dir) => {}
+                Some(_) => {
+                    return Err(Error::internal(format!(
+                        "cannot remove {}: Not a directory",
+                        path.display()
+                    )))
+                }
+            }
             if s.mounts.iter().any(|m| m.target == path) {
                 return Err(Error::internal(format!(
                     "cannot remove {}: Device or resource busy",

@@ -11,6 +11,7 @@ pub mod fake;
 pub mod fs;
 mod loopdev;
 mod mountinfo;
+mod namespaces;
 pub mod paths;
 pub mod read_only_view;
 mod real;
@@ -105,12 +106,17 @@ pub trait Host: Send + Sync {
     /// Whether one of `programs` is running with `arg` among its arguments (a tool that
     /// outlived the daemon before it, see [`Cmd::must_finish`]).
     fn tool_running(&self, programs: &[&str], arg: &Path) -> Result<bool>;
+    /// The kernel's boot ID, new at every boot; `None` where the kernel has none.
+    fn boot_id(&self) -> Result<Option<String>>;
 
     fn mount(&self, spec: &MountSpec) -> Result<()>;
     /// Unmounts `target`; `false` when nothing was mounted there.
     fn unmount(&self, target: &Path) -> Result<bool>;
     /// The mount table of this process's namespace (`/proc/self/mountinfo`).
     fn mounts(&self) -> Result<Vec<MountEntry>>;
+    /// One process for each mount namespace other than this process's whose mount table
+    /// holds device `dev` (`major:minor`): a container still using a volume.
+    fn mounted_in_other_namespaces(&self, dev: &str) -> Result<Vec<u32>>;
 
     /// Binds a file to a free loop device with direct I/O on; returns the device path.
     fn loop_attach(&self, file: &Path, read_only: bool) -> Result<PathBuf>;
@@ -135,6 +141,8 @@ pub trait Host: Send + Sync {
 
     /// Follows symlinks; `None` when the path does not exist.
     fn stat(&self, path: &Path) -> Result<Option<FileStat>>;
+    /// Whether anything is at `path`, a final symlink not followed (a dangling link counts).
+    fn exists(&self, path: &Path) -> Result<bool>;
     fn canonicalize(&self, path: &Path) -> Result<PathBuf>;
     /// A small text file (sysfs attributes); `None` when absent.
     fn read_file(&self, path: &Path) -> Result<Option<String>>;
@@ -148,6 +156,9 @@ pub trait Host: Send + Sync {
     fn create_file(&self, path: &Path) -> Result<()>;
     /// Removes a file or an empty directory; a missing path is success.
     fn remove(&self, path: &Path) -> Result<()>;
+    /// Removes `path` only if it is an empty directory (never data); a missing path is
+    /// success, anything else an error.
+    fn remove_empty_dir(&self, path: &Path) -> Result<()>;
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()>;
     fn chmod(&self, path: &Path, mode: u32) -> Result<()>;
 }

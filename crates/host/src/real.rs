@@ -1,8 +1,8 @@
 //! The [`Host`] of a real machine: syscalls through rustix, tools through [`super::exec`].
 
 use super::{
-    exec, loopdev, mountinfo, Cmd, CmdOutput, FileKind, FileStat, FsUsage, Host, LoopDevice,
-    MountEntry, MountFlags, MountSpec,
+    exec, loopdev, mountinfo, namespaces, Cmd, CmdOutput, FileKind, FileStat, FsUsage, Host,
+    LoopDevice, MountEntry, MountFlags, MountSpec,
 };
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -14,6 +14,8 @@ use volbridge_base::error::{Error, ErrorKind, Result};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealHost;
+
+const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
 fn errno(what: impl std::fmt::Display, e: Errno) -> Error {
     let kind = match e {
@@ -123,6 +125,17 @@ impl Host for RealHost {
         Ok(false)
     }
 
+    fn boot_id(&self) -> Result<Option<String>> {
+        Ok(self
+            .read_file(Path::new(BOOT_ID_FILE))?
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()))
+    }
+
+    fn mounted_in_other_namespaces(&self, dev: &str) -> Result<Vec<u32>> {
+        Ok(namespaces::processes_mounting(Path::new("/proc"), dev))
+    }
+
     fn mounts(&self) -> Result<Vec<MountEntry>> {
         let text = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Error::internal(format!("cannot read /proc/self/mountinfo: {e}")))?;
@@ -220,6 +233,14 @@ impl Host for RealHost {
         }))
     }
 
+    fn exists(&self, path: &Path) -> Result<bool> {
+        match rustix::fs::lstat(path) {
+            Ok(_) => Ok(true),
+            Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
+            Err(e) => Err(errno(format!("cannot stat {}", path.display()), e)),
+        }
+    }
+
     fn canonicalize(&self, path: &Path) -> Result<PathBuf> {
         std::fs::canonicalize(path)
             .map_err(|e| Error::from(e).context(format!("cannot resolve {}", path.display())))
@@ -282,6 +303,14 @@ impl Host for RealHost {
             Err(e) => Err(e),
         };
         match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::from(e).context(format!("cannot remove {}", path.display()))),
+        }
+    }
+
+    fn remove_empty_dir(&self, path: &Path) -> Result<()> {
+        match std::fs::remove_dir(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::from(e).context(format!("cannot remove {}", path.display()))),

@@ -2,7 +2,7 @@
 //! reads after `Error response from daemon: <op> <volume>: ` (docker-volume-plugin.md §13):
 //! `volbridge: <kind>: <detail>[; <hint>]`, one line, at most 300 bytes.
 
-use crate::engine::docker_mounts::IN_USE;
+use crate::engine::mount_table::IN_USE;
 use crate::error::{Error, ErrorKind};
 
 /// The longest `Err` text.

@@ -1,7 +1,7 @@
 //! The Docker Volume Plugin front end (docker-volume-plugin.md): HTTP/1.1 on a unix socket
 //! (or TCP), `POST /Plugin.Activate` and `POST /VolumeDriver.*`, turned into engine calls.
 //! Engine error kinds become `Err` text in one place (`errors`); the mount-ID table lives
-//! in the engine (`engine::docker_mounts`). No storage logic here.
+//! in the engine (`engine::mount_table`). No storage logic here.
 
 mod errors;
 mod handlers;

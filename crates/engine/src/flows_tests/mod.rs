@@ -5,11 +5,12 @@
 //!
 //! The fake and the CSP do not share a filesystem: each new volume's image is mirrored into
 //! the fake (same path, as a sparse image) so the node side finds the file the CSP names.
-//! Every path the flows use on the node lies under the rig's temp dir too, so that the few
-//! real calls the engine makes (removing an empty Docker mount point) cannot reach anything
-//! else.
+//! Every path the flows use on the node lies under the rig's temp dir too, though none of
+//! them reaches the real machine: the engine's only direct file system calls are its state
+//! store's, under the rig's `state` dir.
 
 mod formatting;
+mod mount_table;
 mod mounts;
 mod reconcile;
 mod staging;

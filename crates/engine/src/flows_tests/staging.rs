@@ -326,3 +326,40 @@ async fn a_second_stage_with_other_settings_is_refused() {
     assert!(rig.host.calls().is_empty(), "{:?}", rig.host.calls());
     assert_eq!(rig.count(is_loop_detach), 0);
 }
+
+/// Stats are asked at the staging path or a target the volume is published at; a target
+/// that vanished behind the records (the fake's file system: no real path is looked at) is
+/// NotFound, with what to do about it.
+#[tokio::test]
+async fn stats_at_the_staging_path_or_a_target_that_still_exists() {
+    use volbridge_host::Host;
+    let rig = Rig::new().await;
+    let v = rig.volume("counted").await;
+    let req = rig.stage_request(&v, filesystem(), false).await;
+    rig.engine.node_stage(req.clone(), Wait::No).await.unwrap();
+    let target = rig.node_path("pods/p/counted");
+    rig.engine
+        .node_publish(publish_request(&v, &target, false), Wait::No)
+        .await
+        .unwrap();
+    let key = csi_key(&v);
+    for path in [req.staging_path.clone(), target.display().to_string()] {
+        let stats = rig.engine.node_stats(&key, &path).await.unwrap();
+        assert!(stats.healthy, "{path}: {}", stats.message);
+        assert_eq!(stats.usage.map(|u| u.total_bytes), Some(1 << 30));
+    }
+    let elsewhere = rig.node_path("pods/q/counted").display().to_string();
+    let unknown = rig.engine.node_stats(&key, &elsewhere).await.unwrap_err();
+    assert_eq!(unknown.kind, ErrorKind::NotFound);
+
+    // Something removed the target behind volbridge's back.
+    rig.host.unmount(&target).unwrap();
+    rig.host.remove(&target).unwrap();
+    let gone = rig
+        .engine
+        .node_stats(&key, &target.display().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(gone.kind, ErrorKind::NotFound);
+    assert!(gone.message.contains("does not exist"), "{}", gone.message);
+}

@@ -1,9 +1,9 @@
 //! Volume groups and snapshot groups: crash-consistent snapshots of several volumes at one
 //! point in time (CSI group snapshots stand on these).
 
-use super::model::Snapshot;
-use super::names::validate_name;
-use super::{Engine, Wait};
+use crate::model::Snapshot;
+use crate::names::validate_name;
+use crate::{Engine, Wait};
 use std::collections::BTreeMap;
 use volbridge_base::error::{Error, Result};
 use volbridge_provider::VolumeEdit;

@@ -1,9 +1,9 @@
 //! Node expand and stats of a staged volume.
 
-use super::node_records::{
+use crate::records::node::{
     path_component, Phase, PublishRecord, StageRecord, OFFLINE_GROWS, PUBLISHES, STAGES,
 };
-use super::{Engine, Wait};
+use crate::{Engine, Wait};
 use std::path::PathBuf;
 use volbridge_base::error::{Error, Result};
 use volbridge_host::stage::{self, Access, ExpandRequest, Expanded, PublishRequest, Stats};
@@ -26,7 +26,7 @@ impl Engine {
         self.expand_locked(volume_key).await
     }
 
-    pub(super) async fn expand_locked(&self, volume_key: &str) -> Result<Expanded> {
+    pub(crate) async fn expand_locked(&self, volume_key: &str) -> Result<Expanded> {
         let record = self.ready_stage(volume_key)?;
         let ctx = PublishContext::parse(&record.context)?;
         let transport_config = self.node_config.transport.clone();
@@ -77,7 +77,6 @@ impl Engine {
         grown
     }
 
-    /// Usage and health of a volume at a path (its staging path or a publish target).
     /// Stats of a staged volume at its staging path or one of its targets. The volume is
     /// looked up first: an unknown one is NotFound whatever the path (csi.md rule 31); a
     /// malformed path is InvalidArgument, a path the volume is not at, or a target of it
@@ -87,7 +86,7 @@ impl Engine {
         let path = paths::validate_target("volume_path", path)?;
         let published = self
             .store
-            .get::<super::PublishRecord>(PUBLISHES, &path.display().to_string())?;
+            .get::<crate::PublishRecord>(PUBLISHES, &path.display().to_string())?;
         if path != record.staging_path
             && published
                 .as_ref()
@@ -100,7 +99,7 @@ impl Engine {
         }
         // A target the volume is recorded at but that is gone (a block volume's staging
         // path need not exist: stats then come from the device).
-        if path != record.staging_path && std::fs::symlink_metadata(&path).is_err() {
+        if path != record.staging_path && !self.target_exists(&path).await {
             return Err(Error::not_found(format!(
                 "{} does not exist, though volume '{volume_key}' is recorded as published \
                  there; unpublish it and publish it again",
@@ -116,6 +115,13 @@ impl Engine {
             stage::stats(host, &ctx, transport.as_ref(), &path, block)
         })
         .await
+    }
+
+    /// Whether anything is at a publish target (a dangling symlink counts); one that cannot
+    /// be looked at counts as gone.
+    async fn target_exists(&self, path: &std::path::Path) -> bool {
+        let path = path.to_path_buf();
+        matches!(self.on_host(move |h| h.exists(&path)).await, Ok(true))
     }
 }
 

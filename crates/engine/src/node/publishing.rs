@@ -1,8 +1,8 @@
 //! Node publish and unpublish: a bind of the staged filesystem (or of the device node, for
 //! block volumes) onto a target path, recorded before and after.
 
-use super::node_records::{Phase, PublishRecord, StageRecord, PUBLISHES, STAGES};
-use super::{Engine, Wait};
+use crate::records::node::{Phase, PublishRecord, StageRecord, PUBLISHES, STAGES};
+use crate::{Engine, Wait};
 use volbridge_base::error::{Error, ErrorKind, Result};
 use volbridge_host::stage::{self, PublishRequest};
 use volbridge_host::PublishContext;
@@ -25,7 +25,7 @@ impl Engine {
         self.publish_locked(req).await
     }
 
-    pub(super) async fn publish_locked(&self, req: PublishVolume) -> Result<()> {
+    pub(crate) async fn publish_locked(&self, req: PublishVolume) -> Result<()> {
         let target = paths::validate_target("target_path", &req.target_path)?;
         let key = target.display().to_string();
         let stage = self
@@ -98,7 +98,7 @@ impl Engine {
     }
 
     /// The host half of publish, also used by the reconciler to restore a lost bind.
-    pub(super) async fn publish_on_host(
+    pub(crate) async fn publish_on_host(
         &self,
         stage: &StageRecord,
         record: &PublishRecord,
@@ -172,7 +172,7 @@ impl Engine {
         self.unstage_locked(volume_key, None).await
     }
 
-    pub(super) async fn unpublish_locked(
+    pub(crate) async fn unpublish_locked(
         &self,
         volume_key: &str,
         target: &std::path::Path,
@@ -195,7 +195,7 @@ impl Engine {
         self.store.remove(PUBLISHES, &key)
     }
 
-    pub(super) async fn unpublish_on_host(&self, record: &PublishRecord) -> Result<()> {
+    pub(crate) async fn unpublish_on_host(&self, record: &PublishRecord) -> Result<()> {
         let target = record.target.clone();
         let remove = record.remove_target || record.block;
         let view = record.block && record.read_only;

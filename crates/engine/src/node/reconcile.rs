@@ -3,11 +3,11 @@
 //! states the kernel lost (a reboot) restored, and loop devices or staging mounts that no
 //! record accounts for are cleaned up.
 
-use super::node_records::{
+use crate::records::node::{
     Phase, PublishRecord, StageRecord, FORMATS, OFFLINE_GROWS, PUBLISHES, STAGES,
 };
-use super::reconcile::ReconcileReport;
-use super::{Engine, Wait};
+use crate::ReconcileReport;
+use crate::{Engine, Wait};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use volbridge_host::stage::{self, StageRequest};
@@ -16,7 +16,7 @@ use volbridge_host::{paths, read_only_view, transport, LoopDevice};
 use volbridge_proto::csp::LOCAL_POOL_IMAGE as POOL_IMAGE;
 
 impl Engine {
-    pub(super) async fn reconcile_node(&self, report: &mut ReconcileReport, first_pass: bool) {
+    pub(crate) async fn reconcile_node(&self, report: &mut ReconcileReport, first_pass: bool) {
         // Loops first, records second: any device seen here already has its record.
         let loops = self.on_host(|h| h.loops()).await.unwrap_or_default();
         // Before any stage is mounted again: a device an offline grow was resizing.
@@ -392,13 +392,13 @@ impl Engine {
     /// CSP grants this node holds for nothing: an attachment record with no stage record
     /// (a crash between the CSP publish and the stage). Their grant is ended; records of
     /// volumes the CSP no longer has are dropped.
-    pub(super) async fn reconcile_attachments(&self, report: &mut ReconcileReport) {
+    pub(crate) async fn reconcile_attachments(&self, report: &mut ReconcileReport) {
         let attachments = match self.attachments() {
             Ok(a) => a,
             Err(e) => return report.actions.push(format!("cannot read attachments: {e}")),
         };
         for a in attachments {
-            let key = super::node_records::engine_volume_key(&a.backend, &a.volume_id);
+            let key = crate::records::node::engine_volume_key(&a.backend, &a.volume_id);
             if self
                 .store
                 .get::<StageRecord>(STAGES, &key)

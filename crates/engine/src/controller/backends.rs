@@ -2,7 +2,7 @@
 //! CSP among them), one default, and backends named by the credentials a request carries
 //! (CSI `secrets`), registered on first use.
 
-use super::model::BackendStatus;
+use crate::model::BackendStatus;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use volbridge_base::error::{Error, Result};

@@ -1,11 +1,11 @@
 //! Access grants to other nodes: the controller side of CSI ControllerPublishVolume. The
 //! CSP grants a node (by its persistent UUID) access to a volume; a durable record keeps
 //! which node, how (read-only, access mode) and the publish context the node needs.
-//! Unlike [`super::attachments`] (this node, engine flows), grants name any node and are
+//! Unlike [`crate::node::attachments`] (this node, engine flows), grants name any node and are
 //! never reaped by this node's reconciler: only the CO ends them.
 
-use super::names::validate_name;
-use super::{Engine, Wait};
+use crate::names::validate_name;
+use crate::{Engine, Wait};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use volbridge_base::error::{Error, ErrorKind, Result};

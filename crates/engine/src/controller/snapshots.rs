@@ -1,9 +1,9 @@
 //! Snapshot operations, idempotent by (backend, name, source volume).
 
-use super::model::Snapshot;
-use super::names::validate_name;
 use super::volumes::POLL;
-use super::{Engine, Wait};
+use crate::model::Snapshot;
+use crate::names::validate_name;
+use crate::{Engine, Wait};
 use std::collections::BTreeMap;
 use volbridge_base::error::{Error, ErrorKind, Result};
 use volbridge_provider::SnapshotCreate;
@@ -45,7 +45,7 @@ impl Engine {
 
     /// Polls a snapshot until the CSP reports its data complete, within the copy bound;
     /// then DeadlineExceeded: the same command again waits for the same copy.
-    pub(super) async fn wait_ready(
+    pub(crate) async fn wait_ready(
         &self,
         backend: &str,
         client: &volbridge_provider::CspClient,

@@ -3,12 +3,12 @@
 //! reverse that releases the volume once its last mount is gone.
 
 use super::attachments::{Attachment, COLLECTION as ATTACHMENTS};
-use super::intent::{self, Intent};
-use super::names::validate_name;
-use super::node_records::{
+use crate::names::validate_name;
+use crate::records::intent::{self, Intent};
+use crate::records::node::{
     engine_volume_key, Owner, PublishRecord, StageRecord, PUBLISHES, STAGES,
 };
-use super::{Engine, PublishVolume, StageVolume, Wait};
+use crate::{Engine, PublishVolume, StageVolume, Wait};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use volbridge_base::error::{Error, Result};
@@ -213,7 +213,7 @@ impl Engine {
 
     /// The attachment record of a volume, or a stand-in with what is known (enough to
     /// unstage and end the grant) when the record is already gone.
-    pub(super) fn attachment_for(
+    pub(crate) fn attachment_for(
         &self,
         backend: &str,
         name: &str,
@@ -235,7 +235,7 @@ impl Engine {
     }
 
     /// With no publish left and no pin: unstage, then end the CSP grant.
-    pub(super) async fn release_if_unused(&self, attachment: &Attachment) -> Result<()> {
+    pub(crate) async fn release_if_unused(&self, attachment: &Attachment) -> Result<()> {
         let key = engine_volume_key(&attachment.backend, &attachment.volume_id);
         let _node = self.node_guard(&key, Wait::Bounded).await?;
         if !self.publishes_of(&key)?.is_empty() {
@@ -345,16 +345,16 @@ impl Engine {
         size: u64,
         backend: Option<&str>,
         wait: Wait,
-    ) -> Result<(super::Volume, Option<volbridge_host::stage::Expanded>)> {
+    ) -> Result<(crate::Volume, Option<volbridge_host::stage::Expanded>)> {
         let volume = self.expand_volume(name, size, backend, wait).await?;
         let key = engine_volume_key(&volume.backend, &volume.id);
         let staged = self
             .store
             .get::<StageRecord>(STAGES, &key)?
-            .is_some_and(|s| s.phase == super::Phase::Ready);
+            .is_some_and(|s| s.phase == crate::Phase::Ready);
         if !staged {
             self.store.put(
-                super::node_records::GROWS,
+                crate::records::node::GROWS,
                 &key,
                 &serde_json::json!({"size_bytes": volume.size_bytes}),
             )?;

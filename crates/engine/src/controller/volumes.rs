@@ -1,10 +1,10 @@
 //! Volume operations. Each is idempotent by (backend, name) and runs under the volume's guard.
 
-use super::intent::{self, Intent};
-use super::model::{CreateVolume, Volume, VolumeSource};
-use super::names::validate_name;
-use super::size::align;
-use super::{Engine, Wait};
+use crate::model::{CreateVolume, Volume, VolumeSource};
+use crate::names::validate_name;
+use crate::records::intent::{self, Intent};
+use crate::size::align;
+use crate::{Engine, Wait};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
@@ -341,4 +341,4 @@ impl Engine {
 }
 
 /// How often a waiting caller looks at a running copy.
-pub(super) const POLL: Duration = Duration::from_millis(250);
+pub(crate) const POLL: Duration = Duration::from_millis(250);

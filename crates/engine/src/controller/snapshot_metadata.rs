@@ -3,9 +3,9 @@
 //! extension (docs/snapshot-metadata.md). Everything a request can get wrong is checked
 //! before the first page, so a caller streaming the pages fails before it has sent any.
 
-use super::model::Snapshot;
-use super::names::validate_name;
-use super::Engine;
+use crate::model::Snapshot;
+use crate::names::validate_name;
+use crate::Engine;
 use std::collections::VecDeque;
 use volbridge_base::error::{Error, ErrorKind, Result};
 use volbridge_proto::ranges::{effective_limit, RangePage, EXTENSION_SNAPSHOT_METADATA};

@@ -1,7 +1,7 @@
 //! This node's identity: a UUID made once and kept in the state dir, so that the CSP sees
 //! the same host across restarts (CSI NodeGetInfo, CSP host upsert).
 
-use super::store::StateStore;
+use crate::records::store::StateStore;
 use serde::{Deserialize, Serialize};
 use volbridge_base::error::Result;
 

@@ -1,10 +1,10 @@
 //! Node stage and unstage: the device attached and its filesystem mounted at a staging
 //! path, recorded before and after so that a crash in between is rolled back.
 
-use super::node_records::{
+use crate::records::node::{
     Owner, Phase, PublishRecord, StageRecord, FORMATS, GROWS, PUBLISHES, STAGES,
 };
-use super::{Engine, OpGuard, Wait};
+use crate::{Engine, OpGuard, Wait};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use volbridge_base::error::{Error, ErrorKind, Result};
@@ -26,7 +26,7 @@ pub struct StageVolume {
 }
 
 impl Engine {
-    pub(super) async fn node_guard(&self, volume_key: &str, wait: Wait) -> Result<OpGuard> {
+    pub(crate) async fn node_guard(&self, volume_key: &str, wait: Wait) -> Result<OpGuard> {
         self.guard("@node", volume_key, wait).await
     }
 
@@ -36,7 +36,7 @@ impl Engine {
         self.stage_locked(req).await
     }
 
-    pub(super) async fn stage_locked(&self, req: StageVolume) -> Result<Staged> {
+    pub(crate) async fn stage_locked(&self, req: StageVolume) -> Result<Staged> {
         if req.volume_key.is_empty() {
             return Err(Error::invalid("volume_id", "a volume id is required"));
         }
@@ -185,7 +185,7 @@ impl Engine {
         self.unstage_locked(volume_key, Some(&staging_path)).await
     }
 
-    pub(super) async fn unstage_locked(
+    pub(crate) async fn unstage_locked(
         &self,
         volume_key: &str,
         staging_path: Option<&Path>,
@@ -220,7 +220,7 @@ impl Engine {
     }
 
     /// The host half of unstage, also used by the reconciler.
-    pub(super) async fn unstage_on_host(&self, record: &StageRecord) -> Result<()> {
+    pub(crate) async fn unstage_on_host(&self, record: &StageRecord) -> Result<()> {
         let ctx = PublishContext::parse(&record.context)?;
         let transport_config = self.node_config.transport.clone();
         let staging = record.staging_path.clone();
@@ -244,7 +244,7 @@ impl Engine {
     }
 
     /// Publish records of one volume.
-    pub(super) fn publishes_of(&self, volume_key: &str) -> Result<Vec<PublishRecord>> {
+    pub(crate) fn publishes_of(&self, volume_key: &str) -> Result<Vec<PublishRecord>> {
         Ok(self
             .store
             .list::<PublishRecord>(PUBLISHES)?
@@ -283,7 +283,7 @@ impl Engine {
     /// (the loop device writes through to the image; the filesystem above it caches).
     /// Best effort: a volume staged nowhere here has nothing to flush, and a failed flush
     /// still leaves a crash-consistent snapshot.
-    pub(super) async fn flush_staged(&self, backend: &str, name: Option<&str>) {
+    pub(crate) async fn flush_staged(&self, backend: &str, name: Option<&str>) {
         let Ok(stages) = self.stages() else {
             return;
         };
@@ -320,8 +320,8 @@ impl Engine {
     }
 
     /// The staging directory the engine's own flows use for a volume.
-    pub(super) fn engine_staging_path(&self, volume_key: &str) -> PathBuf {
+    pub(crate) fn engine_staging_path(&self, volume_key: &str) -> PathBuf {
         self.staging_root()
-            .join(super::node_records::path_component(volume_key))
+            .join(crate::records::node::path_component(volume_key))
     }
 }

@@ -2,8 +2,8 @@
 //! publish context as a durable attachment record, keyed by (backend, volume id). The node
 //! half (loop, iSCSI, mount) reads these records.
 
-use super::names::validate_name;
-use super::{Engine, Wait};
+use crate::names::validate_name;
+use crate::{Engine, Wait};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -32,7 +32,7 @@ pub struct Attachment {
 impl Attachment {
     /// The same key as the volume's stage record.
     fn key(backend: &str, volume_id: &str) -> String {
-        super::node_records::engine_volume_key(backend, volume_id)
+        crate::records::node::engine_volume_key(backend, volume_id)
     }
 }
 
@@ -53,7 +53,7 @@ impl Engine {
     }
 
     /// Attach with the volume's guard already held by the caller.
-    pub(super) async fn attach_locked(
+    pub(crate) async fn attach_locked(
         &self,
         backend: &str,
         name: &str,
@@ -116,7 +116,7 @@ impl Engine {
 
     /// Detach with the volume's guard held. With a known volume id the record goes even
     /// when the CSP has forgotten the volume.
-    pub(super) async fn detach_locked(
+    pub(crate) async fn detach_locked(
         &self,
         backend: &str,
         name: &str,
@@ -144,7 +144,7 @@ impl Engine {
     /// Ends the CSP grant of an attachment nothing uses; when the backend is unknown (a
     /// secrets-only backend after a restart) or unreachable, records the release as pending
     /// instead of failing: the node side is already clean.
-    pub(super) async fn release_or_defer(&self, a: &Attachment) -> Result<()> {
+    pub(crate) async fn release_or_defer(&self, a: &Attachment) -> Result<()> {
         match self
             .detach_locked(&a.backend, &a.volume_name, Some(&a.volume_id))
             .await
@@ -179,7 +179,7 @@ impl Engine {
 
     /// Ends the pending releases of one backend (after a call brought it back). Best
     /// effort: what still fails stays pending for the reconciler.
-    pub(super) async fn finish_pending_releases(&self, backend: &str) {
+    pub(crate) async fn finish_pending_releases(&self, backend: &str) {
         if !self.releases_pending.load(Ordering::SeqCst) {
             return;
         }
@@ -204,7 +204,7 @@ impl Engine {
             let key = Attachment::key(&a.backend, &a.volume_id);
             if self
                 .store
-                .get::<super::node_records::StageRecord>(super::node_records::STAGES, &key)
+                .get::<crate::records::node::StageRecord>(crate::records::node::STAGES, &key)
                 .ok()
                 .flatten()
                 .is_some()

@@ -1,0 +1,176 @@
+//! Docker's volume lifecycle on top of the table: create (or find with the same options),
+//! adopt a volume made elsewhere, remove.
+
+use super::{now_secs, DockerCreate, DockerVolume, IN_USE};
+use crate::model::{CreateVolume, VolumeSource};
+use crate::names::validate_name;
+use crate::{Engine, Wait};
+use std::collections::BTreeMap;
+use volbridge_base::error::{Error, ErrorKind, Result};
+
+impl Engine {
+    /// A volume the CSP has but this node has no record of (a `global`-scope backend: made
+    /// on another node): recorded here, so that Docker can use it.
+    pub async fn docker_adopt(&self, name: &str, backend: Option<&str>) -> Result<DockerVolume> {
+        validate_name("name", name)?;
+        let _guard = self.docker_guard(name).await?;
+        if let Some(v) = self.docker_get(name)? {
+            return Ok(v);
+        }
+        let found = self.get_volume(name, backend).await?;
+        let record = DockerVolume {
+            name: name.to_owned(),
+            backend: found.backend.clone(),
+            volume_id: found.id.clone(),
+            created_at: now_secs(),
+            options: BTreeMap::new(),
+            size_bytes: found.size_bytes,
+            fs_type: String::new(),
+            read_only: false,
+            mount_options: Vec::new(),
+            description: found.description.clone(),
+            source: None,
+            refs: BTreeMap::new(),
+            mounted_at: None,
+            release_pending: false,
+        };
+        self.docker_save(&record)?;
+        Ok(record)
+    }
+
+    /// Creates a volume for Docker, or finds it: an existing record whose options agree
+    /// with every option given is success; a differing option is AlreadyExists.
+    pub async fn docker_create(&self, req: DockerCreate) -> Result<DockerVolume> {
+        validate_name("name", &req.name)?;
+        let _guard = self.docker_guard(&req.name).await?;
+        if let Some(existing) = self.docker_get(&req.name)? {
+            check_same_options(&existing, &req.options)?;
+            return Ok(existing);
+        }
+        let source = req.source.as_ref().map(|s| match s {
+            VolumeSource::Snapshot(n) => format!("snapshot:{n}"),
+            VolumeSource::Volume(n) => format!("volume:{n}"),
+            VolumeSource::SnapshotId(id) => format!("snapshot-id:{id}"),
+        });
+        let volume = self
+            .create_volume(
+                CreateVolume {
+                    name: req.name.clone(),
+                    size: req.size,
+                    backend: req.backend.clone(),
+                    description: req.description.clone(),
+                    params: req.params.clone(),
+                    source: req.source.clone(),
+                    multi_initiator: false,
+                },
+                Wait::Bounded,
+            )
+            .await?;
+        let record = DockerVolume {
+            name: req.name.clone(),
+            backend: volume.backend.clone(),
+            volume_id: volume.id.clone(),
+            created_at: now_secs(),
+            options: req.options.clone(),
+            size_bytes: volume.size_bytes,
+            fs_type: req.fs_type.clone(),
+            read_only: req.read_only,
+            mount_options: req.mount_options.clone(),
+            description: req.description.clone(),
+            source,
+            refs: BTreeMap::new(),
+            mounted_at: None,
+            release_pending: false,
+        };
+        self.docker_save(&record)?;
+        Ok(record)
+    }
+
+    /// Removes a Docker volume: refused while this node holds references; an unknown name
+    /// is success.
+    pub async fn docker_remove(&self, name: &str) -> Result<()> {
+        if validate_name("name", name).is_err() {
+            return Ok(());
+        }
+        let _guard = self.docker_guard(name).await?;
+        let Some(mut v) = self.docker_get(name)? else {
+            return Ok(());
+        };
+        let total = v.total_refs();
+        if total > 0 {
+            return Err(Error {
+                kind: ErrorKind::FailedPrecondition,
+                message: format!(
+                    "{name:?} is mounted by {total} container{} on this node",
+                    if total == 1 { "" } else { "s" }
+                ),
+                field: Some(IN_USE.to_owned()),
+            });
+        }
+        self.docker_cancel_deferred(name);
+        if v.mounted_at.is_some() || v.release_pending || self.docker_published(&v)?.is_some() {
+            self.docker_teardown(&mut v).await?;
+        }
+        self.delete_volume(name, Some(&v.backend), Wait::Bounded)
+            .await?;
+        self.docker_forget(name)
+    }
+}
+
+/// An existing volume is adopted when every option the caller gave matches the record.
+fn check_same_options(existing: &DockerVolume, wanted: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in wanted {
+        let same = match existing.options.get(key) {
+            Some(have) if key == "size" => {
+                let a = crate::size::parse_size("size", have).ok();
+                let b = crate::size::parse_size("size", value).ok();
+                a.is_some() && a == b
+            }
+            Some(have) => have == value,
+            None => false,
+        };
+        if !same {
+            let message = match existing.options.get(key) {
+                Some(have) => format!(
+                    "{:?} has {key}={have}, request asks for {value}",
+                    existing.name
+                ),
+                None => format!(
+                    "{:?} was created without {key}, request asks for {key}={value}",
+                    existing.name
+                ),
+            };
+            return Err(Error {
+                kind: ErrorKind::AlreadyExists,
+                message,
+                field: Some(key.clone()),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::mount_table::tests::volume;
+
+    #[test]
+    fn options_must_match_to_adopt() {
+        let v = volume(&[("size", "5Gi"), ("fsType", "xfs")]);
+        let ask = |pairs: &[(&str, &str)]| {
+            let m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            check_same_options(&v, &m)
+        };
+        assert!(ask(&[]).is_ok());
+        assert!(ask(&[("size", "5120Mi")]).is_ok());
+        let e = ask(&[("size", "10Gi")]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists);
+        assert_eq!(e.message, "\"db1\" has size=5Gi, request asks for 10Gi");
+        let e = ask(&[("readOnly", "true")]).unwrap_err();
+        assert!(e.message.contains("without readOnly"), "{}", e.message);
+    }
+}
