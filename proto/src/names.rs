@@ -8,7 +8,8 @@
 //!   be used with `docker volume`, and the other way round. It is also a safe URL path
 //!   segment and a safe file name.
 //! - [`check_stored_name`], for names that already exist or come from an orchestrator:
-//!   1 to 128 bytes, no `/`, `\` or control character, no `..`, not starting with `-`. CSI
+//!   1 to 128 bytes, no `/`, `\` or control character, not `.`, no `..`, not starting with
+//!   `-`. CSI
 //!   names (`pvc-<uuid>`, `snapshot-<uuid>`) pass it as they are; volumes made before the
 //!   user rule existed (`my vol`) keep passing it, so they can still be listed, inspected,
 //!   mounted and removed by the name they have.
@@ -42,6 +43,8 @@ pub enum NameProblem {
     Forbidden(char),
     /// Stored rule: starts with `-` (it would read as a command-line flag).
     LeadingDash,
+    /// Stored rule: `.` alone (it names the directory it would be joined to).
+    Dot,
     DotDot,
 }
 
@@ -75,6 +78,7 @@ impl NameError {
                 "{subject} contains {c:?}; names may not contain '/', '\\' or control characters"
             ),
             NameProblem::LeadingDash => format!("{subject} must not start with '-'"),
+            NameProblem::Dot => format!("{subject} is not a name"),
             NameProblem::DotDot => format!("{subject} must not contain '..'"),
         }
     }
@@ -117,6 +121,9 @@ pub fn check_stored_name(name: &str) -> Result<(), NameError> {
         .find(|c| matches!(c, '/' | '\\') || c.is_control())
     {
         return fail(NameProblem::Forbidden(c));
+    }
+    if name == "." {
+        return fail(NameProblem::Dot);
     }
     if name.contains("..") {
         return fail(NameProblem::DotDot);
@@ -196,6 +203,7 @@ mod tests {
             ("a/b", NameProblem::Forbidden('/')),
             ("a\\b", NameProblem::Forbidden('\\')),
             ("tab\tname", NameProblem::Forbidden('\t')),
+            (".", NameProblem::Dot),
             ("..", NameProblem::DotDot),
             ("../etc", NameProblem::Forbidden('/')),
             ("x..y", NameProblem::DotDot),
