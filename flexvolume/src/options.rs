@@ -6,9 +6,9 @@
 use crate::errors::Failure;
 use crate::names::validate_name;
 use base64::Engine as _;
-use volbridge_proto::options::{self as table, FrontEnd, OptionError};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use volbridge_proto::options::{self as table, FrontEnd, OptionError};
 
 pub const K8S_PREFIX: &str = "kubernetes.io/";
 pub const SECRET_PREFIX: &str = "kubernetes.io/secret/";
@@ -473,7 +473,11 @@ mod tests {
              backend's own setting as csp.<name>=<value>"
         );
         let e = parse(r#"{"thik":"true"}"#).unwrap_err();
-        assert!(e.message().contains("\"thik\" (did you mean thick?)"), "{}", e.message());
+        assert!(
+            e.message().contains("\"thik\" (did you mean thick?)"),
+            "{}",
+            e.message()
+        );
         // An existing volume is found by the name it has; a new one gets the user-name rule.
         let o = parse(r#"{"kubernetes.io/pvOrVolumeName":"pv","volumeName":"my vol"}"#).unwrap();
         assert_eq!(o.volume_name().unwrap(), "my vol");

@@ -5,6 +5,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Percent-encodes one URL path segment (RFC 3986 unreserved bytes kept): a name in an
+/// admin API path, from the CLI and the FlexVolume driver alike.
+pub fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Version prefix of every admin endpoint.
 pub const API_PREFIX: &str = "/v1";
 
@@ -310,6 +324,12 @@ pub struct ReconcileInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments() {
+        assert_eq!(path_segment("pv-data_1.x~"), "pv-data_1.x~");
+        assert_eq!(path_segment("my vol/é"), "my%20vol%2F%C3%A9");
+    }
 
     /// The Docker reference types kept the JSON they had in the front end.
     #[test]

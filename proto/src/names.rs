@@ -250,7 +250,10 @@ mod tests {
             "\"-rf\" must not start with '-'"
         );
         let long = check_user_name(&"n".repeat(200)).unwrap_err().to_string();
-        assert!(long.ends_with("…\" is 200 bytes long; the limit is 128"), "{long}");
+        assert!(
+            long.ends_with("…\" is 200 bytes long; the limit is 128"),
+            "{long}"
+        );
         assert_eq!(shown("a\nb"), "a\\nb");
     }
 }

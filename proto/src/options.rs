@@ -238,7 +238,12 @@ fn unknown(front_end: FrontEnd, key: &str) -> OptionError {
     let names: Vec<&str> = known(front_end).map(|o| o.name).collect();
     let nearest = names
         .iter()
-        .map(|n| (distance(&key.to_ascii_lowercase(), &n.to_ascii_lowercase()), n))
+        .map(|n| {
+            (
+                distance(&key.to_ascii_lowercase(), &n.to_ascii_lowercase()),
+                n,
+            )
+        })
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| format!(" (did you mean {n}?)"))
@@ -262,9 +267,7 @@ fn distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
             prev = cur;
         }
     }
@@ -306,8 +309,7 @@ pub fn parse<'a>(
             ));
         }
         o.given.insert(canonical.clone(), value.to_owned());
-        if front_end == FrontEnd::Flex && value.trim().is_empty() && canonical != "description"
-        {
+        if front_end == FrontEnd::Flex && value.trim().is_empty() && canonical != "description" {
             continue;
         }
         o.apply(&canonical, value)?;
@@ -542,7 +544,10 @@ mod tests {
             size("10").unwrap_err().0,
             "size=\"10\" is 10 bytes, below the 1Mi minimum; did you mean size=10Gi?"
         );
-        assert!(size("99999999999999999999").unwrap_err().0.contains("too large"));
+        assert!(size("99999999999999999999")
+            .unwrap_err()
+            .0
+            .contains("too large"));
     }
 
     #[test]
@@ -583,7 +588,11 @@ mod tests {
     #[test]
     fn refusals_name_the_option() {
         for (k, v, says) in [
-            ("fsType", "zfs", "fsType=\"zfs\": accepted values are ext4, xfs, btrfs"),
+            (
+                "fsType",
+                "zfs",
+                "fsType=\"zfs\": accepted values are ext4, xfs, btrfs",
+            ),
             ("mountOptions", "ro,noatime", "use readOnly=true"),
             ("mountOptions", "ro=1", "is not allowed"),
             ("fsOwner", "root", "accepted values are uid:gid"),
@@ -605,7 +614,9 @@ mod tests {
         let e = docker(&[("description", &"x".repeat(300))]).unwrap_err();
         assert!(e.0.contains("at most 256 bytes"), "{e}");
         assert_eq!(
-            docker(&[("fromSnapshot", "s"), ("cloneOf", "v")]).unwrap_err().0,
+            docker(&[("fromSnapshot", "s"), ("cloneOf", "v")])
+                .unwrap_err()
+                .0,
             "fromSnapshot and cloneOf cannot be combined"
         );
         let e = docker(&[("cloneOf", "v"), ("mkfsOptions", "-m 0")]).unwrap_err();
@@ -629,9 +640,15 @@ mod tests {
              backend, thick, destroyOnDelete; give a backend's own setting as csp.<name>=<value>"
         );
         let e = docker(&[("thik", "true")]).unwrap_err();
-        assert!(e.0.starts_with("unknown option \"thik\" (did you mean thick?); "), "{e}");
+        assert!(
+            e.0.starts_with("unknown option \"thik\" (did you mean thick?); "),
+            "{e}"
+        );
         let e = docker(&[("performancePolicy", "fast")]).unwrap_err();
-        assert!(e.0.starts_with("unknown option \"performancePolicy\"; known: "), "{e}");
+        assert!(
+            e.0.starts_with("unknown option \"performancePolicy\"; known: "),
+            "{e}"
+        );
         // Flex's own options are unknown to Docker, and listed for Flex.
         let e = docker(&[("autoCreate", "true")]).unwrap_err();
         assert!(!e.0.contains("volumeName"), "{e}");

@@ -4,8 +4,8 @@
 use super::client::{segment, AdminClient};
 use super::output::{self, Format};
 use crate::error::Result;
-use volbridge_proto::admin::{DockerRefs, DockerReleaseInfo, ReleaseRequest};
 use clap::Subcommand;
+use volbridge_proto::admin::{DockerRefs, DockerReleaseInfo, ReleaseRequest};
 
 #[derive(Debug, Subcommand)]
 pub enum DockerCommand {

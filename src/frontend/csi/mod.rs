@@ -214,7 +214,11 @@ mod name_tests {
 
     #[test]
     fn csi_names_are_taken_as_csi_allows() {
-        for n in ["pvc-0b1c2d3e-aaaa-bbbb-cccc-123456789abc", "my vol", "snap.1"] {
+        for n in [
+            "pvc-0b1c2d3e-aaaa-bbbb-cccc-123456789abc",
+            "my vol",
+            "snap.1",
+        ] {
             assert_eq!(stored_name("name", n).unwrap(), n);
         }
         // Outside the stored-name rule: one safe key per name, always the same.
@@ -229,7 +233,10 @@ mod name_tests {
         }
         for (n, says) in [
             ("", "name: must not be empty"),
-            ("a\u{1}b", "name: contains '\\u{1}', a control character CSI does not allow"),
+            (
+                "a\u{1}b",
+                "name: contains '\\u{1}', a control character CSI does not allow",
+            ),
         ] {
             assert_eq!(stored_name("name", n).unwrap_err().message, says);
         }
