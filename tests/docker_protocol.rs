@@ -968,13 +968,13 @@ fn c22_error_bodies_status_codes_and_no_secrets() {
     let secret = "hunter2-s3cr3t";
     let mut errors = vec![
         plugin
-            .create("x", &[("size", "10GB"), ("password", secret)])
+            .create("x", &[("size", "10GB"), ("csp.password", secret)])
             .err(),
         plugin.create("my vol", &[]).err(),
         plugin
             .create(
                 "x",
-                &[("fromSnapshot", "nightly"), ("chapPassword", secret)],
+                &[("fromSnapshot", "nightly"), ("csp.chapPassword", secret)],
             )
             .err(),
         plugin.mount("nope", &mount_id(1)).err(),
