@@ -73,12 +73,8 @@ const fn flex_only(
     help: &'static str,
 ) -> OptionSpec {
     OptionSpec {
-        name,
-        syntax,
-        default,
-        help,
         docker: false,
-        flex: true,
+        ..both(name, syntax, default, help)
     }
 }
 
