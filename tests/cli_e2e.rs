@@ -199,6 +199,25 @@ fn bad_input_is_refused_clearly_and_creates_nothing() {
         assert!(err.contains(field), "{args:?} should name '{field}': {err}");
         assert_eq!(err.lines().count(), 1, "one clear line: {err}");
     }
+    // The one name rule, worded as in every front end (docs/vocabulary.md).
+    for (args, want) in [
+        (
+            vec!["volume", "create", "my vol", "--size", "1Gi"],
+            "volbridge: name: \"my vol\" may contain only letters, digits, '_', '.', '-'",
+        ),
+        (
+            vec!["volume", "create", ".hidden", "--size", "1Gi"],
+            "volbridge: name: \".hidden\" must start with a letter or a digit",
+        ),
+        (
+            vec!["snapshot", "create", "a..b", "--volume", "v"],
+            "volbridge: name: \"a..b\" must not contain '..'",
+        ),
+    ] {
+        let out = daemon.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want);
+    }
     // Not found is its own exit code.
     let out = daemon.cli(&["volume", "inspect", "ghost"]);
     assert_eq!(out.status.code(), Some(3));
@@ -233,6 +252,49 @@ fn bad_input_is_refused_clearly_and_creates_nothing() {
     assert_eq!(names(&daemon.json(&["volume", "ls"])), Vec::<String>::new());
     // Nothing was written outside the daemon's own dirs.
     assert!(!dir.path().join("escape").exists());
+}
+
+/// A name the user-name rule refuses but the stored-name rule takes (made through CSI, or
+/// before the rule existed) is still listed, inspected and removed; CSI names outside the
+/// stored-name rule are kept under a safe key (docs/vocabulary.md).
+#[test]
+fn names_outside_the_user_rule_are_not_locked_out() {
+    let dir = TempDir::new("names");
+    let socket = dir.path().join("csi.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let daemon = Daemon::start(dir.path(), &["--csi-endpoint", &endpoint]);
+    let csi = |args: &[&str]| {
+        let mut all = vec!["csi", "--endpoint", endpoint.as_str()];
+        all.extend_from_slice(args);
+        daemon.json(&all)
+    };
+    let made = csi(&["controller", "create", "my vol", "--size", "8Mi"]);
+    assert_eq!(made["volume_id"], "my vol", "{made}");
+    let keyed = csi(&["controller", "create", "team/claim", "--size", "8Mi"]);
+    let key = keyed["volume_id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("csi-") && key.len() == 36, "{keyed}");
+    let again = csi(&["controller", "create", "team/claim", "--size", "8Mi"]);
+    assert_eq!(
+        again["volume_id"],
+        key.as_str(),
+        "the same CSI name, the same volume"
+    );
+
+    let listed = names(&daemon.json(&["volume", "ls"]));
+    assert!(listed.contains(&"my vol".to_owned()), "{listed:?}");
+    assert_eq!(
+        daemon.json(&["volume", "inspect", "my vol"])["name"],
+        "my vol"
+    );
+    let out = daemon.cli(&["volume", "create", "my vol", "--size", "8Mi"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = daemon.cli(&["volume", "rm", "my vol", &key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names(&daemon.json(&["volume", "ls"])), Vec::<String>::new());
 }
 
 #[test]

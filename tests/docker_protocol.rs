@@ -455,7 +455,7 @@ fn c07_every_option_is_parsed_as_specified() {
 }
 
 #[test]
-fn c08_unknown_keys_reach_the_csp_config() {
+fn c08_backend_settings_reach_the_csp_config_and_unknown_keys_are_refused() {
     let Some((dir, _c)) = setup("dk-c08") else {
         return;
     };
@@ -464,20 +464,47 @@ fn c08_unknown_keys_reach_the_csp_config() {
         "pt",
         &[
             ("size", "8Mi"),
-            ("performancePolicy", "fast"),
+            ("csp.performancePolicy", "fast"),
             ("thick", "false"),
         ],
     );
     assert_eq!(r.err(), "", "{}", r.body);
     let v = plugin.daemon.json(&["volume", "inspect", "pt"]);
     assert_eq!(v["config"]["performancePolicy"], "fast", "{v}");
+    assert_eq!(v["config"]["thick"], "false", "{v}");
+    // A misspelt option makes nothing (not a default-size volume, not a stored key).
+    let known = "known: size, fsType, mkfsOptions, mountOptions, fsOwner, fsMode, \
+                 description, fromSnapshot, cloneOf, readOnly, backend, thick, destroyOnDelete; \
+                 give a backend's own setting as csp.<name>=<value>";
+    for (key, want) in [
+        (
+            "sise",
+            format!(
+                "volbridge: invalid option: unknown option \"sise\" (did you mean size?); {known}"
+            ),
+        ),
+        (
+            "thik",
+            format!(
+                "volbridge: invalid option: unknown option \"thik\" (did you mean thick?); {known}"
+            ),
+        ),
+        (
+            "performancePolicy",
+            format!("volbridge: invalid option: unknown option \"performancePolicy\"; {known}"),
+        ),
+    ] {
+        let r = plugin.create("typo", &[(key, "1Gi")]);
+        assert_eq!(r.err(), want, "{key}");
+        assert_eq!(plugin.get("typo").err(), "no such volume", "{key}");
+    }
     // docker volume inspect shows the options under their given names (Docker keeps them);
     // the plugin shows its own Status.
     for (opts, says) in [
         (vec![("volbridge.internal", "1")], "reserved"),
         (vec![("fsType", "xfs"), ("fstype", "ext4")], "given twice"),
         (
-            vec![("perfPolicy", "a"), ("PERFPOLICY", "b")],
+            vec![("csp.perfPolicy", "a"), ("CSP.PERFPOLICY", "b")],
             "given twice",
         ),
         (
@@ -941,13 +968,13 @@ fn c22_error_bodies_status_codes_and_no_secrets() {
     let secret = "hunter2-s3cr3t";
     let mut errors = vec![
         plugin
-            .create("x", &[("size", "10GB"), ("password", secret)])
+            .create("x", &[("size", "10GB"), ("csp.password", secret)])
             .err(),
         plugin.create("my vol", &[]).err(),
         plugin
             .create(
                 "x",
-                &[("fromSnapshot", "nightly"), ("chapPassword", secret)],
+                &[("fromSnapshot", "nightly"), ("csp.chapPassword", secret)],
             )
             .err(),
         plugin.mount("nope", &mount_id(1)).err(),

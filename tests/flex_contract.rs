@@ -310,12 +310,13 @@ fn options_reach_the_daemon_exactly() {
     assert!(!is_mount_point(&pod) && dir_is_empty(&pod));
     assert!(r.volume("pv-missing").is_none());
     // [C18] autoCreate=true, size=2Gi: created at 2 GiB and mounted.
-    // [C11] [C22] Go escapes decode to the original text; unknown keys reach the CSP config.
+    // [C11] [C22] Go escapes decode to the original text; a backend's own setting
+    // (`csp.<name>`) reaches the CSP config.
     let opts = Opts::new("pv-missing")
         .user("autoCreate", "true")
         .user("size", "2Gi")
         .user("description", "db <primary> & co")
-        .user("performancePolicy", "fast&<safe>");
+        .user("csp.performancePolicy", "fast&<safe>");
     assert!(opts.json().contains("\\u003cprimary\\u003e \\u0026 co"));
     k.mount(&pod, &opts).expect_ok("autoCreate mount");
     let v = r.volume("pv-missing").unwrap();
@@ -330,6 +331,14 @@ fn options_reach_the_daemon_exactly() {
             "size=10",
             "volbridge: invalid option: size=\"10\" is 10 bytes, below the 1Mi minimum; did you mean size=10Gi?",
         );
+    // The one option table: a misspelt option is refused, naming the known ones, and
+    // nothing is made.
+    k.mount(&k.pod_dir(&uid(9), "x"), &Opts::new("pv-typo").user("autoCreate", "true").user("sise", "2Gi"))
+        .expect_failure(
+            "sise=2Gi",
+            "volbridge: invalid option: unknown option \"sise\" (did you mean size?); known: size, fsType, mkfsOptions, mountOptions, fsOwner, fsMode, description, fromSnapshot, cloneOf, readOnly, backend, thick, destroyOnDelete, volumeName, autoCreate; give a backend's own setting as csp.<name>=<value>",
+        );
+    assert!(r.volume("pv-typo").is_none());
 
     // [C17] volumeName selects the backend volume.
     let created =

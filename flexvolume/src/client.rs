@@ -250,18 +250,7 @@ impl Daemon {
     }
 }
 
-/// Percent-encodes one path segment (names are validated already; this is belt and braces).
-pub fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use volbridge_proto::admin::path_segment as segment;
 
 /// `/v1/volumes/<name>[/<action>]`.
 pub fn volume_path(name: &str, action: Option<&str>) -> String {

@@ -2,35 +2,13 @@
 //! in a URL or joined to a directory, and every target path must be absolute and normalized.
 
 use crate::errors::Failure;
+use volbridge_proto::names::{check_user_name, shown};
 
-pub const MAX_NAME_BYTES: usize = 128;
-
-/// A volume, snapshot or PV name: letters, digits, `_`, `.`, `-`; at most 128 bytes; not
-/// starting with `-` or `.`; no `..`.
+/// A PV name, or the name of a volume `autoCreate` makes: the one user-name rule of
+/// `volbridge_proto::names` (letters, digits, `_`, `.`, `-`, starting with a letter or a
+/// digit; at most 128 bytes; no `..`). Kubernetes' PV and volume names always pass it.
 pub fn validate_name(what: &str, name: &str) -> Result<(), Failure> {
-    let bad = |why: &str| Failure::new("invalid name", format!("{what} \"{}\" {why}", shown(name)));
-    if name.is_empty() {
-        return Err(Failure::new("invalid name", format!("{what} is empty")));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(bad(&format!(
-            "is {} bytes long; the limit is {MAX_NAME_BYTES}",
-            name.len()
-        )));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return Err(bad("may contain only letters, digits, '_', '.', '-'"));
-    }
-    if name.starts_with('-') || name.starts_with('.') {
-        return Err(bad("must not start with '-' or '.'"));
-    }
-    if name.contains("..") {
-        return Err(bad("must not contain '..'"));
-    }
-    Ok(())
+    check_user_name(name).map_err(|e| Failure::new("invalid name", e.describe(what)))
 }
 
 /// A target directory given by kubelet: absolute, normalized (no `.`/`..` parts, no `//`,
@@ -56,16 +34,6 @@ pub fn validate_path(what: &str, path: &str) -> Result<(), Failure> {
         return Err(bad("is not normalized ('.' or '..')"));
     }
     Ok(())
-}
-
-/// At most 64 characters of user input in a message.
-fn shown(s: &str) -> String {
-    let escaped = s.escape_debug().to_string();
-    if escaped.chars().count() <= 64 {
-        return escaped;
-    }
-    let cut: String = escaped.chars().take(60).collect();
-    format!("{cut}…")
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! The options JSON kubelet and KCM pass (flexvolume.md §8): the `kubernetes.io/*` keys they
 //! add and the user's `flexVolume.options`, parsed and validated before the daemon is
-//! contacted. User options follow the Docker `-o` set (docker-volume-plugin.md §12): keys
-//! case-insensitive, the same syntax and error texts.
+//! contacted. User options are the one option table of `volbridge_proto::options`, shared
+//! with the Docker plugin: the same names, syntax and error texts.
 
 use crate::errors::Failure;
 use crate::names::validate_name;
 use base64::Engine as _;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use volbridge_proto::options::{self as table, FrontEnd, OptionError};
 
 pub const K8S_PREFIX: &str = "kubernetes.io/";
 pub const SECRET_PREFIX: &str = "kubernetes.io/secret/";
@@ -181,7 +182,7 @@ pub fn parse(text: &str) -> Result<Options, Failure> {
         match key.as_str() {
             "kubernetes.io/fsType" => {
                 if !value.is_empty() {
-                    o.k8s_fs_type = Some(fs_type(&key, &value)?);
+                    o.k8s_fs_type = Some(table::fs_type(&key, &value).map_err(invalid)?);
                 }
             }
             "kubernetes.io/readwrite" => {
@@ -217,6 +218,13 @@ pub fn parse(text: &str) -> Result<Options, Failure> {
         o.fs_group = legacy_fs_group;
     }
     o.user = parse_user(user)?;
+    if o.user.auto_create {
+        // A volume autoCreate may make gets a name a person could have typed; an existing
+        // one (`volumeName` alone) is looked up by whatever name it has.
+        if let Some(v) = &o.user.volume_name {
+            validate_name("volumeName", v)?;
+        }
+    }
     Ok(o)
 }
 
@@ -229,225 +237,45 @@ fn gid(key: &str, value: &str) -> Result<u32, Failure> {
     })
 }
 
-fn fs_type(key: &str, value: &str) -> Result<String, Failure> {
-    let lower = value.trim().to_ascii_lowercase();
-    match lower.as_str() {
-        "ext4" | "xfs" | "btrfs" => Ok(lower),
-        _ => Err(Failure::invalid_option(format!(
-            "{key}=\"{}\": volbridge formats ext4, xfs or btrfs",
-            value.escape_debug()
-        ))),
-    }
+fn invalid(e: OptionError) -> Failure {
+    Failure::invalid_option(e.0)
 }
 
-fn boolean(key: &str, value: &str) -> Result<bool, Failure> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(Failure::invalid_option(format!(
-            "{key}=\"{}\": use true or false",
-            value.escape_debug()
-        ))),
-    }
-}
-
-/// The recognised user keys, by their lower-case spelling.
-const KNOWN: [&str; 13] = [
-    "volumeName",
-    "backend",
-    "autoCreate",
-    "size",
-    "mkfsOptions",
-    "fsOwner",
-    "fsMode",
-    "description",
-    "fromSnapshot",
-    "cloneOf",
-    "fsType",
-    "mountOptions",
-    "readOnly",
-];
-
+/// `flexVolume.options`, checked by the one option table.
 fn parse_user(pairs: Vec<(String, String)>) -> Result<UserOptions, Failure> {
-    let mut u = UserOptions::default();
-    let mut seen: BTreeMap<&'static str, String> = BTreeMap::new();
-    for (key, value) in pairs {
-        let Some(canonical) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(&key)) else {
-            if key.len() >= 10 && key[..10].eq_ignore_ascii_case("volbridge.") {
-                return Err(Failure::invalid_option(format!(
-                    "\"{}\": keys starting with volbridge. are reserved",
-                    key.escape_debug()
-                )));
-            }
-            if key.is_empty() || key.chars().any(char::is_control) {
-                return Err(Failure::invalid_option(format!(
-                    "\"{}\" is not an option name",
-                    key.escape_debug()
-                )));
-            }
-            u.config.insert(key, value);
-            continue;
-        };
-        if let Some(first) = seen.insert(canonical, key.clone()) {
-            return Err(Failure::invalid_option(format!(
-                "{canonical} is given twice (as \"{first}\" and \"{key}\")"
-            )));
-        }
-        if value.trim().is_empty() && *canonical != "description" {
-            continue;
-        }
-        let k = *canonical;
-        match k {
-            "volumeName" => {
-                validate_name("volumeName", &value)?;
-                u.volume_name = Some(value);
-            }
-            "backend" => {
-                let b = value.trim();
-                if b.len() > 128 || b.chars().any(|c| c.is_control() || c == '/') {
-                    return Err(Failure::invalid_option(format!(
-                        "backend=\"{}\" is not a backend name",
-                        value.escape_debug()
-                    )));
-                }
-                u.backend = Some(b.to_owned());
-            }
-            "autoCreate" => u.auto_create = boolean(k, &value)?,
-            "readOnly" => u.read_only = boolean(k, &value)?,
-            "size" => u.size = Some(size(&value)?),
-            // As in the Docker plugin: kept in the volume's CSP config (`fsCreateOptions`)
-            // when autoCreate makes it, and used when the node formats it.
-            "mkfsOptions" => {
-                let tokens: Vec<&str> = value.split_whitespace().collect();
-                if tokens
-                    .iter()
-                    .any(|t| t.chars().any(|c| "'\"`$\\;&|<>".contains(c)))
-                {
-                    return Err(Failure::invalid_option(format!(
-                        "mkfsOptions=\"{}\": plain whitespace-separated arguments only, no quoting",
-                        value.escape_debug()
-                    )));
-                }
-                u.config.insert("fsCreateOptions".into(), tokens.join(" "));
-            }
-            "fsOwner" => u.fs_owner = Some(owner(&value)?),
-            "fsMode" => u.fs_mode = Some(mode(&value)?),
-            "description" => {
-                if value.len() > 256 {
-                    return Err(Failure::invalid_option(format!(
-                        "description is {} bytes long; the limit is 256",
-                        value.len()
-                    )));
-                }
-                u.description = Some(value);
-            }
-            "fromSnapshot" => {
-                validate_name("fromSnapshot", &value)?;
-                u.from_snapshot = Some(value);
-            }
-            "cloneOf" => {
-                validate_name("cloneOf", &value)?;
-                u.clone_of = Some(value);
-            }
-            "fsType" => u.fs_type = Some(fs_type(k, &value)?),
-            "mountOptions" => u.mount_options = mount_options(&value)?,
-            _ => unreachable!("every known key is handled"),
-        }
+    let o = table::parse(
+        FrontEnd::Flex,
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(invalid)?;
+    let mut config = o.csp;
+    // As in the Docker plugin: kept in the volume's CSP config (`fsCreateOptions`) when
+    // autoCreate makes it, and used when the node formats it.
+    if let Some(m) = o.mkfs_options {
+        config.insert("fsCreateOptions".into(), m);
     }
-    if u.from_snapshot.is_some() && u.clone_of.is_some() {
-        return Err(Failure::invalid_option(
-            "fromSnapshot and cloneOf cannot be combined",
-        ));
-    }
-    Ok(u)
-}
-
-/// A size in the one grammar of `volbridge_proto::units` (bytes, or a whole number of Ki,
-/// Mi, Gi, Ti, Pi; 1Mi to 1Ei), worded for a FlexVolume user.
-pub fn size(text: &str) -> Result<u64, Failure> {
-    use volbridge_proto::units::SizeError;
-    let shown = text.escape_debug();
-    let digits: String = text
-        .trim()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let example = if digits.is_empty() { "10" } else { &digits };
-    volbridge_proto::units::parse_size(text).map_err(|e| {
-        Failure::invalid_option(match e {
-            SizeError::NotASize => format!(
-                "size=\"{shown}\" is not a size; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"
-            ),
-            SizeError::NotWhole => format!(
-                "size=\"{shown}\": decimals are not accepted; use a whole number of Ki, Mi, Gi or Ti (e.g. size=1536Mi)"
-            ),
-            SizeError::UnknownUnit { unit, .. } => format!(
-                "size=\"{shown}\": unknown unit \"{}\"; use bytes or Ki, Mi, Gi, Ti (e.g. size={example}Gi)",
-                unit.escape_debug()
-            ),
-            SizeError::TooLarge => format!("size=\"{shown}\" is too large; the limit is 1Ei"),
-            SizeError::BelowMinimum {
-                bytes,
-                without_unit,
-            } => {
-                let hint = if without_unit && bytes > 0 {
-                    format!("; did you mean size={digits}Gi?")
-                } else {
-                    String::new()
-                };
-                format!("size=\"{shown}\" is {bytes} bytes, below the 1Mi minimum{hint}")
-            }
-        })
+    Ok(UserOptions {
+        volume_name: o.volume_name,
+        backend: o.backend,
+        auto_create: o.auto_create,
+        size: o.size,
+        fs_owner: o.fs_owner,
+        fs_mode: o.fs_mode,
+        description: o.description,
+        from_snapshot: o.from_snapshot,
+        clone_of: o.clone_of,
+        fs_type: o.fs_type,
+        mount_options: o.mount_options,
+        read_only: o.read_only,
+        config,
     })
 }
 
-fn owner(value: &str) -> Result<(u32, u32), Failure> {
-    let parsed = value
-        .trim()
-        .split_once(':')
-        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
-    parsed.ok_or_else(|| {
-        Failure::invalid_option(format!(
-            "fsOwner=\"{}\": use uid:gid in decimal (e.g. fsOwner=999:999)",
-            value.escape_debug()
-        ))
-    })
-}
-
-fn mode(value: &str) -> Result<u32, Failure> {
-    let v = value.trim();
-    let ok = (3..=4).contains(&v.len()) && v.bytes().all(|b| (b'0'..=b'7').contains(&b));
-    if !ok {
-        return Err(Failure::invalid_option(format!(
-            "fsMode=\"{}\": use 3 or 4 octal digits (e.g. fsMode=0770)",
-            value.escape_debug()
-        )));
-    }
-    u32::from_str_radix(v, 8).map_err(|_| Failure::invalid_option("fsMode is not octal"))
-}
-
-fn mount_options(value: &str) -> Result<Vec<String>, Failure> {
-    let mut out = Vec::new();
-    for opt in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let name = opt.split('=').next().unwrap_or(opt).to_ascii_lowercase();
-        let why = match name.as_str() {
-            "ro" | "rw" => Some("use readOnly=true instead"),
-            "bind" | "rbind" | "remount" => Some("volbridge makes its own mounts"),
-            _ if opt.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                Some("mount options contain no spaces")
-            }
-            _ => None,
-        };
-        if let Some(why) = why {
-            return Err(Failure::invalid_option(format!(
-                "mountOptions=\"{}\": \"{}\" is not allowed; {why}",
-                value.escape_debug(),
-                opt.escape_debug()
-            )));
-        }
-        out.push(opt.to_owned());
-    }
-    Ok(out)
+/// A size in the one grammar of `volbridge_proto::units`, worded as every front end's
+/// `size=` option.
+#[cfg(test)]
+fn size(text: &str) -> Result<u64, Failure> {
+    table::size(text).map_err(invalid)
 }
 
 /// The options for the log: every `kubernetes.io/secret/*` value replaced by `<redacted>`;
@@ -489,7 +317,7 @@ mod tests {
     #[test]
     fn kubelet_keys_and_user_options() {
         let text = format!(
-            r#"{{"autoCreate":"true","fsType":"xfs","kubernetes.io/fsGroup":"999","kubernetes.io/fsType":"ext4","kubernetes.io/mounterArgs.FsGroup":"1234","kubernetes.io/pod.name":"web-0","kubernetes.io/pod.namespace":"default","kubernetes.io/pod.uid":"u-1","kubernetes.io/pvOrVolumeName":"pv-data","kubernetes.io/readwrite":"ro","kubernetes.io/secret/password":"{}","kubernetes.io/serviceAccount.name":"default","kubernetes.io/mountsDir":"/x","size":"2Gi","performancePolicy":"fast"}}"#,
+            r#"{{"autoCreate":"true","fsType":"xfs","kubernetes.io/fsGroup":"999","kubernetes.io/fsType":"ext4","kubernetes.io/mounterArgs.FsGroup":"1234","kubernetes.io/pod.name":"web-0","kubernetes.io/pod.namespace":"default","kubernetes.io/pod.uid":"u-1","kubernetes.io/pvOrVolumeName":"pv-data","kubernetes.io/readwrite":"ro","kubernetes.io/secret/password":"{}","kubernetes.io/serviceAccount.name":"default","kubernetes.io/mountsDir":"/x","size":"2Gi","csp.performancePolicy":"fast"}}"#,
             b64("s3cret pw")
         );
         let o = parse(&text).unwrap();
@@ -522,7 +350,7 @@ mod tests {
     #[test]
     fn go_escapes_decode_to_the_original_text() {
         let o = parse(
-            r#"{"description":"a\u003cb\u003e \u0026 c","kubernetes.io/pvOrVolumeName":"v","note":"x\u0026y"}"#,
+            r#"{"description":"a\u003cb\u003e \u0026 c","kubernetes.io/pvOrVolumeName":"v","csp.note":"x\u0026y"}"#,
         )
         .unwrap();
         assert_eq!(o.user.description.as_deref(), Some("a<b> & c"));
@@ -632,6 +460,37 @@ mod tests {
         assert_eq!(o.user.fs_mode, Some(0o770));
         assert!(o.user.read_only);
         assert!(o.user.config.is_empty());
+    }
+
+    #[test]
+    fn unknown_options_and_new_names_are_refused_in_flex_words() {
+        let e = parse(r#"{"kubernetes.io/pvOrVolumeName":"v","sise":"1Gi"}"#).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "volbridge: invalid option: unknown option \"sise\" (did you mean size?); known: size, \
+             fsType, mkfsOptions, mountOptions, fsOwner, fsMode, description, fromSnapshot, \
+             cloneOf, readOnly, backend, thick, destroyOnDelete, volumeName, autoCreate; give a \
+             backend's own setting as csp.<name>=<value>"
+        );
+        let e = parse(r#"{"thik":"true"}"#).unwrap_err();
+        assert!(
+            e.message().contains("\"thik\" (did you mean thick?)"),
+            "{}",
+            e.message()
+        );
+        // An existing volume is found by the name it has; a new one gets the user-name rule.
+        let o = parse(r#"{"kubernetes.io/pvOrVolumeName":"pv","volumeName":"my vol"}"#).unwrap();
+        assert_eq!(o.volume_name().unwrap(), "my vol");
+        let e = parse(r#"{"volumeName":"my vol","autoCreate":"true"}"#).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "volbridge: invalid name: volumeName \"my vol\" may contain only letters, digits, '_', '.', '-'"
+        );
+        let e = parse(r#"{"kubernetes.io/pvOrVolumeName":".pv"}"#).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "volbridge: invalid name: kubernetes.io/pvOrVolumeName \".pv\" must start with a letter or a digit"
+        );
     }
 
     #[test]

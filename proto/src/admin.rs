@@ -5,6 +5,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Percent-encodes one URL path segment (RFC 3986 unreserved bytes kept): a name in an
+/// admin API path, from the CLI and the FlexVolume driver alike.
+pub fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Version prefix of every admin endpoint.
 pub const API_PREFIX: &str = "/v1";
 
@@ -267,9 +281,87 @@ pub struct PendingRelease {
     pub volume: String,
 }
 
+/// `GET /v1/docker/volumes`: one Docker volume of this node and its mount references.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerRefs {
+    pub name: String,
+    pub backend: String,
+    pub state: String,
+    pub mountpoint: Option<String>,
+    /// Mount ID → how many Mounts Docker sent for it without an Unmount.
+    pub refs: BTreeMap<String, u32>,
+}
+
+/// `POST /v1/docker/volumes/{name}/release`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ReleaseRequest {
+    /// One mount ID; none: all of them.
+    pub id: Option<String>,
+    /// Release even while a container still mounts the volume.
+    pub force: bool,
+}
+
+/// The answer of `POST /v1/docker/volumes/{name}/release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerReleaseInfo {
+    pub volume: String,
+    /// References dropped.
+    pub dropped: u64,
+    /// References left (another ID kept, with `id`).
+    pub remaining: u64,
+    /// The volume was unmounted and detached.
+    pub unmounted: bool,
+}
+
 /// `GET /v1/reconcile` (the last pass) and `POST /v1/reconcile` (a pass now).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileInfo {
     pub actions: Vec<String>,
     pub pending: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments() {
+        assert_eq!(path_segment("pv-data_1.x~"), "pv-data_1.x~");
+        assert_eq!(path_segment("my vol/é"), "my%20vol%2F%C3%A9");
+    }
+
+    /// The Docker reference types kept the JSON they had in the front end.
+    #[test]
+    fn docker_reference_json() {
+        let refs = DockerRefs {
+            name: "db1".into(),
+            backend: "local".into(),
+            state: "mounted".into(),
+            mountpoint: None,
+            refs: [("abc".to_owned(), 2)].into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&refs).unwrap(),
+            r#"{"name":"db1","backend":"local","state":"mounted","mountpoint":null,"refs":{"abc":2}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ReleaseRequest::default()).unwrap(),
+            r#"{"id":null,"force":false}"#
+        );
+        let r: ReleaseRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(r, ReleaseRequest::default());
+        let r: ReleaseRequest = serde_json::from_str(r#"{"id":"m1","force":true}"#).unwrap();
+        assert_eq!((r.id.as_deref(), r.force), (Some("m1"), true));
+        let done = DockerReleaseInfo {
+            volume: "db1".into(),
+            dropped: 1,
+            remaining: 0,
+            unmounted: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&done).unwrap(),
+            r#"{"volume":"db1","dropped":1,"remaining":0,"unmounted":true}"#
+        );
+    }
 }

@@ -7,6 +7,8 @@
 pub mod admin;
 pub mod csp;
 pub mod lenient;
+pub mod names;
+pub mod options;
 pub mod publish_context;
 pub mod ranges;
 pub mod units;

@@ -110,16 +110,4 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
     })
 }
 
-/// Percent-encodes one path segment (names are validated by the daemon, but a CLI user may
-/// type anything).
-pub fn segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use volbridge_proto::admin::path_segment as segment;

@@ -3,10 +3,9 @@
 
 use super::client::{segment, AdminClient};
 use super::output::{self, Format};
-use crate::engine::DockerRelease;
 use crate::error::Result;
-use crate::frontend::api::docker_routes::{DockerRefs, ReleaseRequest};
 use clap::Subcommand;
+use volbridge_proto::admin::{DockerRefs, DockerReleaseInfo, ReleaseRequest};
 
 #[derive(Debug, Subcommand)]
 pub enum DockerCommand {
@@ -75,7 +74,7 @@ pub async fn run(client: &AdminClient, command: DockerCommand, format: Format) -
         }
         DockerCommand::Release { volume, id, force } => {
             let path = format!("/v1/docker/volumes/{}/release", segment(&volume));
-            let done: DockerRelease = client
+            let done: DockerReleaseInfo = client
                 .post(&path, &[], &ReleaseRequest { id, force })
                 .await?;
             match format {

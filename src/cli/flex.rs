@@ -10,7 +10,7 @@ use super::output::{self, Format};
 use crate::error::{Error, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -122,8 +122,7 @@ fn io_error(what: String, e: std::io::Error) -> Error {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    volbridge_base::fs::sync_dir(dir)
         .map_err(|e| io_error(format!("cannot fsync {}", dir.display()), e))
 }
 

@@ -84,42 +84,8 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
-/// Replaces `path` with `bytes` durably: a temp file in the same directory (mode 0600),
-/// fsync, rename, fsync of the directory. A crash leaves the old content or the new.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = parent.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        crate::ids::random_hex(4)
-    ));
-    let written = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all_at(bytes, 0)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(&parent)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
-/// fsync of a directory, making entries created or removed in it durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+/// Durable replacement and directory fsync: the one copy, in `volbridge-base`.
+pub use volbridge_base::fs::{sync_dir, write_atomic};
 
 /// Bytes the file actually occupies on disk.
 pub fn allocated_bytes(path: &Path) -> Option<u64> {

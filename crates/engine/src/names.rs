@@ -1,58 +1,27 @@
-//! External names (CLI, Docker, CSI) are validated here before anything is created. They
-//! become CSP object names, never filesystem paths.
+//! External names (CLI, Docker, CSI, FlexVolume) are checked here before anything is made
+//! or looked up. They become CSP object names, never filesystem paths. The rules and their
+//! words live in `volbridge_proto::names` (docs/vocabulary.md).
 
 use volbridge_base::error::{Error, Result};
+use volbridge_proto::names::{check_stored_name, check_user_name, NameError, NameProblem};
 
-pub const MAX_NAME_BYTES: usize = 128;
-
-/// Checks a volume, snapshot or group name given by a user or orchestrator.
+/// Checks a volume, snapshot or group name the engine stores or looks up: the stored-name
+/// rule, which every CSI name and every name made before the user-name rule passes.
 pub fn validate_name(field: &str, name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "'{}…' is {} bytes long; the limit is {MAX_NAME_BYTES}",
-                truncate(name),
-                name.len()
-            ),
-        ));
-    }
-    if name == "." || name == ".." || name.contains("..") {
-        return Err(Error::invalid(
-            field,
-            format!("'{name}' must not contain '..'"),
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, '/' | '\\') || c.is_control())
-    {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "'{}' contains {c:?}; use letters, digits, '-', '_' and '.'",
-                name.escape_debug()
-            ),
-        ));
-    }
-    if name.starts_with('-') {
-        return Err(Error::invalid(
-            field,
-            format!("'{name}' must not start with '-'"),
-        ));
-    }
-    Ok(())
+    check_stored_name(name).map_err(|e| refusal(field, &e))
 }
 
-fn truncate(s: &str) -> &str {
-    let mut end = 24.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
+/// Checks a name a person is making (CLI and admin API, Docker, FlexVolume create): the
+/// user-name rule.
+pub fn validate_new_name(field: &str, name: &str) -> Result<()> {
+    check_user_name(name).map_err(|e| refusal(field, &e))
+}
+
+fn refusal(field: &str, e: &NameError) -> Error {
+    match e.problem {
+        NameProblem::Empty => Error::invalid(field, "must not be empty"),
+        _ => Error::invalid(field, e.to_string()),
     }
-    &s[..end]
 }
 
 #[cfg(test)]
@@ -70,7 +39,10 @@ mod tests {
             &"x".repeat(128),
         ] {
             validate_name("name", n).unwrap();
+            validate_new_name("name", n).unwrap();
         }
+        // Made before the user-name rule: still found.
+        validate_name("name", "my vol").unwrap();
     }
 
     #[test]
@@ -91,5 +63,10 @@ mod tests {
             assert_eq!(e.field.as_deref(), Some("name"));
             assert!(e.message.starts_with("name: "), "{}", e.message);
         }
+        let e = validate_new_name("name", "my vol").unwrap_err();
+        assert_eq!(
+            e.message,
+            "name: \"my vol\" may contain only letters, digits, '_', '.', '-'"
+        );
     }
 }

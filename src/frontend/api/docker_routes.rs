@@ -1,33 +1,14 @@
 //! Admin API for the Docker front end's mount references: list them, and release those
-//! Docker never released (`volbridge docker refs|release`).
+//! Docker never released (`volbridge docker refs|release`). The wire types are
+//! `volbridge_proto::admin`'s.
 
 use super::error::ApiResult;
 use super::json::ApiJson;
 use super::AdminState;
-use crate::engine::{DockerRelease, DockerVolume};
+use crate::engine::DockerVolume;
 use axum::extract::{Path, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-
-/// One Docker volume and its mount references.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DockerRefs {
-    pub name: String,
-    pub backend: String,
-    pub state: String,
-    pub mountpoint: Option<String>,
-    pub refs: BTreeMap<String, u32>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(default)]
-pub struct ReleaseRequest {
-    /// One mount ID; none: all of them.
-    pub id: Option<String>,
-    /// Release even while a container still mounts the volume.
-    pub force: bool,
-}
+use volbridge_proto::admin::{DockerRefs, DockerReleaseInfo, ReleaseRequest};
 
 fn refs_of(v: &DockerVolume) -> DockerRefs {
     DockerRefs {
@@ -48,10 +29,15 @@ pub async fn release(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<ReleaseRequest>,
-) -> ApiResult<Json<DockerRelease>> {
+) -> ApiResult<Json<DockerReleaseInfo>> {
     let done = state
         .engine
         .docker_release(&name, req.id.as_deref(), req.force)
         .await?;
-    Ok(Json(done))
+    Ok(Json(DockerReleaseInfo {
+        volume: done.volume,
+        dropped: done.dropped,
+        remaining: done.remaining,
+        unmounted: done.unmounted,
+    }))
 }

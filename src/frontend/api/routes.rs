@@ -6,6 +6,7 @@ use super::error::{ApiFailure, ApiResult};
 use super::json::ApiJson;
 use super::secrets::{backend_of, WithSecrets};
 use super::AdminState;
+use crate::engine::names::validate_new_name;
 use crate::engine::size::size_from_json;
 use crate::engine::{CreateVolume, VolumeSource, Wait};
 use crate::error::Error;
@@ -34,6 +35,9 @@ pub async fn create_volume(
     ApiJson(body): ApiJson<WithSecrets<VolumeCreateRequest>>,
 ) -> ApiResult<Json<VolumeInfo>> {
     let req = body.request;
+    // A name a person could type in every front end (docs/vocabulary.md); a volume made
+    // under the older, wider rule is still inspected, mounted and removed by its name.
+    validate_new_name("name", &req.name)?;
     let backend = backend_of(&state.engine, req.backend, &body.secrets)?;
     let size = req
         .size
@@ -118,6 +122,7 @@ pub async fn create_snapshot(
     State(state): State<AdminState>,
     ApiJson(req): ApiJson<SnapshotCreateRequest>,
 ) -> ApiResult<Json<SnapshotInfo>> {
+    validate_new_name("name", &req.name)?;
     let s = state
         .engine
         .create_snapshot(

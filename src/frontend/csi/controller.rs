@@ -157,8 +157,8 @@ impl pb::controller_server::Controller for Csi {
         // (docs/copy-semantics.md rule 3).
         let until =
             super::deadline::copy_deadline(request.metadata(), self.engine.config().copy_wait);
-        let req = request.into_inner();
-        crate::engine::names::validate_name("name", &req.name).map_err(status)?;
+        let mut req = request.into_inner();
+        req.name = super::stored_name("name", &req.name).map_err(status)?;
         Self::check_caps(&req.volume_capabilities)?;
         // Sizes are checked before any backend call (csi.md rule 33).
         size_range(req.capacity_range.as_ref())
@@ -507,8 +507,8 @@ impl pb::controller_server::Controller for Csi {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        crate::engine::names::validate_name("name", &req.name).map_err(status)?;
+        let mut req = request.into_inner();
+        req.name = super::stored_name("name", &req.name).map_err(status)?;
         if !known_name(&req.source_volume_id) {
             return Err(not_found("volume", &req.source_volume_id));
         }

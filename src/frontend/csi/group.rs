@@ -93,8 +93,8 @@ impl pb::group_controller_server::GroupController for Csi {
         &self,
         request: Request<pb::CreateVolumeGroupSnapshotRequest>,
     ) -> Result<Response<pb::CreateVolumeGroupSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        crate::engine::names::validate_name("name", &req.name).map_err(status)?;
+        let mut req = request.into_inner();
+        req.name = super::stored_name("name", &req.name).map_err(status)?;
         let backend = self.backend(&req.secrets)?;
         let backend = backend.as_deref();
         for v in &req.source_volume_ids {

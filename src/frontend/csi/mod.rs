@@ -73,6 +73,44 @@ pub fn validate_driver_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The name a CSI `name` (CreateVolume, CreateSnapshot, CreateVolumeGroupSnapshot) is made
+/// and stored under, which is also the id the CO gets back (docs/vocabulary.md). CSI allows
+/// any text of at most 128 bytes without control characters other than tab, line feed and
+/// carriage return. A name that passes the stored-name rule (`volbridge_proto::names`;
+/// every name Kubernetes makes) is used as it is; any other is stored under `csi-` and 32
+/// hex digits of its SHA-256, so the same name always finds the same volume.
+pub fn stored_name(field: &str, name: &str) -> Result<String> {
+    if name.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    let banned = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+    if let Some(c) = name.chars().find(|c| banned(*c)) {
+        return Err(Error::invalid(
+            field,
+            format!("contains {c:?}, a control character CSI does not allow"),
+        ));
+    }
+    if name.len() > volbridge_proto::names::MAX_NAME_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes long; CSI's limit is {}",
+                name.len(),
+                volbridge_proto::names::MAX_NAME_BYTES
+            ),
+        ));
+    }
+    if volbridge_proto::names::check_stored_name(name).is_ok() {
+        return Ok(name.to_owned());
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("csi-{hex}"))
+}
+
 /// Which services a daemon serves besides Identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -167,5 +205,45 @@ impl Csi {
         pb::Topology {
             segments: [(TOPOLOGY_NODE_KEY.to_owned(), self.node_id().to_owned())].into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::stored_name;
+
+    #[test]
+    fn csi_names_are_taken_as_csi_allows() {
+        for n in [
+            "pvc-0b1c2d3e-aaaa-bbbb-cccc-123456789abc",
+            "my vol",
+            "snap.1",
+        ] {
+            assert_eq!(stored_name("name", n).unwrap(), n);
+        }
+        // Outside the stored-name rule: one safe key per name, always the same.
+        let a = stored_name("name", "ns/claim").unwrap();
+        assert_eq!(a.len(), 4 + 32);
+        assert!(a.starts_with("csi-"), "{a}");
+        assert_eq!(stored_name("name", "ns/claim").unwrap(), a);
+        assert_ne!(stored_name("name", "ns/claim2").unwrap(), a);
+        volbridge_proto::names::check_user_name(&a).unwrap();
+        for n in ["..", "-x", "a\tb", "a\\b", "."] {
+            assert!(stored_name("name", n).unwrap().starts_with("csi-"), "{n:?}");
+        }
+        for (n, says) in [
+            ("", "name: must not be empty"),
+            (
+                "a\u{1}b",
+                "name: contains '\\u{1}', a control character CSI does not allow",
+            ),
+        ] {
+            assert_eq!(stored_name("name", n).unwrap_err().message, says);
+        }
+        let long = "x".repeat(129);
+        assert!(stored_name("name", &long)
+            .unwrap_err()
+            .message
+            .ends_with("CSI's limit is 128"));
     }
 }

@@ -269,7 +269,7 @@ async fn get(docker: &Docker, name: &str) -> Response {
     let found = match found {
         Some(v) => Some(v),
         // A global-scope backend may hold a volume made on another node: one capped lookup.
-        None if docker.scope() == "global" && check_name(name).is_ok() => {
+        None if docker.scope() == "global" && known_name(name) => {
             let engine = docker.engine.clone();
             let n = name.to_owned();
             match tokio::time::timeout(
@@ -324,40 +324,14 @@ fn path_of(docker: &Docker, name: &str) -> Response {
     }
 }
 
-/// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`, and never `..`.
+/// A name Docker makes a volume with: the user-name rule (`volbridge_proto::names`).
 fn check_name(name: &str) -> Result<()> {
-    let invalid = |why: String| Err(Error::invalid("name", why));
-    if name.is_empty() {
-        return invalid("a volume name is required".into());
-    }
-    if name.len() > 128 {
-        let short: String = name.chars().take(24).collect();
-        return invalid(format!(
-            "\"{short}…\" is {} bytes long; the limit is 128",
-            name.len()
-        ));
-    }
-    let shown: String = name
-        .chars()
-        .take(64)
-        .collect::<String>()
-        .escape_debug()
-        .to_string();
-    if !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return invalid(format!("\"{shown}\" must start with a letter or a digit"));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return invalid(format!(
-            "\"{shown}\" may contain only letters, digits, '_', '.', '-'"
-        ));
-    }
-    if name.contains("..") {
-        return invalid(format!("\"{shown}\" must not contain '..'"));
-    }
-    Ok(())
+    volbridge_proto::names::check_user_name(name).map_err(|e| Error::invalid("name", e.to_string()))
+}
+
+/// A name that may be looked up: the stored-name rule, so no volume is locked out.
+fn known_name(name: &str) -> bool {
+    crate::engine::names::validate_name("name", name).is_ok()
 }
 
 /// The call budget of an operation (§9).
@@ -500,7 +474,7 @@ async fn remove(docker: &Docker, name: String) -> Response {
 
 async fn mount(docker: &Docker, req: MountRequest) -> Response {
     tracing::info!(volume = %req.name, id = %req.id, "Docker: Mount");
-    if check_name(&req.name).is_err() {
+    if !known_name(&req.name) {
         return failed(&no_such_volume(&req.name), mountpoint_field(""));
     }
     let engine = docker.engine.clone();

@@ -357,20 +357,11 @@ fn gid_in_group_file(text: &str, name: &str) -> Option<u32> {
         .filter(|gid| *gid != u32::MAX)
 }
 
-/// Temp file + rename in the same directory.
+/// Replaced durably (`volbridge_base::fs`), readable by all as Docker's own files are.
 fn write_discovery(dir: &Path, path: &Path, text: &str) -> Result<()> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::internal(format!("cannot write {}: {e}", path.display()))
-        })
+        .and_then(|()| volbridge_base::fs::write_atomic_mode(path, text.as_bytes(), 0o644))
+        .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Serves Docker on a bound endpoint until `stop` resolves; removes the socket and

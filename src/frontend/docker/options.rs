@@ -1,235 +1,70 @@
-//! The `-o key=value` option set of docker-volume-plugin.md §12: keys matched
-//! case-insensitively, values checked with a message that names the option and what it
-//! accepts, unknown keys passed to the CSP as volume config.
+//! The `-o key=value` options of docker-volume-plugin.md §12, as the one option table
+//! (`volbridge_proto::options`, shared with FlexVolume) defines them, turned into what the
+//! engine needs. Unknown names are refused; a backend's own settings are `csp.<name>`.
 
 use crate::engine::{DockerCreate, VolumeSource};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
+use volbridge_proto::options::{self as table, FrontEnd, OptionError};
 
-const SIZE_HINT: &str = "use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)";
-const FS_TYPES: [&str; 3] = ["ext4", "xfs", "btrfs"];
-const FORBIDDEN_MOUNT_OPTIONS: [&str; 5] = ["ro", "rw", "bind", "rbind", "remount"];
-pub const MAX_DESCRIPTION: usize = 256;
-
-/// The recognised keys, in their canonical spelling.
-const KNOWN: [&str; 11] = [
-    "size",
-    "fsType",
-    "mkfsOptions",
-    "mountOptions",
-    "fsOwner",
-    "fsMode",
-    "description",
-    "fromSnapshot",
-    "cloneOf",
-    "readOnly",
-    "backend",
-];
-
-fn bad(message: impl Into<String>) -> Error {
+fn bad(e: OptionError) -> Error {
     // `field` marks the error as the user's option (the front end's `invalid option`).
     Error {
         kind: crate::ErrorKind::InvalidArgument,
-        message: message.into(),
+        message: e.0,
         field: Some("option".to_owned()),
     }
 }
 
 /// Parses a size in the one grammar (`volbridge_proto::units`), worded as §12 shows.
-pub fn parse_size(text: &str) -> Result<u64> {
-    use volbridge_proto::units::SizeError;
-    volbridge_proto::units::parse_size(text).map_err(|e| {
-        bad(match e {
-            SizeError::NotASize => format!("size={text:?} is not a size; {SIZE_HINT}"),
-            SizeError::NotWhole => format!("size={text:?} is not a whole number; {SIZE_HINT}"),
-            SizeError::UnknownUnit { unit, .. } => {
-                format!("size={text:?}: unknown unit {unit:?}; {SIZE_HINT}")
-            }
-            SizeError::TooLarge => format!("size={text:?} is too large; the limit is 1Ei"),
-            SizeError::BelowMinimum {
-                bytes,
-                without_unit,
-            } => {
-                let hint = if without_unit && bytes > 0 {
-                    format!("; did you mean size={bytes}Gi?")
-                } else {
-                    String::new()
-                };
-                format!("size={text:?} is {bytes} bytes, below the 1Mi minimum{hint}")
-            }
-        })
-    })
-}
-
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(bad(format!(
-            "{key}={value:?}: accepted values are true, false, 1, 0"
-        ))),
-    }
+#[cfg(test)]
+fn parse_size(text: &str) -> Result<u64> {
+    table::size(text).map_err(bad)
 }
 
 /// The user's options, checked and turned into what the engine needs.
 pub fn parse(name: &str, opts: &BTreeMap<String, String>) -> Result<DockerCreate> {
-    // Canonical spelling → value; two spellings of one key are refused.
-    let mut given: BTreeMap<String, String> = BTreeMap::new();
-    let mut config: BTreeMap<String, String> = BTreeMap::new();
-    for (key, value) in opts {
-        if key.is_empty() {
-            return Err(bad("an option has an empty name"));
-        }
-        if key.to_ascii_lowercase().starts_with("volbridge.") {
-            return Err(bad(format!(
-                "{key}: options starting with 'volbridge.' are reserved"
-            )));
-        }
-        let canonical = KNOWN
-            .iter()
-            .find(|k| k.eq_ignore_ascii_case(key))
-            .map(|k| (*k).to_owned());
-        let (slot, canonical) = match canonical {
-            Some(c) => (&mut given, c),
-            None => (&mut config, key.clone()),
-        };
-        let clash = slot
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case(&canonical))
-            .cloned();
-        if let Some(other) = clash {
-            return Err(bad(format!(
-                "{other} and {key} are the same option given twice"
-            )));
-        }
-        slot.insert(canonical, value.clone());
-    }
-
+    let o = table::parse(
+        FrontEnd::Docker,
+        opts.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(bad)?;
     let mut req = DockerCreate {
         name: name.to_owned(),
         fs_type: "ext4".to_owned(),
+        size: o.size,
+        description: o.description,
+        read_only: o.read_only,
+        backend: o.backend,
+        mount_options: o.mount_options,
+        params: o.csp,
         ..DockerCreate::default()
     };
-    if let Some(v) = given.get("size") {
-        req.size = Some(parse_size(v)?);
-    }
-    let from_snapshot = given.get("fromSnapshot");
-    let clone_of = given.get("cloneOf");
-    req.source = match (from_snapshot, clone_of) {
-        (Some(_), Some(_)) => {
-            return Err(bad("fromSnapshot and cloneOf cannot be combined"));
-        }
-        (Some(s), None) => Some(VolumeSource::Snapshot(check_ref("fromSnapshot", s)?)),
-        (None, Some(v)) => Some(VolumeSource::Volume(check_ref("cloneOf", v)?)),
+    req.source = match (o.from_snapshot, o.clone_of) {
+        (Some(s), _) => Some(VolumeSource::Snapshot(s)),
+        (_, Some(v)) => Some(VolumeSource::Volume(v)),
         (None, None) => None,
     };
     if req.source.is_some() {
         // A clone holds its source's filesystem: none is made.
         req.fs_type = String::new();
     }
-    if let Some(fs) = given.get("fsType") {
-        let fs = fs.to_ascii_lowercase();
-        if !FS_TYPES.contains(&fs.as_str()) {
-            return Err(bad(format!(
-                "fsType={:?}: accepted values are ext4, xfs, btrfs",
-                given["fsType"]
-            )));
-        }
+    if let Some(fs) = o.fs_type {
         req.params.insert("fsType".into(), fs.clone());
         req.fs_type = fs;
     }
-    if let Some(m) = given.get("mkfsOptions") {
-        if req.source.is_some() {
-            return Err(bad(
-                "mkfsOptions cannot be combined with fromSnapshot or cloneOf (a clone is never formatted)",
-            ));
-        }
-        let tokens: Vec<&str> = m.split_whitespace().collect();
-        if tokens
-            .iter()
-            .any(|t| t.chars().any(|c| "'\"`$\\;&|<>".contains(c)))
-        {
-            return Err(bad(format!(
-                "mkfsOptions={m:?}: plain whitespace-separated arguments only, no quoting"
-            )));
-        }
+    if let Some(m) = o.mkfs_options {
+        req.params.insert("fsCreateOptions".into(), m);
+    }
+    if let Some((uid, gid)) = o.fs_owner {
+        req.params.insert("fsOwner".into(), format!("{uid}:{gid}"));
+    }
+    if o.fs_mode.is_some() {
         req.params
-            .insert("fsCreateOptions".into(), tokens.join(" "));
+            .insert("fsMode".into(), o.given["fsMode"].trim().to_owned());
     }
-    if let Some(m) = given.get("mountOptions") {
-        let mut list = Vec::new();
-        for o in m.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            if FORBIDDEN_MOUNT_OPTIONS.contains(&o.to_ascii_lowercase().as_str()) {
-                return Err(bad(format!(
-                    "mountOptions={m:?}: {o:?} is not allowed (ro, rw, bind, rbind, remount are refused; use readOnly=true)"
-                )));
-            }
-            if o.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(bad(format!(
-                    "mountOptions={m:?}: a comma-separated list such as noatime,discard"
-                )));
-            }
-            list.push(o.to_owned());
-        }
-        req.mount_options = list;
-    }
-    if let Some(o) = given.get("fsOwner") {
-        let ok = o.split_once(':').is_some_and(|(u, g)| {
-            !u.is_empty() && !g.is_empty() && u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok()
-        });
-        if !ok {
-            return Err(bad(format!(
-                "fsOwner={o:?}: accepted values are uid:gid in decimal (e.g. fsOwner=999:999)"
-            )));
-        }
-        req.params.insert("fsOwner".into(), o.clone());
-    }
-    if let Some(m) = given.get("fsMode") {
-        let ok = (3..=4).contains(&m.len()) && m.bytes().all(|b| (b'0'..=b'7').contains(&b));
-        if !ok {
-            return Err(bad(format!(
-                "fsMode={m:?}: accepted values are octal modes of 3 or 4 digits (e.g. 755, 0770, 1777)"
-            )));
-        }
-        req.params.insert("fsMode".into(), m.clone());
-    }
-    if let Some(d) = given.get("description") {
-        if d.len() > MAX_DESCRIPTION || d.chars().any(char::is_control) {
-            return Err(bad(format!(
-                "description is {} bytes; accepted is one line of at most {MAX_DESCRIPTION} bytes",
-                d.len()
-            )));
-        }
-        req.description = Some(d.clone());
-    }
-    if let Some(r) = given.get("readOnly") {
-        req.read_only = parse_bool("readOnly", r)?;
-    }
-    if let Some(b) = given.get("backend") {
-        if crate::engine::names::validate_name("backend", b).is_err() {
-            return Err(bad(format!("backend={b:?} is not a backend name")));
-        }
-        req.backend = Some(b.clone());
-    }
-    for (key, value) in &config {
-        if !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            return Err(bad(format!(
-                "{key}: option names may contain only letters, digits, '_', '-', '.'"
-            )));
-        }
-        req.params.insert(key.clone(), value.clone());
-    }
-    req.options = given.into_iter().chain(config).collect();
+    req.options = o.given;
     Ok(req)
-}
-
-fn check_ref(key: &str, value: &str) -> Result<String> {
-    crate::engine::names::validate_name(key, value)
-        .map_err(|_| bad(format!("{key}={value:?} is not a volume or snapshot name")))?;
-    Ok(value.to_owned())
 }
 
 #[cfg(test)]
@@ -308,7 +143,8 @@ mod tests {
                 ("description", "orders db"),
                 ("readOnly", "TRUE"),
                 ("backend", "array1"),
-                ("performancePolicy", "fast"),
+                ("csp.performancePolicy", "fast"),
+                ("thick", "true"),
             ]),
         )
         .unwrap();
@@ -316,6 +152,8 @@ mod tests {
         assert_eq!(r.params["fsOwner"], "999:998");
         assert_eq!(r.params["fsMode"], "0770");
         assert_eq!(r.params["performancePolicy"], "fast");
+        assert_eq!(r.params["thick"], "true");
+        assert_eq!(r.options["csp.performancePolicy"], "fast");
         assert_eq!(r.mount_options, ["noatime", "discard"]);
         assert!(r.read_only);
         assert_eq!(r.backend.as_deref(), Some("array1"));
@@ -334,6 +172,26 @@ mod tests {
         }
         let long = "x".repeat(300);
         assert!(parse("v", &opts(&[("description", &long)])).is_err());
+    }
+
+    #[test]
+    fn unknown_options_are_refused_in_docker_words() {
+        use crate::frontend::docker::errors::{err_text, MAX_ERR};
+        let e = parse("v", &opts(&[("sise", "1Gi")])).unwrap_err();
+        assert_eq!(
+            err_text(&e),
+            "volbridge: invalid option: unknown option \"sise\" (did you mean size?); known: size, \
+             fsType, mkfsOptions, mountOptions, fsOwner, fsMode, description, fromSnapshot, \
+             cloneOf, readOnly, backend, thick, destroyOnDelete; give a backend's own setting \
+             as csp.<name>=<value>"
+        );
+        assert!(err_text(&e).len() <= MAX_ERR);
+        let e = parse("v", &opts(&[("thik", "true")])).unwrap_err();
+        assert!(err_text(&e).starts_with(
+            "volbridge: invalid option: unknown option \"thik\" (did you mean thick?); known: "
+        ));
+        let e = parse("v", &opts(&[("autoCreate", "true")])).unwrap_err();
+        assert!(e.message.starts_with("unknown option \"autoCreate\""));
     }
 
     #[test]

@@ -1,0 +1,663 @@
+//! The `-o key=value` options of a volume, one table for the Docker plugin (`docker volume
+//! create -o`) and the FlexVolume driver (`flexVolume.options`): names, values, defaults,
+//! help and the checks (docs/vocabulary.md).
+//!
+//! - Names are matched case-insensitively (`fstype` = `fsType`); two spellings of one name
+//!   in a request are refused.
+//! - An option outside the table is refused with a sentence naming it and the known ones
+//!   (and the nearest known name, for a typo): `-o sise=1Gi` must not make a default-size
+//!   volume, `-o thik=true` must not be stored.
+//! - A backend's own settings, which volbridge does not know, are given as
+//!   `csp.<name>=<value>` and reach the CSP's volume `config` as `<name>`
+//!   (`-o csp.performancePolicy=fast`).
+//! - `volbridge.*` names are reserved.
+//!
+//! Every refusal is an [`OptionError`], a sentence each front end prefixes with its own
+//! words (`volbridge: invalid option: …`).
+
+use crate::names::{check_stored_name, shown};
+use crate::units::{parse_size, SizeError};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The front end whose options are parsed: each knows the options listed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    Docker,
+    Flex,
+}
+
+/// One option of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// The canonical spelling.
+    pub name: &'static str,
+    /// What a value looks like.
+    pub syntax: &'static str,
+    /// What applies when the option is not given.
+    pub default: &'static str,
+    pub help: &'static str,
+    pub docker: bool,
+    pub flex: bool,
+}
+
+impl OptionSpec {
+    pub fn known_to(&self, front_end: FrontEnd) -> bool {
+        match front_end {
+            FrontEnd::Docker => self.docker,
+            FrontEnd::Flex => self.flex,
+        }
+    }
+}
+
+const fn both(
+    name: &'static str,
+    syntax: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        name,
+        syntax,
+        default,
+        help,
+        docker: true,
+        flex: true,
+    }
+}
+
+const fn flex_only(
+    name: &'static str,
+    syntax: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        docker: false,
+        ..both(name, syntax, default, help)
+    }
+}
+
+/// The table.
+pub const OPTIONS: [OptionSpec; 15] = [
+    both(
+        "size",
+        "bytes, or a whole number of Ki, Mi, Gi, Ti, Pi (1Mi to 1Ei)",
+        "the daemon's default size (1Gi); a clone: its source's",
+        "the volume's size; the CSP may round it up",
+    ),
+    both(
+        "fsType",
+        "ext4, xfs or btrfs",
+        "ext4 (the daemon's default); a clone: its source's",
+        "the filesystem made on a blank volume",
+    ),
+    both(
+        "mkfsOptions",
+        "whitespace-separated arguments, no quoting",
+        "none",
+        "extra arguments of mkfs at the first format; not with fromSnapshot or cloneOf",
+    ),
+    both(
+        "mountOptions",
+        "a comma-separated list such as noatime,discard",
+        "none",
+        "mount options at every mount; ro, rw, bind, rbind and remount are refused",
+    ),
+    both(
+        "fsOwner",
+        "uid:gid in decimal",
+        "0:0",
+        "owner of the filesystem's root after the first format",
+    ),
+    both(
+        "fsMode",
+        "3 or 4 octal digits",
+        "0755",
+        "mode of the filesystem's root after the first format",
+    ),
+    both(
+        "description",
+        "one line of at most 256 bytes",
+        "none",
+        "shown by inspect",
+    ),
+    both(
+        "fromSnapshot",
+        "a snapshot's name",
+        "none",
+        "make the volume from this snapshot",
+    ),
+    both(
+        "cloneOf",
+        "a volume's name",
+        "none",
+        "make the volume as a copy of this volume",
+    ),
+    both(
+        "readOnly",
+        "true, false, 1 or 0",
+        "false",
+        "mount the volume read-only",
+    ),
+    both(
+        "backend",
+        "the name of a backend in the daemon's configuration",
+        "the default backend (Flex: the backend of the secrets)",
+        "where the volume lives",
+    ),
+    both(
+        "thick",
+        "true, false, 1 or 0",
+        "false",
+        "allocate the whole size at creation (CSP setting thick)",
+    ),
+    both(
+        "destroyOnDelete",
+        "true, false, 1 or 0",
+        "true",
+        "false: the CSP keeps the data of a removed volume (CSP setting destroy_on_delete)",
+    ),
+    flex_only(
+        "volumeName",
+        "a volume's name",
+        "the PV name",
+        "the backend volume, when its name is not the PV's",
+    ),
+    flex_only(
+        "autoCreate",
+        "true, false, 1 or 0",
+        "false",
+        "make the volume at the first mount when it does not exist",
+    ),
+];
+
+/// Names that reach the CSP's volume `config` as they are.
+const CSP_SETTINGS: [&str; 2] = ["thick", "destroyOnDelete"];
+/// The prefix of a backend's own setting.
+pub const CSP_PREFIX: &str = "csp.";
+/// The prefix volbridge keeps for itself.
+pub const RESERVED_PREFIX: &str = "volbridge.";
+pub const FS_TYPES: [&str; 3] = ["ext4", "xfs", "btrfs"];
+pub const MAX_DESCRIPTION: usize = 256;
+const FORBIDDEN_MOUNT_OPTIONS: [&str; 5] = ["ro", "rw", "bind", "rbind", "remount"];
+const SIZE_HINT: &str = "use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)";
+
+/// Why the options are refused: a sentence naming the option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError(pub String);
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+fn bad<T>(message: impl Into<String>) -> Result<T, OptionError> {
+    Err(OptionError(message.into()))
+}
+
+/// The options, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub size: Option<u64>,
+    /// Lower case.
+    pub fs_type: Option<String>,
+    /// The arguments joined by one space.
+    pub mkfs_options: Option<String>,
+    pub mount_options: Vec<String>,
+    pub fs_owner: Option<(u32, u32)>,
+    pub fs_mode: Option<u32>,
+    pub description: Option<String>,
+    pub from_snapshot: Option<String>,
+    pub clone_of: Option<String>,
+    pub read_only: bool,
+    pub backend: Option<String>,
+    pub volume_name: Option<String>,
+    pub auto_create: bool,
+    /// For the CSP's volume `config` (camelCase names): the CSP settings of the table as
+    /// `"true"`/`"false"`, and every `csp.<name>` without its prefix.
+    pub csp: BTreeMap<String, String>,
+    /// Every option as given, under its canonical name (`csp.` ones with their prefix).
+    pub given: BTreeMap<String, String>,
+}
+
+/// The options `front_end` knows, in table order.
+pub fn known(front_end: FrontEnd) -> impl Iterator<Item = &'static OptionSpec> {
+    OPTIONS.iter().filter(move |o| o.known_to(front_end))
+}
+
+/// The refusal of an option outside the table.
+fn unknown(front_end: FrontEnd, key: &str) -> OptionError {
+    let names: Vec<&str> = known(front_end).map(|o| o.name).collect();
+    let nearest = names
+        .iter()
+        .map(|n| {
+            (
+                distance(&key.to_ascii_lowercase(), &n.to_ascii_lowercase()),
+                n,
+            )
+        })
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| format!(" (did you mean {n}?)"))
+        .unwrap_or_default();
+    let mut key_shown = shown(key);
+    if key_shown.chars().count() > 32 {
+        key_shown = key_shown.chars().take(31).collect::<String>() + "…";
+    }
+    OptionError(format!(
+        "unknown option \"{key_shown}\"{nearest}; known: {}; give a backend's own setting as {CSP_PREFIX}<name>=<value>",
+        names.join(", ")
+    ))
+}
+
+/// Edit distance (Levenshtein) of two short ASCII-lowercased names.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Checks `pairs` as `front_end`'s options. Flex: a known option with an empty value counts
+/// as not given (PV templates often carry `fsType: ""`).
+pub fn parse<'a>(
+    front_end: FrontEnd,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Options, OptionError> {
+    let mut o = Options::default();
+    for (key, value) in pairs {
+        if key.is_empty() {
+            return bad("an option has an empty name");
+        }
+        if starts_with_ignore_case(key, RESERVED_PREFIX) {
+            return bad(format!(
+                "{}: options starting with '{RESERVED_PREFIX}' are reserved",
+                shown(key)
+            ));
+        }
+        let canonical = if starts_with_ignore_case(key, CSP_PREFIX) {
+            let setting = &key[CSP_PREFIX.len()..];
+            check_setting_name(key, setting)?;
+            format!("{CSP_PREFIX}{setting}")
+        } else {
+            known(front_end)
+                .find(|k| k.name.eq_ignore_ascii_case(key))
+                .ok_or_else(|| unknown(front_end, key))?
+                .name
+                .to_owned()
+        };
+        if let Some(other) = o.given.keys().find(|k| k.eq_ignore_ascii_case(&canonical)) {
+            return bad(format!(
+                "{other} and {} are the same option given twice",
+                shown(key)
+            ));
+        }
+        o.given.insert(canonical.clone(), value.to_owned());
+        if front_end == FrontEnd::Flex && value.trim().is_empty() && canonical != "description" {
+            continue;
+        }
+        o.apply(&canonical, value)?;
+    }
+    if o.from_snapshot.is_some() && o.clone_of.is_some() {
+        return bad("fromSnapshot and cloneOf cannot be combined");
+    }
+    if o.mkfs_options.is_some() && (o.from_snapshot.is_some() || o.clone_of.is_some()) {
+        return bad(
+            "mkfsOptions cannot be combined with fromSnapshot or cloneOf (a clone is never formatted)",
+        );
+    }
+    Ok(o)
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len()
+        && text.is_char_boundary(prefix.len())
+        && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// A backend setting's name: letters, digits, `_`, `-`, `.`.
+fn check_setting_name(key: &str, setting: &str) -> Result<(), OptionError> {
+    if setting.is_empty()
+        || !setting
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return bad(format!(
+            "{}: a backend setting is {CSP_PREFIX}<name>, the name of letters, digits, '_', '-', '.'",
+            shown(key)
+        ));
+    }
+    Ok(())
+}
+
+impl Options {
+    fn apply(&mut self, key: &str, raw: &str) -> Result<(), OptionError> {
+        let value = raw.trim();
+        if let Some(setting) = key.strip_prefix(CSP_PREFIX) {
+            self.csp.insert(setting.to_owned(), raw.to_owned());
+            return Ok(());
+        }
+        match key {
+            "size" => self.size = Some(size(raw)?),
+            "fsType" => self.fs_type = Some(fs_type(key, raw)?),
+            "mkfsOptions" => self.mkfs_options = Some(mkfs_options(raw)?),
+            "mountOptions" => self.mount_options = mount_options(raw)?,
+            "fsOwner" => self.fs_owner = Some(fs_owner(raw)?),
+            "fsMode" => self.fs_mode = Some(fs_mode(raw)?),
+            "description" => {
+                if raw.len() > MAX_DESCRIPTION || raw.chars().any(char::is_control) {
+                    return bad(format!(
+                        "description is {} bytes; accepted is one line of at most {MAX_DESCRIPTION} bytes",
+                        raw.len()
+                    ));
+                }
+                self.description = Some(raw.to_owned());
+            }
+            "fromSnapshot" => self.from_snapshot = Some(reference(key, value, "snapshot")?),
+            "cloneOf" => self.clone_of = Some(reference(key, value, "volume")?),
+            "volumeName" => self.volume_name = Some(reference(key, value, "volume")?),
+            "readOnly" => self.read_only = boolean(key, value)?,
+            "autoCreate" => self.auto_create = boolean(key, value)?,
+            "backend" => {
+                if check_stored_name(value).is_err() {
+                    return bad(format!("backend={raw:?} is not a backend name"));
+                }
+                self.backend = Some(value.to_owned());
+            }
+            setting if CSP_SETTINGS.contains(&setting) => {
+                let b = boolean(key, value)?;
+                self.csp.insert(setting.to_owned(), b.to_string());
+            }
+            _ => unreachable!("every option of the table is applied"),
+        }
+        Ok(())
+    }
+}
+
+/// A size in the one grammar of [`crate::units`], worded as docker-volume-plugin.md §13.
+pub fn size(text: &str) -> Result<u64, OptionError> {
+    parse_size(text).map_err(|e| {
+        OptionError(match e {
+            SizeError::NotASize => format!("size={text:?} is not a size; {SIZE_HINT}"),
+            SizeError::NotWhole => format!("size={text:?} is not a whole number; {SIZE_HINT}"),
+            SizeError::UnknownUnit { unit, .. } => {
+                format!("size={text:?}: unknown unit {unit:?}; {SIZE_HINT}")
+            }
+            SizeError::TooLarge => format!("size={text:?} is too large; the limit is 1Ei"),
+            SizeError::BelowMinimum {
+                bytes,
+                without_unit,
+            } => {
+                let hint = if without_unit && bytes > 0 {
+                    format!("; did you mean size={bytes}Gi?")
+                } else {
+                    String::new()
+                };
+                format!("size={text:?} is {bytes} bytes, below the 1Mi minimum{hint}")
+            }
+        })
+    })
+}
+
+/// `ext4`, `xfs` or `btrfs`, any case, as lower case (`key`: `fsType`, or kubelet's
+/// `kubernetes.io/fsType`).
+pub fn fs_type(key: &str, raw: &str) -> Result<String, OptionError> {
+    let lower = raw.trim().to_ascii_lowercase();
+    if FS_TYPES.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        bad(format!(
+            "{key}={raw:?}: accepted values are {}",
+            FS_TYPES.join(", ")
+        ))
+    }
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, OptionError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bad(format!(
+            "{key}={value:?}: accepted values are true, false, 1, 0"
+        )),
+    }
+}
+
+fn mkfs_options(raw: &str) -> Result<String, OptionError> {
+    let tokens: Vec<&str> = raw.split_whitespace().collect();
+    if tokens
+        .iter()
+        .any(|t| t.chars().any(|c| "'\"`$\\;&|<>".contains(c)))
+    {
+        return bad(format!(
+            "mkfsOptions={raw:?}: plain whitespace-separated arguments only, no quoting"
+        ));
+    }
+    Ok(tokens.join(" "))
+}
+
+fn mount_options(raw: &str) -> Result<Vec<String>, OptionError> {
+    let mut list = Vec::new();
+    for o in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let name = o.split('=').next().unwrap_or(o).to_ascii_lowercase();
+        if FORBIDDEN_MOUNT_OPTIONS.contains(&name.as_str()) {
+            return bad(format!(
+                "mountOptions={raw:?}: {o:?} is not allowed (ro, rw, bind, rbind, remount are refused; use readOnly=true)"
+            ));
+        }
+        if o.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad(format!(
+                "mountOptions={raw:?}: a comma-separated list such as noatime,discard"
+            ));
+        }
+        list.push(o.to_owned());
+    }
+    Ok(list)
+}
+
+fn fs_owner(raw: &str) -> Result<(u32, u32), OptionError> {
+    raw.trim()
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+        .ok_or_else(|| {
+            OptionError(format!(
+                "fsOwner={raw:?}: accepted values are uid:gid in decimal (e.g. fsOwner=999:999)"
+            ))
+        })
+}
+
+fn fs_mode(raw: &str) -> Result<u32, OptionError> {
+    let v = raw.trim();
+    if (3..=4).contains(&v.len()) && v.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        if let Ok(mode) = u32::from_str_radix(v, 8) {
+            return Ok(mode);
+        }
+    }
+    bad(format!(
+        "fsMode={raw:?}: accepted values are octal modes of 3 or 4 digits (e.g. 755, 0770, 1777)"
+    ))
+}
+
+/// The name of an existing volume or snapshot: the stored-name rule, so volumes made before
+/// the user-name rule can still be named.
+fn reference(key: &str, value: &str, what: &str) -> Result<String, OptionError> {
+    if check_stored_name(value).is_err() {
+        return bad(format!("{key}={value:?} is not a {what} name"));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docker(pairs: &[(&str, &str)]) -> Result<Options, OptionError> {
+        parse(FrontEnd::Docker, pairs.iter().copied())
+    }
+
+    fn flex(pairs: &[(&str, &str)]) -> Result<Options, OptionError> {
+        parse(FrontEnd::Flex, pairs.iter().copied())
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        for (i, o) in OPTIONS.iter().enumerate() {
+            assert!(o.docker || o.flex, "{}", o.name);
+            assert!(!o.help.is_empty() && !o.syntax.is_empty() && !o.default.is_empty());
+            for later in &OPTIONS[i + 1..] {
+                assert!(!o.name.eq_ignore_ascii_case(later.name), "{}", o.name);
+            }
+        }
+        for s in CSP_SETTINGS {
+            assert!(OPTIONS.iter().any(|o| o.name == s));
+        }
+    }
+
+    #[test]
+    fn sizes_as_docker_words_them() {
+        assert_eq!(size("10Gi"), Ok(10 << 30));
+        assert_eq!(
+            size("10GB").unwrap_err().0,
+            "size=\"10GB\": unknown unit \"GB\"; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"
+        );
+        assert_eq!(
+            size("1.5Gi").unwrap_err().0,
+            "size=\"1.5Gi\" is not a whole number; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"
+        );
+        assert_eq!(
+            size("10").unwrap_err().0,
+            "size=\"10\" is 10 bytes, below the 1Mi minimum; did you mean size=10Gi?"
+        );
+        assert!(size("99999999999999999999")
+            .unwrap_err()
+            .0
+            .contains("too large"));
+    }
+
+    #[test]
+    fn every_option() {
+        let o = docker(&[
+            ("SIZE", "1Gi"),
+            ("fstype", "XFS"),
+            ("mkfsOptions", "-m 0  -i 8192"),
+            ("mountOptions", "noatime, discard"),
+            ("fsOwner", "999:998"),
+            ("fsMode", "0770"),
+            ("description", "orders db"),
+            ("readOnly", "TRUE"),
+            ("backend", "array1"),
+            ("thick", "1"),
+            ("destroyondelete", "false"),
+            ("csp.performancePolicy", "fast"),
+        ])
+        .unwrap();
+        assert_eq!(o.size, Some(1 << 30));
+        assert_eq!(o.fs_type.as_deref(), Some("xfs"));
+        assert_eq!(o.mkfs_options.as_deref(), Some("-m 0 -i 8192"));
+        assert_eq!(o.mount_options, ["noatime", "discard"]);
+        assert_eq!(o.fs_owner, Some((999, 998)));
+        assert_eq!(o.fs_mode, Some(0o770));
+        assert!(o.read_only);
+        assert_eq!(o.backend.as_deref(), Some("array1"));
+        assert_eq!(o.csp["thick"], "true");
+        assert_eq!(o.csp["destroyOnDelete"], "false");
+        assert_eq!(o.csp["performancePolicy"], "fast");
+        assert_eq!(o.given["fsType"], "XFS");
+        assert_eq!(o.given["csp.performancePolicy"], "fast");
+        let o = flex(&[("autoCreate", "true"), ("volumeName", "v1")]).unwrap();
+        assert!(o.auto_create);
+        assert_eq!(o.volume_name.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn refusals_name_the_option() {
+        for (k, v, says) in [
+            (
+                "fsType",
+                "zfs",
+                "fsType=\"zfs\": accepted values are ext4, xfs, btrfs",
+            ),
+            ("mountOptions", "ro,noatime", "use readOnly=true"),
+            ("mountOptions", "ro=1", "is not allowed"),
+            ("fsOwner", "root", "accepted values are uid:gid"),
+            ("fsMode", "999", "accepted values are octal modes"),
+            ("fsMode", "77777", "octal"),
+            ("readOnly", "yes", "accepted values are true, false, 1, 0"),
+            ("thick", "yes", "thick=\"yes\": accepted values are true"),
+            ("mkfsOptions", "-L 'x y'", "no quoting"),
+            ("cloneOf", "../x", "cloneOf=\"../x\" is not a volume name"),
+            ("fromSnapshot", "a/b", "is not a snapshot name"),
+            ("backend", "a/b", "backend=\"a/b\" is not a backend name"),
+            ("volbridge.x", "1", "reserved"),
+            ("csp.", "1", "a backend setting is csp.<name>"),
+            ("csp.a b", "1", "a backend setting is csp.<name>"),
+        ] {
+            let e = flex(&[(k, v)]).unwrap_err();
+            assert!(e.0.contains(says), "{k}={v}: {e}");
+        }
+        let e = docker(&[("description", &"x".repeat(300))]).unwrap_err();
+        assert!(e.0.contains("at most 256 bytes"), "{e}");
+        assert_eq!(
+            docker(&[("fromSnapshot", "s"), ("cloneOf", "v")])
+                .unwrap_err()
+                .0,
+            "fromSnapshot and cloneOf cannot be combined"
+        );
+        let e = docker(&[("cloneOf", "v"), ("mkfsOptions", "-m 0")]).unwrap_err();
+        assert!(e.0.starts_with("mkfsOptions cannot be combined"), "{e}");
+        for pairs in [
+            [("fsType", "xfs"), ("FSTYPE", "ext4")],
+            [("csp.perfPolicy", "a"), ("CSP.PERFPOLICY", "b")],
+        ] {
+            let e = docker(&pairs).unwrap_err();
+            assert!(e.0.ends_with("are the same option given twice"), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_options_are_refused_with_the_known_ones() {
+        let e = docker(&[("sise", "1Gi")]).unwrap_err();
+        assert_eq!(
+            e.0,
+            "unknown option \"sise\" (did you mean size?); known: size, fsType, mkfsOptions, \
+             mountOptions, fsOwner, fsMode, description, fromSnapshot, cloneOf, readOnly, \
+             backend, thick, destroyOnDelete; give a backend's own setting as csp.<name>=<value>"
+        );
+        let e = docker(&[("thik", "true")]).unwrap_err();
+        assert!(
+            e.0.starts_with("unknown option \"thik\" (did you mean thick?); "),
+            "{e}"
+        );
+        let e = docker(&[("performancePolicy", "fast")]).unwrap_err();
+        assert!(
+            e.0.starts_with("unknown option \"performancePolicy\"; known: "),
+            "{e}"
+        );
+        // Flex's own options are unknown to Docker, and listed for Flex.
+        let e = docker(&[("autoCreate", "true")]).unwrap_err();
+        assert!(!e.0.contains("volumeName"), "{e}");
+        let e = flex(&[("autoCreat", "true")]).unwrap_err();
+        assert!(e.0.contains("(did you mean autoCreate?)") && e.0.contains("volumeName"));
+        let e = docker(&[(&"k".repeat(200), "1")]).unwrap_err();
+        assert!(e.0.len() < 300 - "volbridge: invalid option: ".len(), "{e}");
+    }
+
+    #[test]
+    fn flex_takes_empty_values_as_absent() {
+        let o = flex(&[("fsType", ""), ("size", " ")]).unwrap();
+        assert_eq!((o.fs_type, o.size), (None, None));
+        assert!(docker(&[("size", "")]).is_err());
+    }
+}
