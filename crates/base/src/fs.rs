@@ -14,6 +14,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// [`write_atomic`] with the new file's mode (before the umask).
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, true)
+}
+
+/// Replaces `path` atomically without waiting for the disk: the new content survives the
+/// process (a kill -9), not necessarily a power loss. For records of a step in progress,
+/// whose kernel-side state a power loss wipes anyway.
+pub fn write_atomic_volatile(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, 0o600, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -33,9 +44,14 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
             .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        sync_dir(&parent)
+        if durable {
+            sync_dir(&parent)?;
+        }
+        Ok(())
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -3,9 +3,8 @@
 //! record, never a torn one. Keys are mapped to file names without trusting them.
 
 use serde::{de::DeserializeOwned, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use volbridge_base::error::{Error, Result};
 
@@ -141,30 +140,16 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     write_renamed(dir, name, bytes, true)
 }
 
+/// The record files are replaced as `volbridge_base::fs` replaces any file (a hidden temp
+/// file, renamed over the record); stale temp files are swept when a collection is listed.
 fn write_renamed(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        if durable {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &target)?;
-        if durable {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::internal(format!("cannot write {}: {e}", target.display()))
-    })
+    let written = if durable {
+        volbridge_base::fs::write_atomic(&target, bytes)
+    } else {
+        volbridge_base::fs::write_atomic_volatile(&target, bytes)
+    };
+    written.map_err(|e| Error::internal(format!("cannot write {}: {e}", target.display())))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
