@@ -110,3 +110,35 @@ impl MissingFields {
         c.finish();
     }
 }
+
+/// The soft-check collector itself (no daemon, no root).
+mod checks_collector {
+    use crate::csi_support::Checks;
+
+    #[test]
+    #[should_panic(expected = "Checks dropped without finish()")]
+    fn dropped_unfinished_fails_the_test_naming_the_pending_checks() {
+        let mut c = Checks::new();
+        c.check(true, "the first check");
+        c.eq(1, 2, "the second check");
+        // A test that returns early drops its collector unfinished.
+        drop(c);
+    }
+
+    #[test]
+    fn finished_without_failures_passes() {
+        let mut c = Checks::new();
+        c.check(true, "a check");
+        c.eq("a", "a", "another check");
+        c.finish();
+    }
+
+    #[test]
+    #[should_panic(expected = "1 of 2 check(s) failed")]
+    fn finished_with_a_failure_fails_with_it() {
+        let mut c = Checks::new();
+        c.check(true, "a check");
+        c.eq(1, 2, "another check");
+        c.finish();
+    }
+}
