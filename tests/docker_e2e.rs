@@ -1109,12 +1109,19 @@ fn scenario(test: &str, body: impl FnOnce(&mut Legacy)) {
         );
     }
     let t = shared.as_mut().unwrap();
+    let mut checked = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         body(t);
+        let check = Instant::now();
         t.assert_nothing_held(test);
+        checked = Some(check.elapsed());
     }));
     // Each scenario prints its duration (`cargo test -- --nocapture`).
-    eprintln!("{test}: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{test}: {:.1} s (the check that nothing is left: {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        checked.unwrap_or_default().as_secs_f64()
+    );
     if let Err(panic) = outcome {
         drop(shared.take());
         std::panic::resume_unwind(panic);
@@ -1127,7 +1134,12 @@ extern "C" fn teardown_at_exit() {
     let torn_down = std::panic::catch_unwind(|| {
         let fixture = SHARED.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(fixture) = fixture {
+            let started = Instant::now();
             fixture.teardown();
+            eprintln!(
+                "docker_e2e: the shared dockerd and daemons stopped by PID in {:.1} s, nothing left behind",
+                started.elapsed().as_secs_f64()
+            );
         }
     });
     if torn_down.is_err() {
