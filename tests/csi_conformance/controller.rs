@@ -60,7 +60,7 @@ async fn rule_01_missing_fields_invalid_argument() {
         IA,
         "DeleteVolume without volume_id",
     );
-    let good_pub = r.cpublish_req(&v, Access::Mount, false);
+    let good_pub = r.cpublish_req(v, Access::Mount, false);
     let mut q = good_pub.clone();
     q.volume_id = String::new();
     c.code(

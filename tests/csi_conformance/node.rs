@@ -29,7 +29,7 @@ async fn rule_01_missing_fields_invalid_argument() {
     } = &f;
     let mut c = Checks::new();
 
-    let good_stage = r.stage_req(&v, &ctx, &staging, Access::Mount);
+    let good_stage = r.stage_req(v, ctx, staging, Access::Mount);
     let mut q = good_stage.clone();
     q.volume_id = String::new();
     c.code(
@@ -52,7 +52,7 @@ async fn rule_01_missing_fields_invalid_argument() {
         "NodeStageVolume without capability",
     );
     c.code(
-        r.unstage("", &staging).await,
+        r.unstage("", staging).await,
         IA,
         "NodeUnstageVolume without volume_id",
     );
@@ -61,7 +61,7 @@ async fn rule_01_missing_fields_invalid_argument() {
         IA,
         "NodeUnstageVolume without staging_target_path",
     );
-    let good_publish = r.publish_req(&v, &ctx, &staging, &target, Access::Mount, false);
+    let good_publish = r.publish_req(v, ctx, staging, target, Access::Mount, false);
     let mut q = good_publish.clone();
     q.volume_id = String::new();
     c.code(
@@ -91,7 +91,7 @@ async fn rule_01_missing_fields_invalid_argument() {
         "NodePublishVolume without staging_target_path (STAGE_UNSTAGE_VOLUME is advertised)",
     );
     c.code(
-        r.unpublish("", &target).await,
+        r.unpublish("", target).await,
         IA,
         "NodeUnpublishVolume without volume_id",
     );
