@@ -1,4 +1,4 @@
-//! Support for the CSI conformance suite (`tests/csi_conformance.rs`): a real daemon serving
+//! Support for the CSI conformance suite (`tests/csi_conformance/`): a real daemon serving
 //! CSI on a unix socket in its own temp dir, tonic clients on one channel, request builders
 //! in the shapes kubelet and the sidecars send, soft checks that collect every mismatch of a
 //! test before failing it, and host probes (loop devices, mounts, block sizes, data).
