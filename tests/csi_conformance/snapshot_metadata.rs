@@ -7,10 +7,10 @@
 //!
 //! Every scenario is its own test and runs alone (`cargo test --test csi_conformance
 //! snapshot_metadata::`; this was `tests/csi_snapshot_metadata.rs`). The pool modes are
-//! those of the suite: the default (`auto`: an xfs image pool on this ext4 host; ranges compared by extents)
-//! and `dir` (copies on ext4; ranges compared by bytes). Needs root and the tools, like
-//! every test that uses the machine; without them it fails (skips only with
-//! VOLBRIDGE_ALLOW_SKIP=1).
+//! those of the suite: the default (`auto`: an xfs image pool on this ext4 host; ranges
+//! compared by extents) and `dir` (copies on ext4; ranges compared by bytes). Needs root
+//! and the tools, like every test that uses the machine; without them it fails (skips only
+//! with VOLBRIDGE_ALLOW_SKIP=1).
 
 use crate::common;
 use crate::csi_support::*;
