@@ -12,7 +12,7 @@
 //! cargo test --test csi_conformance controller::          # copy states included
 //! cargo test --test csi_conformance controller::copy_states::
 //! cargo test --test csi_conformance snapshots::
-//! cargo test --test csi_conformance group_controller::
+//! cargo test --test csi_conformance groups::              # GroupController
 //! cargo test --test csi_conformance node::
 //! cargo test --test csi_conformance snapshot_metadata::
 //! cargo test --test csi_conformance general::             # secrets in logs, any :authority
@@ -26,7 +26,7 @@ mod csi_support;
 
 mod controller;
 mod general;
-mod group_controller;
+mod groups;
 mod identity;
 mod node;
 mod snapshot_metadata;

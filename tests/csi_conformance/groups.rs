@@ -10,8 +10,7 @@ use tonic::Code;
 /// INVALID_ARGUMENT, and the refused calls change nothing.
 #[tokio::test]
 async fn rule_01_missing_fields_invalid_argument() {
-    if !common::require_root_and_tools("group_controller::rule_01_missing_fields_invalid_argument")
-    {
+    if !common::require_root_and_tools("groups::rule_01_missing_fields_invalid_argument") {
         return;
     }
     let Some(f) = MissingFields::start("r01-group").await else {
