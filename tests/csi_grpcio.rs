@@ -3,7 +3,7 @@
 //! of `tests/csi_grpcio/csi_client.py` (Identity, CreateVolume/DeleteVolume, the node cycle
 //! of a mount volume). C-core sends the socket path as the HTTP/2 `:authority` (csi.md
 //! rule 34); the tonic-side check of the same, without Python, is rule 34 of
-//! `tests/csi_conformance.rs`.
+//! `tests/csi_conformance/` (`general::rule_34_any_http2_authority_on_unix_and_tcp`).
 //!
 //! grpcio and grpcio-tools (pinned in `tests/csi_grpcio/requirements.txt`) come from
 //! `scripts/python-venv target/grpcio-venv tests/csi_grpcio/requirements.txt`, which

@@ -12,8 +12,17 @@
 //! A slow or unreachable CSP is a standalone `volbridge csp serve` behind a TCP proxy the
 //! test steers (`docker_support::faults`): no test hook in the product.
 //!
+//! Every scenario is its own test: `cargo test --test docker_e2e s25` runs scenario 25
+//! alone. They share one private dockerd and the legacy daemon, started by the first
+//! scenario that runs, and run one at a time; each makes its own volumes and leaves none
+//! and no container behind (checked after each), so none depends on another. A scenario
+//! that fails takes the shared dockerd down with it and the next one starts a fresh one.
+//! Scenarios 23 and 33 (a driver's first use) start daemons of their own, the managed
+//! plugin's (37, 38) install plugins of their own, all on the shared dockerd.
+//!
 //! Teardown is by PID and leaves no mount, loop device, socket, discovery file or process
-//! behind.
+//! behind: checked for the managed plugins in their tests, for the shared dockerd and every
+//! daemon when the test binary exits (a leftover then fails the run with exit status 101).
 
 mod common;
 mod docker_support;
@@ -29,10 +38,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// One private dockerd at a time: the tests use the host-global /run/docker/plugins and
-/// /etc/docker/plugins.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The unstage delay of the legacy daemons: it must bridge the copy-up cycle and the start
 /// of one `docker run` on a loaded machine, and stays short enough to wait out.
@@ -177,7 +182,7 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The second daemon: `spec` listen mode (socket outside /run/docker/plugins), every volume
+/// The remote daemon: `spec` listen mode (socket outside /run/docker/plugins), every volume
 /// on a standalone local CSP reached through a fault proxy, Create budget lowered.
 struct Remote {
     // Dropped in this order: the daemon before the CSP it talks to.
@@ -191,12 +196,13 @@ struct Remote {
 }
 
 impl Remote {
-    fn start(dir: &Path) -> Remote {
-        let dir = dir.join("remote");
+    /// A remote daemon in `dir/<tag>`, its driver named after `tag`.
+    fn start(dir: &Path, tag: &str) -> Remote {
+        let dir = dir.join(tag);
         std::fs::create_dir_all(&dir).unwrap();
         let csp = CspServer::start(&dir);
         let proxy = FaultProxy::start(csp.addr);
-        let driver = driver_name("spec");
+        let driver = driver_name(tag);
         let socket = dir.join("plugin.sock");
         let spec = Path::new("/etc/docker/plugins").join(format!("{driver}.spec"));
         let spec_guard = RemoveOnDrop(spec.clone());
@@ -244,19 +250,151 @@ impl Remote {
             _spec_guard: spec_guard,
         }
     }
+
+    /// Volumes the standalone CSP still holds.
+    fn csp_volume_files(&self) -> usize {
+        std::fs::read_dir(crate::common::csp_images(&self.csp.data_dir).join("volumes"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
 }
 
-/// The legacy-socket scenarios, sharing one dockerd.
+/// What the scenarios share: a private dockerd with the busybox image, the legacy-socket
+/// daemon (its socket in /run/docker/plugins) and, started by the first scenario that needs
+/// it, the remote daemon. Started by the first scenario that runs; torn down by PID when the
+/// test binary exits (see [`teardown_at_exit`]), or at once when a scenario fails.
 struct Legacy {
-    // Dropped in this order: dockerd (and its containers) before the plugins.
+    // Dropped in this order: dockerd (and its containers) before the plugins, the temp dir
+    // last.
     dockerd: Dockerd,
     remote: Option<Remote>,
+    /// The daemons of scenarios 23 and 33, kept until the teardown: Docker asks every
+    /// driver it has used on each `volume ls`, and one that is gone costs each ~15 s.
+    first_use: Vec<(Daemon, PathBuf, RemoveOnDrop)>,
+    first_use_remotes: Vec<Remote>,
     daemon: Daemon,
     dir: PathBuf,
     drv: String,
+    socket: PathBuf,
+    /// The managed plugin's bundle (`docker-plugin/build-rootfs.sh`), built once.
+    bundle: Option<PathBuf>,
+    _socket_guard: RemoveOnDrop,
+    _cleanup: HostCleanup,
+    _tmp: TempDir,
 }
 
 impl Legacy {
+    fn start() -> Legacy {
+        let tmp = TempDir::new("dk-e2e");
+        let cleanup = HostCleanup(tmp.path().to_path_buf());
+        let drv = driver_name("legacy");
+        let socket = Path::new("/run/docker/plugins").join(format!("{drv}.sock"));
+        let socket_guard = RemoveOnDrop(socket.clone());
+        let daemon = Daemon::start_with_env(
+            tmp.path(),
+            &[
+                "--docker-socket",
+                socket.to_str().unwrap(),
+                "--docker-driver-name",
+                &drv,
+                "--docker-unstage-delay",
+                &UNSTAGE_DELAY.to_string(),
+            ],
+            &[LOG_LEVEL],
+        );
+        let dockerd = Dockerd::start(tmp.path());
+        Legacy {
+            dockerd,
+            remote: None,
+            first_use: Vec::new(),
+            first_use_remotes: Vec::new(),
+            daemon,
+            dir: tmp.path().to_path_buf(),
+            drv,
+            socket,
+            bundle: None,
+            _socket_guard: socket_guard,
+            _cleanup: cleanup,
+            _tmp: tmp,
+        }
+    }
+
+    /// Teardown by PID: dockerd (its containers first), the remote daemon and its CSP, the
+    /// legacy daemon; then nothing may be left behind.
+    fn teardown(mut self) {
+        let mut files = vec![self.socket.clone()];
+        self.dockerd.stop();
+        for remote in self.remote.iter_mut().chain(&mut self.first_use_remotes) {
+            files.extend([remote.socket.clone(), remote.spec.clone()]);
+            remote.daemon.stop();
+            remote.csp.stop();
+        }
+        for (daemon, socket, _) in &mut self.first_use {
+            files.push(socket.clone());
+            daemon.stop();
+        }
+        self.daemon.stop();
+        let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        assert_clean(&self.dir, &files);
+    }
+
+    /// After each scenario: no container, no volume in Docker, the daemons hold no record
+    /// and no volume, the standalone CSP no volume file.
+    fn assert_nothing_held(&self, scenario: &str) {
+        let containers = self.dockerd.ok(&["ps", "-aq"]);
+        assert!(
+            containers.trim().is_empty(),
+            "{scenario} left containers: {containers}"
+        );
+        let ls = volume_ls(&self.dockerd);
+        assert!(ls.is_empty(), "{scenario} left volumes: {ls:?}");
+        let remote = self.remote.as_ref();
+        for daemon in [Some(&self.daemon), remote.map(|r| &r.daemon)]
+            .into_iter()
+            .flatten()
+        {
+            assert!(records(daemon).is_empty(), "{:?}", records(daemon));
+            let left = daemon.json(&["volume", "ls"]);
+            assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
+        }
+        if let Some(remote) = remote {
+            assert_eq!(
+                remote.csp_volume_files(),
+                0,
+                "volumes left in the standalone CSP"
+            );
+        }
+    }
+
+    fn ensure_remote(&mut self) {
+        if self.remote.is_none() {
+            self.remote = Some(Remote::start(&self.dir, "remote"));
+        }
+    }
+
+    fn remote(&self) -> &Remote {
+        self.remote.as_ref().expect("the remote daemon runs")
+    }
+
+    /// `docker volume create -d DRIVER -o size=SIZE NAME`.
+    fn create(&self, drv: &str, size: &str, name: &str) {
+        let size = format!("size={size}");
+        self.dockerd
+            .ok(&["volume", "create", "-d", drv, "-o", &size, name]);
+    }
+
+    fn remove_volumes(&self, names: &[&str]) {
+        let mut all = vec!["volume", "rm"];
+        all.extend(names);
+        self.dockerd.ok(&all);
+    }
+
+    /// vol1 on the legacy daemon, holding `hi` in `f` (what scenario 24 leaves).
+    fn vol1_with_hi(&self) {
+        self.create(&self.drv, "64Mi", "vol1");
+        self.run(&["-v", "vol1:/data", IMAGE, "sh", "-c", "echo hi > /data/f"]);
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let mut all = vec!["run", "--rm", "--network", "none"];
         all.extend(args);
@@ -282,14 +420,10 @@ impl Legacy {
         self.dockerd.ok(&all);
     }
 
-    fn remote(&self) -> &Remote {
-        self.remote.as_ref().expect("the remote daemon runs")
-    }
-
     /// 23: create, ls, inspect, rm, and exactly the calls §8 lists for each.
-    fn s23_volume_commands_and_their_calls(&self) {
-        let (d, drv) = (&self.dockerd, self.drv.as_str());
-        let s0 = scrape(&self.daemon);
+    fn s23_volume_commands_and_their_calls(&self, daemon: &Daemon, drv: &str) {
+        let d = &self.dockerd;
+        let s0 = scrape(daemon);
         d.ok(&[
             "volume",
             "create",
@@ -301,7 +435,7 @@ impl Legacy {
             "fsType=xfs",
             "v1",
         ]);
-        let s1 = scrape(&self.daemon);
+        let s1 = scrape(daemon);
         assert_eq!(
             calls_between(&s0, &s1),
             calls(&[
@@ -317,10 +451,10 @@ impl Legacy {
             "{:?}",
             volume_ls(d)
         );
-        let s2 = scrape(&self.daemon);
+        let s2 = scrape(daemon);
         assert_eq!(calls_between(&s1, &s2), calls(&[("List", 1)]), "volume ls");
         let v = inspect(d, "v1");
-        let s3 = scrape(&self.daemon);
+        let s3 = scrape(daemon);
         assert_eq!(calls_between(&s2, &s3), calls(&[("Get", 1)]), "inspect");
         assert_eq!(v["Driver"], drv);
         assert_eq!(options(&v), map(&[("size", "10Gi"), ("fsType", "xfs")]));
@@ -330,14 +464,14 @@ impl Legacy {
         assert_eq!(v["Status"]["state"], "available");
         humantime::parse_rfc3339(v["CreatedAt"].as_str().unwrap()).unwrap();
         d.ok(&["volume", "rm", "v1"]);
-        let s4 = scrape(&self.daemon);
+        let s4 = scrape(daemon);
         assert_eq!(
             calls_between(&s3, &s4),
             calls(&[("Get", 2), ("Remove", 1)]),
             "volume rm"
         );
-        assert!(!records(&self.daemon).contains("v1"));
-        let left = self.daemon.json(&["volume", "ls"]);
+        assert!(!records(daemon).contains("v1"));
+        let left = daemon.json(&["volume", "ls"]);
         assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
     }
 
@@ -689,8 +823,7 @@ impl Legacy {
 
     /// 33: `spec` listen mode: the socket outside /run/docker/plugins, found through
     /// /etc/docker/plugins/<name>.spec; scenario 24 on it.
-    fn s33_spec_discovery(&mut self) {
-        let remote = Remote::start(&self.dir);
+    fn s33_spec_discovery(&self, remote: &Remote) {
         let plugins_dir_socket =
             Path::new("/run/docker/plugins").join(format!("{}.sock", remote.driver));
         assert!(!plugins_dir_socket.exists());
@@ -713,7 +846,6 @@ impl Legacy {
             ]),
             "Docker found the driver through the .spec file"
         );
-        self.remote = Some(remote);
         self.run(&[
             "-v",
             "rvol:/data",
@@ -729,7 +861,7 @@ impl Legacy {
         let v = inspect(&self.dockerd, "rvol");
         assert_eq!(v["Driver"], drv.as_str());
         assert_eq!(v["Status"]["backend"], "csp");
-        assert_unstaged(&self.remote().daemon, "rvol");
+        assert_unstaged(&remote.daemon, "rvol");
     }
 
     /// 34: `docker volume prune -f` calls no driver and removes nothing.
@@ -879,7 +1011,7 @@ impl Legacy {
         assert_unstaged(&self.daemon, "lab1");
     }
 
-    /// 31: dockerd starts again (no live-restore): the volumes, their options and labels
+    /// 31: dockerd starts again (no live-restore; it was stopped with containers running): the volumes, their options and labels
     /// are all there; the CSP behind the remote daemon is still unreachable.
     fn s31_dockerd_restart_keeps_volumes(&mut self) {
         let (s0, r0) = (scrape(&self.daemon), scrape(&self.remote().daemon));
@@ -922,7 +1054,7 @@ impl Legacy {
             d.ok(&["ps", "-q"]).trim().is_empty(),
             "no container left running"
         );
-        d.ok(&["rm", "c35a", "c35b", "c35c"]);
+        d.ok(&["rm", "c31a", "c31b", "c31c"]);
     }
 
     /// 32, second half: the CSP is back; labels and options are unchanged and the volume
@@ -948,110 +1080,288 @@ impl Legacy {
             "back\n"
         );
     }
+}
 
-    /// Everything removed through Docker; the daemons and the CSP hold nothing.
-    fn remove_all(&self) {
-        let remote = self.remote();
-        for v in ["vol1", "lab1", "rvol", "rlab", "slow1"] {
-            self.dockerd.ok(&["volume", "rm", v]);
+/// The shared fixture; its lock also runs the scenarios one at a time (they use the
+/// host-global /run/docker/plugins and /etc/docker/plugins).
+static SHARED: Mutex<Option<Legacy>> = Mutex::new(None);
+
+/// Runs one scenario on the shared fixture, starting it if no scenario has yet. The scenario
+/// must leave no container and no volume behind. One that fails takes the fixture down with
+/// it (whatever it left cannot leak into the next scenario, which starts a fresh one).
+fn scenario(test: &str, body: impl FnOnce(&mut Legacy)) {
+    if !require_dockerd(test) {
+        return;
+    }
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    let started = Instant::now();
+    if shared.is_none() {
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        AT_EXIT.call_once(|| {
+            // SAFETY: registers a plain extern "C" function without arguments.
+            let rc = unsafe { libc::atexit(teardown_at_exit) };
+            assert_eq!(rc, 0, "atexit failed");
+        });
+        *shared = Some(Legacy::start());
+        eprintln!(
+            "{test}: dockerd and the daemons started in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let t = shared.as_mut().unwrap();
+    let mut checked = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        body(t);
+        let check = Instant::now();
+        t.assert_nothing_held(test);
+        checked = Some(check.elapsed());
+    }));
+    // Each scenario prints its duration (`cargo test -- --nocapture`).
+    eprintln!(
+        "{test}: {:.1} s (the check that nothing is left: {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        checked.unwrap_or_default().as_secs_f64()
+    );
+    if let Err(panic) = outcome {
+        drop(shared.take());
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// At the exit of the test binary: the shared fixture's teardown by PID, and nothing may be
+/// left behind. A leftover fails the run (exit status 101) with what was left.
+extern "C" fn teardown_at_exit() {
+    let torn_down = std::panic::catch_unwind(|| {
+        let fixture = SHARED.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(fixture) = fixture {
+            let started = Instant::now();
+            fixture.teardown();
+            eprintln!(
+                "docker_e2e: the shared dockerd and daemons stopped by PID in {:.1} s, nothing left behind",
+                started.elapsed().as_secs_f64()
+            );
         }
-        for daemon in [&self.daemon, &remote.daemon] {
-            assert!(records(daemon).is_empty(), "{:?}", records(daemon));
-            let left = daemon.json(&["volume", "ls"]);
-            assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
-        }
-        let files =
-            std::fs::read_dir(crate::common::csp_images(&remote.csp.data_dir).join("volumes"))
-                .unwrap()
-                .count();
-        assert_eq!(files, 0, "volumes left in the standalone CSP");
+    });
+    if torn_down.is_err() {
+        eprintln!("docker_e2e: the teardown of the shared dockerd left something behind (above)");
+        // SAFETY: ends the process at once; exit() must not run again from an atexit handler.
+        unsafe { libc::_exit(101) };
     }
 }
 
 #[test]
-fn legacy_socket_with_a_real_dockerd() {
-    if !require_dockerd("legacy_socket_with_a_real_dockerd") {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = TempDir::new("dk-e2e");
-    let _cleanup = HostCleanup(dir.path().to_path_buf());
-    let drv = driver_name("legacy");
-    let socket = Path::new("/run/docker/plugins").join(format!("{drv}.sock"));
-    let _socket_guard = RemoveOnDrop(socket.clone());
-    let daemon = Daemon::start_with_env(
-        dir.path(),
-        &[
-            "--docker-socket",
-            socket.to_str().unwrap(),
-            "--docker-driver-name",
+fn s23_volume_commands_and_their_calls() {
+    scenario("s23_volume_commands_and_their_calls", |t| {
+        // A daemon of its own: the first use of its driver is part of the scenario.
+        let dir = t.dir.join("s23");
+        std::fs::create_dir_all(&dir).unwrap();
+        let drv = driver_name("s23");
+        let socket = Path::new("/run/docker/plugins").join(format!("{drv}.sock"));
+        let socket_guard = RemoveOnDrop(socket.clone());
+        let daemon = Daemon::start_with_env(
+            &dir,
+            &[
+                "--docker-socket",
+                socket.to_str().unwrap(),
+                "--docker-driver-name",
+                &drv,
+            ],
+            &[LOG_LEVEL],
+        );
+        t.s23_volume_commands_and_their_calls(&daemon, &drv);
+        t.first_use.push((daemon, socket, socket_guard));
+    });
+}
+
+#[test]
+fn s24_write_then_read() {
+    scenario("s24_write_then_read", |t| {
+        t.s24_write_then_read();
+        t.remove_volumes(&["vol1"]);
+    });
+}
+
+#[test]
+fn s25_copy_up_cycles_share_one_attach() {
+    scenario("s25_copy_up_cycles_share_one_attach", |t| {
+        t.vol1_with_hi();
+        t.s25_copy_up_cycles_share_one_attach();
+        t.remove_volumes(&["vol1"]);
+    });
+}
+
+#[test]
+fn s26_two_containers_one_stage() {
+    scenario("s26_two_containers_one_stage", |t| {
+        t.create(&t.drv, "64Mi", "vol1");
+        t.s26_two_containers_one_stage();
+        t.remove_volumes(&["vol1"]);
+    });
+}
+
+#[test]
+fn s27_docker_cp_keeps_the_mount() {
+    scenario("s27_docker_cp_keeps_the_mount", |t| {
+        t.vol1_with_hi();
+        let id = t.start_writer();
+        t.s27_docker_cp_keeps_the_mount(&id);
+        t.dockerd.ok(&["rm", "-f", "writer"]);
+        t.remove_volumes(&["vol1"]);
+    });
+}
+
+#[test]
+fn s28_anonymous_volume_goes_with_the_container() {
+    scenario("s28_anonymous_volume_goes_with_the_container", |t| {
+        t.create(&t.drv, "64Mi", "vol1");
+        t.s28_anonymous_volume_goes_with_the_container();
+        t.remove_volumes(&["vol1"]);
+    });
+}
+
+#[test]
+fn s29_bad_option_message() {
+    scenario("s29_bad_option_message", |t| t.s29_bad_option_message());
+}
+
+#[test]
+fn s30_daemon_restarts_under_a_running_container() {
+    scenario("s30_daemon_restarts_under_a_running_container", |t| {
+        t.vol1_with_hi();
+        let id = t.start_writer();
+        t.s30_daemon_restarts_under_a_running_container(&id);
+        t.remove_volumes(&["vol1"]);
+    });
+}
+
+#[test]
+fn s31_dockerd_restart_keeps_volumes() {
+    scenario("s31_dockerd_restart_keeps_volumes", |t| {
+        t.ensure_remote();
+        let (drv, rdrv) = (t.drv.clone(), t.remote().driver.clone());
+        let d = &t.dockerd;
+        // Volumes with labels and options on both daemons, containers running on two.
+        t.create(&drv, "64Mi", "vol1");
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
             &drv,
-            "--docker-unstage-delay",
-            &UNSTAGE_DELAY.to_string(),
-        ],
-        &[LOG_LEVEL],
+            "--label",
+            "owner=qa",
+            "-o",
+            "size=32Mi",
+            "-o",
+            "description=survives-restart",
+            "lab1",
+        ]);
+        t.create(&rdrv, "64Mi", "rvol");
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
+            &rdrv,
+            "--label",
+            "team=storage",
+            "--label",
+            "tier=gold",
+            "-o",
+            "size=32Mi",
+            "-o",
+            "description=kept",
+            "rlab",
+        ]);
+        t.create(&rdrv, "32Mi", "slow1");
+        t.run_detached("c31a", "vol1:/data", &["sleep", "600"]);
+        t.run_detached("c31b", "vol1:/data", &["sleep", "600"]);
+        t.run_detached("c31c", "lab1:/data", &["sleep", "600"]);
+        // dockerd stops with them running; the CSP behind the remote daemon goes away.
+        t.dockerd.stop_daemon();
+        t.remote().proxy.refuse();
+        t.s31_dockerd_restart_keeps_volumes();
+        t.remote().proxy.pass();
+        t.remove_volumes(&["vol1", "lab1", "rvol", "rlab", "slow1"]);
+    });
+}
+
+#[test]
+fn s32_inspect_while_the_csp_is_unreachable_and_after_it_returns() {
+    scenario(
+        "s32_inspect_while_the_csp_is_unreachable_and_after_it_returns",
+        |t| {
+            t.ensure_remote();
+            t.s32_inspect_while_the_csp_is_unreachable();
+            t.s32_after_the_csp_returns();
+            t.remove_volumes(&["rlab"]);
+        },
     );
-    let dockerd = Dockerd::start(dir.path());
-    let mut t = Legacy {
-        dockerd,
-        remote: None,
-        daemon,
-        dir: dir.path().to_path_buf(),
-        drv,
-    };
+}
 
-    // Each scenario prints its duration (`cargo test -- --nocapture`).
-    let mut clock = Instant::now();
-    let mut took = |what: &str| {
-        eprintln!("{what}: {:.1} s", clock.elapsed().as_secs_f64());
-        clock = Instant::now();
-    };
-    t.s23_volume_commands_and_their_calls();
-    took("23");
-    t.s24_write_then_read();
-    took("24");
-    t.s25_copy_up_cycles_share_one_attach();
-    took("25");
-    t.s26_two_containers_one_stage();
-    took("26");
-    let id = t.start_writer();
-    t.s27_docker_cp_keeps_the_mount(&id);
-    took("27");
-    t.s30_daemon_restarts_under_a_running_container(&id);
-    took("30");
-    t.s28_anonymous_volume_goes_with_the_container();
-    took("28");
-    t.s29_bad_option_message();
-    took("29");
-    t.snapshot_and_clone();
-    took("snapshot and clone");
-    t.s33_spec_discovery();
-    took("33");
-    t.s34_prune_calls_no_driver();
-    took("34");
-    t.s36_create_budget_and_a_slow_csp();
-    took("36");
-    t.s32_inspect_while_the_csp_is_unreachable();
-    took("32 (CSP down)");
-    t.s35_dockerd_stop_unmounts_every_active_id();
-    took("35");
-    t.s31_dockerd_restart_keeps_volumes();
-    took("31");
-    t.s32_after_the_csp_returns();
-    took("32 (CSP back)");
-    t.remove_all();
-    took("remove all");
+#[test]
+fn s33_spec_discovery() {
+    scenario("s33_spec_discovery", |t| {
+        // A remote daemon of its own: Docker's first use of its driver is the scenario.
+        let remote = Remote::start(&t.dir, "s33");
+        t.s33_spec_discovery(&remote);
+        t.remove_volumes(&["rvol"]);
+        assert!(records(&remote.daemon).is_empty());
+        assert_eq!(remote.csp_volume_files(), 0, "volumes left in the CSP");
+        t.first_use_remotes.push(remote);
+    });
+}
 
-    // Teardown by PID: nothing left behind.
-    let remote_socket = t.remote().socket.clone();
-    let spec = t.remote().spec.clone();
-    t.dockerd.stop();
-    if let Some(mut remote) = t.remote.take() {
-        remote.daemon.stop();
-        remote.csp.stop();
-    }
-    t.daemon.stop();
-    assert_clean(dir.path(), &[&socket, &remote_socket, &spec]);
+#[test]
+fn s34_prune_calls_no_driver() {
+    scenario("s34_prune_calls_no_driver", |t| {
+        t.ensure_remote();
+        t.create(&t.drv, "64Mi", "vol1");
+        t.create(&t.remote().driver, "64Mi", "rvol");
+        t.s34_prune_calls_no_driver();
+        t.remove_volumes(&["vol1", "rvol"]);
+    });
+}
+
+#[test]
+fn s35_dockerd_stop_unmounts_every_active_id() {
+    scenario("s35_dockerd_stop_unmounts_every_active_id", |t| {
+        t.create(&t.drv, "64Mi", "vol1");
+        t.s35_dockerd_stop_unmounts_every_active_id();
+        // dockerd again for the scenarios after this one (scenario 31 checks the restart).
+        t.dockerd.start_again();
+        t.dockerd.ok(&["rm", "c35a", "c35b", "c35c"]);
+        t.remove_volumes(&["vol1", "lab1"]);
+    });
+}
+
+#[test]
+fn s36_create_budget_and_a_slow_csp() {
+    scenario("s36_create_budget_and_a_slow_csp", |t| {
+        t.ensure_remote();
+        // A driver in use already: Docker has asked its capabilities (once per driver and
+        // dockerd start), so that the retried create below asks Get alone.
+        t.create(&t.remote().driver, "32Mi", "warm36");
+        t.remove_volumes(&["warm36"]);
+        t.s36_create_budget_and_a_slow_csp();
+        t.remove_volumes(&["slow1"]);
+    });
+}
+
+#[test]
+fn snapshot_and_clone_through_volume_options() {
+    scenario("snapshot_and_clone_through_volume_options", |t| {
+        // vol1 holds what scenarios 24 and 30 leave in it.
+        t.create(&t.drv, "64Mi", "vol1");
+        t.run(&[
+            "-v",
+            "vol1:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo hi > /data/f && echo after-crash >> /data/f",
+        ]);
+        t.snapshot_and_clone();
+        t.remove_volumes(&["vol1"]);
+    });
 }
 
 /// The managed plugin's process: the `volbridge serve --docker-mode=managed` whose parent
@@ -1108,245 +1418,310 @@ fn process_start(pid: u32) -> std::time::SystemTime {
     boot + Duration::from_millis(ticks * 10)
 }
 
-#[test]
-fn managed_plugin_with_a_real_dockerd() {
-    if !require_dockerd("managed_plugin_with_a_real_dockerd") {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = TempDir::new("dk-managed");
-    let _cleanup = HostCleanup(dir.path().to_path_buf());
-    // Declared before dockerd: dropped after it, once the plugin has stopped.
-    let plugin_loops = PluginLoops::snapshot();
-    // The bundle from docker-plugin/, around the binary under test.
-    let bundle = dir.path().join("bundle");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-plugin/build-rootfs.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("--binary")
-        .arg(common::BIN)
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "build-rootfs.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The plugin's CSP client needs CA certificates to start with a remote backend.
-    if !bundle
-        .join("rootfs/etc/ssl/certs/ca-certificates.crt")
-        .exists()
-    {
-        let why = "managed_plugin_with_a_real_dockerd needs a CA bundle on this host for the plugin (apt-get install ca-certificates)";
-        if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
-            eprintln!("SKIPPED: {why}");
-            return;
+/// A managed plugin installed into the shared dockerd from the bundle of `docker-plugin/`,
+/// for one scenario: its state, run and config directories in `dir`, and `csp` (a slow CSP
+/// for scenario 38, behind `proxy`) in its config file.
+struct Managed {
+    name: String,
+    drv: String,
+    id: String,
+    /// The plugin's admin socket on the host.
+    admin: PathBuf,
+    /// How long `docker plugin enable` took, and when the socket was bound after the
+    /// plugin's process started.
+    enable_took: Duration,
+    socket_after_start: Duration,
+    proxy: FaultProxy,
+    csp: CspServer,
+    dir: PathBuf,
+    // Last: new loop devices of the plugin are detached once it has stopped.
+    plugin_loops: PluginLoops,
+}
+
+impl Managed {
+    /// Creates, configures and enables the plugin; None when the host has no CA bundle
+    /// and skipping is allowed.
+    fn install(t: &mut Legacy, tag: &str) -> Option<Managed> {
+        let plugin_loops = PluginLoops::snapshot();
+        // The bundle from docker-plugin/, around the binary under test: built once.
+        if t.bundle.is_none() {
+            let bundle = t.dir.join("bundle");
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-plugin/build-rootfs.sh");
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .arg("--binary")
+                .arg(common::BIN)
+                .arg(&bundle)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "build-rootfs.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            t.bundle = Some(bundle);
         }
-        panic!("{why}; set VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
-    }
-    // A slow CSP for scenario 38, named `csp` in the plugin's config file.
-    let csp = CspServer::start(dir.path());
-    let proxy = FaultProxy::start(csp.addr);
-    let etc = dir.path().join("plugin-etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(
-        etc.join("volbridge.toml"),
-        csp.backend_toml("csp", proxy.port),
-    )
-    .unwrap();
-
-    let mut dockerd = Dockerd::start(dir.path());
-    let d = &dockerd;
-    let name = format!("{}:latest", driver_name("managed"));
-    let drv = driver_name("managed");
-    let state = dir.path().join("plugin-state");
-    let run_dir = dir.path().join("plugin-run");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::create_dir_all(&run_dir).unwrap();
-    d.ok(&["plugin", "create", &name, bundle.to_str().unwrap()]);
-    d.ok(&[
-        "plugin",
-        "set",
-        &name,
-        &format!("state.source={}", state.display()),
-        &format!("run.source={}", run_dir.display()),
-        &format!("config.source={}", etc.display()),
-    ]);
-    let started = Instant::now();
-    d.ok(&["plugin", "enable", &name]);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "enable took {:?}",
-        started.elapsed()
-    );
-    let id = d
-        .ok(&["plugin", "inspect", &name, "-f", "{{.Id}}"])
-        .trim()
-        .to_owned();
-    // 37: the socket was live within 1 s of the plugin's start (its file is made by bind).
-    let pid = plugin_pid(&id).expect("the plugin's process");
-    let socket = plugin_socket(&dockerd, &id);
-    let bound = std::fs::metadata(&socket).unwrap().modified().unwrap();
-    let after_start = bound
-        .duration_since(process_start(pid))
-        .unwrap_or(Duration::ZERO);
-    assert!(
-        after_start < Duration::from_secs(1),
-        "the plugin socket appeared {after_start:?} after the process started"
-    );
-    eprintln!(
-        "37: enable {:.1} s, socket bound {} ms after the plugin started",
-        started.elapsed().as_secs_f64(),
-        after_start.as_millis()
-    );
-    let admin = run_dir.join("volbridge.sock");
-    let metrics = || Scrape::of(&admin);
-
-    d.ok(&["volume", "create", "-d", &drv, "-o", "size=64Mi", "mvol1"]);
-    d.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        "mvol1:/data",
-        IMAGE,
-        "sh",
-        "-c",
-        "echo managed > /data/f",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "mlong",
-        "--network",
-        "none",
-        "-v",
-        "mvol1:/data",
-        IMAGE,
-        "sleep",
-        "600",
-    ]);
-    // The data appears under the plugin's propagated mount on the host, in the volume's
-    // own directory, named by its internal id: the Mountpoint the plugin reports (in its
-    // namespace, under PropagatedMount) is that directory.
-    let propagated = dockerd
-        .data_root
-        .join("plugins")
-        .join(&id)
-        .join("propagated-mount");
-    let v = inspect(d, "mvol1");
-    let volume_id = v["Status"]["volumeId"].as_str().unwrap().to_owned();
-    let reported = v["Mountpoint"].as_str().unwrap().to_owned();
-    let leaf = reported
-        .strip_prefix("/mnt/volbridge/")
-        .unwrap_or_else(|| panic!("{reported} is not under PropagatedMount"));
-    assert!(
-        leaf.ends_with(&volume_id) && !leaf.contains('/') && !leaf.contains("mvol1"),
-        "{leaf}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(propagated.join(leaf).join("f")).unwrap(),
-        "managed\n"
-    );
-    assert_eq!(d.ok(&["exec", "mlong", "cat", "/data/f"]), "managed\n");
-    // The admin socket of the plugin serves the CLI on the host.
-    let out = std::process::Command::new(common::BIN)
-        .args(["--output", "json", "docker", "refs", "mvol1"])
-        .env("VOLBRIDGE_SOCKET", &admin)
-        .output()
+        let bundle = t.bundle.clone().unwrap();
+        // The plugin's CSP client needs CA certificates to start with a remote backend.
+        if !bundle
+            .join("rootfs/etc/ssl/certs/ca-certificates.crt")
+            .exists()
+        {
+            let why = "the managed plugin needs a CA bundle on this host (apt-get install ca-certificates)";
+            if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
+                eprintln!("SKIPPED: {why}");
+                return None;
+            }
+            panic!("{why}; set VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
+        }
+        let dir = t.dir.join(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A slow CSP for scenario 38, named `csp` in the plugin's config file.
+        let csp = CspServer::start(&dir);
+        let proxy = FaultProxy::start(csp.addr);
+        let etc = dir.join("plugin-etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("volbridge.toml"),
+            csp.backend_toml("csp", proxy.port),
+        )
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Managed plugins are never activated; Capabilities came before nearly every call.
-    let calls_so_far = metrics().docker_calls();
-    assert_eq!(calls_so_far.get("Activate"), None, "{calls_so_far:?}");
-    assert!(
-        calls_so_far.contains_key("Capabilities"),
-        "{calls_so_far:?}"
-    );
-    // Disable is refused while a volume exists.
-    let err = d.fails(&["plugin", "disable", &name]);
-    assert!(err.contains("in use"), "{err}");
 
-    // 38: budget 25 s (VOLBRIDGE_CALL_BUDGET), a CSP stalled for up to 40 s: the Create
-    // fails with the `timeout` message before Docker's 30 s cap of a fresh enable.
-    proxy.stall(Duration::from_secs(40));
-    let t = Instant::now();
-    let out = d.docker(&[
-        "volume",
-        "create",
-        "-d",
-        &drv,
-        "-o",
-        "backend=csp",
-        "-o",
-        "size=32Mi",
-        "mslow",
-    ]);
-    let took = t.elapsed();
-    proxy.pass();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("create mslow: volbridge: timeout: create of \"mslow\" did not finish within 25s; it continues in the background, retry the command"),
-        "{err}"
-    );
-    assert!(!err.contains("deadline exceeded"), "{err}");
-    eprintln!("38: {:.1} s: {}", took.as_secs_f64(), err.trim());
-    assert!(
-        took >= Duration::from_secs(25) && took < Duration::from_secs(30),
-        "{took:?}"
-    );
-    // Once the CSP has answered, the same command succeeds with Get alone.
-    let refs_of = |v: &str| {
+        let d = &t.dockerd;
+        let drv = driver_name(tag);
+        let name = format!("{drv}:latest");
+        let state = dir.join("plugin-state");
+        let run_dir = dir.join("plugin-run");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&run_dir).unwrap();
+        d.ok(&["plugin", "create", &name, bundle.to_str().unwrap()]);
+        d.ok(&[
+            "plugin",
+            "set",
+            &name,
+            &format!("state.source={}", state.display()),
+            &format!("run.source={}", run_dir.display()),
+            &format!("config.source={}", etc.display()),
+        ]);
+        let started = Instant::now();
+        d.ok(&["plugin", "enable", &name]);
+        let enable_took = started.elapsed();
+        let id = d
+            .ok(&["plugin", "inspect", &name, "-f", "{{.Id}}"])
+            .trim()
+            .to_owned();
+        let pid = plugin_pid(&id).expect("the plugin's process");
+        let socket = plugin_socket(d, &id);
+        let bound = std::fs::metadata(&socket).unwrap().modified().unwrap();
+        let socket_after_start = bound
+            .duration_since(process_start(pid))
+            .unwrap_or(Duration::ZERO);
+        Some(Managed {
+            name,
+            drv,
+            id,
+            admin: run_dir.join("volbridge.sock"),
+            enable_took,
+            socket_after_start,
+            proxy,
+            csp,
+            dir,
+            plugin_loops,
+        })
+    }
+
+    fn metrics(&self) -> Scrape {
+        Scrape::of(&self.admin)
+    }
+
+    /// `volbridge docker refs VOLUME` through the plugin's admin socket succeeds.
+    fn refs_of(&self, volume: &str) -> bool {
         std::process::Command::new(common::BIN)
-            .args(["--output", "json", "docker", "refs", v])
-            .env("VOLBRIDGE_SOCKET", &admin)
+            .args(["--output", "json", "docker", "refs", volume])
+            .env("VOLBRIDGE_SOCKET", &self.admin)
             .output()
             .unwrap()
             .status
             .success()
-    };
-    assert!(eventually(Duration::from_secs(60), || refs_of("mslow")));
-    let before = metrics();
-    d.ok(&[
-        "volume",
-        "create",
-        "-d",
-        &drv,
-        "-o",
-        "backend=csp",
-        "-o",
-        "size=32Mi",
-        "mslow",
-    ]);
-    let c = calls_between(&before, &metrics());
-    assert_eq!(c.get("Create"), None, "{c:?}");
-    assert!(c.contains_key("Get"), "{c:?}");
-    d.ok(&["volume", "rm", "mslow"]);
+    }
 
-    d.ok(&["rm", "-f", "mlong"]);
-    d.ok(&["volume", "rm", "mvol1"]);
-    d.ok(&["plugin", "disable", &name]);
-    d.ok(&["plugin", "rm", &name]);
-    dockerd.stop();
-    drop(proxy);
-    let mut csp = csp;
-    csp.stop();
-    assert_clean(dir.path(), &[]);
-    assert!(
-        eventually(Duration::from_secs(10), || plugin_loops
-            .attached()
-            .is_empty()),
-        "loop devices of the plugin left: {:?}",
-        plugin_loops.attached()
-    );
+    /// Disabled and removed; its CSP stopped: nothing left behind, no loop device of the
+    /// plugin left attached.
+    fn remove(mut self, d: &Dockerd) {
+        d.ok(&["plugin", "disable", &self.name]);
+        d.ok(&["plugin", "rm", &self.name]);
+        drop(self.proxy);
+        self.csp.stop();
+        assert_clean(&self.dir, &[]);
+        assert!(
+            eventually(Duration::from_secs(10), || self
+                .plugin_loops
+                .attached()
+                .is_empty()),
+            "loop devices of the plugin left: {:?}",
+            self.plugin_loops.attached()
+        );
+    }
+}
+
+#[test]
+fn s37_managed_plugin_enable_and_data_path() {
+    scenario("s37_managed_plugin_enable_and_data_path", |t| {
+        let Some(m) = Managed::install(t, "s37") else {
+            return;
+        };
+        let (d, drv, id) = (&t.dockerd, m.drv.as_str(), m.id.as_str());
+        assert!(
+            m.enable_took < Duration::from_secs(10),
+            "enable took {:?}",
+            m.enable_took
+        );
+        // 37: the socket was live within 1 s of the plugin's start (its file is made by bind).
+        assert!(
+            m.socket_after_start < Duration::from_secs(1),
+            "the plugin socket appeared {:?} after the process started",
+            m.socket_after_start
+        );
+        eprintln!(
+            "37: enable {:.1} s, socket bound {} ms after the plugin started",
+            m.enable_took.as_secs_f64(),
+            m.socket_after_start.as_millis()
+        );
+
+        d.ok(&["volume", "create", "-d", drv, "-o", "size=64Mi", "mvol1"]);
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "mvol1:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo managed > /data/f",
+        ]);
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "mlong",
+            "--network",
+            "none",
+            "-v",
+            "mvol1:/data",
+            IMAGE,
+            "sleep",
+            "600",
+        ]);
+        // The data appears under the plugin's propagated mount on the host, in the volume's
+        // own directory, named by its internal id: the Mountpoint the plugin reports (in its
+        // namespace, under PropagatedMount) is that directory.
+        let propagated = d
+            .data_root
+            .join("plugins")
+            .join(id)
+            .join("propagated-mount");
+        let v = inspect(d, "mvol1");
+        let volume_id = v["Status"]["volumeId"].as_str().unwrap().to_owned();
+        let reported = v["Mountpoint"].as_str().unwrap().to_owned();
+        let leaf = reported
+            .strip_prefix("/mnt/volbridge/")
+            .unwrap_or_else(|| panic!("{reported} is not under PropagatedMount"));
+        assert!(
+            leaf.ends_with(&volume_id) && !leaf.contains('/') && !leaf.contains("mvol1"),
+            "{leaf}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(propagated.join(leaf).join("f")).unwrap(),
+            "managed\n"
+        );
+        assert_eq!(d.ok(&["exec", "mlong", "cat", "/data/f"]), "managed\n");
+        // The admin socket of the plugin serves the CLI on the host.
+        let out = std::process::Command::new(common::BIN)
+            .args(["--output", "json", "docker", "refs", "mvol1"])
+            .env("VOLBRIDGE_SOCKET", &m.admin)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Managed plugins are never activated; Capabilities came before nearly every call.
+        let calls_so_far = m.metrics().docker_calls();
+        assert_eq!(calls_so_far.get("Activate"), None, "{calls_so_far:?}");
+        assert!(
+            calls_so_far.contains_key("Capabilities"),
+            "{calls_so_far:?}"
+        );
+        // Disable is refused while a volume exists.
+        let err = d.fails(&["plugin", "disable", &m.name]);
+        assert!(err.contains("in use"), "{err}");
+
+        d.ok(&["rm", "-f", "mlong"]);
+        d.ok(&["volume", "rm", "mvol1"]);
+        m.remove(d);
+    });
+}
+
+#[test]
+fn s38_managed_plugin_create_budget_and_a_slow_csp() {
+    scenario("s38_managed_plugin_create_budget_and_a_slow_csp", |t| {
+        let Some(m) = Managed::install(t, "s38") else {
+            return;
+        };
+        let (d, drv) = (&t.dockerd, m.drv.as_str());
+        // 38: budget 25 s (VOLBRIDGE_CALL_BUDGET), a CSP stalled for up to 40 s: the Create
+        // fails with the `timeout` message before Docker's 30 s cap of a fresh enable.
+        m.proxy.stall(Duration::from_secs(40));
+        let started = Instant::now();
+        let out = d.docker(&[
+            "volume",
+            "create",
+            "-d",
+            drv,
+            "-o",
+            "backend=csp",
+            "-o",
+            "size=32Mi",
+            "mslow",
+        ]);
+        let took = started.elapsed();
+        m.proxy.pass();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("create mslow: volbridge: timeout: create of \"mslow\" did not finish within 25s; it continues in the background, retry the command"),
+            "{err}"
+        );
+        assert!(!err.contains("deadline exceeded"), "{err}");
+        eprintln!("38: {:.1} s: {}", took.as_secs_f64(), err.trim());
+        assert!(
+            took >= Duration::from_secs(25) && took < Duration::from_secs(30),
+            "{took:?}"
+        );
+        // Once the CSP has answered, the same command succeeds with Get alone.
+        assert!(eventually(Duration::from_secs(60), || m.refs_of("mslow")));
+        let before = m.metrics();
+        d.ok(&[
+            "volume",
+            "create",
+            "-d",
+            drv,
+            "-o",
+            "backend=csp",
+            "-o",
+            "size=32Mi",
+            "mslow",
+        ]);
+        let c = calls_between(&before, &m.metrics());
+        assert_eq!(c.get("Create"), None, "{c:?}");
+        assert!(c.contains_key("Get"), "{c:?}");
+        d.ok(&["volume", "rm", "mslow"]);
+        m.remove(d);
+    });
 }
 
 /// The managed plugin's socket on the host (`<exec-root>/plugins/<id>/volbridge.sock` or

@@ -1,8 +1,8 @@
 //! Raw CSP calls for the checker: every answer comes back as status, content type and bytes,
 //! because judging those is the point (the provider client would classify them away).
 
-use super::checks::Verdict;
-use super::CheckOptions;
+use super::options::CheckOptions;
+use super::verdict::Verdict;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;

@@ -1,4 +1,4 @@
-//! Support for the CSI conformance suite (`tests/csi_conformance.rs`): a real daemon serving
+//! Support for the CSI conformance suite (`tests/csi_conformance/`): a real daemon serving
 //! CSI on a unix socket in its own temp dir, tonic clients on one channel, request builders
 //! in the shapes kubelet and the sidecars send, soft checks that collect every mismatch of a
 //! test before failing it, and host probes (loop devices, mounts, block sizes, data).
@@ -161,10 +161,15 @@ pub fn describe<T: Debug>(r: &CsiResult<T>) -> String {
 }
 
 /// Soft assertions: every mismatch of a test is collected and reported together, so that
-/// one failing case does not hide the next.
+/// one failing case does not hide the next. A test must end with [`Checks::finish`]: a
+/// collector dropped unfinished (an early `return`, a forgotten call) fails the test and
+/// names the checks whose results were never reported.
 #[derive(Default)]
 pub struct Checks {
     failures: Vec<String>,
+    /// What each check looked at, in order: the pending ones when dropped unfinished.
+    checked: Vec<String>,
+    finished: bool,
 }
 
 impl Checks {
@@ -172,21 +177,30 @@ impl Checks {
         Checks::default()
     }
 
+    fn record(&mut self, what: &str, failure: Option<String>) {
+        self.checked.push(what.to_owned());
+        self.failures.extend(failure);
+    }
+
     /// The call must fail with exactly `want`.
     pub fn code<T: Debug>(&mut self, r: CsiResult<T>, want: Code, what: &str) -> Option<Status> {
         match r {
             Ok(r) => {
-                self.failures
-                    .push(format!("{what}: wanted {want:?}, got OK {:?}", r.get_ref()));
+                let failure = format!("{what}: wanted {want:?}, got OK {:?}", r.get_ref());
+                self.record(what, Some(failure));
                 None
             }
-            Err(s) if s.code() == want => Some(s),
+            Err(s) if s.code() == want => {
+                self.record(what, None);
+                Some(s)
+            }
             Err(s) => {
-                self.failures.push(format!(
+                let failure = format!(
                     "{what}: wanted {want:?}, got {:?}: {}",
                     s.code(),
                     s.message()
-                ));
+                );
+                self.record(what, Some(failure));
                 Some(s)
             }
         }
@@ -195,42 +209,43 @@ impl Checks {
     /// The call must succeed.
     pub fn ok<T>(&mut self, r: CsiResult<T>, what: &str) -> Option<T> {
         match r {
-            Ok(r) => Some(r.into_inner()),
+            Ok(r) => {
+                self.record(what, None);
+                Some(r.into_inner())
+            }
             Err(s) => {
-                self.failures.push(format!(
-                    "{what}: wanted OK, got {:?}: {}",
-                    s.code(),
-                    s.message()
-                ));
+                let failure = format!("{what}: wanted OK, got {:?}: {}", s.code(), s.message());
+                self.record(what, Some(failure));
                 None
             }
         }
     }
 
     pub fn check(&mut self, cond: bool, what: impl Into<String>) {
-        if !cond {
-            self.failures.push(what.into());
-        }
+        let what = what.into();
+        let failure = (!cond).then(|| what.clone());
+        self.record(&what, failure);
     }
 
     pub fn eq<T: PartialEq + Debug>(&mut self, got: T, want: T, what: &str) {
-        if got != want {
-            self.failures
-                .push(format!("{what}: got {got:?}, wanted {want:?}"));
-        }
+        let failure = (got != want).then(|| format!("{what}: got {got:?}, wanted {want:?}"));
+        self.record(what, failure);
     }
 
     pub fn is_empty(&self) -> bool {
         self.failures.is_empty()
     }
 
+    /// Reports the run: panics with every failure, or passes.
     #[track_caller]
     pub fn finish(mut self) {
+        self.finished = true;
         let failures = std::mem::take(&mut self.failures);
         if !failures.is_empty() {
             panic!(
-                "{} check(s) failed:\n  - {}",
+                "{} of {} check(s) failed:\n  - {}",
                 failures.len(),
+                self.checked.len(),
                 failures.join("\n  - ")
             );
         }
@@ -238,14 +253,40 @@ impl Checks {
 }
 
 impl Drop for Checks {
-    /// A hard assertion that fails later in the test still shows the soft failures before it.
+    /// A hard assertion that fails later in the test still shows the soft failures before
+    /// it. Dropped unfinished otherwise, the collector fails the test: its results were
+    /// never reported.
     fn drop(&mut self) {
-        if std::thread::panicking() && !self.failures.is_empty() {
-            eprintln!(
-                "soft check(s) failed before the panic:\n  - {}",
-                self.failures.join("\n  - ")
-            );
+        if self.finished {
+            return;
         }
+        if std::thread::panicking() {
+            if !self.failures.is_empty() {
+                eprintln!(
+                    "soft check(s) failed before the panic:\n  - {}",
+                    self.failures.join("\n  - ")
+                );
+            }
+            return;
+        }
+        let pending = if self.checked.is_empty() {
+            "none recorded yet".to_owned()
+        } else {
+            format!("\n  - {}", self.checked.join("\n  - "))
+        };
+        let failed = if self.failures.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n{} of them failed:\n  - {}",
+                self.failures.len(),
+                self.failures.join("\n  - ")
+            )
+        };
+        panic!(
+            "Checks dropped without finish(): the test ended before reporting its soft \
+             checks (an early return?). Pending: {pending}{failed}"
+        );
     }
 }
 

@@ -1,6 +1,6 @@
 //! Login, token handling and error bodies: C01–C05 and C39.
 
-use super::{ensure, expect, fail, random_hex, Ctx, SeenError, Step, Verdict};
+use super::common::{ensure, expect, fail, random_hex, Ctx, SeenError, Step, Verdict};
 use crate::conformance::http::{Auth, Resp};
 use reqwest::Method;
 use serde_json::Value;

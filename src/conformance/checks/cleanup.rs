@@ -1,9 +1,6 @@
 //! Removal of everything the run created, in reverse order, even after failures (§9).
 
-use super::publish::unpublish;
-use super::snapshots::snapshot_path;
-use super::volumes::volume_path;
-use super::{Created, Ctx};
+use super::common::{snapshot_path, unpublish, volume_path, Created, Ctx};
 use crate::conformance::http::Resp;
 use serde_json::Value;
 

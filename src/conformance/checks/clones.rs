@@ -1,8 +1,9 @@
 //! Clones and delete preconditions: C30–C34.
 
-use super::snapshots::{fetch_snapshot, snapshot_path};
-use super::volumes::{expect_gone, fetch_volume, track_created, volume_path, wait_background};
-use super::{ensure, expect, fail, need, smaller_than, Created, Ctx, Step, Verdict, GIB};
+use super::common::{
+    ensure, expect, expect_gone, fail, fetch_snapshot, fetch_volume, need, smaller_than,
+    snapshot_path, track_created, volume_path, wait_background, Created, Ctx, Step, Verdict, GIB,
+};
 use serde_json::{json, Value};
 use volbridge_proto::csp::{Volume, BACKGROUND_COMPLETED};
 

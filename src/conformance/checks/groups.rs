@@ -1,9 +1,9 @@
 //! Volume groups, snapshot groups and replication partners: C37, C38.
 
-use super::hosts::NOT_SERVED;
-use super::snapshots::wait_ready;
-use super::volumes::{fetch_volume, track_created, volume_path};
-use super::{ensure, expect, fail, Created, Ctx, Step, Verdict, GIB};
+use super::common::{
+    ensure, expect, fail, fetch_volume, track_created, volume_path, wait_ready, Created, Ctx, Step,
+    Verdict, GIB, NOT_SERVED,
+};
 use serde_json::{json, Value};
 use volbridge_proto::csp::{SnapshotGroup, VolumeGroup};
 

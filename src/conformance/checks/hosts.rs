@@ -1,59 +1,9 @@
 //! Test hosts: C09, C10 (H2 upsert, H1) and C40 (H4 after cleanup).
 
-use super::{ensure, expect, fail, random_uuid, Ctx, Step, TestHost, Verdict};
-use serde_json::{json, Value};
+use super::common::{
+    ensure, expect, fail, host_body, register, Ctx, Step, TestHost, Verdict, NOT_SERVED,
+};
 use volbridge_proto::csp::Host;
-
-/// Statuses by which a CSP says it does not serve an optional endpoint.
-pub(super) const NOT_SERVED: [u16; 3] = [404, 405, 501];
-
-/// The H2 body for a test host, with an initiator of the protocol under test. Initiators
-/// derive from the uuid so that re-registering sends the same ones (B24).
-pub(super) fn host_body(cx: &Ctx<'_>, host: &TestHost, networks: &[&str]) -> Value {
-    let mut body = json!({
-        "uuid": host.uuid,
-        "name": host.name,
-        "access_protocol": cx.protocol,
-        "networks": networks,
-    });
-    let plain: String = host.uuid.chars().filter(|c| *c != '-').collect();
-    match cx.protocol.as_str() {
-        "iscsi" => body["iqns"] = json!([format!("iqn.2024-01.io.volbridge:{}", host.name)]),
-        "nvmetcp" => {
-            body["nqns"] = json!([format!("nqn.2014-08.org.nvmexpress:uuid:{}", host.uuid)])
-        }
-        "fc" => body["wwpns"] = json!([plain[..16].to_owned()]),
-        _ => {}
-    }
-    body
-}
-
-/// H2 for a new test host; the host is remembered whatever the answer, for C40.
-pub(super) async fn register(cx: &Ctx<'_>, suffix: &str, probe: bool) -> Step<TestHost> {
-    let mut host = TestHost {
-        uuid: random_uuid(),
-        name: cx.name(suffix),
-        id: None,
-    };
-    let mut body = host_body(cx, &host, &["192.0.2.10/24"]);
-    if probe {
-        body["vbcheck_probe"] = json!(true);
-    }
-    let r = cx.csp.post("/hosts", &body).await?;
-    if r.status != 200 {
-        return Err(Verdict::Fail(format!(
-            "H2 {}: got {} (want 200)",
-            host.name,
-            r.describe()
-        )));
-    }
-    host.id = r
-        .json::<Host>("Host")
-        .ok()
-        .and_then(|h| h.id)
-        .filter(|id| !id.is_empty());
-    Ok(host)
-}
 
 pub(super) async fn c09(cx: &mut Ctx<'_>) -> Step {
     cx.session()?;

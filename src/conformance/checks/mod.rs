@@ -4,172 +4,20 @@
 //! snapshot S1, …). A check whose prerequisite is missing is skipped with the reason, so one
 //! broken endpoint yields one FAIL instead of a cascade.
 
-pub(super) use crate::random::{hex as random_hex, uuid_v4 as random_uuid};
 mod auth;
 mod cleanup;
 mod clones;
+mod common;
 mod groups;
 mod hosts;
 mod publish;
 mod snapshots;
 mod volumes;
 
-use super::http::{Csp, Resp};
-use super::{CheckOptions, CheckResult, Outcome, Report};
-use serde_json::Value;
-use std::time::{Duration, Instant};
-use volbridge_proto::csp::PublishInfo;
-
-pub(super) const GIB: u64 = 1 << 30;
-const MIB: u64 = 1 << 20;
-
-/// What a check concluded before its level is applied.
-#[derive(Debug)]
-pub(crate) enum Verdict {
-    Pass(String),
-    Fail(String),
-    Warn(String),
-    Skip(String),
-}
-
-impl Verdict {
-    pub fn text(&self) -> &str {
-        match self {
-            Verdict::Pass(t) | Verdict::Fail(t) | Verdict::Warn(t) | Verdict::Skip(t) => t,
-        }
-    }
-}
-
-/// A check body: `Ok(note)` passes; `Err` carries any other verdict, so `?` ends the check.
-pub(super) type Step<T = String> = Result<T, Verdict>;
-
-pub(super) fn fail<T>(msg: impl Into<String>) -> Step<T> {
-    Err(Verdict::Fail(msg.into()))
-}
-
-pub(super) fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Step<()> {
-    if cond {
-        Ok(())
-    } else {
-        fail(msg())
-    }
-}
-
-/// Fails unless the status is one of `want`; `step` names the call in multi-call checks.
-pub(super) fn expect(r: &Resp, want: &[u16], step: &str) -> Step<()> {
-    if want.contains(&r.status) {
-        return Ok(());
-    }
-    let want: Vec<String> = want.iter().map(u16::to_string).collect();
-    let prefix = if step.is_empty() {
-        String::new()
-    } else {
-        format!("{step}: ")
-    };
-    fail(format!(
-        "{prefix}got {} (want {})",
-        r.describe(),
-        want.join(" or ")
-    ))
-}
-
-/// The id a prerequisite check left behind, or a skip naming that check.
-pub(super) fn need<'a>(slot: &'a Option<String>, what: &str) -> Step<&'a str> {
-    slot.as_deref()
-        .ok_or_else(|| Verdict::Skip(format!("needs {what}")))
-}
-
-/// Something the run created, to remove in reverse order at the end (§9).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Created {
-    Volume(String),
-    Snapshot(String),
-    /// A publish grant: (volume id, host uuid).
-    Grant(String, String),
-    VolumeGroup(String),
-    SnapshotGroup(String),
-}
-
-/// A test host registered with H2.
-pub(super) struct TestHost {
-    pub uuid: String,
-    pub name: String,
-    /// The CSP's id for it, for H5 when H4 is not served.
-    pub id: Option<String>,
-}
-
-/// An error answer C05 judges: which check got it and the raw body.
-pub(super) struct SeenError {
-    pub check: &'static str,
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-pub(super) struct Ctx<'a> {
-    pub opts: &'a CheckOptions,
-    pub csp: Csp,
-    /// `vbcheck-<8 hex>`: the prefix of every name the run creates.
-    pub tag: String,
-    /// Lower-case access protocol to publish with.
-    pub protocol: String,
-    pub created: Vec<Created>,
-    pub errors: Vec<SeenError>,
-    /// Ids of the sessions this run opened, logged out at the end.
-    pub token_ids: Vec<String>,
-    /// Id of the session in use, logged out last.
-    pub session_id: Option<String>,
-    /// Passwords and tokens to scrub from every detail, should a CSP echo one.
-    pub secrets: Vec<String>,
-    pub host_u: Option<TestHost>,
-    pub host_u2: Option<TestHost>,
-    pub v1: Option<String>,
-    pub n2: Option<String>,
-    pub s1: Option<String>,
-    pub s1_size: Option<u64>,
-    pub c1: Option<String>,
-    /// The PublishInfo of the first V6 of N1 to U, for C19.
-    pub first_publish: Option<PublishInfo>,
-}
-
-impl Ctx<'_> {
-    pub fn name(&self, suffix: &str) -> String {
-        format!("{}-{suffix}", self.tag)
-    }
-
-    pub fn session(&self) -> Step<()> {
-        if self.csp.has_session() {
-            Ok(())
-        } else {
-            Err(Verdict::Skip("needs a session (login failed)".into()))
-        }
-    }
-
-    pub fn track(&mut self, c: Created) {
-        if !self.created.contains(&c) {
-            self.created.push(c);
-        }
-    }
-
-    /// Stops tracking something a check removed itself.
-    pub fn forget(&mut self, c: &Created) {
-        self.created.retain(|x| x != c);
-    }
-
-    /// Remembers a session token: it must never be printed, and it is logged out at the end.
-    pub fn note_token(&mut self, body: &Value) {
-        if let Some(t) = body.get("session_token").and_then(Value::as_str) {
-            if !t.is_empty() {
-                self.secrets.push(t.to_owned());
-            }
-        }
-    }
-
-    /// Secrets out of a check's detail, as whole tokens (a short password does not mask
-    /// pieces of ordinary words).
-    fn scrub(&self, text: String) -> String {
-        crate::logging::redact_values_as(&text, &self.secrets, "***")
-    }
-}
+use super::http::Csp;
+use super::options::CheckOptions;
+use super::report::{CheckResult, Outcome, Report};
+use common::{random_hex, Ctx, Step, Verdict};
 
 /// The checklist: id, level, title. Titles are what the CLI prints after the level.
 const CHECKS: [(&str, char, &str); 40] = [
@@ -319,50 +167,42 @@ pub(super) async fn run(
     Ok(report)
 }
 
-/// Waits for a condition with growing pauses, up to the poll limit.
-pub(super) struct Poll {
-    deadline: Instant,
-    pause: Duration,
-}
-
-impl Poll {
-    pub fn new(limit: Duration) -> Self {
-        Poll {
-            deadline: Instant::now() + limit,
-            pause: Duration::from_millis(200),
-        }
-    }
-
-    /// Sleeps before the next attempt; false once the limit is used up.
-    pub async fn wait(&mut self) -> bool {
-        let now = Instant::now();
-        if now >= self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.pause.min(self.deadline - now)).await;
-        self.pause = (self.pause * 2).min(Duration::from_secs(2));
-        true
-    }
-}
-
-/// A size below `size`, aligned to 1 MiB, for the "smaller than the source" checks.
-pub(super) fn smaller_than(size: u64) -> u64 {
-    ((size / 2) / MIB * MIB)
-        .max(MIB)
-        .min(size.saturating_sub(MIB).max(512))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
+    /// The check modules take what they share from `common` and from no sibling, and
+    /// `common` imports no check module: no two files of the checker import each other.
     #[test]
-    fn ids_and_sizes() {
-        let u = random_uuid();
-        assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
-        assert_ne!(random_hex(4), random_hex(4));
-        assert_eq!(smaller_than(2 * GIB), GIB);
-        assert!(smaller_than(MIB + 512) < MIB + 512);
+    fn check_modules_import_only_common() {
+        let checks = [
+            ("auth", include_str!("auth.rs")),
+            ("cleanup", include_str!("cleanup.rs")),
+            ("clones", include_str!("clones.rs")),
+            ("groups", include_str!("groups.rs")),
+            ("hosts", include_str!("hosts.rs")),
+            ("publish", include_str!("publish.rs")),
+            ("snapshots", include_str!("snapshots.rs")),
+            ("volumes", include_str!("volumes.rs")),
+        ];
+        let imports_from = |text: &str, module: &str| {
+            text.contains(&format!("super::{module}::"))
+                || text.contains(&format!("super::{module};"))
+                || text.contains(&format!("checks::{module}"))
+        };
+        for (name, text) in checks {
+            for (other, _) in checks {
+                assert!(!imports_from(text, other), "{name}.rs imports {other}.rs");
+            }
+            // Items of checks/mod.rs itself (`use super::{…}` outside a test module).
+            assert!(
+                !text.contains("use super::{"),
+                "{name}.rs imports checks/mod.rs"
+            );
+        }
+        let common = include_str!("common.rs");
+        for (other, _) in checks {
+            assert!(!imports_from(common, other), "common.rs imports {other}.rs");
+        }
+        assert!(!include_str!("../http.rs").contains("checks::"));
+        assert!(!include_str!("../verdict.rs").contains("use "));
     }
 }

@@ -1,8 +1,9 @@
 //! Publish and unpublish: C18–C24.
 
-use super::hosts::register;
-use super::volumes::{fetch_volume, track_created, volume_path};
-use super::{ensure, expect, fail, need, random_uuid, Created, Ctx, Step, Verdict, GIB};
+use super::common::{
+    ensure, expect, fail, fetch_volume, need, random_uuid, register, track_created, unpublish,
+    volume_path, Created, Ctx, Step, Verdict, GIB,
+};
 use crate::conformance::http::Resp;
 use serde_json::json;
 use volbridge_proto::csp::{PublishInfo, Volume};
@@ -13,13 +14,6 @@ async fn publish(cx: &mut Ctx<'_>, volume: &str, host: &str) -> Step<Resp> {
     let body = json!({ "host_uuid": host, "access_protocol": cx.protocol });
     cx.csp
         .put(&format!("{}/actions/publish", volume_path(volume)), &body)
-        .await
-}
-
-pub(super) async fn unpublish(cx: &Ctx<'_>, volume: &str, host: &str) -> Step<Resp> {
-    let body = json!({ "host_uuid": host });
-    cx.csp
-        .put(&format!("{}/actions/unpublish", volume_path(volume)), &body)
         .await
 }
 

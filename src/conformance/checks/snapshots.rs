@@ -1,19 +1,12 @@
 //! Snapshots: C14, C25–C29 and C35.
 
-use super::{ensure, expect, fail, need, random_hex, Created, Ctx, Poll, Step, Verdict};
+use super::common::{
+    ensure, expect, fail, fetch_snapshot, need, random_hex, snapshot_path, wait_ready, Created,
+    Ctx, Step, Verdict,
+};
 use crate::conformance::http::Resp;
 use serde_json::{json, Value};
 use volbridge_proto::csp::Snapshot;
-
-pub(super) fn snapshot_path(id: &str) -> String {
-    format!("/snapshots/{id}")
-}
-
-pub(super) async fn fetch_snapshot(cx: &Ctx<'_>, id: &str, step: &str) -> Step<Snapshot> {
-    let r = cx.csp.get(&snapshot_path(id), &[]).await?;
-    expect(&r, &[200], step)?;
-    r.json("Snapshot")
-}
 
 fn ids(r: &Resp) -> Step<Vec<String>> {
     let list: Vec<Snapshot> = r.json("Snapshot array")?;
@@ -100,23 +93,6 @@ pub(super) async fn c25(cx: &mut Ctx<'_>) -> Step {
         }
     }
     Ok(String::new())
-}
-
-/// Polls S3 until the snapshot reports `ready_to_use: true`.
-pub(super) async fn wait_ready(cx: &Ctx<'_>, id: &str) -> Step<Snapshot> {
-    let mut poll = Poll::new(cx.opts.poll_limit);
-    loop {
-        let s = fetch_snapshot(cx, id, "S3 while waiting for ready_to_use").await?;
-        if s.ready_to_use == Some(true) {
-            return Ok(s);
-        }
-        if !poll.wait().await {
-            return fail(format!(
-                "snapshot {id}: ready_to_use still {:?} after {:?}",
-                s.ready_to_use, cx.opts.poll_limit
-            ));
-        }
-    }
 }
 
 pub(super) async fn c26(cx: &mut Ctx<'_>) -> Step {

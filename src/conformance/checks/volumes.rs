@@ -1,63 +1,11 @@
 //! Volume lookups, create, expand, edit and delete: C06–C08, C11–C13, C15–C17, C36.
 
-use super::{ensure, expect, fail, need, random_hex, Created, Ctx, Poll, Step, GIB};
-use crate::conformance::http::Resp;
+use super::common::{
+    ensure, expect, expect_gone, fetch_volume, need, random_hex, track_created, volume_path,
+    wait_background, Created, Ctx, Step, GIB,
+};
 use serde_json::{json, Value};
 use volbridge_proto::csp::{Volume, BACKGROUND_COMPLETED};
-
-pub(super) fn volume_path(id: &str) -> String {
-    format!("/volumes/{id}")
-}
-
-/// V3 that must answer 200; `step` names the call in the failure text.
-pub(super) async fn fetch_volume(cx: &Ctx<'_>, id: &str, step: &str) -> Step<Volume> {
-    let r = cx.csp.get(&volume_path(id), &[]).await?;
-    expect(&r, &[200], step)?;
-    r.json("Volume")
-}
-
-/// V3 that must answer 404: the volume is gone.
-pub(super) async fn expect_gone(cx: &Ctx<'_>, id: &str, step: &str) -> Step<()> {
-    let r = cx.csp.get(&volume_path(id), &[]).await?;
-    expect(&r, &[404], step)
-}
-
-/// Tracks the volume a 2xx create answered with, whatever else is wrong with the answer.
-pub(super) fn track_created(cx: &mut Ctx<'_>, r: &Resp) -> Option<String> {
-    if !r.is_success() {
-        return None;
-    }
-    let id = r
-        .value()?
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())?
-        .to_owned();
-    cx.track(Created::Volume(id.clone()));
-    Some(id)
-}
-
-/// Waits until `config.background_operation_status` is absent or `Completed` (B39).
-pub(super) async fn wait_background(cx: &Ctx<'_>, id: &str) -> Step<Volume> {
-    let mut poll = Poll::new(cx.opts.poll_limit);
-    loop {
-        let v = fetch_volume(cx, id, "V3 while waiting for the background operation").await?;
-        match v.background_status() {
-            None | Some(BACKGROUND_COMPLETED) => return Ok(v),
-            Some(s) if s.starts_with("Failed") => {
-                return fail(format!("background_operation_status is '{s}'"));
-            }
-            Some(s) => {
-                if !poll.wait().await {
-                    return fail(format!(
-                        "background_operation_status still '{s}' after {:?}",
-                        cx.opts.poll_limit
-                    ));
-                }
-            }
-        }
-    }
-}
 
 pub(super) async fn c06(cx: &mut Ctx<'_>) -> Step {
     cx.session()?;

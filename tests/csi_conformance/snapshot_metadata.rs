@@ -5,17 +5,16 @@
 //! is taken, and GetMetadataAllocated and GetMetadataDelta must answer exactly those
 //! ranges, over several stream messages when `max_results` is small.
 //!
-//! Every scenario is its own test and runs alone. The pool modes are those of the suite:
-//! the default (`auto`: an xfs image pool on this ext4 host; ranges compared by extents)
-//! and `dir` (copies on ext4; ranges compared by bytes). Needs root and the tools, like
-//! every test that uses the machine; without them it fails (skips only with
-//! VOLBRIDGE_ALLOW_SKIP=1).
+//! Every scenario is its own test and runs alone (`cargo test --test csi_conformance
+//! snapshot_metadata::`; this was `tests/csi_snapshot_metadata.rs`). The pool modes are
+//! those of the suite: the default (`auto`: an xfs image pool on this ext4 host; ranges
+//! compared by extents) and `dir` (copies on ext4; ranges compared by bytes). Needs root
+//! and the tools, like every test that uses the machine; without them it fails (skips only
+//! with VOLBRIDGE_ALLOW_SKIP=1).
 
-mod common;
-mod csi_support;
-
+use crate::common;
+use crate::csi_support::*;
 use csi::snapshot_metadata_client::SnapshotMetadataClient;
-use csi_support::*;
 use tonic::{Code, Status};
 
 const K64: i64 = 64 << 10;
