@@ -50,9 +50,11 @@ impl AdminClient {
         let bytes = response.bytes().await.unwrap_or_default();
         Err(match serde_json::from_slice::<ApiError>(&bytes) {
             Ok(api) => Error {
-                kind: api.error.kind.parse().unwrap_or(ErrorKind::Internal),
-                message: api.error.message,
                 field: api.error.field,
+                ..Error::new(
+                    api.error.kind.parse().unwrap_or(ErrorKind::Internal),
+                    api.error.message,
+                )
             },
             Err(_) => Error::internal(format!(
                 "the daemon answered {status}: {}",

@@ -67,12 +67,32 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error with its kind, a sentence for humans, and, for bad input, the field at fault.
+/// Why, where the kind alone does not tell a front end what to say: set where the error
+/// is made, read by the front ends' mapping tables (never the message text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A container or another mount namespace of this node still uses the volume.
+    InUse,
+    /// The volume is published to another host and cannot be shared.
+    AttachedElsewhere,
+}
+
+/// What an error is about, as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Object {
+    Volume(String),
+    Snapshot(String),
+}
+
+/// An error with its kind, a sentence for humans, and, for bad input, the field at fault;
+/// `reason` and `object` say more to front ends that word errors their own way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
     pub field: Option<String>,
+    pub reason: Option<Reason>,
+    pub object: Option<Object>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,15 +103,38 @@ impl Error {
             kind,
             message: message.into(),
             field: None,
+            reason: None,
+            object: None,
         }
+    }
+
+    pub fn with_reason(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn about(mut self, object: Object) -> Self {
+        self.object = Some(object);
+        self
     }
 
     /// Bad input in a named field; the message should say what is accepted.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Error {
-            kind: ErrorKind::InvalidArgument,
-            message: format!("{field}: {}", message.into()),
             field: Some(field.to_owned()),
+            ..Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{field}: {}", message.into()),
+            )
+        }
+    }
+
+    /// A user's option (Docker's and Flex's `-o`) that cannot be taken; the message names
+    /// it. Front ends word it as an option error, not a field of a request.
+    pub fn invalid_option(message: impl Into<String>) -> Self {
+        Error {
+            field: Some("option".to_owned()),
+            ..Error::new(ErrorKind::InvalidArgument, message)
         }
     }
 

@@ -6,4 +6,4 @@ pub mod fs;
 pub mod random;
 pub mod redact;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Object, Reason, Result};

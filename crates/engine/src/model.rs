@@ -122,3 +122,38 @@ pub struct CreateVolume {
     /// Several hosts may be granted the volume at once (csp-api.md B27).
     pub multi_initiator: bool,
 }
+
+/// How a volume is presented on a node: a mounted filesystem or the raw block device. The
+/// engine's word (front ends name it, node records keep it); the attach layer has its own,
+/// of the same shape, and gets it at the boundary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Access {
+    Mount {
+        /// `""` = the publish context's `fsType`, else ext4.
+        fs_type: String,
+        mount_options: Vec<String>,
+    },
+    Block,
+}
+
+impl Access {
+    pub fn is_block(&self) -> bool {
+        matches!(self, Access::Block)
+    }
+}
+
+impl From<&Access> for volbridge_host::stage::Access {
+    fn from(a: &Access) -> Self {
+        match a {
+            Access::Mount {
+                fs_type,
+                mount_options,
+            } => volbridge_host::stage::Access::Mount {
+                fs_type: fs_type.clone(),
+                mount_options: mount_options.clone(),
+            },
+            Access::Block => volbridge_host::stage::Access::Block,
+        }
+    }
+}

@@ -105,6 +105,11 @@ impl Engine {
             | Intent::UnmountVolume { backend, name, .. } => {
                 self.guards.try_lock(&format!("{backend}/{name}")).map(Some)
             }
+            Intent::CreateGroupSnapshot { backend, name, .. }
+            | Intent::DeleteGroupSnapshot { backend, name, .. } => self
+                .guards
+                .try_lock(&format!("{backend}/group-snapshot:{name}"))
+                .map(Some),
         }
     }
 
@@ -188,6 +193,17 @@ impl Engine {
                 self.release_if_unused(&self.attachment_for(backend, name, volume_id)?)
                     .await?;
                 Ok("finished".into())
+            }
+            Intent::CreateGroupSnapshot {
+                backend,
+                name,
+                made_volume_group,
+            } => {
+                self.replay_create_group_snapshot(backend, name, *made_volume_group)
+                    .await
+            }
+            Intent::DeleteGroupSnapshot { backend, name, id } => {
+                self.replay_delete_group_snapshot(backend, name, id).await
             }
         }
     }

@@ -84,12 +84,14 @@ pub fn align(field: &str, bytes: u64) -> Result<u64> {
 /// The OutOfRange error of a size above [`MAX_SIZE`].
 pub fn too_large(field: &str, bytes: u64) -> Error {
     Error {
-        kind: ErrorKind::OutOfRange,
-        message: format!(
-            "{field}: {bytes} bytes is more than the largest size volbridge accepts, \
-             {MAX_SIZE} bytes (1Ei); ask for 1Ei or less"
-        ),
         field: Some(field.to_owned()),
+        ..Error::new(
+            ErrorKind::OutOfRange,
+            format!(
+                "{field}: {bytes} bytes is more than the largest size volbridge accepts, \
+                 {MAX_SIZE} bytes (1Ei); ask for 1Ei or less"
+            ),
+        )
     }
 }
 

@@ -5,9 +5,8 @@
 use super::controller::csi_snapshot;
 use super::status::status;
 use super::Csi;
-use crate::engine::{SnapshotGroup, Wait};
+use crate::engine::SnapshotGroup;
 use crate::ErrorKind;
-use std::collections::BTreeSet;
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::group_controller_service_capability::rpc::Type as Rpc;
@@ -97,39 +96,9 @@ impl pb::group_controller_server::GroupController for Csi {
         req.name = super::stored_name("name", &req.name).map_err(status)?;
         let backend = self.backend(&req.secrets)?;
         let backend = backend.as_deref();
-        for v in &req.source_volume_ids {
-            let found = match crate::engine::names::validate_name("source_volume_ids", v) {
-                Ok(()) => self.engine.get_volume(v, backend).await,
-                Err(_) => Err(crate::Error::not_found("")),
-            };
-            found.map_err(|e| match e.kind {
-                ErrorKind::NotFound => Status::not_found(format!("volume '{v}' does not exist")),
-                _ => status(e),
-            })?;
-        }
-        let wanted: BTreeSet<&String> = req.source_volume_ids.iter().collect();
-        if let Some(g) = self
-            .engine
-            .find_volume_group(&req.name, backend)
-            .await
-            .map_err(status)?
-        {
-            let have: BTreeSet<&String> = g.members.iter().collect();
-            if have != wanted {
-                return Err(Status::already_exists(format!(
-                    "group snapshot '{}' exists for volumes {:?}",
-                    req.name, g.members
-                )));
-            }
-        }
-        let members: Vec<String> = wanted.into_iter().cloned().collect();
-        self.engine
-            .create_volume_group(&req.name, &members, backend, Wait::No)
-            .await
-            .map_err(status)?;
         let group = self
             .engine
-            .create_snapshot_group(&req.name, &req.name, backend, Wait::No)
+            .create_group_snapshot(&req.name, &req.source_volume_ids, backend)
             .await
             .map_err(status)?;
         let names = self.volume_names(backend).await?;
@@ -145,30 +114,10 @@ impl pb::group_controller_server::GroupController for Csi {
         let req = request.into_inner();
         let backend = self.backend(&req.secrets)?;
         let backend = backend.as_deref();
-        let group = match self
-            .engine
-            .get_snapshot_group(&req.group_snapshot_id, backend)
-            .await
-        {
-            Ok(g) => g,
-            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::InvalidArgument) => {
-                return Ok(Response::new(pb::DeleteVolumeGroupSnapshotResponse {}));
-            }
-            Err(e) => return Err(status(e)),
-        };
         self.engine
-            .delete_snapshot_group(&group.id, backend)
+            .delete_group_snapshot(&req.group_snapshot_id, backend)
             .await
             .map_err(status)?;
-        // The volume group was made for this group snapshot; it goes with it. Volumes keep
-        // their data either way, so a refusal only leaves an empty grouping behind.
-        if let Err(e) = self
-            .engine
-            .delete_volume_group(&group.name, backend, Wait::No)
-            .await
-        {
-            tracing::warn!(group = %group.name, error = %e.message, "volume group kept");
-        }
         Ok(Response::new(pb::DeleteVolumeGroupSnapshotResponse {}))
     }
 

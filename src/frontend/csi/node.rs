@@ -4,8 +4,8 @@
 use super::capability::Cap;
 use super::status::status;
 use super::{Csi, CONTEXT_BACKEND, CONTEXT_EPHEMERAL};
+use crate::engine::Access;
 use crate::engine::{MountVolume, Owner, PublishVolume, StageRecord, StageVolume, Wait};
-use crate::host::stage::Access;
 use crate::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
 use tonic::{Request, Response, Status};

@@ -2,8 +2,7 @@
 //! reads after `Error response from daemon: <op> <volume>: ` (docker-volume-plugin.md §13):
 //! `volbridge: <kind>: <detail>[; <hint>]`, one line, at most 300 bytes.
 
-use crate::engine::mount_table::IN_USE;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Object, Reason};
 
 /// The longest `Err` text.
 pub const MAX_ERR: usize = 300;
@@ -18,20 +17,17 @@ pub fn err_text(e: &Error) -> String {
             // No field: the CSP refused what it was given.
             None => format!("volbridge: rejected by backend: {detail}"),
         },
-        ErrorKind::NotFound => {
-            if detail.starts_with("no such ") {
-                format!("volbridge: {detail}")
-            } else if detail.starts_with("snapshot") {
-                format!("volbridge: no such snapshot: {detail}")
-            } else {
-                format!("volbridge: no such volume: {detail}")
-            }
-        }
+        ErrorKind::NotFound => match &e.object {
+            Some(Object::Snapshot(name)) => format!("volbridge: no such snapshot: {name:?}"),
+            Some(Object::Volume(name)) => format!("volbridge: no such volume: {name:?}"),
+            // A CSP's own 404, about what was asked.
+            None => format!("volbridge: no such volume: {detail}"),
+        },
         ErrorKind::AlreadyExists => format!("volbridge: already exists: {detail}"),
-        ErrorKind::FailedPrecondition if e.field.as_deref() == Some(IN_USE) => {
+        ErrorKind::FailedPrecondition if e.reason == Some(Reason::InUse) => {
             format!("volbridge: in use: {detail}")
         }
-        ErrorKind::FailedPrecondition if detail.contains("attached to node") => {
+        ErrorKind::FailedPrecondition if e.reason == Some(Reason::AttachedElsewhere) => {
             format!("volbridge: attached elsewhere: {detail}")
         }
         ErrorKind::FailedPrecondition => format!("volbridge: not possible now: {detail}"),
@@ -103,9 +99,8 @@ mod tests {
             ),
             (
                 Error {
-                    kind: ErrorKind::InvalidArgument,
-                    message: "size=\"10GB\": unknown unit".into(),
                     field: Some("option".into()),
+                    ..Error::new(ErrorKind::InvalidArgument, "size=\"10GB\": unknown unit")
                 },
                 "volbridge: invalid option: size=\"10GB\": unknown unit",
             ),
@@ -114,24 +109,28 @@ mod tests {
                 "volbridge: rejected by backend: no such policy",
             ),
             (
-                Error::not_found("no such volume: \"db9\""),
+                Error::not_found("no such volume: \"db9\"").about(Object::Volume("db9".into())),
                 "volbridge: no such volume: \"db9\"",
             ),
             (
-                Error::not_found("snapshot 'n' does not exist"),
-                "volbridge: no such snapshot: snapshot 'n' does not exist",
+                Error::not_found("snapshot 'n' does not exist").about(Object::Snapshot("n".into())),
+                "volbridge: no such snapshot: \"n\"",
+            ),
+            (
+                Error::not_found("CSP answered 404 Not Found"),
+                "volbridge: no such volume: CSP answered 404 Not Found",
             ),
             (
                 Error::new(ErrorKind::AlreadyExists, "x"),
                 "volbridge: already exists: x",
             ),
             (
-                Error {
-                    kind: ErrorKind::FailedPrecondition,
-                    message: "x".into(),
-                    field: Some(IN_USE.into()),
-                },
+                Error::precondition("x").with_reason(Reason::InUse),
                 "volbridge: in use: x",
+            ),
+            (
+                Error::precondition("x").with_reason(Reason::AttachedElsewhere),
+                "volbridge: attached elsewhere: x",
             ),
             (
                 Error::new(ErrorKind::Aborted, "x"),

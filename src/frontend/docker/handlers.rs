@@ -6,7 +6,7 @@ use super::errors::{err_text, malformed};
 use super::options;
 use super::{Docker, Mode};
 use crate::engine::{DockerVolume, VolumeSource};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Object, Result};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -307,7 +307,7 @@ fn mountpoint_field(p: &str) -> Map<String, Value> {
 }
 
 fn no_such_volume(name: &str) -> Error {
-    Error::not_found(format!("no such volume: {name:?}"))
+    Error::not_found(format!("no such volume: {name:?}")).about(Object::Volume(name.to_owned()))
 }
 
 fn path_of(docker: &Docker, name: &str) -> Response {
@@ -411,27 +411,19 @@ async fn create(docker: &Docker, req: CreateRequest) -> Response {
                     .all()
                     .map(|b| b.name.clone())
                     .collect();
-                return Err(Error {
-                    kind: ErrorKind::InvalidArgument,
-                    message: format!(
-                        "backend={b:?} is not a configured backend; configured: {}",
-                        known.join(", ")
-                    ),
-                    field: Some("option".into()),
-                });
+                return Err(Error::invalid_option(format!(
+                    "backend={b:?} is not a configured backend; configured: {}",
+                    known.join(", ")
+                )));
             }
         }
         if let (Some(VolumeSource::Volume(src)), Some(fs)) = (&parsed.source, opts_fs(&parsed)) {
             if let Some(s) = docker.engine.docker_get(src)? {
                 if !s.fs_type.is_empty() && s.fs_type != fs {
-                    return Err(Error {
-                        kind: ErrorKind::InvalidArgument,
-                        message: format!(
-                            "fsType={fs:?} differs from the source's {}; omit fsType for clones",
-                            s.fs_type
-                        ),
-                        field: Some("option".into()),
-                    });
+                    return Err(Error::invalid_option(format!(
+                        "fsType={fs:?} differs from the source's {}; omit fsType for clones",
+                        s.fs_type
+                    )));
                 }
             }
         }

@@ -8,12 +8,7 @@ use std::collections::BTreeMap;
 use volbridge_proto::options::{self as table, FrontEnd, OptionError};
 
 fn bad(e: OptionError) -> Error {
-    // `field` marks the error as the user's option (the front end's `invalid option`).
-    Error {
-        kind: crate::ErrorKind::InvalidArgument,
-        message: e.0,
-        field: Some("option".to_owned()),
-    }
+    Error::invalid_option(e.0)
 }
 
 /// Parses a size in the one grammar (`volbridge_proto::units`), worded as §12 shows.

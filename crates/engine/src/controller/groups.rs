@@ -5,7 +5,7 @@ use crate::model::Snapshot;
 use crate::names::validate_name;
 use crate::{Engine, Wait};
 use std::collections::BTreeMap;
-use volbridge_base::error::{Error, Result};
+use volbridge_base::error::{Error, Object, Result};
 use volbridge_provider::VolumeEdit;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +84,10 @@ impl Engine {
         };
         let group_id = group.id.clone().unwrap_or_default();
         for v in volumes {
-            let volume = client
-                .find_volume(v)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("volume '{v}' does not exist")))?;
+            let volume = client.find_volume(v).await?.ok_or_else(|| {
+                Error::not_found(format!("volume '{v}' does not exist"))
+                    .about(Object::Volume(v.to_string()))
+            })?;
             if volume.group_id() != Some(group_id.as_str()) {
                 let edit = VolumeEdit {
                     volume_group_id: Some(Some(group_id.clone())),

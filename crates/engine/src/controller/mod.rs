@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod grants;
+mod group_snapshots;
 pub mod groups;
 pub mod requested;
 pub mod snapshot_metadata;

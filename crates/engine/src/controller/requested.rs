@@ -8,7 +8,7 @@ use crate::model::{CreateVolume, Snapshot, Volume, VolumeSource};
 use crate::names::validate_name;
 use crate::{size, Engine, Wait};
 use std::collections::BTreeMap;
-use volbridge_base::{Error, ErrorKind, Result};
+use volbridge_base::{Error, ErrorKind, Object, Result};
 
 /// A size asked as a range: at least `required`, at most `limit`; 0 leaves either unset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,7 +116,11 @@ fn fingerprint(params: &BTreeMap<String, String>, source: Option<&RequestedSourc
 }
 
 fn missing(what: &str, id: &str) -> Error {
-    Error::not_found(format!("{what} '{id}' does not exist"))
+    let object = match what {
+        "snapshot" => Object::Snapshot(id.to_owned()),
+        _ => Object::Volume(id.to_owned()),
+    };
+    Error::not_found(format!("{what} '{id}' does not exist")).about(object)
 }
 
 impl Engine {

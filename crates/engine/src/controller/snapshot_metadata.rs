@@ -7,7 +7,7 @@ use crate::model::Snapshot;
 use crate::names::validate_name;
 use crate::Engine;
 use std::collections::VecDeque;
-use volbridge_base::error::{Error, ErrorKind, Result};
+use volbridge_base::error::{Error, ErrorKind, Object, Result};
 use volbridge_proto::ranges::{effective_limit, RangePage, EXTENSION_SNAPSHOT_METADATA};
 use volbridge_provider::CspClient;
 
@@ -211,8 +211,10 @@ impl Engine {
 async fn find(client: &CspClient, backend: &str, key: SnapshotKey<'_>) -> Result<Snapshot> {
     let found = match key {
         SnapshotKey::Name(name) => {
-            validate_name("snapshot", name)
-                .map_err(|_| Error::not_found(format!("snapshot '{name}' does not exist")))?;
+            validate_name("snapshot", name).map_err(|_| {
+                Error::not_found(format!("snapshot '{name}' does not exist"))
+                    .about(Object::Snapshot(name.to_string()))
+            })?;
             client.find_snapshot(name, None).await?
         }
         SnapshotKey::Id(id) => match id.is_empty() {

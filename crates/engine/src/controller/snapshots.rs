@@ -5,7 +5,7 @@ use crate::model::Snapshot;
 use crate::names::validate_name;
 use crate::{Engine, Wait};
 use std::collections::BTreeMap;
-use volbridge_base::error::{Error, ErrorKind, Result};
+use volbridge_base::error::{Error, ErrorKind, Object, Result};
 use volbridge_provider::SnapshotCreate;
 
 impl Engine {
@@ -23,10 +23,10 @@ impl Engine {
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, volume, wait).await?;
         let client = &backend.client;
-        let source = client
-            .find_volume(volume)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("volume '{volume}' does not exist")))?;
+        let source = client.find_volume(volume).await?.ok_or_else(|| {
+            Error::not_found(format!("volume '{volume}' does not exist"))
+                .about(Object::Volume(volume.to_string()))
+        })?;
         self.flush_staged(&backend.name, Some(volume)).await;
         let req = SnapshotCreate {
             name: name.to_owned(),
@@ -98,6 +98,7 @@ impl Engine {
                     "snapshot '{name}' does not exist on backend '{}'",
                     backend.name
                 ))
+                .about(Object::Snapshot(name.to_string()))
             })
     }
 
@@ -112,11 +113,10 @@ impl Engine {
             None => None,
             Some(v) => {
                 validate_name("volume", v)?;
-                let found = backend
-                    .client
-                    .find_volume(v)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("volume '{v}' does not exist")))?;
+                let found = backend.client.find_volume(v).await?.ok_or_else(|| {
+                    Error::not_found(format!("volume '{v}' does not exist"))
+                        .about(Object::Volume(v.to_string()))
+                })?;
                 found.id
             }
         };

@@ -8,7 +8,7 @@ use crate::{Engine, Wait};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
-use volbridge_base::error::{Error, ErrorKind, Result};
+use volbridge_base::error::{Error, ErrorKind, Object, Result};
 use volbridge_proto::csp::{camel_to_snake, snake_to_camel};
 use volbridge_provider::{CloneSource, CspClient, VolumeCreate, VolumeEdit};
 
@@ -49,6 +49,7 @@ impl Engine {
                 Some(VolumeSource::Snapshot(snap)) => {
                     let found = client.find_snapshot(snap, None).await?.ok_or_else(|| {
                         Error::not_found(format!("snapshot '{snap}' does not exist"))
+                            .about(Object::Snapshot(snap.to_string()))
                     })?;
                     let id = found.id.unwrap_or_default();
                     client
@@ -59,6 +60,7 @@ impl Engine {
                     client.get_snapshot(id).await.map_err(|e| match e.kind {
                         ErrorKind::NotFound => {
                             Error::not_found(format!("snapshot {id} does not exist"))
+                                .about(Object::Snapshot(id.to_string()))
                         }
                         _ => e,
                     })?;
@@ -114,10 +116,10 @@ impl Engine {
         create: &VolumeCreate,
         parent: &str,
     ) -> Result<volbridge_provider::Volume> {
-        let parent = client
-            .find_volume(parent)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("volume '{parent}' does not exist")))?;
+        let parent = client.find_volume(parent).await?.ok_or_else(|| {
+            Error::not_found(format!("volume '{parent}' does not exist"))
+                .about(Object::Volume(parent.to_string()))
+        })?;
         let parent_id = parent.id.unwrap_or_default();
         // The clone goes through a temporary snapshot: record the intent so that a crash
         // between its steps does not leave that snapshot behind. One key per clone, so that
@@ -164,6 +166,7 @@ impl Engine {
                     "volume '{name}' does not exist on backend '{}'",
                     backend.name
                 ))
+                .about(Object::Volume(name.to_string()))
             })
     }
 
@@ -198,11 +201,10 @@ impl Engine {
         let size = align("size", size)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
-        let found = backend
-            .client
-            .find_volume(name)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let found = backend.client.find_volume(name).await?.ok_or_else(|| {
+            Error::not_found(format!("volume '{name}' does not exist"))
+                .about(Object::Volume(name.to_string()))
+        })?;
         let id = found.id.clone().unwrap_or_default();
         let grown = backend.client.expand_volume(&id, size).await?;
         Ok(Volume::from_csp(&backend.name, &grown))
@@ -297,11 +299,10 @@ impl Engine {
         .await?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
-        let found = backend
-            .client
-            .find_volume(name)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let found = backend.client.find_volume(name).await?.ok_or_else(|| {
+            Error::not_found(format!("volume '{name}' does not exist"))
+                .about(Object::Volume(name.to_string()))
+        })?;
         let edit = VolumeEdit {
             params: params
                 .iter()

@@ -4,10 +4,10 @@
 
 use super::{csi_key, filesystem, is_loop_detach, Rig};
 use crate::node_records::FORMATS;
+use crate::Access;
 use crate::{StageVolume, Wait};
 use std::path::PathBuf;
 use volbridge_base::error::ErrorKind;
-use volbridge_host::stage::Access;
 use volbridge_host::CmdOutput;
 
 /// After a refused stage: the device this call attached is gone again, no record, no mount

@@ -10,11 +10,13 @@
 //! store's, under the rig's `state` dir.
 
 mod formatting;
+mod group_snapshots;
 mod mount_table;
 mod mounts;
 mod reconcile;
 mod staging;
 
+use crate::Access;
 use crate::{
     Backend, Backends, CreateVolume, Engine, EngineConfig, GrantRequest, NodeConfig, PublishVolume,
     StageVolume, StateStore, Volume, Wait,
@@ -23,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use volbridge_host::stage::Access;
 use volbridge_host::transport::TransportConfig;
 use volbridge_host::{Call, FakeHost, MountSpec};
 use volbridge_local_csp::{LocalCsp, LocalCspConfig, PoolChoice};

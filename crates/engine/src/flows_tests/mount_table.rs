@@ -3,10 +3,10 @@
 //! lost Unmount left behind; other mount namespaces that still hold the volume.
 
 use super::{is_loop_attach, Rig};
-use crate::mount_table::IN_USE;
 use crate::{DockerCreate, DockerSettings};
 use std::time::Duration;
 use volbridge_base::error::ErrorKind;
+use volbridge_base::Reason;
 use volbridge_host::{Call, Host};
 
 /// The rig's engine with Docker's table open; mount points under the rig's node dir.
@@ -51,7 +51,7 @@ async fn docker_references_count_per_mount_id_and_the_last_one_unmounts() {
     assert_eq!(record.mountpoint(), Some(p1.as_path()));
     // Removing a volume a container uses is refused, marked as "in use".
     let refused = e.docker_remove("web").await.unwrap_err();
-    assert_eq!(refused.field.as_deref(), Some(IN_USE));
+    assert_eq!(refused.reason, Some(Reason::InUse));
 
     rig.host.clear_calls();
     e.docker_unmount("web", "id-b").await.unwrap();
@@ -249,7 +249,7 @@ async fn release_is_refused_while_another_mount_namespace_holds_the_volume() {
 
     let refused = e.docker_release("held", None, false).await.unwrap_err();
     assert_eq!(refused.kind, ErrorKind::FailedPrecondition);
-    assert_eq!(refused.field.as_deref(), Some(IN_USE));
+    assert_eq!(refused.reason, Some(Reason::InUse));
     assert!(
         refused.message.contains("process 4242"),
         "{}",

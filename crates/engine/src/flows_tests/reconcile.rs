@@ -329,9 +329,7 @@ async fn a_docker_volume_left_mounted_with_no_reference_is_torn_down() {
 async fn a_reboot_restores_a_read_only_block_publish_through_a_new_view() {
     let mut rig = Rig::new().await;
     let v = rig.volume("ro-block").await;
-    let req = rig
-        .stage_request(&v, volbridge_host::stage::Access::Block, false)
-        .await;
+    let req = rig.stage_request(&v, crate::Access::Block, false).await;
     rig.engine.node_stage(req, Wait::No).await.unwrap();
     let target = rig.node_path("pods/v/dev");
     rig.engine

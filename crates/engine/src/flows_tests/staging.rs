@@ -3,10 +3,10 @@
 
 use super::{csi_key, filesystem, is_loop_attach, is_loop_detach, publish_request, Rig};
 use crate::node_records::{Phase, StageRecord, STAGES};
+use crate::Access;
 use crate::Wait;
 use std::path::PathBuf;
 use volbridge_base::error::ErrorKind;
-use volbridge_host::stage::Access;
 use volbridge_host::Call;
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use crate::{Engine, Wait};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use volbridge_base::error::{Error, Result};
+use volbridge_base::error::{Error, Object, Result};
 use volbridge_provider::{self, Host, PublishContextInput};
 
 pub const COLLECTION: &str = "attachments";
@@ -62,10 +62,10 @@ impl Engine {
     ) -> Result<Attachment> {
         let backend = self.backends.resolve(Some(backend))?;
         let client = &backend.client;
-        let volume = client
-            .find_volume(name)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("volume '{name}' does not exist")))?;
+        let volume = client.find_volume(name).await?.ok_or_else(|| {
+            Error::not_found(format!("volume '{name}' does not exist"))
+                .about(Object::Volume(name.to_string()))
+        })?;
         let volume_id = volume.id.clone().unwrap_or_default();
         let key = Attachment::key(&backend.name, &volume_id);
         if let Some(existing) = self.store.get::<Attachment>(COLLECTION, &key)? {

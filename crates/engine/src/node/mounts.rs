@@ -8,12 +8,12 @@ use crate::records::intent::{self, Intent};
 use crate::records::node::{
     engine_volume_key, Owner, PublishRecord, StageRecord, PUBLISHES, STAGES,
 };
+use crate::Access;
 use crate::{Engine, PublishVolume, StageVolume, Wait};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use volbridge_base::error::{Error, Result};
 use volbridge_host::paths;
-use volbridge_host::stage::Access;
 
 #[derive(Debug, Clone, Default)]
 pub struct MountVolume {

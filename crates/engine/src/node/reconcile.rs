@@ -180,7 +180,7 @@ impl Engine {
                     ctx: &ctx,
                     transport: transport.as_ref(),
                     staging_path: &record.staging_path,
-                    access: &record.access,
+                    access: &(&record.access).into(),
                     read_only: record.read_only,
                     tool_timeout,
                     redo_format: false,

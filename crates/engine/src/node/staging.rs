@@ -4,11 +4,12 @@
 use crate::records::node::{
     Owner, Phase, PublishRecord, StageRecord, FORMATS, GROWS, PUBLISHES, STAGES,
 };
+use crate::Access;
 use crate::{Engine, OpGuard, Wait};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use volbridge_base::error::{Error, ErrorKind, Result};
-use volbridge_host::stage::{self, Access, StageRequest, Staged};
+use volbridge_host::stage::{self, StageRequest, Staged};
 use volbridge_host::PublishContext;
 use volbridge_host::{paths, transport};
 
@@ -125,7 +126,7 @@ impl Engine {
                         ctx: &ctx,
                         transport: transport.as_ref(),
                         staging_path: &staging_path,
-                        access: &access,
+                        access: &(&access).into(),
                         read_only,
                         tool_timeout,
                         redo_format,

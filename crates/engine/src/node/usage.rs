@@ -3,10 +3,11 @@
 use crate::records::node::{
     path_component, Phase, PublishRecord, StageRecord, OFFLINE_GROWS, PUBLISHES, STAGES,
 };
+use crate::Access;
 use crate::{Engine, Wait};
 use std::path::PathBuf;
 use volbridge_base::error::{Error, Result};
-use volbridge_host::stage::{self, Access, ExpandRequest, Expanded, PublishRequest, Stats};
+use volbridge_host::stage::{self, ExpandRequest, Expanded, PublishRequest, Stats};
 use volbridge_host::PublishContext;
 use volbridge_host::{paths, split_mount_options, transport, Host, MountSpec};
 

@@ -31,6 +31,21 @@ pub enum Intent {
         volume_id: String,
         target: std::path::PathBuf,
     },
+    /// Make group snapshot `name`: a volume group of that name (made now unless
+    /// `made_volume_group` is false), then its snapshot group. Replay finds it complete or
+    /// removes the volume group it made.
+    CreateGroupSnapshot {
+        backend: String,
+        name: String,
+        made_volume_group: bool,
+    },
+    /// Delete group snapshot `name` (snapshot group `id`), then its volume group. Replay
+    /// finishes it.
+    DeleteGroupSnapshot {
+        backend: String,
+        name: String,
+        id: String,
+    },
 }
 
 impl Intent {
@@ -44,6 +59,12 @@ impl Intent {
             }
             Intent::UnmountVolume { name, target, .. } => {
                 format!("unmount of volume '{name}' from {}", target.display())
+            }
+            Intent::CreateGroupSnapshot { backend, name, .. } => {
+                format!("group snapshot '{name}' on backend '{backend}'")
+            }
+            Intent::DeleteGroupSnapshot { backend, name, .. } => {
+                format!("deletion of group snapshot '{name}' on backend '{backend}'")
             }
         }
     }

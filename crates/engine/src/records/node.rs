@@ -2,10 +2,10 @@
 //! touched (phase `…ing`) and after it is done (phase `…ed`), so the reconciler can tell a
 //! finished state from an interrupted one after a crash.
 
+use crate::Access;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use volbridge_host::stage::Access;
 
 pub const STAGES: &str = "stages";
 pub const PUBLISHES: &str = "publishes";

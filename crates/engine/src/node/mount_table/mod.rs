@@ -30,14 +30,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::RwLock;
 use std::time::Duration;
-use volbridge_base::error::Error;
+use volbridge_base::error::{Error, Object};
 
 pub const DOCKER_VOLUMES: &str = "docker-volumes";
 /// How long a mount that finished after its caller gave up is kept for a retrying Mount.
 pub const LATE_MOUNT_KEEP: Duration = Duration::from_secs(60);
-
-/// `field` marker of FailedPrecondition errors that mean "the volume is in use here".
-pub const IN_USE: &str = "in_use";
 
 /// One volume as Docker knows it: its options and this node's mount references.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +165,7 @@ fn now_secs() -> i64 {
 }
 
 fn no_such_volume(name: &str) -> Error {
-    Error::not_found(format!("no such volume: {name:?}"))
+    Error::not_found(format!("no such volume: {name:?}")).about(Object::Volume(name.to_owned()))
 }
 
 #[cfg(test)]

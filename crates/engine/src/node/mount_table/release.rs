@@ -1,9 +1,9 @@
 //! `volbridge docker release`: drops references Docker never sent an Unmount for.
 
-use super::{no_such_volume, DockerRelease, IN_USE};
+use super::{no_such_volume, DockerRelease};
 use crate::names::validate_name;
 use crate::Engine;
-use volbridge_base::error::{Error, ErrorKind, Result};
+use volbridge_base::error::{Error, ErrorKind, Object, Reason, Result};
 
 impl Engine {
     /// Drops references Docker never released (all, or one mount ID) and unmounts once
@@ -32,13 +32,14 @@ impl Engine {
                     })
                     .await?;
                 if let Some(pid) = users.first() {
-                    return Err(Error {
-                        kind: ErrorKind::FailedPrecondition,
-                        message: format!(
+                    return Err(Error::new(
+                        ErrorKind::FailedPrecondition,
+                        format!(
                             "{name:?} is still mounted in another mount namespace (process {pid}, likely a running container); stop it first or use --force"
                         ),
-                        field: Some(IN_USE.to_owned()),
-                    });
+                    )
+                    .with_reason(Reason::InUse)
+                    .about(Object::Volume(name.to_owned())));
                 }
             }
         }

@@ -1,12 +1,12 @@
 //! Docker's volume lifecycle on top of the table: create (or find with the same options),
 //! adopt a volume made elsewhere, remove.
 
-use super::{now_secs, DockerCreate, DockerVolume, IN_USE};
+use super::{now_secs, DockerCreate, DockerVolume};
 use crate::model::{CreateVolume, VolumeSource};
 use crate::names::validate_name;
 use crate::{Engine, Wait};
 use std::collections::BTreeMap;
-use volbridge_base::error::{Error, ErrorKind, Result};
+use volbridge_base::error::{Error, ErrorKind, Object, Reason, Result};
 
 impl Engine {
     /// A volume the CSP has but this node has no record of (a `global`-scope backend: made
@@ -98,14 +98,15 @@ impl Engine {
         };
         let total = v.total_refs();
         if total > 0 {
-            return Err(Error {
-                kind: ErrorKind::FailedPrecondition,
-                message: format!(
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
                     "{name:?} is mounted by {total} container{} on this node",
                     if total == 1 { "" } else { "s" }
                 ),
-                field: Some(IN_USE.to_owned()),
-            });
+            )
+            .with_reason(Reason::InUse)
+            .about(Object::Volume(name.to_owned())));
         }
         self.docker_cancel_deferred(name);
         if v.mounted_at.is_some() || v.release_pending || self.docker_published(&v)?.is_some() {
@@ -141,9 +142,8 @@ fn check_same_options(existing: &DockerVolume, wanted: &BTreeMap<String, String>
                 ),
             };
             return Err(Error {
-                kind: ErrorKind::AlreadyExists,
-                message,
                 field: Some(key.clone()),
+                ..Error::new(ErrorKind::AlreadyExists, message)
             });
         }
     }
