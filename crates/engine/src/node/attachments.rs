@@ -84,7 +84,20 @@ impl Engine {
             name: Some(self.node.hostname.clone()),
             ..Host::default()
         };
-        let info = client.publish_volume(&volume_id, &host, None).await?;
+        let info = client
+            .publish_volume(&volume_id, &host, None)
+            .await
+            .map_err(|e| {
+                // A volume published elsewhere that refuses this host is single-initiator
+                // and held by another node; say so in words a front end can pick.
+                if e.kind == volbridge_base::ErrorKind::FailedPrecondition
+                    && volume.published == Some(true)
+                {
+                    e.with_reason(volbridge_base::Reason::AttachedElsewhere)
+                } else {
+                    e
+                }
+            })?;
         let volume_context = volbridge_provider::volume_context(&volume);
         let context = volbridge_provider::publish_context(&PublishContextInput {
             info: &info,
