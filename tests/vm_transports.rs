@@ -133,7 +133,10 @@ fn assert_vm_check(name: &str) {
 /// the disk found by its WWID; I/O, mkfs, mount; logout.
 #[test]
 fn iscsi_lio_target_with_iscsiadm() {
-    assert!(!in_vm(), "runs on the host; the VM part is tests/vm/transports.sh");
+    assert!(
+        !in_vm(),
+        "runs on the host; the VM part is tests/vm/transports.sh"
+    );
     assert_vm_check("iscsi");
 }
 
@@ -141,7 +144,10 @@ fn iscsi_lio_target_with_iscsiadm() {
 /// namespace found by NGUID/UUID; I/O, mkfs, mount; disconnect.
 #[test]
 fn nvme_tcp_nvmet_target_with_nvme_cli() {
-    assert!(!in_vm(), "runs on the host; the VM part is tests/vm/transports.sh");
+    assert!(
+        !in_vm(),
+        "runs on the host; the VM part is tests/vm/transports.sh"
+    );
     assert_vm_check("nvme");
 }
 
@@ -265,13 +271,25 @@ fn io_through(dev: &Path, file: &Path, seed: u8) {
     buf.fill(0);
     f.seek(SeekFrom::Start(AT)).unwrap();
     f.read_exact(buf).unwrap();
-    assert!(buf == &want[..], "data read back from {} differs", dev.display());
+    assert!(
+        buf == &want[..],
+        "data read back from {} differs",
+        dev.display()
+    );
     let mut backing = File::open(file).unwrap();
     backing.seek(SeekFrom::Start(AT)).unwrap();
     let mut got = vec![0u8; LEN];
     backing.read_exact(&mut got).unwrap();
-    assert!(got == want, "the target's backing file lacks the data written to {}", dev.display());
-    step(&format!("1 MiB of direct I/O through {} reached {}", dev.display(), file.display()));
+    assert!(
+        got == want,
+        "the target's backing file lacks the data written to {}",
+        dev.display()
+    );
+    step(&format!(
+        "1 MiB of direct I/O through {} reached {}",
+        dev.display(),
+        file.display()
+    ));
 }
 
 fn sys_block(dev: &Path, attr: &str) -> String {
@@ -321,7 +339,10 @@ fn guest_iscsi() {
         err.is(ErrorKind::FailedPrecondition) && msg.contains("CHAP"),
         "a wrong CHAP password: {err:?}"
     );
-    assert!(!msg.contains(&wrong.chap_password), "the error shows the password: {msg}");
+    assert!(
+        !msg.contains(&wrong.chap_password),
+        "the error shows the password: {msg}"
+    );
     step(&format!("wrong CHAP password refused: {msg}"));
 
     let dev = iscsi.attach(&host, &ctx).unwrap();
@@ -334,7 +355,9 @@ fn guest_iscsi() {
     io_through(&dev, Path::new(&t["ISCSI_FILE"]), 7);
 
     iscsi.detach(&host, &ctx).unwrap();
-    assert!(!Path::new("/sys/block").join(dev.file_name().unwrap()).exists());
+    assert!(!Path::new("/sys/block")
+        .join(dev.file_name().unwrap())
+        .exists());
     let (rc, out) = sh("iscsiadm -m session");
     assert_eq!(rc, 21, "a session is left after detach: {out}");
     assert_eq!(iscsi.find(&host, &ctx).unwrap(), None);
@@ -348,7 +371,10 @@ fn guest_nvme() {
     let mut targets = Targets::new("nvme");
     let t = targets.up("nvme");
     let nguid = &t["NVME_NGUID"];
-    step(&format!("nvmet subsystem {} (NGUID {nguid})", t["NVME_NQN"]));
+    step(&format!(
+        "nvmet subsystem {} (NGUID {nguid})",
+        t["NVME_NQN"]
+    ));
     let (rc, out) = sh("modprobe nvme_tcp");
     assert_eq!(rc, 0, "modprobe nvme_tcp: {out}");
 
@@ -382,8 +408,15 @@ fn guest_nvme() {
 
     nvme.detach(&host, &ctx).unwrap();
     let gone = Instant::now() + Duration::from_secs(10);
-    while Path::new("/sys/block").join(dev.file_name().unwrap()).exists() {
-        assert!(Instant::now() < gone, "{} still present after detach", dev.display());
+    while Path::new("/sys/block")
+        .join(dev.file_name().unwrap())
+        .exists()
+    {
+        assert!(
+            Instant::now() < gone,
+            "{} still present after detach",
+            dev.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(nvme.find(&host, &ctx).unwrap(), None);

@@ -26,13 +26,13 @@ for t in "$@"; do
   RUST_BACKTRACE=1 "$exe" --exact "$t" --nocapture --test-threads=1 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
   # A name that matches nothing runs no test and passes: that is a failure here.
-  if [ $rc -eq 0 ] && ! grep -q 'test result: ok. 1 passed' "$out"; then
+  if [ "$rc" -eq 0 ] && ! grep -q 'test result: ok. 1 passed' "$out"; then
     echo "no test named $t ran"
     rc=1
   fi
   rm -f "$out"
   took=$(awk -v a="$start" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')
-  if [ $rc -eq 0 ]; then
+  if [ "$rc" -eq 0 ]; then
     echo "vm-check $t: ok (${took}s)"
   else
     echo "vm-check $t: FAILED (exit $rc, ${took}s)"

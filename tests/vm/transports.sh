@@ -64,8 +64,8 @@ start_iscsid() {
     iscsid
   fi
   # iscsiadm answers 21 (no sessions) once iscsid listens; 20 before.
-  local i rc
-  for i in $(seq 100); do
+  local rc
+  for _ in $(seq 100); do
     rc=0
     iscsiadm -m session >/dev/null 2>&1 || rc=$?
     [ $rc -eq 0 ] || [ $rc -eq 21 ] && return 0
@@ -124,8 +124,8 @@ check_iscsi() {
   "${node[@]}" --login >/dev/null
   step "logged in with CHAP: $(iscsiadm -m session)"
 
-  local disks i
-  for i in $(seq 100); do
+  local disks
+  for _ in $(seq 100); do
     disks=$(disks_by_wwid "$ISCSI_WWID")
     [ -n "$disks" ] && break
     sleep 0.1
@@ -181,30 +181,27 @@ check_nvme() {
   step "foreign host NQN refused (exit $rc: $(tail -n 1 "$work/connect.out"))"
 
   nvme connect -t tcp -a "$NVME_ADDR" -s "$NVME_PORT" -n "$NVME_NQN" --hostnqn "$NVME_HOSTNQN"
-  local ns i
-  for i in $(seq 100); do
+  local ns
+  for _ in $(seq 100); do
     ns=$(namespaces_by_nguid "$NVME_NGUID")
     [ -n "$ns" ] && break
     sleep 0.1
   done
   [ "$(wc -w <<<"$ns")" -eq 1 ] || { echo "want one namespace with NGUID $NVME_NGUID, found '$ns'" >&2; false; }
   [ "$(cat "/sys/block/$ns/uuid")" = "$NVME_UUID" ]
-  local ctrl
-  ctrl=$(basename "$(dirname "$(readlink -f "/sys/block/$ns/device")")")
   step "namespace $ns: nguid $NVME_NGUID, uuid $NVME_UUID, wwid $(cat "/sys/block/$ns/wwid")"
   local sys_ctrl
   for sys_ctrl in /sys/class/nvme/nvme*; do
     if [ "$(cat "$sys_ctrl/subsysnqn")" = "$NVME_NQN" ]; then
-      [ "$(cat "$sys_ctrl/serial" | tr -d ' ')" = "$NVME_SERIAL" ]
+      [ "$(tr -d ' ' <"$sys_ctrl/serial")" = "$NVME_SERIAL" ]
       step "controller $(basename "$sys_ctrl"): transport $(cat "$sys_ctrl/transport"), address $(cat "$sys_ctrl/address"), serial $NVME_SERIAL, state $(cat "$sys_ctrl/state")"
     fi
   done
-  : "$ctrl"
   io_check "/dev/$ns" "$NVME_FILE" "$work"
   fs_check "/dev/$ns" "$work"
 
   nvme disconnect -n "$NVME_NQN" >/dev/null
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     [ -e "/sys/block/$ns" ] || break
     sleep 0.1
   done
