@@ -29,6 +29,8 @@ use volbridge_base::ErrorKind;
 const GUEST_TESTS: &[&str] = &[
     "volbridge_iscsi_transport_against_lio",
     "volbridge_nvme_transport_against_nvmet",
+    // Last: it leaves multipathd running.
+    "volbridge_iscsi_multipath_against_lio",
 ];
 
 fn repo() -> PathBuf {
@@ -176,6 +178,20 @@ fn volbridge_nvme_transport_against_nvmet() {
     }
 }
 
+/// volbridge's `IscsiTransport` with dm-multipath: a LIO target with two portals
+/// (127.0.0.1 and 127.0.0.2) and multipathd running; attach logs in on both, the
+/// dm-multipath map over the two paths is found by the WWID (`/dev/mapper/…`); the data
+/// reaches the target through it; detach flushes the map, removes both paths and logs out
+/// of both sessions.
+#[test]
+fn volbridge_iscsi_multipath_against_lio() {
+    if in_vm() {
+        guest_iscsi_multipath();
+    } else {
+        assert_vm_check("volbridge_iscsi_multipath_against_lio");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Guest side.
 
@@ -197,7 +213,12 @@ impl Targets {
 
     /// `targets.sh KIND-up DIR`: its KEY=VALUE lines.
     fn up(&mut self, kind: &'static str) -> BTreeMap<String, String> {
+        self.up_with(kind, &[])
+    }
+
+    fn up_with(&mut self, kind: &'static str, env: &[(&str, &str)]) -> BTreeMap<String, String> {
         let out = Command::new(repo().join("tests/vm/targets.sh"))
+            .envs(env.iter().copied())
             .arg(format!("{kind}-up"))
             .arg(&self.dir)
             .output()
@@ -212,7 +233,7 @@ impl Targets {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
             .collect()
     }
 }
@@ -300,22 +321,21 @@ fn sys_block(dev: &Path, attr: &str) -> String {
         .to_owned()
 }
 
-fn guest_iscsi() {
-    let mut targets = Targets::new("iscsi");
-    let t = targets.up("iscsi");
-    let wwid = &t["ISCSI_WWID"];
-    step(&format!("LIO target {} (WWID {wwid})", t["ISCSI_IQN"]));
+fn start_iscsid() {
     let (rc, out) = sh(
         "modprobe iscsi_tcp && { pidof iscsid >/dev/null || iscsid; } && \
          for i in $(seq 100); do iscsiadm -m session >/dev/null 2>&1; \
          case $? in 0|21) exit 0;; esac; sleep 0.1; done; exit 1",
     );
     assert_eq!(rc, 0, "iscsid: {out}");
+}
 
-    let ctx = PublishContext {
+/// The publish context an array's CSP would send for the LIO target of `t`.
+fn iscsi_context(t: &BTreeMap<String, String>) -> PublishContext {
+    PublishContext {
         access_protocol: "iscsi".into(),
         // What an array's CSP reports: the NAA-6 designator's hex, without the `naa.`.
-        serial_number: wwid.trim_start_matches("naa.").to_owned(),
+        serial_number: t["ISCSI_WWID"].trim_start_matches("naa.").to_owned(),
         target_names: vec![t["ISCSI_IQN"].clone()],
         target_scope: "volume".into(),
         lun_id: 0,
@@ -323,7 +343,17 @@ fn guest_iscsi() {
         chap_user: t["ISCSI_CHAP_USER"].clone(),
         chap_password: t["ISCSI_CHAP_PASSWORD"].clone(),
         ..PublishContext::default()
-    };
+    }
+}
+
+fn guest_iscsi() {
+    let mut targets = Targets::new("iscsi");
+    let t = targets.up("iscsi");
+    let wwid = &t["ISCSI_WWID"];
+    step(&format!("LIO target {} (WWID {wwid})", t["ISCSI_IQN"]));
+    start_iscsid();
+
+    let ctx = iscsi_context(&t);
     let config = TransportConfig {
         device_wait: Duration::from_secs(60),
         ..TransportConfig::default()
@@ -422,6 +452,120 @@ fn guest_nvme() {
     assert_eq!(nvme.find(&host, &ctx).unwrap(), None);
     nvme.detach(&host, &ctx).unwrap();
     step("detached: disconnected, namespace gone; detach again is success");
+    drop(targets);
+    step("target removed");
+}
+
+/// The `sdX` names under `/sys/block/<dm>/slaves`.
+fn slaves(dm: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(Path::new("/sys/block").join(dm).join("slaves"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn guest_iscsi_multipath() {
+    let mut targets = Targets::new("mpath");
+    let t = targets.up_with(
+        "iscsi",
+        &[("VM_ISCSI_PORTALS", "127.0.0.1:3260 127.0.0.2:3260")],
+    );
+    let wwid = &t["ISCSI_WWID"];
+    step(&format!(
+        "LIO target {} on portals {} (WWID {wwid})",
+        t["ISCSI_IQN"], t["ISCSI_PORTALS"]
+    ));
+    start_iscsid();
+    // Every SCSI disk is multipathed (Debian's default, find_multipaths strict, would
+    // wait for the WWID to be listed in /etc/multipath/wwids).
+    std::fs::write(
+        "/etc/multipath.conf",
+        "defaults {\n    user_friendly_names yes\n    find_multipaths no\n}\n",
+    )
+    .unwrap();
+    let (rc, out) = sh(
+        "modprobe dm_multipath && { pidof multipathd >/dev/null || multipathd; } && \
+         for i in $(seq 100); do multipathd show daemon 2>/dev/null | grep -q 'idle\\|running' \
+         && exit 0; sleep 0.1; done; exit 1",
+    );
+    assert_eq!(rc, 0, "multipathd: {out}");
+    step("multipathd running (find_multipaths no)");
+
+    let ctx = iscsi_context(&t);
+    let config = TransportConfig {
+        device_wait: Duration::from_secs(60),
+        ..TransportConfig::default()
+    };
+    let host = RealHost;
+    let iscsi = transport::for_context(&ctx, &config).unwrap();
+
+    let attached = iscsi.attach(&host, &ctx).unwrap();
+    // What attach returned right away: a path, if the map was not there yet.
+    step(&format!("attach returned {}", attached.display()));
+    let (_, sessions) = sh("iscsiadm -m session");
+    assert_eq!(
+        sessions.lines().count(),
+        2,
+        "one session per portal: {sessions}"
+    );
+
+    // The map over both paths, as find sees it once multipathd has built it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (dev, dm) = loop {
+        if let Some(dev) = iscsi.find(&host, &ctx).unwrap() {
+            if let Ok(real) = std::fs::canonicalize(&dev) {
+                let name = real.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with("dm-") && slaves(&name).len() == 2 {
+                    break (dev, name);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no multipath map over two paths for {wwid}; multipath -ll:\n{}",
+            sh("multipath -ll").1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(dev.starts_with("/dev/mapper"), "{}", dev.display());
+    let uuid = sys_block(Path::new(&dm), "dm/uuid");
+    assert_eq!(uuid, format!("mpath-3{}", wwid.trim_start_matches("naa.")));
+    let paths = slaves(&dm);
+    step(&format!(
+        "find gives {} ({dm}, {uuid}) over {}",
+        dev.display(),
+        paths.join(" + ")
+    ));
+    if attached != dev {
+        step(&format!(
+            "note: attach returned {} before multipathd made the map: a caller would have \
+             used one path",
+            attached.display()
+        ));
+    }
+
+    io_through(&dev, Path::new(&t["ISCSI_FILE"]), 23);
+
+    iscsi.detach(&host, &ctx).unwrap();
+    assert!(
+        !Path::new("/sys/block").join(&dm).exists(),
+        "{dm} left after detach"
+    );
+    for p in &paths {
+        assert!(
+            !Path::new("/sys/block").join(p).exists(),
+            "{p} left after detach"
+        );
+    }
+    let (rc, out) = sh("iscsiadm -m session");
+    assert_eq!(rc, 21, "a session is left after detach: {out}");
+    iscsi.detach(&host, &ctx).unwrap();
+    step("detached: map flushed, both paths removed, both sessions logged out");
     drop(targets);
     step("target removed");
 }

@@ -4,7 +4,8 @@
 # changes the kernel's target configuration).
 #
 #   targets.sh iscsi-up DIR      LIO iSCSI target: fileio LUN 0 on a sparse file in DIR,
-#                                portal 127.0.0.1:3260, an ACL for this initiator's IQN with
+#                                portal 127.0.0.1:3260 (or those of $VM_ISCSI_PORTALS,
+#                                space-separated), an ACL for this initiator's IQN with
 #                                CHAP; prints KEY=VALUE lines (see below) and saves them in
 #                                DIR/iscsi.env
 #   targets.sh iscsi-down DIR    removes what iscsi-up made
@@ -85,7 +86,12 @@ iscsi_up() {
   local tpg=$CFG/target/iscsi/$iqn/tpgt_1
   mkdir -p "$tpg/lun/lun_0"
   ln -s "$bs" "$tpg/lun/lun_0/$name"
-  mkdir "$tpg/np/127.0.0.1:3260"
+  # One portal per address of $VM_ISCSI_PORTALS (two give two paths to the LUN, for
+  # multipath); the first is where discovery goes.
+  local portal portals=${VM_ISCSI_PORTALS:-127.0.0.1:3260}
+  for portal in $portals; do
+    mkdir "$tpg/np/$portal"
+  done
   # Only the named initiator, with CHAP.
   echo 0 >"$tpg/attrib/generate_node_acls"
   echo 1 >"$tpg/attrib/authentication"
@@ -100,7 +106,8 @@ iscsi_up() {
   wwid=$(lio_naa "$serial")
   {
     echo "ISCSI_IQN=$iqn"
-    echo "ISCSI_PORTAL=127.0.0.1:3260"
+    echo "ISCSI_PORTAL=${portals%% *}"
+    echo "ISCSI_PORTALS=\"$portals\""
     echo "ISCSI_INITIATOR=$initiator"
     echo "ISCSI_CHAP_USER=$user"
     echo "ISCSI_CHAP_PASSWORD=$password"
@@ -120,7 +127,10 @@ iscsi_down() {
     echo 0 >"$tpg/enable" || true
     rm -f "$tpg/acls/$ISCSI_INITIATOR/lun_0/$name"
     rmdir "$tpg/acls/$ISCSI_INITIATOR/lun_0" "$tpg/acls/$ISCSI_INITIATOR" 2>/dev/null || true
-    rmdir "$tpg/np/127.0.0.1:3260" 2>/dev/null || true
+    local portal
+    for portal in $ISCSI_PORTALS; do
+      rmdir "$tpg/np/$portal" 2>/dev/null || true
+    done
     rm -f "$tpg/lun/lun_0/$name"
     rmdir "$tpg/lun/lun_0" "$tpg" "$CFG/target/iscsi/$ISCSI_IQN"
   fi
