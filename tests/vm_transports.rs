@@ -61,6 +61,8 @@ fn vm_run() -> &'static VmRun {
         let start = Instant::now();
         let out = Command::new(repo().join("scripts/vm-lane"))
             .arg("run")
+            // Boot (15-25 s) and the suite (~70 s) under TCG on a loaded 2-core machine.
+            .args(["--timeout", "600"])
             .arg("--")
             .arg("tests/vm/suite.sh")
             .arg(&exe)
