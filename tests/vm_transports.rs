@@ -1,0 +1,573 @@
+//! Kernel storage transports in the VM lane (`scripts/vm-lane`): this machine's kernel has
+//! no iSCSI/NVMe-oF modules, so one QEMU VM booting Debian's kernel on the host's root
+//! filesystem hosts both the targets (LIO, nvmet, set up over configfs by
+//! `tests/vm/targets.sh`) and the initiators.
+//!
+//! All tests here share one boot (`tests/vm/suite.sh`): it runs the stock-tool checks of
+//! `tests/vm/transports.sh`, then this very binary inside the VM for each test of
+//! [`GUEST_TESTS`], which takes its in-VM branch (`VOLBRIDGE_IN_VM=1`) and drives
+//! volbridge's real `IscsiTransport` / `NvmeTransport` on `RealHost` against those targets.
+//! On the host each test asserts on its own part of the VM's output.
+//!
+//! A VM that cannot boot fails every test here with the lane's reason, unless
+//! `VOLBRIDGE_ALLOW_SKIP=1`. Boot and run take one to three minutes under TCG.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use volbridge::host::transport::{self, TransportConfig};
+use volbridge::host::{PublishContext, RealHost};
+use volbridge_base::ErrorKind;
+
+/// The tests that run inside the VM, by name: each has an in-VM branch.
+const GUEST_TESTS: &[&str] = &[
+    "volbridge_iscsi_transport_against_lio",
+    "volbridge_nvme_transport_against_nvmet",
+    // Last: it leaves multipathd running.
+    "volbridge_iscsi_multipath_against_lio",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn in_vm() -> bool {
+    std::env::var("VOLBRIDGE_IN_VM").as_deref() == Ok("1")
+}
+
+// ---------------------------------------------------------------------------------------
+// Host side: one VM run for the whole binary.
+
+struct VmRun {
+    /// The lane's exit status (`None`: killed by a signal).
+    status: Option<i32>,
+    /// The guest's output (stdout and stderr merged by the lane).
+    stdout: String,
+    /// The lane's own messages: boot time, or why the VM did not start.
+    stderr: String,
+    took: Duration,
+}
+
+fn vm_run() -> &'static VmRun {
+    static RUN: OnceLock<VmRun> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let start = Instant::now();
+        let out = Command::new(repo().join("scripts/vm-lane"))
+            .arg("run")
+            // Boot (15-25 s) and the suite (~70 s) under TCG on a loaded 2-core machine.
+            .args(["--timeout", "600"])
+            .arg("--")
+            .arg("tests/vm/suite.sh")
+            .arg(&exe)
+            .args(GUEST_TESTS)
+            .current_dir(repo())
+            .output()
+            .expect("running scripts/vm-lane");
+        VmRun {
+            status: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took: start.elapsed(),
+        }
+    })
+}
+
+/// The part of the VM's output for check `name` (from `== name` to its `vm-check` line),
+/// after failing the test when the VM did not run (125: no boot; 124: timeout; 126: died).
+/// `None` only when skipping is allowed.
+fn vm_part(name: &str) -> Option<String> {
+    let run = vm_run();
+    if matches!(run.status, Some(124..=126) | None) {
+        let why = format!(
+            "the VM lane did not run the checks (scripts/vm-lane exit {:?} after {:.0?}):\n{}\n{}",
+            run.status,
+            run.took,
+            run.stderr.trim_end(),
+            run.stdout.trim_end()
+        );
+        if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
+            eprintln!("SKIPPED (VOLBRIDGE_ALLOW_SKIP=1): {why}");
+            return None;
+        }
+        panic!("{why}\nset VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
+    }
+    let start = format!("== {name}\n");
+    let end = format!("vm-check {name}: ");
+    let Some(from) = run.stdout.find(&start) else {
+        panic!(
+            "the VM's output has no part for '{name}' (lane exit {:?}):\n{}\n{}",
+            run.status, run.stdout, run.stderr
+        );
+    };
+    let rest = &run.stdout[from..];
+    let part = match rest.find(&end) {
+        Some(i) => {
+            let line_end = rest[i..].find('\n').map_or(rest.len(), |j| i + j);
+            &rest[..line_end]
+        }
+        None => rest,
+    };
+    Some(part.to_owned())
+}
+
+fn assert_vm_check(name: &str) {
+    let Some(part) = vm_part(name) else { return };
+    let run = vm_run();
+    let lane = run.stderr.lines().last().unwrap_or_default();
+    eprintln!("{part}\n{lane}");
+    assert!(
+        part.contains(&format!("vm-check {name}: ok")),
+        "{name} failed in the VM:\n{part}\n(the lane: {})",
+        run.stderr.trim_end()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests. The first two are the stock-tool checks of tests/vm/transports.sh; the others
+// run volbridge's transports inside the VM.
+
+/// LIO iSCSI target with a CHAP ACL; iscsiadm discovery, a refused wrong password, login;
+/// the disk found by its WWID; I/O, mkfs, mount; logout.
+#[test]
+fn iscsi_lio_target_with_iscsiadm() {
+    assert!(
+        !in_vm(),
+        "runs on the host; the VM part is tests/vm/transports.sh"
+    );
+    assert_vm_check("iscsi");
+}
+
+/// nvmet TCP target allowing this host's NQN; a refused foreign NQN, `nvme connect`; the
+/// namespace found by NGUID/UUID; I/O, mkfs, mount; disconnect.
+#[test]
+fn nvme_tcp_nvmet_target_with_nvme_cli() {
+    assert!(
+        !in_vm(),
+        "runs on the host; the VM part is tests/vm/transports.sh"
+    );
+    assert_vm_check("nvme");
+}
+
+/// volbridge's `IscsiTransport` on `RealHost` against a LIO target with CHAP: a wrong CHAP
+/// password is refused as a precondition naming CHAP; attach logs in and finds the disk by
+/// the WWID; attach again is idempotent; the data reaches the target; detach (volume
+/// scope) removes the disk and logs out; detach again is success.
+#[test]
+fn volbridge_iscsi_transport_against_lio() {
+    if in_vm() {
+        guest_iscsi();
+    } else {
+        assert_vm_check("volbridge_iscsi_transport_against_lio");
+    }
+}
+
+/// volbridge's `NvmeTransport` on `RealHost` against an nvmet TCP subsystem: attach
+/// connects and finds the namespace by its NGUID; idempotent; the data reaches the target;
+/// detach (volume scope) disconnects and the namespace is gone.
+#[test]
+fn volbridge_nvme_transport_against_nvmet() {
+    if in_vm() {
+        guest_nvme();
+    } else {
+        assert_vm_check("volbridge_nvme_transport_against_nvmet");
+    }
+}
+
+/// volbridge's `IscsiTransport` with dm-multipath: a LIO target with two portals
+/// (127.0.0.1 and 127.0.0.2) and multipathd running; attach logs in on both, the
+/// dm-multipath map over the two paths is found by the WWID (`/dev/mapper/…`); the data
+/// reaches the target through it; detach flushes the map, removes both paths and logs out
+/// of both sessions.
+#[test]
+fn volbridge_iscsi_multipath_against_lio() {
+    if in_vm() {
+        guest_iscsi_multipath();
+    } else {
+        assert_vm_check("volbridge_iscsi_multipath_against_lio");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Guest side.
+
+/// A work directory under the VM's /tmp, and the targets made in it removed at the end.
+struct Targets {
+    dir: PathBuf,
+    kinds: Vec<&'static str>,
+}
+
+impl Targets {
+    fn new(name: &str) -> Targets {
+        let dir = std::env::temp_dir().join(format!("vm-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Targets {
+            dir,
+            kinds: Vec::new(),
+        }
+    }
+
+    /// `targets.sh KIND-up DIR`: its KEY=VALUE lines.
+    fn up(&mut self, kind: &'static str) -> BTreeMap<String, String> {
+        self.up_with(kind, &[])
+    }
+
+    fn up_with(&mut self, kind: &'static str, env: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let out = Command::new(repo().join("tests/vm/targets.sh"))
+            .envs(env.iter().copied())
+            .arg(format!("{kind}-up"))
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "targets.sh {kind}-up: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.kinds.push(kind);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        for kind in self.kinds.iter().rev() {
+            let _ = Command::new(repo().join("tests/vm/targets.sh"))
+                .arg(format!("{kind}-down"))
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+fn sh(script: &str) -> (i32, String) {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn step(what: &str) {
+    let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let up = up.split_whitespace().next().unwrap_or("?");
+    println!("  [{up:>7}s] {what}");
+}
+
+/// 1 MiB of a pattern written with O_DIRECT at 4 MiB into `dev`, read back the same way,
+/// and found at the same offset of the target's backing `file`.
+fn io_through(dev: &Path, file: &Path, seed: u8) {
+    const LEN: usize = 1 << 20;
+    const AT: u64 = 4 << 20;
+    // O_DIRECT wants the buffer aligned to the logical block size: 4096 covers all.
+    let mut raw = vec![0u8; LEN + 4096];
+    let off = raw.as_ptr().align_offset(4096);
+    let buf = &mut raw[off..off + LEN];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(seed);
+    }
+    let want = buf.to_vec();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .unwrap();
+    f.seek(SeekFrom::Start(AT)).unwrap();
+    f.write_all(buf).unwrap();
+    f.sync_all().unwrap();
+    buf.fill(0);
+    f.seek(SeekFrom::Start(AT)).unwrap();
+    f.read_exact(buf).unwrap();
+    assert!(
+        buf == &want[..],
+        "data read back from {} differs",
+        dev.display()
+    );
+    let mut backing = File::open(file).unwrap();
+    backing.seek(SeekFrom::Start(AT)).unwrap();
+    let mut got = vec![0u8; LEN];
+    backing.read_exact(&mut got).unwrap();
+    assert!(
+        got == want,
+        "the target's backing file lacks the data written to {}",
+        dev.display()
+    );
+    step(&format!(
+        "1 MiB of direct I/O through {} reached {}",
+        dev.display(),
+        file.display()
+    ));
+}
+
+fn sys_block(dev: &Path, attr: &str) -> String {
+    let name = dev.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::read_to_string(Path::new("/sys/block").join(name).join(attr))
+        .unwrap_or_else(|e| panic!("/sys/block/{}/{attr}: {e}", dev.display()))
+        .trim()
+        .to_owned()
+}
+
+fn start_iscsid() {
+    let (rc, out) = sh(
+        "modprobe iscsi_tcp && { pidof iscsid >/dev/null || iscsid; } && \
+         for i in $(seq 100); do iscsiadm -m session >/dev/null 2>&1; \
+         case $? in 0|21) exit 0;; esac; sleep 0.1; done; exit 1",
+    );
+    assert_eq!(rc, 0, "iscsid: {out}");
+}
+
+/// The publish context an array's CSP would send for the LIO target of `t`.
+fn iscsi_context(t: &BTreeMap<String, String>) -> PublishContext {
+    PublishContext {
+        access_protocol: "iscsi".into(),
+        // What an array's CSP reports: the NAA-6 designator's hex, without the `naa.`.
+        serial_number: t["ISCSI_WWID"].trim_start_matches("naa.").to_owned(),
+        target_names: vec![t["ISCSI_IQN"].clone()],
+        target_scope: "volume".into(),
+        lun_id: 0,
+        discovery_ips: vec!["127.0.0.1".into()],
+        chap_user: t["ISCSI_CHAP_USER"].clone(),
+        chap_password: t["ISCSI_CHAP_PASSWORD"].clone(),
+        ..PublishContext::default()
+    }
+}
+
+fn guest_iscsi() {
+    let mut targets = Targets::new("iscsi");
+    let t = targets.up("iscsi");
+    let wwid = &t["ISCSI_WWID"];
+    step(&format!("LIO target {} (WWID {wwid})", t["ISCSI_IQN"]));
+    start_iscsid();
+
+    let ctx = iscsi_context(&t);
+    let config = TransportConfig {
+        device_wait: Duration::from_secs(60),
+        ..TransportConfig::default()
+    };
+    let host = RealHost;
+    let iscsi = transport::for_context(&ctx, &config).unwrap();
+
+    let mut wrong = ctx.clone();
+    wrong.chap_password = format!("wrong-{}", ctx.chap_password);
+    let err = iscsi.attach(&host, &wrong).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        err.is(ErrorKind::FailedPrecondition) && msg.contains("CHAP"),
+        "a wrong CHAP password: {err:?}"
+    );
+    assert!(
+        !msg.contains(&wrong.chap_password),
+        "the error shows the password: {msg}"
+    );
+    step(&format!("wrong CHAP password refused: {msg}"));
+
+    let dev = iscsi.attach(&host, &ctx).unwrap();
+    assert_eq!(sys_block(&dev, "device/wwid"), *wwid);
+    step(&format!("attached {} (WWID {wwid})", dev.display()));
+    assert_eq!(iscsi.find(&host, &ctx).unwrap(), Some(dev.clone()));
+    assert_eq!(iscsi.attach(&host, &ctx).unwrap(), dev, "attach again");
+    step("find and a second attach give the same device");
+
+    io_through(&dev, Path::new(&t["ISCSI_FILE"]), 7);
+
+    iscsi.detach(&host, &ctx).unwrap();
+    assert!(!Path::new("/sys/block")
+        .join(dev.file_name().unwrap())
+        .exists());
+    let (rc, out) = sh("iscsiadm -m session");
+    assert_eq!(rc, 21, "a session is left after detach: {out}");
+    assert_eq!(iscsi.find(&host, &ctx).unwrap(), None);
+    iscsi.detach(&host, &ctx).unwrap();
+    step("detached: disk removed, logged out; detach again is success");
+    drop(targets);
+    step("target removed");
+}
+
+fn guest_nvme() {
+    let mut targets = Targets::new("nvme");
+    let t = targets.up("nvme");
+    let nguid = &t["NVME_NGUID"];
+    step(&format!(
+        "nvmet subsystem {} (NGUID {nguid})",
+        t["NVME_NQN"]
+    ));
+    let (rc, out) = sh("modprobe nvme_tcp");
+    assert_eq!(rc, 0, "modprobe nvme_tcp: {out}");
+
+    let ctx = PublishContext {
+        access_protocol: "nvmetcp".into(),
+        // The NGUID as an array reports it: 32 hex digits.
+        serial_number: nguid.replace('-', "").to_ascii_uppercase(),
+        target_names: vec![t["NVME_NQN"].clone()],
+        target_scope: "volume".into(),
+        lun_id: 1,
+        discovery_ips: vec![t["NVME_ADDR"].clone()],
+        target_port: t["NVME_PORT"].clone(),
+        ..PublishContext::default()
+    };
+    let config = TransportConfig {
+        device_wait: Duration::from_secs(60),
+        ..TransportConfig::default()
+    };
+    let host = RealHost;
+    let nvme = transport::for_context(&ctx, &config).unwrap();
+
+    let dev = nvme.attach(&host, &ctx).unwrap();
+    assert_eq!(sys_block(&dev, "nguid"), *nguid);
+    assert_eq!(sys_block(&dev, "uuid"), t["NVME_UUID"]);
+    step(&format!("attached {} (NGUID {nguid})", dev.display()));
+    assert_eq!(nvme.find(&host, &ctx).unwrap(), Some(dev.clone()));
+    assert_eq!(nvme.attach(&host, &ctx).unwrap(), dev, "attach again");
+    step("find and a second attach give the same device");
+
+    io_through(&dev, Path::new(&t["NVME_FILE"]), 11);
+
+    nvme.detach(&host, &ctx).unwrap();
+    let gone = Instant::now() + Duration::from_secs(10);
+    while Path::new("/sys/block")
+        .join(dev.file_name().unwrap())
+        .exists()
+    {
+        assert!(
+            Instant::now() < gone,
+            "{} still present after detach",
+            dev.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(nvme.find(&host, &ctx).unwrap(), None);
+    nvme.detach(&host, &ctx).unwrap();
+    step("detached: disconnected, namespace gone; detach again is success");
+    drop(targets);
+    step("target removed");
+}
+
+/// The `sdX` names under `/sys/block/<dm>/slaves`.
+fn slaves(dm: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(Path::new("/sys/block").join(dm).join("slaves"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn guest_iscsi_multipath() {
+    let mut targets = Targets::new("mpath");
+    let t = targets.up_with(
+        "iscsi",
+        &[("VM_ISCSI_PORTALS", "127.0.0.1:3260 127.0.0.2:3260")],
+    );
+    let wwid = &t["ISCSI_WWID"];
+    step(&format!(
+        "LIO target {} on portals {} (WWID {wwid})",
+        t["ISCSI_IQN"], t["ISCSI_PORTALS"]
+    ));
+    start_iscsid();
+    // Every SCSI disk is multipathed (Debian's default, find_multipaths strict, would
+    // wait for the WWID to be listed in /etc/multipath/wwids).
+    std::fs::write(
+        "/etc/multipath.conf",
+        "defaults {\n    user_friendly_names yes\n    find_multipaths no\n}\n",
+    )
+    .unwrap();
+    let (rc, out) = sh(
+        "modprobe dm_multipath && { pidof multipathd >/dev/null || multipathd; } && \
+         for i in $(seq 100); do multipathd show daemon 2>/dev/null | grep -q 'idle\\|running' \
+         && exit 0; sleep 0.1; done; exit 1",
+    );
+    assert_eq!(rc, 0, "multipathd: {out}");
+    step("multipathd running (find_multipaths no)");
+
+    let ctx = iscsi_context(&t);
+    let config = TransportConfig {
+        device_wait: Duration::from_secs(60),
+        ..TransportConfig::default()
+    };
+    let host = RealHost;
+    let iscsi = transport::for_context(&ctx, &config).unwrap();
+
+    let attached = iscsi.attach(&host, &ctx).unwrap();
+    // What attach returned right away: a path, if the map was not there yet.
+    step(&format!("attach returned {}", attached.display()));
+    let (_, sessions) = sh("iscsiadm -m session");
+    assert_eq!(
+        sessions.lines().count(),
+        2,
+        "one session per portal: {sessions}"
+    );
+
+    // The map over both paths, as find sees it once multipathd has built it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (dev, dm) = loop {
+        if let Some(dev) = iscsi.find(&host, &ctx).unwrap() {
+            if let Ok(real) = std::fs::canonicalize(&dev) {
+                let name = real.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with("dm-") && slaves(&name).len() == 2 {
+                    break (dev, name);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no multipath map over two paths for {wwid}; multipath -ll:\n{}",
+            sh("multipath -ll").1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(dev.starts_with("/dev/mapper"), "{}", dev.display());
+    let uuid = sys_block(Path::new(&dm), "dm/uuid");
+    assert_eq!(uuid, format!("mpath-3{}", wwid.trim_start_matches("naa.")));
+    let paths = slaves(&dm);
+    step(&format!(
+        "find gives {} ({dm}, {uuid}) over {}",
+        dev.display(),
+        paths.join(" + ")
+    ));
+    if attached != dev {
+        step(&format!(
+            "note: attach returned {} before multipathd made the map: a caller would have \
+             used one path",
+            attached.display()
+        ));
+    }
+
+    io_through(&dev, Path::new(&t["ISCSI_FILE"]), 23);
+
+    iscsi.detach(&host, &ctx).unwrap();
+    assert!(
+        !Path::new("/sys/block").join(&dm).exists(),
+        "{dm} left after detach"
+    );
+    for p in &paths {
+        assert!(
+            !Path::new("/sys/block").join(p).exists(),
+            "{p} left after detach"
+        );
+    }
+    let (rc, out) = sh("iscsiadm -m session");
+    assert_eq!(rc, 21, "a session is left after detach: {out}");
+    iscsi.detach(&host, &ctx).unwrap();
+    step("detached: map flushed, both paths removed, both sessions logged out");
+    drop(targets);
+    step("target removed");
+}
