@@ -543,13 +543,12 @@ fn guest_iscsi_multipath() {
         dev.display(),
         paths.join(" + ")
     ));
-    if attached != dev {
-        step(&format!(
-            "note: attach returned {} before multipathd made the map: a caller would have \
-             used one path",
-            attached.display()
-        ));
-    }
+    assert_eq!(
+        attached,
+        dev,
+        "attach returned {} before multipathd made the map: a caller would have used one path",
+        attached.display()
+    );
 
     io_through(&dev, Path::new(&t["ISCSI_FILE"]), 23);
 

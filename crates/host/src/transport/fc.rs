@@ -61,13 +61,11 @@ impl FcTransport {
 impl Transport for FcTransport {
     fn attach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<PathBuf> {
         let serial = scsi::serial_of(ctx)?;
-        if let Some(device) = scsi::resolve_scsi(host, serial)?.device() {
+        if let Some(device) = scsi::settled_device(host, serial)? {
             return Ok(device);
         }
         self.rescan(host)?;
-        let found = scsi::wait_for(self.device_wait, || {
-            Ok(scsi::resolve_scsi(host, serial)?.device())
-        })?;
+        let found = scsi::wait_for(self.device_wait, || scsi::settled_device(host, serial))?;
         found.ok_or_else(|| {
             scsi::device_timeout(
                 serial,

@@ -441,7 +441,8 @@ impl Transport for IscsiTransport {
             )?;
         }
 
-        let found = scsi::wait_for(self.device_wait, || Ok(self.resolve(host, ctx)?.device()))?;
+        let serial = scsi::serial_of(ctx)?;
+        let found = scsi::wait_for(self.device_wait, || scsi::settled_device(host, serial))?;
         found.ok_or_else(|| {
             scsi::device_timeout(
                 &ctx.serial_number,

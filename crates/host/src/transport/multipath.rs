@@ -111,6 +111,24 @@ pub(super) fn flush(host: &dyn Host, map: &DmMap) -> Result<()> {
     )))
 }
 
+/// Whether multipathd is about to take `path` (`sdX`) into a map that does not exist yet.
+/// multipathd makes the map a few seconds after the path appears; a caller that took the
+/// bare path meanwhile would format and mount one path that multipathd can then not take
+/// over. Without multipath-tools, or with multipathd not running, no map is coming.
+pub(super) fn map_pending(host: &dyn Host, path: &str) -> Result<bool> {
+    if host.find_program("multipathd").is_none() || host.find_program("multipath").is_none() {
+        return Ok(false);
+    }
+    let daemon = host.run(&Cmd::new("multipathd").args(["show", "daemon"]))?;
+    if daemon.status != 0 {
+        return Ok(false);
+    }
+    // `multipath -c` exits 0 when the path is (or should be) part of a multipath device.
+    let dev = format!("/dev/{path}");
+    let check = host.run(&Cmd::new("multipath").args(["-c", dev.as_str()]))?;
+    Ok(check.status == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

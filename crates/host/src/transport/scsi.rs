@@ -85,6 +85,21 @@ impl BlockDevice {
     }
 }
 
+/// The device to use for a serial once it is settled: `None` while no path exists, or while
+/// multipathd has yet to make the map it will make of the paths (see
+/// [`multipath::map_pending`]).
+pub(super) fn settled_device(host: &dyn Host, serial: &str) -> Result<Option<PathBuf>> {
+    let dev = resolve_scsi(host, serial)?;
+    if dev.map.is_none() {
+        if let Some(first) = dev.paths.first() {
+            if multipath::map_pending(host, first)? {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(dev.device())
+}
+
 /// The SCSI disks and multipath map of a serial.
 pub(super) fn resolve_scsi(host: &dyn Host, serial: &str) -> Result<BlockDevice> {
     let paths = scsi_paths(host, serial)?;
@@ -272,6 +287,69 @@ mod tests {
     use crate::{Call, FakeHost};
 
     const WWID: &str = "naa.600a0980383041334a3f4a6b4a6c4b42";
+
+    fn with_multipathd(host: &FakeHost, claims: bool) {
+        host.install("multipathd").install("multipath");
+        host.script(
+            "multipathd",
+            &["show", "daemon"],
+            CmdOutput::ok("pid 42 idle\n"),
+        );
+        let check = if claims {
+            CmdOutput::ok("/dev/sdc is a valid multipath device path\n")
+        } else {
+            CmdOutput {
+                status: 1,
+                stdout: "/dev/sdc is not a valid multipath device path\n".into(),
+                stderr: String::new(),
+            }
+        };
+        host.script("multipath", &["-c"], check);
+    }
+
+    /// Seen against LIO with multipathd running: the bare path shows seconds before the map
+    /// multipathd makes of it. Until the map exists, the path is not the device to use.
+    #[test]
+    fn a_path_multipathd_will_claim_waits_for_its_map() {
+        let host = FakeHost::new();
+        scsi_disk(&host, "sdc", WWID, "8:32");
+        with_multipathd(&host, true);
+        assert_eq!(settled_device(&host, WWID).unwrap(), None);
+        let found = appear_after(
+            &host,
+            "multipath -c",
+            |h| {
+                mpath_map(
+                    h,
+                    "dm-3",
+                    "mpatha",
+                    "3600a0980383041334a3f4a6b4a6c4b42",
+                    &["sdc"],
+                )
+            },
+            || wait_for(Duration::from_secs(5), || settled_device(&host, WWID)).unwrap(),
+        );
+        assert_eq!(found, Some(PathBuf::from("/dev/mapper/mpatha")));
+    }
+
+    #[test]
+    fn a_path_multipath_leaves_alone_is_the_device() {
+        let host = FakeHost::new();
+        scsi_disk(&host, "sdc", WWID, "8:32");
+        with_multipathd(&host, false);
+        assert_eq!(
+            settled_device(&host, WWID).unwrap(),
+            Some(PathBuf::from("/dev/sdc"))
+        );
+        // Without multipath-tools there is no map to wait for, and nothing is run.
+        let bare = FakeHost::new();
+        scsi_disk(&bare, "sdc", WWID, "8:32");
+        assert_eq!(
+            settled_device(&bare, WWID).unwrap(),
+            Some(PathBuf::from("/dev/sdc"))
+        );
+        assert!(bare.commands().is_empty());
+    }
 
     #[test]
     fn wwid_matches_every_serial_spelling() {
