@@ -186,6 +186,15 @@ pub(super) async fn expect_gone(cx: &Ctx<'_>, id: &str, step: &str) -> Step<()> 
 
 /// Tracks the volume a 2xx create answered with, whatever else is wrong with the answer.
 pub(super) fn track_created(cx: &mut Ctx<'_>, r: &Resp) -> Option<String> {
+    track_answer(cx, r, Created::Volume)
+}
+
+/// Tracks the object (`made` of its id) a 2xx create answered with.
+pub(super) fn track_answer(
+    cx: &mut Ctx<'_>,
+    r: &Resp,
+    made: fn(String) -> Created,
+) -> Option<String> {
     if !r.is_success() {
         return None;
     }
@@ -195,7 +204,7 @@ pub(super) fn track_created(cx: &mut Ctx<'_>, r: &Resp) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())?
         .to_owned();
-    cx.track(Created::Volume(id.clone()));
+    cx.track(made(id.clone()));
     Some(id)
 }
 

@@ -1,8 +1,8 @@
 //! Snapshots: C14, C25–C29 and C35.
 
 use super::common::{
-    ensure, expect, fail, fetch_snapshot, need, random_hex, snapshot_path, wait_ready, Created,
-    Ctx, Step, Verdict,
+    ensure, expect, fail, fetch_snapshot, need, random_hex, snapshot_path, track_answer,
+    wait_ready, Created, Ctx, Step, Verdict,
 };
 use crate::conformance::http::Resp;
 use serde_json::{json, Value};
@@ -53,26 +53,11 @@ fn snapshot_body(cx: &Ctx<'_>, volume: &str) -> Value {
     })
 }
 
-/// Tracks the snapshot a 2xx create answered with.
-fn track_snapshot(cx: &mut Ctx<'_>, r: &Resp) -> Option<String> {
-    if !r.is_success() {
-        return None;
-    }
-    let id = r
-        .value()?
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())?
-        .to_owned();
-    cx.track(Created::Snapshot(id.clone()));
-    Some(id)
-}
-
 pub(super) async fn c25(cx: &mut Ctx<'_>) -> Step {
     cx.session()?;
     let v1 = need(&cx.v1, "volume N1 (C11)")?.to_owned();
     let r = cx.csp.post("/snapshots", &snapshot_body(cx, &v1)).await?;
-    let id = track_snapshot(cx, &r);
+    let id = track_answer(cx, &r, Created::Snapshot);
     cx.s1 = id.clone();
     expect(&r, &[200], "")?;
     let s: Snapshot = r.json("Snapshot")?;
@@ -100,7 +85,7 @@ pub(super) async fn c26(cx: &mut Ctx<'_>) -> Step {
     let v1 = need(&cx.v1, "volume N1 (C11)")?.to_owned();
     let s1 = need(&cx.s1, "snapshot S1 (C25)")?.to_owned();
     let r = cx.csp.post("/snapshots", &snapshot_body(cx, &v1)).await?;
-    let again = track_snapshot(cx, &r);
+    let again = track_answer(cx, &r, Created::Snapshot);
     expect(&r, &[200], "")?;
     ensure(again.as_deref() == Some(s1.as_str()), || {
         format!("got id {again:?} (want the existing {s1})")
