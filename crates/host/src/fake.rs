@@ -2,6 +2,9 @@
 //! answer with scripted outputs, and a small simulated machine (files, mounts, loop
 //! devices) makes multi-step procedures observable without root.
 //!
+//! One file over 600 lines on purpose: it implements the `Host` trait method for method
+//! over one simulated machine, and reads best beside the trait as a whole.
+//!
 //! Opt-in with [`FakeHost::simulate_filesystems`]: filesystem signatures, so that flows
 //! spanning several stages (format once, find the filesystem again after a detach) run
 //! without scripting every blkid answer.

@@ -1,11 +1,11 @@
 //! Controller: volumes, grants to nodes, snapshots, expansion, listing, capacity.
 
 use super::capability::Cap;
-use super::paging::{self, page, Start};
+use super::paging::{self, Start};
 use super::status::{invalid, status};
 use super::{Csi, CONTEXT_BACKEND, TOPOLOGY_NODE_KEY};
 use crate::engine::{
-    GrantRequest, RequestedSource, RequestedVolume, SizeRange, Snapshot, SnapshotRef, Volume, Wait,
+    GrantRequest, RequestedSource, RequestedVolume, SizeRange, Snapshot, Volume, Wait,
 };
 use crate::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
@@ -19,11 +19,11 @@ use volbridge_proto::csi::volume_content_source::Type as Source;
 const CO_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// A CSI id that is not even a valid name names nothing.
-fn known_name(id: &str) -> bool {
+pub(super) fn known_name(id: &str) -> bool {
     crate::engine::names::validate_name("id", id).is_ok()
 }
 
-fn not_found(what: &str, id: &str) -> Status {
+pub(super) fn not_found(what: &str, id: &str) -> Status {
     Status::not_found(format!("{what} '{id}' does not exist"))
 }
 
@@ -116,7 +116,11 @@ impl Csi {
     }
 
     /// The CO's name of a snapshot's source volume, for CSPs that report only its id.
-    async fn source_name(&self, s: &Snapshot, backend: Option<&str>) -> Result<String, Status> {
+    pub(super) async fn source_name(
+        &self,
+        s: &Snapshot,
+        backend: Option<&str>,
+    ) -> Result<String, Status> {
         if let Some(name) = &s.volume_name {
             return Ok(name.clone());
         }
@@ -507,185 +511,28 @@ impl pb::controller_server::Controller for Csi {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        let mut req = request.into_inner();
-        req.name = super::stored_name("name", &req.name).map_err(status)?;
-        if !known_name(&req.source_volume_id) {
-            return Err(not_found("volume", &req.source_volume_id));
-        }
-        let backend = self.backend(&req.secrets)?;
-        // The same name taken by a snapshot of another volume is ALREADY_EXISTS.
-        match self
-            .engine
-            .get_snapshot(&req.name, backend.as_deref())
-            .await
-        {
-            Ok(s)
-                if s.volume_name
-                    .as_deref()
-                    .is_some_and(|v| v != req.source_volume_id) =>
-            {
-                return Err(Status::already_exists(format!(
-                    "snapshot '{}' exists for volume '{}'",
-                    req.name,
-                    s.volume_name.unwrap_or_default()
-                )));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => return Err(status(e)),
-        }
-        let snap = self
-            .engine
-            .create_snapshot(
-                &req.name,
-                &req.source_volume_id,
-                None,
-                backend.as_deref(),
-                Wait::No,
-            )
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::CreateSnapshotResponse {
-            snapshot: Some(csi_snapshot(&snap, &req.source_volume_id)),
-        }))
+        self.create_snapshot_call(request).await
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let backend = self.backend(&req.secrets)?;
-        match SnapshotRef::parse(&req.snapshot_id) {
-            SnapshotRef::Member { csp_id, .. } => self
-                .engine
-                .delete_snapshot_by_id(&csp_id, backend.as_deref())
-                .await
-                .map_err(status)?,
-            SnapshotRef::Name(name) => self
-                .engine
-                .delete_snapshot(&name, backend.as_deref(), Wait::No)
-                .await
-                .map_err(status)?,
-            // An id volbridge never handed out names nothing: deleted already.
-            SnapshotRef::Nothing => {}
-        }
-        Ok(Response::new(pb::DeleteSnapshotResponse {}))
+        self.delete_snapshot_call(request).await
     }
 
     async fn list_snapshots(
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let req = request.into_inner();
-        let backend = self.backend(&req.secrets)?;
-        let backend = backend.as_deref();
-        // A filter naming nothing lists nothing; it is not an error.
-        let snapshots: Vec<Snapshot> = if !req.snapshot_id.is_empty() {
-            match self
-                .engine
-                .find_snapshot_ref(&req.snapshot_id, backend)
-                .await
-            {
-                Ok(s) => vec![s],
-                Err(e) if e.kind == ErrorKind::NotFound => vec![],
-                Err(e) => return Err(status(e)),
-            }
-        } else if !req.source_volume_id.is_empty() {
-            match known_name(&req.source_volume_id) {
-                true => match self
-                    .engine
-                    .list_snapshots(Some(&req.source_volume_id), backend)
-                    .await
-                {
-                    Ok(s) => s,
-                    Err(e) if e.kind == ErrorKind::NotFound => vec![],
-                    Err(e) => return Err(status(e)),
-                },
-                false => vec![],
-            }
-        } else {
-            self.engine
-                .list_snapshots(None, backend)
-                .await
-                .map_err(status)?
-        };
-        let snapshots: Vec<Snapshot> = snapshots
-            .into_iter()
-            .filter(|s| {
-                req.source_volume_id.is_empty()
-                    || s.volume_name
-                        .as_deref()
-                        .is_none_or(|v| v == req.source_volume_id)
-            })
-            .collect();
-        // Names of source volumes, for CSPs that report only their ids.
-        let names: HashMap<String, String> = if snapshots.iter().any(|s| s.volume_name.is_none()) {
-            self.engine
-                .list_volumes(Some(
-                    &self
-                        .engine
-                        .backends()
-                        .resolve(backend)
-                        .map_err(status)?
-                        .name,
-                ))
-                .await
-                .map_err(status)?
-                .into_iter()
-                .map(|v| (v.id, v.name))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        let (snapshots, next_token) =
-            page(snapshots, |s| &s.name, req.max_entries, &req.starting_token)?;
-        let entries = snapshots
-            .iter()
-            .map(|s| {
-                let source = s
-                    .volume_name
-                    .clone()
-                    .or_else(|| names.get(&s.volume_id).cloned())
-                    .unwrap_or_default();
-                pb::list_snapshots_response::Entry {
-                    snapshot: Some(csi_snapshot(s, &source)),
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::ListSnapshotsResponse {
-            entries,
-            next_token,
-        }))
+        self.list_snapshots_call(request).await
     }
 
     async fn get_snapshot(
         &self,
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<pb::GetSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let backend = self.backend(&req.secrets)?;
-        let backend = backend.as_deref();
-        let id = req.snapshot_id.as_str();
-        let snap = self
-            .engine
-            .find_snapshot_ref(id, backend)
-            .await
-            .map_err(status)?;
-        let mut snapshot = csi_snapshot(&snap, &self.source_name(&snap, backend).await?);
-        if let SnapshotRef::Member { group, .. } = SnapshotRef::parse(id) {
-            snapshot.snapshot_id = id.to_owned();
-            snapshot.group_snapshot_id = self
-                .engine
-                .find_snapshot_group(&group, backend)
-                .await
-                .map_err(status)?
-                .map(|g| g.id)
-                .unwrap_or_default();
-        }
-        Ok(Response::new(pb::GetSnapshotResponse {
-            snapshot: Some(snapshot),
-        }))
+        self.get_snapshot_call(request).await
     }
 
     async fn controller_expand_volume(

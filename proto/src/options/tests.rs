@@ -1,0 +1,159 @@
+use super::*;
+
+fn docker(pairs: &[(&str, &str)]) -> Result<Options, OptionError> {
+    parse(FrontEnd::Docker, pairs.iter().copied())
+}
+
+fn flex(pairs: &[(&str, &str)]) -> Result<Options, OptionError> {
+    parse(FrontEnd::Flex, pairs.iter().copied())
+}
+
+#[test]
+fn the_table_is_consistent() {
+    for (i, o) in OPTIONS.iter().enumerate() {
+        assert!(o.docker || o.flex, "{}", o.name);
+        assert!(!o.help.is_empty() && !o.syntax.is_empty() && !o.default.is_empty());
+        for later in &OPTIONS[i + 1..] {
+            assert!(!o.name.eq_ignore_ascii_case(later.name), "{}", o.name);
+        }
+    }
+    for s in CSP_SETTINGS {
+        assert!(OPTIONS.iter().any(|o| o.name == s));
+    }
+}
+
+#[test]
+fn sizes_as_docker_words_them() {
+    assert_eq!(size("10Gi"), Ok(10 << 30));
+    assert_eq!(
+        size("10GB").unwrap_err().0,
+        "size=\"10GB\": unknown unit \"GB\"; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"
+    );
+    assert_eq!(
+        size("1.5Gi").unwrap_err().0,
+        "size=\"1.5Gi\" is not a whole number; use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)"
+    );
+    assert_eq!(
+        size("10").unwrap_err().0,
+        "size=\"10\" is 10 bytes, below the 1Mi minimum; did you mean size=10Gi?"
+    );
+    assert!(size("99999999999999999999")
+        .unwrap_err()
+        .0
+        .contains("too large"));
+}
+
+#[test]
+fn every_option() {
+    let o = docker(&[
+        ("SIZE", "1Gi"),
+        ("fstype", "XFS"),
+        ("mkfsOptions", "-m 0  -i 8192"),
+        ("mountOptions", "noatime, discard"),
+        ("fsOwner", "999:998"),
+        ("fsMode", "0770"),
+        ("description", "orders db"),
+        ("readOnly", "TRUE"),
+        ("backend", "array1"),
+        ("thick", "1"),
+        ("destroyondelete", "false"),
+        ("csp.performancePolicy", "fast"),
+    ])
+    .unwrap();
+    assert_eq!(o.size, Some(1 << 30));
+    assert_eq!(o.fs_type.as_deref(), Some("xfs"));
+    assert_eq!(o.mkfs_options.as_deref(), Some("-m 0 -i 8192"));
+    assert_eq!(o.mount_options, ["noatime", "discard"]);
+    assert_eq!(o.fs_owner, Some((999, 998)));
+    assert_eq!(o.fs_mode, Some(0o770));
+    assert!(o.read_only);
+    assert_eq!(o.backend.as_deref(), Some("array1"));
+    assert_eq!(o.csp["thick"], "true");
+    assert_eq!(o.csp["destroyOnDelete"], "false");
+    assert_eq!(o.csp["performancePolicy"], "fast");
+    assert_eq!(o.given["fsType"], "XFS");
+    assert_eq!(o.given["csp.performancePolicy"], "fast");
+    let o = flex(&[("autoCreate", "true"), ("volumeName", "v1")]).unwrap();
+    assert!(o.auto_create);
+    assert_eq!(o.volume_name.as_deref(), Some("v1"));
+}
+
+#[test]
+fn refusals_name_the_option() {
+    for (k, v, says) in [
+        (
+            "fsType",
+            "zfs",
+            "fsType=\"zfs\": accepted values are ext4, xfs, btrfs",
+        ),
+        ("mountOptions", "ro,noatime", "use readOnly=true"),
+        ("mountOptions", "ro=1", "is not allowed"),
+        ("fsOwner", "root", "accepted values are uid:gid"),
+        ("fsMode", "999", "accepted values are octal modes"),
+        ("fsMode", "77777", "octal"),
+        ("readOnly", "yes", "accepted values are true, false, 1, 0"),
+        ("thick", "yes", "thick=\"yes\": accepted values are true"),
+        ("mkfsOptions", "-L 'x y'", "no quoting"),
+        ("cloneOf", "../x", "cloneOf=\"../x\" is not a volume name"),
+        ("fromSnapshot", "a/b", "is not a snapshot name"),
+        ("backend", "a/b", "backend=\"a/b\" is not a backend name"),
+        ("volbridge.x", "1", "reserved"),
+        ("csp.", "1", "a backend setting is csp.<name>"),
+        ("csp.a b", "1", "a backend setting is csp.<name>"),
+    ] {
+        let e = flex(&[(k, v)]).unwrap_err();
+        assert!(e.0.contains(says), "{k}={v}: {e}");
+    }
+    let e = docker(&[("description", &"x".repeat(300))]).unwrap_err();
+    assert!(e.0.contains("at most 256 bytes"), "{e}");
+    assert_eq!(
+        docker(&[("fromSnapshot", "s"), ("cloneOf", "v")])
+            .unwrap_err()
+            .0,
+        "fromSnapshot and cloneOf cannot be combined"
+    );
+    let e = docker(&[("cloneOf", "v"), ("mkfsOptions", "-m 0")]).unwrap_err();
+    assert!(e.0.starts_with("mkfsOptions cannot be combined"), "{e}");
+    for pairs in [
+        [("fsType", "xfs"), ("FSTYPE", "ext4")],
+        [("csp.perfPolicy", "a"), ("CSP.PERFPOLICY", "b")],
+    ] {
+        let e = docker(&pairs).unwrap_err();
+        assert!(e.0.ends_with("are the same option given twice"), "{e}");
+    }
+}
+
+#[test]
+fn unknown_options_are_refused_with_the_known_ones() {
+    let e = docker(&[("sise", "1Gi")]).unwrap_err();
+    assert_eq!(
+        e.0,
+        "unknown option \"sise\" (did you mean size?); known: size, fsType, mkfsOptions, \
+             mountOptions, fsOwner, fsMode, description, fromSnapshot, cloneOf, readOnly, \
+             backend, thick, destroyOnDelete; give a backend's own setting as csp.<name>=<value>"
+    );
+    let e = docker(&[("thik", "true")]).unwrap_err();
+    assert!(
+        e.0.starts_with("unknown option \"thik\" (did you mean thick?); "),
+        "{e}"
+    );
+    let e = docker(&[("performancePolicy", "fast")]).unwrap_err();
+    assert!(
+        e.0.starts_with("unknown option \"performancePolicy\"; known: "),
+        "{e}"
+    );
+    // Flex's own options are unknown to Docker, and listed for Flex.
+    let e = docker(&[("autoCreate", "true")]).unwrap_err();
+    assert!(!e.0.contains("volumeName"), "{e}");
+    let e = flex(&[("autoCreat", "true")]).unwrap_err();
+    assert!(e.0.contains("(did you mean autoCreate?)") && e.0.contains("volumeName"));
+    let e = docker(&[(&"k".repeat(200), "1")]).unwrap_err();
+    assert!(e.0.len() < 300 - "volbridge: invalid option: ".len(), "{e}");
+}
+
+#[test]
+fn flex_takes_empty_values_as_absent() {
+    let o = flex(&[("fsType", ""), ("size", " ")]).unwrap();
+    assert_eq!((o.fs_type, o.size), (None, None));
+    assert!(docker(&[("size", "")]).is_err());
+}
