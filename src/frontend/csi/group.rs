@@ -3,10 +3,9 @@
 //! snapshot is `<group_snapshot_id>/<CSP snapshot id>` (members share the group's name).
 
 use super::controller::csi_snapshot;
-use super::status::status;
+use super::status::{status, status_in, Call};
 use super::Csi;
 use crate::engine::SnapshotGroup;
-use crate::ErrorKind;
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::group_controller_service_capability::rpc::Type as Rpc;
@@ -132,12 +131,13 @@ impl pb::group_controller_server::GroupController for Csi {
             .engine
             .get_snapshot_group(&req.group_snapshot_id, backend)
             .await
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound | ErrorKind::InvalidArgument => Status::not_found(format!(
-                    "group snapshot '{}' does not exist",
-                    req.group_snapshot_id
-                )),
-                _ => status(e),
+            .map_err(|e| {
+                status_in(
+                    Call::GetGroupSnapshot {
+                        id: &req.group_snapshot_id,
+                    },
+                    e,
+                )
             })?;
         let names = self.volume_names(backend).await?;
         Ok(Response::new(pb::GetVolumeGroupSnapshotResponse {

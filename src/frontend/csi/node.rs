@@ -2,11 +2,10 @@
 //! The volume key of a CSI volume on this node is its volume id.
 
 use super::capability::Cap;
-use super::status::status;
+use super::status::{status, status_in, Call};
 use super::{Csi, CONTEXT_BACKEND, CONTEXT_EPHEMERAL};
 use crate::engine::Access;
 use crate::engine::{MountVolume, Owner, PublishVolume, StageRecord, StageVolume, Wait};
-use crate::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
@@ -130,13 +129,7 @@ impl pb::node_server::Node for Csi {
         self.engine
             .node_stage(stage, Wait::No)
             .await
-            .map_err(|e| match e.kind {
-                // The volume's device cannot be reached from here (gone, or never granted).
-                ErrorKind::FailedPrecondition | ErrorKind::NotFound => {
-                    Status::not_found(format!("attach: {}", e.message))
-                }
-                _ => status(e),
-            })?;
+            .map_err(|e| status_in(Call::NodeStage, e))?;
         Ok(Response::new(pb::NodeStageVolumeResponse {}))
     }
 
@@ -265,17 +258,14 @@ impl pb::node_server::Node for Csi {
             .engine
             .node_stats(&key, &req.volume_path)
             .await
-            .map_err(|e| match e.kind {
-                ErrorKind::FailedPrecondition => Status::not_found(e.message),
-                // A path that is not absolute and normalized is no path the volume is at
-                // (csi-sanity sends `some/path`); an empty one the layer refused already.
-                ErrorKind::InvalidArgument if e.field.as_deref() == Some("volume_path") => {
-                    Status::not_found(format!(
-                        "volume '{}' is not staged or published at '{}': {}",
-                        req.volume_id, req.volume_path, e.message
-                    ))
-                }
-                _ => status(e),
+            .map_err(|e| {
+                status_in(
+                    Call::NodeStats {
+                        volume_id: &req.volume_id,
+                        path: &req.volume_path,
+                    },
+                    e,
+                )
             })?;
         let mut usage = Vec::new();
         if let Some(u) = &stats.usage {
