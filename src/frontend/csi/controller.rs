@@ -31,6 +31,14 @@ fn timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
 
+/// A snapshot's source volume by name: its own, or looked up in `names` by CSP id.
+pub(super) fn source_of(s: &Snapshot, names: &HashMap<String, String>) -> String {
+    s.volume_name
+        .clone()
+        .or_else(|| names.get(&s.volume_id).cloned())
+        .unwrap_or_default()
+}
+
 pub(super) fn csi_snapshot(s: &Snapshot, source_volume: &str) -> pb::Snapshot {
     pb::Snapshot {
         size_bytes: s.size_bytes as i64,
@@ -121,10 +129,18 @@ impl Csi {
         s: &Snapshot,
         backend: Option<&str>,
     ) -> Result<String, Status> {
-        if let Some(name) = &s.volume_name {
-            return Ok(name.clone());
+        if s.volume_name.is_some() {
+            return Ok(source_of(s, &HashMap::new()));
         }
-        let backend = self
+        Ok(source_of(s, &self.volume_names(backend).await?))
+    }
+
+    /// CSP volume id → volume name, for CSPs whose snapshots name only the volume id.
+    pub(super) async fn volume_names(
+        &self,
+        backend: Option<&str>,
+    ) -> Result<HashMap<String, String>, Status> {
+        let name = self
             .engine
             .backends()
             .resolve(backend)
@@ -132,13 +148,12 @@ impl Csi {
             .name;
         Ok(self
             .engine
-            .list_volumes(Some(&backend))
+            .list_volumes(Some(&name))
             .await
             .map_err(status)?
             .into_iter()
-            .find(|v| v.id == s.volume_id)
-            .map(|v| v.name)
-            .unwrap_or_default())
+            .map(|v| (v.id, v.name))
+            .collect())
     }
 
     fn check_caps(caps: &[pb::VolumeCapability]) -> Result<(), Status> {

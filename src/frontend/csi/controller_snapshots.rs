@@ -1,7 +1,7 @@
 //! The snapshot calls of the CSI controller service (CreateSnapshot, DeleteSnapshot,
 //! ListSnapshots, GetSnapshot): the trait impl in `controller.rs` hands them here.
 
-use super::controller::{csi_snapshot, known_name, not_found};
+use super::controller::{csi_snapshot, known_name, not_found, source_of};
 use super::paging::page;
 use super::status::status;
 use super::Csi;
@@ -129,21 +129,8 @@ impl Csi {
             })
             .collect();
         // Names of source volumes, for CSPs that report only their ids.
-        let names: HashMap<String, String> = if snapshots.iter().any(|s| s.volume_name.is_none()) {
-            self.engine
-                .list_volumes(Some(
-                    &self
-                        .engine
-                        .backends()
-                        .resolve(backend)
-                        .map_err(status)?
-                        .name,
-                ))
-                .await
-                .map_err(status)?
-                .into_iter()
-                .map(|v| (v.id, v.name))
-                .collect()
+        let names = if snapshots.iter().any(|s| s.volume_name.is_none()) {
+            self.volume_names(backend).await?
         } else {
             HashMap::new()
         };
@@ -151,15 +138,8 @@ impl Csi {
             page(snapshots, |s| &s.name, req.max_entries, &req.starting_token)?;
         let entries = snapshots
             .iter()
-            .map(|s| {
-                let source = s
-                    .volume_name
-                    .clone()
-                    .or_else(|| names.get(&s.volume_id).cloned())
-                    .unwrap_or_default();
-                pb::list_snapshots_response::Entry {
-                    snapshot: Some(csi_snapshot(s, &source)),
-                }
+            .map(|s| pb::list_snapshots_response::Entry {
+                snapshot: Some(csi_snapshot(s, &source_of(s, &names))),
             })
             .collect();
         Ok(Response::new(pb::ListSnapshotsResponse {

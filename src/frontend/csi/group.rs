@@ -2,7 +2,7 @@
 //! and snapshot groups. `group_snapshot_id` is the CSP snapshot group's id; each member
 //! snapshot is `<group_snapshot_id>/<CSP snapshot id>` (members share the group's name).
 
-use super::controller::csi_snapshot;
+use super::controller::{csi_snapshot, source_of};
 use super::status::{status, status_in, Call};
 use super::Csi;
 use crate::engine::SnapshotGroup;
@@ -20,12 +20,7 @@ impl Csi {
             .snapshots
             .iter()
             .map(|s| {
-                let source = s
-                    .volume_name
-                    .clone()
-                    .or_else(|| names.get(&s.volume_id).cloned())
-                    .unwrap_or_default();
-                let mut snap = csi_snapshot(s, &source);
+                let mut snap = csi_snapshot(s, &source_of(s, names));
                 snap.snapshot_id = format!("{}/{}", g.name, s.id);
                 snap.group_snapshot_id = g.id.clone();
                 snap
@@ -46,27 +41,6 @@ impl Csi {
                 nanos: 0,
             }),
         }
-    }
-
-    /// CSP volume id → volume name, for CSPs whose snapshots name only the volume id.
-    async fn volume_names(
-        &self,
-        backend: Option<&str>,
-    ) -> Result<std::collections::HashMap<String, String>, Status> {
-        let name = self
-            .engine
-            .backends()
-            .resolve(backend)
-            .map_err(status)?
-            .name;
-        Ok(self
-            .engine
-            .list_volumes(Some(&name))
-            .await
-            .map_err(status)?
-            .into_iter()
-            .map(|v| (v.id, v.name))
-            .collect())
     }
 }
 
