@@ -156,13 +156,14 @@ impl Csi {
         let backend = self.backend(&req.secrets)?;
         let backend = backend.as_deref();
         let id = req.snapshot_id.as_str();
+        let parsed = SnapshotRef::parse(id);
         let snap = self
             .engine
-            .find_snapshot_ref(id, backend)
+            .find_parsed_snapshot(id, &parsed, backend)
             .await
             .map_err(status)?;
         let mut snapshot = csi_snapshot(&snap, &self.source_name(&snap, backend).await?);
-        if let SnapshotRef::Member { group, .. } = SnapshotRef::parse(id) {
+        if let SnapshotRef::Member { group, .. } = parsed {
             snapshot.snapshot_id = id.to_owned();
             snapshot.group_snapshot_id = self
                 .engine

@@ -127,22 +127,33 @@ impl Engine {
     /// The snapshot a reference names; NotFound, in the caller's words, when it names none
     /// (a member id glued to another group's name, or to a lone snapshot, names nothing).
     pub async fn find_snapshot_ref(&self, id: &str, backend: Option<&str>) -> Result<Snapshot> {
+        self.find_parsed_snapshot(id, &SnapshotRef::parse(id), backend)
+            .await
+    }
+
+    /// [`Self::find_snapshot_ref`] for a caller that has parsed `id` into `r` already.
+    pub async fn find_parsed_snapshot(
+        &self,
+        id: &str,
+        r: &SnapshotRef,
+        backend: Option<&str>,
+    ) -> Result<Snapshot> {
         let gone = |e: Error| match e.kind {
             ErrorKind::NotFound | ErrorKind::InvalidArgument => missing("snapshot", id),
             _ => e,
         };
-        match SnapshotRef::parse(id) {
+        match r {
             SnapshotRef::Member { group, csp_id } => {
                 let snap = self
-                    .get_snapshot_by_id(&csp_id, backend)
+                    .get_snapshot_by_id(csp_id, backend)
                     .await
                     .map_err(gone)?;
-                if snap.name != group {
+                if &snap.name != group {
                     return Err(missing("snapshot", id));
                 }
                 Ok(snap)
             }
-            SnapshotRef::Name(name) => self.get_snapshot(&name, backend).await.map_err(gone),
+            SnapshotRef::Name(name) => self.get_snapshot(name, backend).await.map_err(gone),
             SnapshotRef::Nothing => Err(missing("snapshot", id)),
         }
     }
@@ -158,8 +169,11 @@ impl Engine {
         let source = match &req.source {
             None => None,
             Some(RequestedSource::Snapshot(id)) => {
-                let snap = self.find_snapshot_ref(id, req.backend.as_deref()).await?;
-                let by = match SnapshotRef::parse(id) {
+                let parsed = SnapshotRef::parse(id);
+                let snap = self
+                    .find_parsed_snapshot(id, &parsed, req.backend.as_deref())
+                    .await?;
+                let by = match parsed {
                     SnapshotRef::Member { csp_id, .. } => VolumeSource::SnapshotId(csp_id),
                     _ => VolumeSource::Snapshot(id.clone()),
                 };

@@ -13,6 +13,14 @@ fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// What a crash leaves of an operation that had written its intent.
+fn leave_intent(rig: &Rig, intent: Intent) {
+    rig.engine
+        .store()
+        .put(intent::COLLECTION, &intent::new_key(), &intent)
+        .unwrap();
+}
+
 fn intents(rig: &Rig) -> usize {
     rig.engine
         .store()
@@ -89,18 +97,14 @@ async fn a_create_cut_after_the_volume_group_is_rolled_back_at_start() {
     rig.volume("b").await;
     // What a crash between the two steps leaves: the intent, and a volume group holding
     // the members, without a snapshot group.
-    rig.engine
-        .store()
-        .put(
-            intent::COLLECTION,
-            &intent::new_key(),
-            &Intent::CreateGroupSnapshot {
-                backend: BACKEND.into(),
-                name: "gs".into(),
-                made_volume_group: true,
-            },
-        )
-        .unwrap();
+    leave_intent(
+        &rig,
+        Intent::CreateGroupSnapshot {
+            backend: BACKEND.into(),
+            name: "gs".into(),
+            made_volume_group: true,
+        },
+    );
     rig.engine
         .create_volume_group("gs", &names(&["a", "b"]), None, Wait::No)
         .await
@@ -140,18 +144,14 @@ async fn a_create_cut_after_both_steps_is_found_complete() {
         .create_group_snapshot("gs", &names(&["a"]), None)
         .await
         .unwrap();
-    rig.engine
-        .store()
-        .put(
-            intent::COLLECTION,
-            &intent::new_key(),
-            &Intent::CreateGroupSnapshot {
-                backend: BACKEND.into(),
-                name: "gs".into(),
-                made_volume_group: true,
-            },
-        )
-        .unwrap();
+    leave_intent(
+        &rig,
+        Intent::CreateGroupSnapshot {
+            backend: BACKEND.into(),
+            name: "gs".into(),
+            made_volume_group: true,
+        },
+    );
     rig.restart();
     let report = rig.engine.reconcile().await;
     assert!(
@@ -173,18 +173,14 @@ async fn a_delete_cut_after_the_snapshot_group_is_finished_at_start() {
         .create_group_snapshot("gs", &names(&["a"]), None)
         .await
         .unwrap();
-    rig.engine
-        .store()
-        .put(
-            intent::COLLECTION,
-            &intent::new_key(),
-            &Intent::DeleteGroupSnapshot {
-                backend: BACKEND.into(),
-                name: "gs".into(),
-                id: made.id.clone(),
-            },
-        )
-        .unwrap();
+    leave_intent(
+        &rig,
+        Intent::DeleteGroupSnapshot {
+            backend: BACKEND.into(),
+            name: "gs".into(),
+            id: made.id.clone(),
+        },
+    );
     rig.engine
         .delete_snapshot_group(&made.id, None)
         .await
