@@ -5,8 +5,7 @@ use crate::records::node::{Phase, PublishRecord, StageRecord, PUBLISHES, STAGES}
 use crate::{Engine, Wait};
 use volbridge_base::error::{Error, ErrorKind, Result};
 use volbridge_host::stage::{self, PublishRequest};
-use volbridge_host::PublishContext;
-use volbridge_host::{paths, read_only_view, transport};
+use volbridge_host::{paths, read_only_view};
 
 #[derive(Debug, Clone)]
 pub struct PublishVolume {
@@ -103,14 +102,14 @@ impl Engine {
         stage: &StageRecord,
         record: &PublishRecord,
     ) -> Result<()> {
-        let ctx = PublishContext::parse(&stage.context)?;
+        let published = stage.published()?;
         let transport_config = self.node_config.transport.clone();
         let record = record.clone();
         self.on_host(move |host| {
             let (source, new_view) = if record.block {
                 // The device is found by its identity now, never from a stored name.
-                let transport = transport::for_context(&ctx, &transport_config)?;
-                let device = transport.find(host, &ctx)?.ok_or_else(|| {
+                let attacher = published.target.attacher(&transport_config);
+                let device = attacher.find(host)?.ok_or_else(|| {
                     Error::precondition(
                         "the volume's device is gone from this node; stage it again",
                     )
