@@ -265,24 +265,8 @@ impl pb::controller_server::Controller for Csi {
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         }
         let backend = self.backend(&req.secrets)?;
-        let backend_name = self
-            .engine
-            .backends()
-            .resolve(backend.as_deref())
-            .map_err(status)?
-            .name;
-        let grants = self
-            .engine
-            .grants_of(&backend_name, &req.volume_id)
-            .map_err(status)?;
-        if let Some(g) = grants.first() {
-            return Err(Status::failed_precondition(format!(
-                "volume '{}' is still published to node {}",
-                req.volume_id, g.node_id
-            )));
-        }
         self.engine
-            .delete_volume(&req.volume_id, backend.as_deref(), Wait::No)
+            .delete_ungranted_volume(&req.volume_id, backend.as_deref(), Wait::No)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteVolumeResponse {}))

@@ -217,7 +217,15 @@ impl Engine {
     /// A target with no publish record (CSI unpublish after a lost answer, or a path the CO
     /// made): removed when nothing is mounted on it and it holds nothing (an empty
     /// directory, or the empty file a block publish binds onto). Anything else is left.
-    pub async fn forget_target(&self, target_path: &str) -> Result<()> {
+    /// Runs under the node guard of `volume_key`, so that no publish of the volume makes
+    /// the target anew while it is looked at.
+    pub async fn forget_target(
+        &self,
+        volume_key: &str,
+        target_path: &str,
+        wait: Wait,
+    ) -> Result<()> {
+        let _guard = self.node_guard(volume_key, wait).await?;
         let target = paths::validate_target("target_path", target_path)?;
         if self
             .store
