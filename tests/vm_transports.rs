@@ -21,8 +21,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use volbridge::host::transport::{self, TransportConfig};
-use volbridge::host::{PublishContext, RealHost};
+use volbridge::host::transport::TransportConfig;
+use volbridge::host::{PublishedVolume, RealHost};
 use volbridge_base::ErrorKind;
 
 /// The tests that run inside the VM, by name: each has an in-VM branch.
@@ -333,19 +333,29 @@ fn start_iscsid() {
 }
 
 /// The publish context an array's CSP would send for the LIO target of `t`.
-fn iscsi_context(t: &BTreeMap<String, String>) -> PublishContext {
-    PublishContext {
-        access_protocol: "iscsi".into(),
+/// A publish context as the wire carries it, parsed as a node does.
+fn published(pairs: &[(&str, &str)]) -> PublishedVolume {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    PublishedVolume::parse("vm-lane", &map).unwrap()
+}
+
+/// The publish context an array's CSP would send for the LIO target of `t`, with its CHAP
+/// password.
+fn iscsi_context(t: &BTreeMap<String, String>, chap_password: &str) -> PublishedVolume {
+    published(&[
+        ("accessProtocol", "iscsi"),
         // What an array's CSP reports: the NAA-6 designator's hex, without the `naa.`.
-        serial_number: t["ISCSI_WWID"].trim_start_matches("naa.").to_owned(),
-        target_names: vec![t["ISCSI_IQN"].clone()],
-        target_scope: "volume".into(),
-        lun_id: 0,
-        discovery_ips: vec!["127.0.0.1".into()],
-        chap_user: t["ISCSI_CHAP_USER"].clone(),
-        chap_password: t["ISCSI_CHAP_PASSWORD"].clone(),
-        ..PublishContext::default()
-    }
+        ("serialNumber", t["ISCSI_WWID"].trim_start_matches("naa.")),
+        ("targetNames", &t["ISCSI_IQN"]),
+        ("targetScope", "volume"),
+        ("lunId", "0"),
+        ("discoveryIps", "127.0.0.1"),
+        ("chapUser", &t["ISCSI_CHAP_USER"]),
+        ("chapPassword", chap_password),
+    ])
 }
 
 fn guest_iscsi() {
@@ -355,45 +365,45 @@ fn guest_iscsi() {
     step(&format!("LIO target {} (WWID {wwid})", t["ISCSI_IQN"]));
     start_iscsid();
 
-    let ctx = iscsi_context(&t);
+    let ctx = iscsi_context(&t, &t["ISCSI_CHAP_PASSWORD"]);
     let config = TransportConfig {
         device_wait: Duration::from_secs(60),
         ..TransportConfig::default()
     };
     let host = RealHost;
-    let iscsi = transport::for_context(&ctx, &config).unwrap();
+    let iscsi = ctx.target.attacher(&config);
 
-    let mut wrong = ctx.clone();
-    wrong.chap_password = format!("wrong-{}", ctx.chap_password);
-    let err = iscsi.attach(&host, &wrong).unwrap_err();
+    let wrong_password = format!("wrong-{}", t["ISCSI_CHAP_PASSWORD"]);
+    let wrong = iscsi_context(&t, &wrong_password);
+    let err = wrong.target.attacher(&config).attach(&host).unwrap_err();
     let msg = err.to_string();
     assert!(
         err.is(ErrorKind::FailedPrecondition) && msg.contains("CHAP"),
         "a wrong CHAP password: {err:?}"
     );
     assert!(
-        !msg.contains(&wrong.chap_password),
+        !msg.contains(&wrong_password),
         "the error shows the password: {msg}"
     );
     step(&format!("wrong CHAP password refused: {msg}"));
 
-    let dev = iscsi.attach(&host, &ctx).unwrap();
+    let dev = iscsi.attach(&host).unwrap();
     assert_eq!(sys_block(&dev, "device/wwid"), *wwid);
     step(&format!("attached {} (WWID {wwid})", dev.display()));
-    assert_eq!(iscsi.find(&host, &ctx).unwrap(), Some(dev.clone()));
-    assert_eq!(iscsi.attach(&host, &ctx).unwrap(), dev, "attach again");
+    assert_eq!(iscsi.find(&host).unwrap(), Some(dev.clone()));
+    assert_eq!(iscsi.attach(&host).unwrap(), dev, "attach again");
     step("find and a second attach give the same device");
 
     io_through(&dev, Path::new(&t["ISCSI_FILE"]), 7);
 
-    iscsi.detach(&host, &ctx).unwrap();
+    iscsi.detach(&host).unwrap();
     assert!(!Path::new("/sys/block")
         .join(dev.file_name().unwrap())
         .exists());
     let (rc, out) = sh("iscsiadm -m session");
     assert_eq!(rc, 21, "a session is left after detach: {out}");
-    assert_eq!(iscsi.find(&host, &ctx).unwrap(), None);
-    iscsi.detach(&host, &ctx).unwrap();
+    assert_eq!(iscsi.find(&host).unwrap(), None);
+    iscsi.detach(&host).unwrap();
     step("detached: disk removed, logged out; detach again is success");
     drop(targets);
     step("target removed");
@@ -410,35 +420,35 @@ fn guest_nvme() {
     let (rc, out) = sh("modprobe nvme_tcp");
     assert_eq!(rc, 0, "modprobe nvme_tcp: {out}");
 
-    let ctx = PublishContext {
-        access_protocol: "nvmetcp".into(),
-        // The NGUID as an array reports it: 32 hex digits.
-        serial_number: nguid.replace('-', "").to_ascii_uppercase(),
-        target_names: vec![t["NVME_NQN"].clone()],
-        target_scope: "volume".into(),
-        lun_id: 1,
-        discovery_ips: vec![t["NVME_ADDR"].clone()],
-        target_port: t["NVME_PORT"].clone(),
-        ..PublishContext::default()
-    };
+    // The NGUID as an array reports it: 32 hex digits.
+    let serial = nguid.replace('-', "").to_ascii_uppercase();
+    let ctx = published(&[
+        ("accessProtocol", "nvmetcp"),
+        ("serialNumber", &serial),
+        ("targetNames", &t["NVME_NQN"]),
+        ("targetScope", "volume"),
+        ("lunId", "1"),
+        ("discoveryIps", &t["NVME_ADDR"]),
+        ("targetPort", &t["NVME_PORT"]),
+    ]);
     let config = TransportConfig {
         device_wait: Duration::from_secs(60),
         ..TransportConfig::default()
     };
     let host = RealHost;
-    let nvme = transport::for_context(&ctx, &config).unwrap();
+    let nvme = ctx.target.attacher(&config);
 
-    let dev = nvme.attach(&host, &ctx).unwrap();
+    let dev = nvme.attach(&host).unwrap();
     assert_eq!(sys_block(&dev, "nguid"), *nguid);
     assert_eq!(sys_block(&dev, "uuid"), t["NVME_UUID"]);
     step(&format!("attached {} (NGUID {nguid})", dev.display()));
-    assert_eq!(nvme.find(&host, &ctx).unwrap(), Some(dev.clone()));
-    assert_eq!(nvme.attach(&host, &ctx).unwrap(), dev, "attach again");
+    assert_eq!(nvme.find(&host).unwrap(), Some(dev.clone()));
+    assert_eq!(nvme.attach(&host).unwrap(), dev, "attach again");
     step("find and a second attach give the same device");
 
     io_through(&dev, Path::new(&t["NVME_FILE"]), 11);
 
-    nvme.detach(&host, &ctx).unwrap();
+    nvme.detach(&host).unwrap();
     let gone = Instant::now() + Duration::from_secs(10);
     while Path::new("/sys/block")
         .join(dev.file_name().unwrap())
@@ -451,8 +461,8 @@ fn guest_nvme() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(nvme.find(&host, &ctx).unwrap(), None);
-    nvme.detach(&host, &ctx).unwrap();
+    assert_eq!(nvme.find(&host).unwrap(), None);
+    nvme.detach(&host).unwrap();
     step("detached: disconnected, namespace gone; detach again is success");
     drop(targets);
     step("target removed");
@@ -498,15 +508,15 @@ fn guest_iscsi_multipath() {
     assert_eq!(rc, 0, "multipathd: {out}");
     step("multipathd running (find_multipaths no)");
 
-    let ctx = iscsi_context(&t);
+    let ctx = iscsi_context(&t, &t["ISCSI_CHAP_PASSWORD"]);
     let config = TransportConfig {
         device_wait: Duration::from_secs(60),
         ..TransportConfig::default()
     };
     let host = RealHost;
-    let iscsi = transport::for_context(&ctx, &config).unwrap();
+    let iscsi = ctx.target.attacher(&config);
 
-    let attached = iscsi.attach(&host, &ctx).unwrap();
+    let attached = iscsi.attach(&host).unwrap();
     // What attach returned right away: a path, if the map was not there yet.
     step(&format!("attach returned {}", attached.display()));
     let (_, sessions) = sh("iscsiadm -m session");
@@ -519,7 +529,7 @@ fn guest_iscsi_multipath() {
     // The map over both paths, as find sees it once multipathd has built it.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (dev, dm) = loop {
-        if let Some(dev) = iscsi.find(&host, &ctx).unwrap() {
+        if let Some(dev) = iscsi.find(&host).unwrap() {
             if let Ok(real) = std::fs::canonicalize(&dev) {
                 let name = real.file_name().unwrap().to_string_lossy().into_owned();
                 if name.starts_with("dm-") && slaves(&name).len() == 2 {
@@ -552,7 +562,7 @@ fn guest_iscsi_multipath() {
 
     io_through(&dev, Path::new(&t["ISCSI_FILE"]), 23);
 
-    iscsi.detach(&host, &ctx).unwrap();
+    iscsi.detach(&host).unwrap();
     assert!(
         !Path::new("/sys/block").join(&dm).exists(),
         "{dm} left after detach"
@@ -565,7 +575,7 @@ fn guest_iscsi_multipath() {
     }
     let (rc, out) = sh("iscsiadm -m session");
     assert_eq!(rc, 21, "a session is left after detach: {out}");
-    iscsi.detach(&host, &ctx).unwrap();
+    iscsi.detach(&host).unwrap();
     step("detached: map flushed, both paths removed, both sessions logged out");
     drop(targets);
     step("target removed");
