@@ -153,8 +153,8 @@ fn log_done(seen: &Inspected, response: &http::Response<Body>, started: Instant)
 }
 
 fn count(method: &str, code: tonic::Code, started: Instant) {
-    let result = format!("{code:?}");
-    crate::metrics::operation("csi", method, &result, started.elapsed());
+    let result = crate::metrics::result_of_grpc(code);
+    crate::metrics::operation("csi", method, result, started.elapsed());
 }
 
 fn log_rejected(id: &str, path: &str, status: &Status) {
