@@ -183,8 +183,11 @@ fn volbridge_nvme_transport_against_nvmet() {
 /// volbridge's `IscsiTransport` with dm-multipath: a LIO target with two portals
 /// (127.0.0.1 and 127.0.0.2) and multipathd running; attach logs in on both, the
 /// dm-multipath map over the two paths is found by the WWID (`/dev/mapper/…`); the data
-/// reaches the target through it; detach flushes the map, removes both paths and logs out
-/// of both sessions.
+/// reaches the target through it. Then one path dies (its portal's traffic dropped) while a
+/// writer keeps going: the path is failed, I/O goes on over the other one after a bounded
+/// stall (printed as `vm-bench multipath-stall`), the path comes back and is reinstated,
+/// and every block written reads back and is in the target's file. Detach flushes the map,
+/// removes both paths and logs out of both sessions.
 #[test]
 fn volbridge_iscsi_multipath_against_lio() {
     if in_vm() {
@@ -561,6 +564,7 @@ fn guest_iscsi_multipath() {
     );
 
     io_through(&dev, Path::new(&t["ISCSI_FILE"]), 23);
+    path_loss_and_return(&dev, &dm, Path::new(&t["ISCSI_FILE"]));
 
     iscsi.detach(&host).unwrap();
     assert!(
@@ -579,4 +583,185 @@ fn guest_iscsi_multipath() {
     step("detached: map flushed, both paths removed, both sessions logged out");
     drop(targets);
     step("target removed");
+}
+
+/// `multipath -ll` lines of paths in each state: (active, failed).
+fn path_states() -> (usize, usize, String) {
+    let (_, out) = sh("multipath -ll");
+    // Path lines: `` `- 0:0:0:0 sda 8:0  active ready  running`` (dm state, checker state).
+    let active = out.lines().filter(|l| l.contains(" active ready")).count();
+    let failed = out.lines().filter(|l| l.contains(" failed ")).count();
+    (active, failed, out)
+}
+
+fn portal_traffic(addr: &str, dropped: bool) {
+    let op = if dropped { "-I" } else { "-D" };
+    let (rc, out) = sh(&format!(
+        "iptables {op} INPUT -p tcp -d {addr} --dport 3260 -j DROP && \
+         iptables {op} INPUT -p tcp -s {addr} --sport 3260 -j DROP"
+    ));
+    assert_eq!(rc, 0, "iptables {op} for {addr}: {out}");
+}
+
+/// A writer of 4 KiB direct blocks over 16 MiB at 8 MiB of `dev`, round and round, each
+/// block stamped with its index and round; it records the slowest write.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<(Duration, u64)>,
+}
+
+const W_AT: u64 = 8 << 20;
+const W_BLOCKS: u64 = 4096;
+
+fn block(index: u64, round: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 4096];
+    for (i, chunk) in b.chunks_mut(16).enumerate() {
+        chunk[..8].copy_from_slice(&index.to_le_bytes());
+        chunk[8..].copy_from_slice(&(round ^ i as u64).to_le_bytes());
+    }
+    b
+}
+
+impl Writer {
+    fn start(dev: &Path) -> Writer {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let done = std::sync::Arc::new(AtomicU64::new(0));
+        let (s, d) = (stop.clone(), done.clone());
+        let dev = dev.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+                .open(&dev)
+                .unwrap();
+            let mut raw = vec![0u8; 8192];
+            let off = raw.as_ptr().align_offset(4096);
+            let mut slowest = Duration::ZERO;
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let (index, round) = (n % W_BLOCKS, n / W_BLOCKS);
+                raw[off..off + 4096].copy_from_slice(&block(index, round));
+                let started = Instant::now();
+                f.seek(SeekFrom::Start(W_AT + index * 4096)).unwrap();
+                f.write_all(&raw[off..off + 4096])
+                    .unwrap_or_else(|e| panic!("write {n} through the map failed: {e}"));
+                slowest = slowest.max(started.elapsed());
+                n += 1;
+                d.store(n, Ordering::Relaxed);
+            }
+            (slowest, n)
+        });
+        Writer { stop, done, thread }
+    }
+
+    fn written(&self) -> u64 {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops it; (slowest write, writes done).
+    fn finish(self) -> (Duration, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the writer panicked")
+    }
+}
+
+/// Every block the writer wrote last, read back through `dev` and found in `file`.
+fn verify_writer_blocks(dev: &Path, file: &Path, writes: u64) {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .unwrap();
+    let mut backing = File::open(file).unwrap();
+    let mut raw = vec![0u8; 8192];
+    let off = raw.as_ptr().align_offset(4096);
+    let mut from_file = vec![0u8; 4096];
+    for index in 0..W_BLOCKS.min(writes) {
+        // The last round that reached this index.
+        let round = (writes - 1 - index) / W_BLOCKS;
+        let want = block(index, round);
+        f.seek(SeekFrom::Start(W_AT + index * 4096)).unwrap();
+        f.read_exact(&mut raw[off..off + 4096]).unwrap();
+        assert!(
+            raw[off..off + 4096] == want[..],
+            "block {index} read back differs"
+        );
+        backing.seek(SeekFrom::Start(W_AT + index * 4096)).unwrap();
+        backing.read_exact(&mut from_file).unwrap();
+        assert!(
+            from_file == want,
+            "block {index} is not in the target's file"
+        );
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed() < limit,
+            "{what} not within {limit:?}; multipath -ll:\n{}",
+            path_states().2
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+/// One of the two paths dies under a running writer and comes back (see the test's doc).
+fn path_loss_and_return(dev: &Path, dm: &str, file: &Path) {
+    wait_for("two active paths", Duration::from_secs(60), || {
+        path_states().0 == 2
+    });
+    let writer = Writer::start(dev);
+    wait_for("writes flowing", Duration::from_secs(30), || {
+        writer.written() > 200
+    });
+    step(&format!("writer running on {} ({dm})", dev.display()));
+
+    portal_traffic("127.0.0.2", true);
+    let lost = Instant::now();
+    let noticed = wait_for("the dead path failed", Duration::from_secs(180), || {
+        path_states().1 >= 1
+    });
+    step(&format!("path via 127.0.0.2 failed after {noticed:.1?}"));
+    let before = writer.written();
+    wait_for(
+        "writes going on over one path",
+        Duration::from_secs(120),
+        || writer.written() > before + 200,
+    );
+    let one_path = path_states();
+    assert_eq!(one_path.0, 1, "one active path left:\n{}", one_path.2);
+    step(&format!(
+        "{} writes went on over the other path ({:.1?} after the loss)",
+        writer.written() - before,
+        lost.elapsed()
+    ));
+
+    portal_traffic("127.0.0.2", false);
+    let back = wait_for("the path reinstated", Duration::from_secs(180), || {
+        path_states().0 == 2
+    });
+    step(&format!("path via 127.0.0.2 active again after {back:.1?}"));
+    let again = writer.written();
+    wait_for("writes after the return", Duration::from_secs(60), || {
+        writer.written() > again + 200
+    });
+    let (slowest, writes) = writer.finish();
+    println!(
+        "vm-bench multipath-stall: {:.1}s (slowest write while one of two paths died; {writes} writes)",
+        slowest.as_secs_f64()
+    );
+    assert!(
+        slowest < Duration::from_secs(60),
+        "I/O stalled {slowest:.1?} when a path died: replacement_timeout is not in effect"
+    );
+    verify_writer_blocks(dev, file, writes);
+    step(&format!(
+        "all {} blocks read back and are in the target's file",
+        W_BLOCKS.min(writes)
+    ));
 }

@@ -33,11 +33,22 @@ const ERR_AGAIN: i32 = 29;
 
 pub struct IscsiTransport {
     device_wait: Duration,
+    multipath_replacement_timeout: Duration,
 }
 
 impl IscsiTransport {
     pub fn new(device_wait: Duration) -> IscsiTransport {
-        IscsiTransport { device_wait }
+        IscsiTransport {
+            device_wait,
+            multipath_replacement_timeout: super::MULTIPATH_REPLACEMENT_TIMEOUT,
+        }
+    }
+
+    /// How long a session that lost its connection holds I/O before failing it, when the
+    /// volume has more than one path (see [`super::MULTIPATH_REPLACEMENT_TIMEOUT`]).
+    pub fn with_multipath_replacement_timeout(mut self, timeout: Duration) -> IscsiTransport {
+        self.multipath_replacement_timeout = timeout;
+        self
     }
 }
 
@@ -246,6 +257,10 @@ impl IscsiTransport {
             return Ok(rescan);
         }
         let records = self.discover(host, set, &missing)?;
+        // More than one path to this array's LUN: dm-multipath must hear of a dead path
+        // soon, not after iscsid's default two minutes of queued I/O.
+        let paths = present.len() + records.iter().filter(|(_, i)| missing.contains(&i)).count();
+        let multipath = paths > 1;
         for iqn in missing {
             let portals: Vec<&str> = records
                 .iter()
@@ -263,7 +278,7 @@ impl IscsiTransport {
             let mut failure = None;
             let mut logged_in = false;
             for portal in portals {
-                match self.log_in_portal(host, set, iqn, portal) {
+                match self.log_in_portal(host, set, iqn, portal, multipath) {
                     Ok(()) => logged_in = true,
                     Err(e) => {
                         tracing::warn!(target_iqn = %iqn, portal, error = %e, "iSCSI login failed");
@@ -332,12 +347,31 @@ impl IscsiTransport {
         Ok(records)
     }
 
-    fn log_in_portal(&self, host: &dyn Host, set: &Targets, iqn: &str, portal: &str) -> Result<()> {
+    fn log_in_portal(
+        &self,
+        host: &dyn Host,
+        set: &Targets,
+        iqn: &str,
+        portal: &str,
+        multipath: bool,
+    ) -> Result<()> {
         let what = format!("iSCSI login to {iqn} at {portal}");
         run_checked(host, &what, &node(iqn, portal).args(["-o", "new"]))?;
         let update = |name: &str| node(iqn, portal).args(["-o", "update", "-n", name, "-v"]);
         // Manual: the daemon must not log in at boot before volbridge decides to.
         run_checked(host, &what, &update("node.startup").arg("manual"))?;
+        if multipath {
+            let secs = self
+                .multipath_replacement_timeout
+                .as_secs()
+                .max(1)
+                .to_string();
+            run_checked(
+                host,
+                &what,
+                &update("node.session.timeo.replacement_timeout").arg(secs.as_str()),
+            )?;
+        }
         if let Some(chap) = &set.array.chap {
             run_checked(
                 host,

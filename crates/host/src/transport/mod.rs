@@ -22,6 +22,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use volbridge_base::error::Result;
 
+/// iscsid holds the I/O of a session whose connection broke for `replacement_timeout`
+/// (120 s by default) before failing it. With a second path that is two minutes of stalled
+/// I/O before dm-multipath even hears of the failure: on a multipath volume volbridge sets
+/// this instead (a dead path is noticed by the NOP-Out ping within 10 s, then failed over).
+pub const MULTIPATH_REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Node-side settings the transports need.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {

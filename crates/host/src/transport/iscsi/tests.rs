@@ -142,13 +142,44 @@ fn fresh_login_runs_discovery_node_setup_login_then_waits() {
         "iscsiadm -m session".to_owned(),
         "iscsiadm -m discovery -t sendtargets -p 10.0.0.5:3260 -o nonpersistent".to_owned(),
     ];
+    // Two paths: a dead one must reach dm-multipath in seconds, not iscsid's 120.
     for portal in ["10.0.0.5:3260", "10.0.1.5:3260"] {
         expected.push(node(portal, "-o new"));
         expected.push(node(portal, "-o update -n node.startup -v manual"));
+        expected.push(node(
+            portal,
+            "-o update -n node.session.timeo.replacement_timeout -v 10",
+        ));
         expected.push(node(portal, "--login"));
     }
     assert_eq!(commands(&host), expected);
     assert!(!commands(&host).iter().any(|c| c.contains("other-volume")));
+}
+
+#[test]
+fn a_single_path_keeps_iscsids_replacement_timeout() {
+    let host = FakeHost::new();
+    no_sessions(&host);
+    discovery(
+        &host,
+        "10.0.0.5:3260",
+        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
+    );
+    let dev = appear_after(
+        &host,
+        "10.0.0.5:3260 --login",
+        |h| scsi_disk(h, "sdc", WWID, "8:32"),
+        || transport(5000).attach(&host, &ctx("group")).unwrap(),
+    );
+    assert_eq!(dev, PathBuf::from("/dev/sdc"));
+    // Without a second path, queued I/O riding out a network blip is what users want.
+    assert!(
+        !commands(&host)
+            .iter()
+            .any(|c| c.contains("replacement_timeout")),
+        "{:?}",
+        commands(&host)
+    );
 }
 
 #[test]
