@@ -29,6 +29,7 @@ use volbridge_base::ErrorKind;
 const GUEST_TESTS: &[&str] = &[
     "volbridge_iscsi_transport_against_lio",
     "volbridge_nvme_transport_against_nvmet",
+    "volbridge_never_formats_an_unready_lun",
     // Last: it leaves multipathd running.
     "volbridge_iscsi_multipath_against_lio",
 ];
@@ -177,6 +178,20 @@ fn volbridge_nvme_transport_against_nvmet() {
         guest_nvme();
     } else {
         assert_vm_check("volbridge_nvme_transport_against_nvmet");
+    }
+}
+
+/// A LUN that is not ready (LIO's ALUA state standby: every read answers NOT READY) holds
+/// an ext4 filesystem. blkid answers "nothing found" for it, exactly as for a blank disk;
+/// volbridge's stage must refuse (UNAVAILABLE, "nothing was formatted"), never call mkfs,
+/// and leave the filesystem as it was. Once the LUN is active, the same stage mounts the
+/// existing filesystem without formatting.
+#[test]
+fn volbridge_never_formats_an_unready_lun() {
+    if in_vm() {
+        guest_unready_lun();
+    } else {
+        assert_vm_check("volbridge_never_formats_an_unready_lun");
     }
 }
 
@@ -469,6 +484,85 @@ fn guest_nvme() {
     step("detached: disconnected, namespace gone; detach again is success");
     drop(targets);
     step("target removed");
+}
+
+/// The ext4 UUID blkid reads from a file or device (empty when none).
+fn fs_uuid(path: &Path) -> String {
+    sh(&format!("blkid -p -s UUID -o value {}", path.display()))
+        .1
+        .trim()
+        .to_owned()
+}
+
+fn guest_unready_lun() {
+    use volbridge::host::stage::{self, Access, StageRequest};
+    let mut targets = Targets::new("unready");
+    let t = targets.up("iscsi");
+    let file = Path::new(&t["ISCSI_FILE"]);
+    let (rc, out) = sh(&format!("mkfs.ext4 -q -F {}", file.display()));
+    assert_eq!(rc, 0, "mkfs.ext4 on the LUN's file: {out}");
+    let uuid = fs_uuid(file);
+    assert!(!uuid.is_empty());
+    let alua = "/sys/kernel/config/target/core/fileio_0/vmlane/alua/default_tg_pt_gp/\
+                alua_access_state";
+    // 2: standby. Reads and writes answer NOT READY, "target port in standby state".
+    std::fs::write(alua, "2").unwrap();
+    step(&format!("LUN holds ext4 {uuid}; ALUA state standby"));
+    start_iscsid();
+
+    let ctx = iscsi_context(&t, &t["ISCSI_CHAP_PASSWORD"]);
+    let config = TransportConfig {
+        device_wait: Duration::from_secs(60),
+        ..TransportConfig::default()
+    };
+    let host = RealHost;
+    let attacher = ctx.target.attacher(&config);
+    let staging = targets.dir.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let access = Access::Mount {
+        fs_type: "ext4".into(),
+        mount_options: Vec::new(),
+    };
+    let formats = std::cell::Cell::new(0);
+    let before_format = || {
+        formats.set(formats.get() + 1);
+        Ok(())
+    };
+    let request = StageRequest {
+        attacher: attacher.as_ref(),
+        filesystem: &ctx.filesystem,
+        staging_path: &staging,
+        access: &access,
+        read_only: false,
+        tool_timeout: Duration::from_secs(60),
+        redo_format: false,
+        before_format: &before_format,
+    };
+    let err = stage::stage(&host, &request).unwrap_err();
+    step(&format!("stage on the unready LUN: {err}"));
+    assert!(
+        err.is(ErrorKind::Unavailable) && err.to_string().contains("nothing was formatted"),
+        "{err:?}"
+    );
+    assert_eq!(formats.get(), 0, "mkfs was about to run on an unready LUN");
+    assert_eq!(fs_uuid(file), uuid, "the LUN's filesystem changed");
+    let (rc, out) = sh("iscsiadm -m session");
+    assert_eq!(rc, 21, "the failed stage left a session: {out}");
+    step("refused, nothing formatted, nothing left attached");
+
+    std::fs::write(alua, "0").unwrap();
+    let staged = stage::stage(&host, &request).unwrap();
+    assert!(!staged.formatted, "{staged:?}");
+    assert_eq!(staged.fs_type.as_deref(), Some("ext4"));
+    assert_eq!(fs_uuid(&staged.device), uuid);
+    step(&format!(
+        "ALUA active: staged {} at {} without formatting (ext4 {uuid})",
+        staged.device.display(),
+        staging.display()
+    ));
+    stage::unstage(&host, attacher.as_ref(), &staging).unwrap();
+    assert_eq!(formats.get(), 0);
+    step("unstaged");
 }
 
 /// The `sdX` names under `/sys/block/<dm>/slaves`.

@@ -84,6 +84,8 @@ struct State {
     boot_id: BootId,
     /// Mounts seen in other mount namespaces: (process, device `major:minor`).
     namespace_mounts: Vec<(u32, String)>,
+    /// Devices whose reads fail (a LUN that is not ready).
+    unreadable: std::collections::BTreeSet<PathBuf>,
 }
 
 /// The simulated kernel's boot ID: one from the start, as on a real machine.
@@ -215,6 +217,13 @@ impl FakeHost {
             add_parents(&mut s.files, &path);
             s.files.insert(path, Node::Dir);
         });
+        self
+    }
+
+    /// Every read of `path` fails with an I/O error from now on, as a LUN in ALUA standby.
+    pub fn make_unreadable(&self, path: impl Into<PathBuf>) -> &Self {
+        let path = path.into();
+        self.with(|s| s.unreadable.insert(path));
         self
     }
 
@@ -577,6 +586,10 @@ impl Host for FakeHost {
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.with(|s| match s.files.get(path) {
+            _ if s.unreadable.contains(path) => Err(Error::internal(format!(
+                "cannot read {}: Input/output error (os error 5)",
+                path.display()
+            ))),
             Some(Node::File(c)) => Ok(c.iter().skip(offset as usize).take(len).copied().collect()),
             Some(_) => Ok(vec![0; len]),
             None => Err(Error::not_found(format!("{} is gone", path.display()))),

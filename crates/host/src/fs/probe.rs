@@ -23,8 +23,11 @@ pub fn probe(host: &dyn Host, device: &Path) -> Result<Probe> {
             .timeout(Duration::from_secs(30)),
     )?;
     match out.status {
-        // Exit 2: nothing found.
-        2 if out.stdout.trim().is_empty() => Ok(Probe::Blank),
+        // Exit 2: nothing found, which blkid also answers when it could read nothing.
+        2 if out.stdout.trim().is_empty() => {
+            readable(host, device)?;
+            Ok(Probe::Blank)
+        }
         0 | 2 => {
             let value = |key: &str| {
                 out.stdout.lines().find_map(|l| {
@@ -57,6 +60,40 @@ pub fn probe(host: &dyn Host, device: &Path) -> Result<Probe> {
     }
 }
 
+/// Where signatures live: superblocks near the start, GPT backups and RAID metadata near
+/// the end.
+const SIGNATURE_SPAN: u64 = 64 << 10;
+
+/// blkid answers "nothing found" (exit 2) as well for a device whose every read fails: a
+/// LUN that is not ready (ALUA standby, an array still bringing it up) looks blank to it.
+/// Blank is believed only once the areas that hold signatures read back; otherwise the
+/// volume is not ready here and nothing may be formatted.
+fn readable(host: &dyn Host, device: &Path) -> Result<()> {
+    let unready = |why: String| {
+        Error::unavailable(format!(
+            "{} is attached but cannot be read ({why}): the volume is not ready on this \
+             node, so nothing was formatted; the stage can be retried once the array \
+             serves it",
+            device.display()
+        ))
+    };
+    let size = host.device_size(device).map_err(|e| unready(e.message))?;
+    let len = SIGNATURE_SPAN.min(size);
+    for offset in [0, size - len] {
+        match host.read_at(device, offset, len as usize) {
+            Ok(bytes) if bytes.len() as u64 == len => {}
+            Ok(bytes) => {
+                return Err(unready(format!(
+                    "{} of {len} bytes at offset {offset}",
+                    bytes.len()
+                )))
+            }
+            Err(e) => return Err(unready(e.message)),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +103,7 @@ mod tests {
     fn blank_filesystem_and_partition_table() {
         let host = FakeHost::new();
         let dev = Path::new("/dev/loop0");
+        host.add_block_device(dev, 7, 0, 1 << 30);
         host.script("blkid", &[], CmdOutput::failed(2, ""));
         assert_eq!(probe(&host, dev).unwrap(), Probe::Blank);
         assert_eq!(host.commands(), ["blkid -p -o export /dev/loop0"]);
@@ -107,5 +145,21 @@ mod tests {
         let host = FakeHost::new();
         host.script("blkid", &[], CmdOutput::failed(4, "usage"));
         assert!(probe(&host, dev).is_err());
+    }
+
+    #[test]
+    fn nothing_found_on_a_device_that_cannot_be_read_is_not_blank() {
+        let host = FakeHost::new();
+        let dev = Path::new("/dev/sdc");
+        host.add_block_device(dev, 8, 32, 64 << 20);
+        host.make_unreadable(dev);
+        // What blkid answers for a LUN in ALUA standby: exit 2, nothing on stdout.
+        host.script("blkid", &[], CmdOutput::failed(2, ""));
+        let e = probe(&host, dev).unwrap_err();
+        assert!(e.is(volbridge_base::ErrorKind::Unavailable), "{e:?}");
+        assert!(
+            e.message.contains("/dev/sdc") && e.message.contains("nothing was formatted"),
+            "{e}"
+        );
     }
 }
