@@ -271,10 +271,11 @@ pub enum VolumeCommand {
     /// Create a volume (a second create with the same name and size is a no-op).
     Create {
         name: String,
-        /// Size: bytes or 1Gi, 500Mi, 10G…
+        /// Size: bytes or a whole number of Ki, Mi, Gi, Ti, Pi (1Gi, 500Mi).
         #[arg(long, short = 's')]
         size: Option<String>,
-        /// CSP parameter, repeatable: -o key=value.
+        /// CSP setting, repeatable: -o thick=true, -o destroyOnDelete=false, or a
+        /// backend's own setting as -o csp.NAME=VALUE.
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
         #[arg(long, short = 'd')]
@@ -294,7 +295,8 @@ pub enum VolumeCommand {
         #[command(flatten)]
         backend: BackendArg,
     },
-    /// Remove volumes (removing one that does not exist is not an error).
+    /// Remove volumes. A name that does not exist fails (exit code 3); the other names
+    /// are still removed.
     #[command(alias = "remove")]
     Rm {
         #[arg(required = true)]
@@ -302,7 +304,8 @@ pub enum VolumeCommand {
         #[command(flatten)]
         backend: BackendArg,
     },
-    /// Grow a volume.
+    /// Grow a volume, and its filesystem when it is mounted or attached here (online, or
+    /// offline when the kernel refuses: the result says which). Volumes do not shrink.
     Expand {
         name: String,
         #[arg(long, short = 's')]
@@ -324,16 +327,20 @@ pub enum VolumeCommand {
         /// Size of the clone (default: the source's).
         #[arg(long, short = 's')]
         size: Option<String>,
+        /// CSP setting, repeatable: as for `volume create`.
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
         #[command(flatten)]
         backend: BackendArg,
     },
     /// Mount a volume at a directory on this machine (attach, format if blank, mount).
+    /// More mounts of the same volume share its attachment: read-only ones may join a
+    /// read-write volume, not the reverse; --block only while nothing mounts its filesystem.
     Mount {
         name: String,
         /// Absolute directory; with --block, the file the device node is bound onto.
         path: String,
+        /// Mount read-only (a volume mounted read-write elsewhere gets a read-only view).
         #[arg(long)]
         read_only: bool,
         /// Publish the raw block device instead of a filesystem.
@@ -405,7 +412,8 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         backend: BackendArg,
     },
-    /// Remove snapshots.
+    /// Remove snapshots. A name that does not exist fails (exit code 3); the other names
+    /// are still removed.
     #[command(alias = "remove")]
     Rm {
         #[arg(required = true)]
