@@ -11,6 +11,7 @@ use volbridge_local_csp::PoolChoice;
 #[command(
     name = "volbridge",
     version,
+    long_version = crate::build_info::long_version(),
     about = "One storage engine, every orchestrator",
     propagate_version = true
 )]
@@ -85,6 +86,26 @@ pub enum Command {
         #[command(subcommand)]
         command: super::flex::FlexCommand,
     },
+    /// Print a shell completion script: bash, zsh or fish (see README, "Install").
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the man pages (volbridge.1 and one per subcommand, volbridge-volume-mount.1…)
+    /// into a directory, e.g. /usr/local/share/man/man1.
+    Man {
+        /// Where to write the pages (made when missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// The shells `volbridge completion` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
