@@ -80,13 +80,24 @@ fn assert_no_id(err: &str, id: &str) {
     );
 }
 
-/// README.md's "On this machine" block, as written, with `/srv` under a temp dir.
+/// README.md's "Using it" blocks, as written: the volume commands, then the node ones
+/// ("On this machine") with `/srv` under a temp dir.
 #[test]
 fn the_readme_node_examples_run_as_written() {
     if !require_root_and_tools("the_readme_node_examples_run_as_written") {
         return;
     }
     let r = Rig::start("readme-node", &[]);
+    let volumes = readme_block("With the daemon running, in another shell");
+    assert!(
+        volumes.contains("volbridge volume clone restored"),
+        "{volumes}"
+    );
+    let (code, out, err) = run_script(&r.d, &volumes, &[]);
+    assert_eq!(
+        code, 0,
+        "the README's volume examples failed:\n{err}\n{out}"
+    );
     let srv = r.path("srv");
     let script = readme_block("On this machine (as root):").replace("/srv/", &format!("{srv}/"));
     assert!(

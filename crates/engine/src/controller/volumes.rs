@@ -410,6 +410,22 @@ impl Engine {
                 .map(|p| p.target.display().to_string())
                 .collect();
             let by_cli = stage.owner == crate::records::node::Owner::Engine;
+            // Docker's mount of it (the mount table's, under the Docker mount base).
+            let docker = self
+                .docker_get(name)?
+                .filter(|d| d.backend == backend)
+                .and_then(|d| {
+                    let at = d.mounted_at.as_ref()?.display().to_string();
+                    targets.contains(&at).then(|| (at, d.total_refs()))
+                });
+            if let (Some((at, refs)), true) = (docker, by_cli) {
+                return Ok(in_use(format!(
+                    "volume '{name}' is mounted by Docker at {at} for {refs} container \
+                     reference(s); stop the containers that use it (docker ps --filter \
+                     volume={name}), or drop references Docker never released: volbridge \
+                     docker release {name}"
+                )));
+            }
             return Ok(in_use(match (targets.first(), by_cli) {
                 (Some(first), true) => {
                     let commands: Vec<String> = targets
