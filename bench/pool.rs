@@ -8,8 +8,11 @@
 //!    (goal: at least 100x slower than ours); both followed by an fsync of the copy, since
 //!    ours are durable when they return.
 //! 2. The data path: fio (sequential 1 MiB and random 4 KiB, read and write, direct I/O) on a
-//!    file in a mounted volume of the pool, against the same job on a file in the host's data
-//!    dir (goals: ≥ 0.85 sequential, ≥ 0.7 random): the price of the pool layer.
+//!    file in a mounted volume of the pool, against two baselines in the same run: the same
+//!    job on a mounted volume of a `dir` pool (a loop device over a file in the host's data
+//!    dir, what every local volume was before pools), whose ratio is the price of the pool
+//!    layer (goals: ≥ 0.85 sequential, ≥ 0.7 random), and on a plain file in the host's data
+//!    dir, whose ratio is the price of a loop-backed volume at all (stated; docs/pool.md).
 //!
 //! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default /var/tmp),
 //! VOLBRIDGE_BENCH_ROUNDS (rounds of (1); default 3), VOLBRIDGE_BENCH_FIO_SECONDS (per fio
@@ -188,6 +191,20 @@ fn fio(job: &Fio, file: &Path, seconds: u64) -> f64 {
     j[side]["bw_bytes"].as_f64().unwrap_or(0.0)
 }
 
+/// Each job's bytes per second on a file in a fresh 4 GiB volume of `d`, mounted at `mnt`.
+fn fio_on_volume(d: &Daemon, mnt: &Path, seconds: u64) -> Vec<f64> {
+    let mnt_s = mnt.display().to_string();
+    d.cli(&["volume", "create", "fio", "--size", "4Gi"]);
+    d.cli(&["volume", "mount", "fio", &mnt_s]);
+    let rates = JOBS
+        .iter()
+        .map(|job| fio(job, &mnt.join("fio.dat"), seconds))
+        .collect();
+    d.cli(&["volume", "unmount", "fio", &mnt_s]);
+    d.cli(&["volume", "rm", "fio"]);
+    rates
+}
+
 fn main() {
     assert!(
         rustix::process::geteuid().is_root(),
@@ -256,20 +273,19 @@ fn main() {
     }
     let _ = std::fs::remove_file(host_dir.join("src.img"));
 
-    // 2. The data path.
-    d.cli(&["volume", "create", "fio", "--size", "4Gi"]);
-    let mnt = root.join("mnt");
-    let mnt_s = mnt.display().to_string();
-    d.cli(&["volume", "mount", "fio", &mnt_s]);
-    let mut rows_fio = Vec::new();
-    for job in &JOBS {
-        let ours = fio(job, &mnt.join("fio.dat"), fio_seconds);
-        let host = fio(job, &host_dir.join("fio.dat"), fio_seconds);
-        rows_fio.push((job, ours, host));
-    }
-    d.cli(&["volume", "unmount", "fio", &mnt_s]);
-    d.cli(&["volume", "rm", "fio"]);
+    // 2. The data path: the pool's volume, a dir pool's volume, a plain host file.
+    let ours = fio_on_volume(&d, &root.join("mnt"), fio_seconds);
     d.stop();
+    let dir_root = root.join("dir-pool");
+    std::fs::create_dir_all(&dir_root).unwrap();
+    let mut dir_daemon =
+        Daemon::start_with(&dir_root, &["--csp-pool", "dir"]).unwrap_or_else(|e| panic!("{e}"));
+    let dir_pool = fio_on_volume(&dir_daemon, &dir_root.join("mnt"), fio_seconds);
+    dir_daemon.stop();
+    let host: Vec<f64> = JOBS
+        .iter()
+        .map(|job| fio(job, &host_dir.join("fio.dat"), fio_seconds))
+        .collect();
     let (mounts, loops) = sweep(&root);
     let removed = remove_tree(&root, "pool");
 
@@ -313,10 +329,16 @@ fn main() {
     println!("goals: at most 2x cp --reflink; cp --sparse at least 100x slower than ours");
     println!();
     println!(
-        "{:<28} {:>16} {:>16} {:>8} {:>6}",
-        "fio, direct I/O", "pool volume", "host file", "ratio", "goal"
+        "{:<24} {:>14} {:>14} {:>14} {:>10} {:>6} {:>10}",
+        "fio, direct I/O",
+        "pool volume",
+        "dir volume",
+        "host file",
+        "pool/dir",
+        "goal",
+        "pool/host"
     );
-    for (job, ours, host) in rows_fio {
+    for (i, job) in JOBS.iter().enumerate() {
         let unit = |b: f64| {
             if job.random {
                 format!("{:.0} IOPS", b / 4096.0)
@@ -325,14 +347,20 @@ fn main() {
             }
         };
         println!(
-            "{:<28} {:>16} {:>16} {:>8.2} {:>6}",
+            "{:<24} {:>14} {:>14} {:>14} {:>10.2} {:>6} {:>10.2}",
             job.name,
-            unit(ours),
-            unit(host),
-            ours / host,
-            if job.random { "≥0.70" } else { "≥0.85" }
+            unit(ours[i]),
+            unit(dir_pool[i]),
+            unit(host[i]),
+            ours[i] / dir_pool[i],
+            if job.random { "≥0.70" } else { "≥0.85" },
+            ours[i] / host[i],
         );
     }
+    println!(
+        "pool/dir: the price of the pool layer; pool/host: of a loop-backed volume at all \
+         (each loop device is a hand-over to its worker: docs/pool.md)"
+    );
     if mounts + loops > 0 || !removed {
         eprintln!(
             "pool bench: left behind {mounts} mount(s), {loops} loop device(s) under {}",

@@ -4,6 +4,12 @@
 //!
 //! Labels never carry names or ids (volumes, nodes, CSP ids): operations are method names
 //! or route templates, so the number of series stays fixed however many volumes there are.
+//! `result` has one spelling whatever the front end: `ok`, or the error's kind in snake case
+//! (`not_found`, `invalid_argument`, `unavailable`…), the gRPC code names' vocabulary.
+//!
+//! Beside volbridge's own families (prefix `volbridge_`), `volbridge_build_info` and the
+//! conventional `process_*` gauges (resident memory, CPU seconds, open and maximum file
+//! descriptors, start time) are read from `/proc/self` at each scrape.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,8 +59,15 @@ struct Reconciled {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
+    revision: &'static str,
+}
+
 struct Metrics {
     registry: Registry,
+    process: Process,
     operations: Family<Operation, Counter>,
     latency: Histograms<Timed>,
     csp_latency: Histograms<CspCall>,
@@ -80,7 +93,19 @@ fn metrics() -> &'static Metrics {
         let reconciler = Family::<Reconciled, Counter>::default();
         let passes = Counter::default();
         let attached = Gauge::default();
-        let mut registry = Registry::with_prefix("volbridge");
+        let mut root = Registry::default();
+        let process = Process::register(&mut root);
+        let registry = root.sub_registry_with_prefix("volbridge");
+        let build = prometheus_client::metrics::info::Info::new(Build {
+            version: env!("CARGO_PKG_VERSION"),
+            // The commit build.rs found (or VOLBRIDGE_BUILD_COMMIT), as `--version` shows it.
+            revision: if crate::build_info::COMMIT.is_empty() {
+                "unknown"
+            } else {
+                crate::build_info::COMMIT
+            },
+        });
+        registry.register("build", "volbridge's version and source revision", build);
         registry.register(
             "operations",
             "Finished operations by front end, operation and result",
@@ -117,7 +142,8 @@ fn metrics() -> &'static Metrics {
             attached.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
+            process,
             operations,
             latency,
             csp_latency,
@@ -129,8 +155,67 @@ fn metrics() -> &'static Metrics {
     })
 }
 
-/// One finished front-end operation. `result` is the protocol's own word for the outcome
-/// (a gRPC code name, an HTTP status, `ok`/`error` for Docker).
+/// The `result` of an operation that failed with `kind`.
+pub fn result_of_kind(kind: volbridge_base::ErrorKind) -> &'static str {
+    use volbridge_base::ErrorKind as K;
+    match kind {
+        K::InvalidArgument => "invalid_argument",
+        K::NotFound => "not_found",
+        K::AlreadyExists => "already_exists",
+        K::FailedPrecondition => "failed_precondition",
+        K::Aborted => "aborted",
+        K::ResourceExhausted => "resource_exhausted",
+        K::OutOfRange => "out_of_range",
+        K::Unavailable => "unavailable",
+        K::DeadlineExceeded => "deadline_exceeded",
+        K::Unimplemented => "unimplemented",
+        K::Internal => "internal",
+    }
+}
+
+/// The `result` of a gRPC answer with `code`.
+pub fn result_of_grpc(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "ok",
+        C::Cancelled => "cancelled",
+        C::Unknown => "unknown",
+        C::InvalidArgument => "invalid_argument",
+        C::DeadlineExceeded => "deadline_exceeded",
+        C::NotFound => "not_found",
+        C::AlreadyExists => "already_exists",
+        C::PermissionDenied => "permission_denied",
+        C::ResourceExhausted => "resource_exhausted",
+        C::FailedPrecondition => "failed_precondition",
+        C::Aborted => "aborted",
+        C::OutOfRange => "out_of_range",
+        C::Unimplemented => "unimplemented",
+        C::Internal => "internal",
+        C::Unavailable => "unavailable",
+        C::DataLoss => "data_loss",
+        C::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// The `result` of an HTTP answer with `status`: the kind the admin API maps to it
+/// (`frontend/api/error.rs`), a malformed request for other 4xx, `internal` for other 5xx.
+pub fn result_of_http(status: u16) -> &'static str {
+    match status {
+        200..=299 => "ok",
+        404 => "not_found",
+        405 | 501 => "unimplemented",
+        409 => "already_exists",
+        412 => "failed_precondition",
+        423 => "aborted",
+        503 => "unavailable",
+        504 => "deadline_exceeded",
+        507 => "resource_exhausted",
+        400..=499 => "invalid_argument",
+        _ => "internal",
+    }
+}
+
+/// One finished front-end operation; `result` comes from one of the `result_of_*` above.
 pub fn operation(frontend: &'static str, operation: &str, result: &str, elapsed: Duration) {
     let m = metrics();
     m.operations
@@ -187,9 +272,114 @@ pub fn reconciled(done: usize, deferred: usize) {
 pub fn render(attached: usize) -> String {
     let m = metrics();
     m.attached.set(attached as i64);
+    m.process.sample();
     let mut out = String::new();
     encode(&mut out, &m.registry).expect("writing to a String cannot fail");
     out
+}
+
+/// The conventional process gauges, sampled from `/proc/self` when scraped.
+struct Process {
+    resident: Gauge,
+    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// CPU seconds already added to the counter (the kernel gives a running total).
+    cpu_seen: std::sync::Mutex<f64>,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    start_time: Gauge,
+}
+
+impl Process {
+    fn register(registry: &mut Registry) -> Process {
+        let p = Process {
+            resident: Gauge::default(),
+            cpu_seconds: Counter::default(),
+            cpu_seen: std::sync::Mutex::new(0.0),
+            open_fds: Gauge::default(),
+            max_fds: Gauge::default(),
+            start_time: Gauge::default(),
+        };
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory size",
+            prometheus_client::registry::Unit::Bytes,
+            p.resident.clone(),
+        );
+        registry.register_with_unit(
+            "process_cpu",
+            "User and system CPU time spent",
+            prometheus_client::registry::Unit::Seconds,
+            p.cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors",
+            p.open_fds.clone(),
+        );
+        registry.register(
+            "process_max_fds",
+            "Limit of open file descriptors",
+            p.max_fds.clone(),
+        );
+        registry.register_with_unit(
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            prometheus_client::registry::Unit::Seconds,
+            p.start_time.clone(),
+        );
+        p
+    }
+
+    /// Reads what the kernel says now; a field it cannot read keeps its last value.
+    fn sample(&self) {
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let page = rustix::param::page_size() as i64;
+        if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
+        {
+            self.resident.set(pages * page);
+        }
+        // Fields after the command name (which may hold spaces) in /proc/self/stat.
+        if let Some(fields) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_owned();
+                Some(
+                    rest.split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                )
+            })
+        {
+            let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+                let now = (utime + stime) / ticks;
+                let mut seen = self.cpu_seen.lock().unwrap_or_else(|p| p.into_inner());
+                if now > *seen {
+                    self.cpu_seconds.inc_by(now - *seen);
+                    *seen = now;
+                }
+            }
+            if let (Some(start), Some(boot)) = (field(22), boot_time()) {
+                self.start_time.set(boot + (start / ticks) as i64);
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as i64);
+        }
+        if let Some(soft) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+            self.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Seconds since the epoch when the machine booted (`btime` in /proc/stat).
+fn boot_time() -> Option<i64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -198,7 +388,12 @@ mod tests {
 
     #[test]
     fn families_render_with_their_labels() {
-        operation("csi", "CreateVolume", "OK", Duration::from_millis(2));
+        operation(
+            "csi",
+            "CreateVolume",
+            result_of_grpc(tonic::Code::Ok),
+            Duration::from_millis(2),
+        );
         csp_call(&volbridge_provider::observe::CspCall {
             backend: "local",
             method: "GET",
@@ -209,14 +404,45 @@ mod tests {
         reconciled(1, 0);
         let text = render(3);
         for needle in [
-            "volbridge_operations_total{frontend=\"csi\",operation=\"CreateVolume\",result=\"OK\"}",
+            "volbridge_operations_total{frontend=\"csi\",operation=\"CreateVolume\",result=\"ok\"}",
             "volbridge_operation_duration_seconds_bucket{",
             "volbridge_csp_request_duration_seconds_count{backend=\"local\",method=\"GET\",route=\"volumes\"}",
             "volbridge_csp_request_errors_total{backend=\"local\",method=\"GET\",route=\"volumes\",reason=\"unreachable\"} 1",
             "volbridge_reconciler_actions_total{outcome=\"done\"}",
             "volbridge_attached_volumes 3",
+            "volbridge_build_info{version=\"",
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn one_spelling_of_results_whatever_the_protocol() {
+        use volbridge_base::ErrorKind;
+        assert_eq!(result_of_grpc(tonic::Code::NotFound), "not_found");
+        assert_eq!(result_of_http(404), "not_found");
+        assert_eq!(result_of_kind(ErrorKind::NotFound), "not_found");
+        assert_eq!(result_of_http(204), "ok");
+        // Each kind reads the same through the admin API's status and CSI's code.
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::AlreadyExists,
+            ErrorKind::FailedPrecondition,
+            ErrorKind::Aborted,
+            ErrorKind::ResourceExhausted,
+            ErrorKind::Unavailable,
+            ErrorKind::DeadlineExceeded,
+            ErrorKind::Unimplemented,
+            ErrorKind::Internal,
+            ErrorKind::InvalidArgument,
+        ] {
+            let http = crate::frontend::api::error::status_of(kind).as_u16();
+            assert_eq!(result_of_http(http), result_of_kind(kind), "{kind:?}");
         }
     }
 }

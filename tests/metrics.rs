@@ -147,8 +147,9 @@ fn metrics_list_every_family_after_csi_admin_and_docker_calls() {
         assert!(!text.contains("planted-pw"), "no secret in the metrics");
         let ops = &families["volbridge_operations_total"].1;
         for (frontend, operation, result) in [
-            ("csi", "CreateVolume", "Ok"),
-            ("admin", "GET /v1/status", "200"),
+            ("csi", "CreateVolume", "ok"),
+            ("admin", "GET /v1/status", "ok"),
+            ("admin", "POST /v1/volumes", "unavailable"),
             ("docker", "List", "ok"),
             ("docker", "Get", "not_found"),
         ] {
@@ -170,5 +171,79 @@ fn metrics_list_every_family_after_csi_admin_and_docker_calls() {
             !text.contains("metered"),
             "volume names never become label values"
         );
+        for (name, labels) in [
+            ("volbridge_build_info", &["version", "revision"][..]),
+            ("process_resident_memory_bytes", &[]),
+            ("process_cpu_seconds_total", &[]),
+            ("process_open_fds", &[]),
+            ("process_max_fds", &[]),
+            ("process_start_time_seconds", &[]),
+        ] {
+            let (seen, samples) = families
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+            assert_eq!(seen, &self::labels(labels), "label names of {name}");
+            assert!(!samples.is_empty(), "{name} has a sample");
+        }
+        // The chart's Grafana dashboard asks only for what the daemon serves.
+        for wanted in dashboard_metrics() {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| wanted.strip_suffix(s))
+                .unwrap_or(&wanted);
+            assert!(
+                families.contains_key(family),
+                "the dashboard queries {wanted}, which /metrics does not serve:\n{text}"
+            );
+        }
     }
+    let rss = scrape_value(&over_socket, "process_resident_memory_bytes");
+    assert!(
+        rss > 1e6 && rss < 1e9,
+        "the daemon's resident memory is plausible: {rss}"
+    );
+}
+
+fn scrape_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// The metric names the dashboard's queries use (`volbridge_…`, `process_…`).
+fn dashboard_metrics() -> BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/volbridge/dashboards/volbridge.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for list in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = list["query"].as_str() {
+            exprs.push(q.to_owned());
+        }
+    }
+    for expr in exprs {
+        for (i, _) in expr.match_indices(['v', 'p']) {
+            let rest = &expr[i..];
+            if (rest.starts_with("volbridge_") || rest.starts_with("process_"))
+                && !expr[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                names.insert(name);
+            }
+        }
+    }
+    assert!(names.len() >= 8, "dashboard metrics: {names:?}");
+    names
 }

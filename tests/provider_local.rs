@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use volbridge::error::{ErrorKind, Result};
-use volbridge::host::PublishContext;
+use volbridge::host::target::{AttachTarget, LocalTarget};
+use volbridge::host::PublishedVolume;
 use volbridge::provider::{
     publish_context, volume_context, ClientOptions, CloneSource, Credentials, CspClient, Host,
     PublishContextInput, SnapshotCreate, VolumeCreate,
@@ -249,9 +250,15 @@ async fn full_lifecycle() {
     ] {
         assert_eq!(ctx.get(k).map(String::as_str), Some(v), "{k}: {ctx:?}");
     }
-    let parsed = PublishContext::parse(&ctx).unwrap();
-    assert!(parsed.target_names.is_empty());
-    assert_eq!(Path::new(&parsed.local_path), path);
+    let parsed = PublishedVolume::parse(&vol_id, &ctx).unwrap();
+    assert_eq!(
+        parsed.target,
+        AttachTarget::Local(LocalTarget {
+            file: path.clone(),
+            read_only: false
+        })
+    );
+    assert_eq!(parsed.filesystem.fs_type, "ext4");
 
     // Delete while published is refused; unpublish twice is fine.
     let e = c.delete_volume(&vol_id).await.unwrap_err();

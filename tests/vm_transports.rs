@@ -21,8 +21,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use volbridge::host::transport::{self, TransportConfig};
-use volbridge::host::{PublishContext, RealHost};
+use volbridge::host::transport::TransportConfig;
+use volbridge::host::{PublishedVolume, RealHost};
 use volbridge_base::ErrorKind;
 
 /// The tests that run inside the VM, by name: each has an in-VM branch.
@@ -183,8 +183,11 @@ fn volbridge_nvme_transport_against_nvmet() {
 /// volbridge's `IscsiTransport` with dm-multipath: a LIO target with two portals
 /// (127.0.0.1 and 127.0.0.2) and multipathd running; attach logs in on both, the
 /// dm-multipath map over the two paths is found by the WWID (`/dev/mapper/…`); the data
-/// reaches the target through it; detach flushes the map, removes both paths and logs out
-/// of both sessions.
+/// reaches the target through it. Then one path dies (its portal's traffic dropped) while a
+/// writer keeps going: the path is failed, I/O goes on over the other one after a bounded
+/// stall (printed as `vm-bench multipath-stall`), the path comes back and is reinstated,
+/// and every block written reads back and is in the target's file. Detach flushes the map,
+/// removes both paths and logs out of both sessions.
 #[test]
 fn volbridge_iscsi_multipath_against_lio() {
     if in_vm() {
@@ -333,19 +336,29 @@ fn start_iscsid() {
 }
 
 /// The publish context an array's CSP would send for the LIO target of `t`.
-fn iscsi_context(t: &BTreeMap<String, String>) -> PublishContext {
-    PublishContext {
-        access_protocol: "iscsi".into(),
+/// A publish context as the wire carries it, parsed as a node does.
+fn published(pairs: &[(&str, &str)]) -> PublishedVolume {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    PublishedVolume::parse("vm-lane", &map).unwrap()
+}
+
+/// The publish context an array's CSP would send for the LIO target of `t`, with its CHAP
+/// password.
+fn iscsi_context(t: &BTreeMap<String, String>, chap_password: &str) -> PublishedVolume {
+    published(&[
+        ("accessProtocol", "iscsi"),
         // What an array's CSP reports: the NAA-6 designator's hex, without the `naa.`.
-        serial_number: t["ISCSI_WWID"].trim_start_matches("naa.").to_owned(),
-        target_names: vec![t["ISCSI_IQN"].clone()],
-        target_scope: "volume".into(),
-        lun_id: 0,
-        discovery_ips: vec!["127.0.0.1".into()],
-        chap_user: t["ISCSI_CHAP_USER"].clone(),
-        chap_password: t["ISCSI_CHAP_PASSWORD"].clone(),
-        ..PublishContext::default()
-    }
+        ("serialNumber", t["ISCSI_WWID"].trim_start_matches("naa.")),
+        ("targetNames", &t["ISCSI_IQN"]),
+        ("targetScope", "volume"),
+        ("lunId", "0"),
+        ("discoveryIps", "127.0.0.1"),
+        ("chapUser", &t["ISCSI_CHAP_USER"]),
+        ("chapPassword", chap_password),
+    ])
 }
 
 fn guest_iscsi() {
@@ -355,45 +368,45 @@ fn guest_iscsi() {
     step(&format!("LIO target {} (WWID {wwid})", t["ISCSI_IQN"]));
     start_iscsid();
 
-    let ctx = iscsi_context(&t);
+    let ctx = iscsi_context(&t, &t["ISCSI_CHAP_PASSWORD"]);
     let config = TransportConfig {
         device_wait: Duration::from_secs(60),
         ..TransportConfig::default()
     };
     let host = RealHost;
-    let iscsi = transport::for_context(&ctx, &config).unwrap();
+    let iscsi = ctx.target.attacher(&config);
 
-    let mut wrong = ctx.clone();
-    wrong.chap_password = format!("wrong-{}", ctx.chap_password);
-    let err = iscsi.attach(&host, &wrong).unwrap_err();
+    let wrong_password = format!("wrong-{}", t["ISCSI_CHAP_PASSWORD"]);
+    let wrong = iscsi_context(&t, &wrong_password);
+    let err = wrong.target.attacher(&config).attach(&host).unwrap_err();
     let msg = err.to_string();
     assert!(
         err.is(ErrorKind::FailedPrecondition) && msg.contains("CHAP"),
         "a wrong CHAP password: {err:?}"
     );
     assert!(
-        !msg.contains(&wrong.chap_password),
+        !msg.contains(&wrong_password),
         "the error shows the password: {msg}"
     );
     step(&format!("wrong CHAP password refused: {msg}"));
 
-    let dev = iscsi.attach(&host, &ctx).unwrap();
+    let dev = iscsi.attach(&host).unwrap();
     assert_eq!(sys_block(&dev, "device/wwid"), *wwid);
     step(&format!("attached {} (WWID {wwid})", dev.display()));
-    assert_eq!(iscsi.find(&host, &ctx).unwrap(), Some(dev.clone()));
-    assert_eq!(iscsi.attach(&host, &ctx).unwrap(), dev, "attach again");
+    assert_eq!(iscsi.find(&host).unwrap(), Some(dev.clone()));
+    assert_eq!(iscsi.attach(&host).unwrap(), dev, "attach again");
     step("find and a second attach give the same device");
 
     io_through(&dev, Path::new(&t["ISCSI_FILE"]), 7);
 
-    iscsi.detach(&host, &ctx).unwrap();
+    iscsi.detach(&host).unwrap();
     assert!(!Path::new("/sys/block")
         .join(dev.file_name().unwrap())
         .exists());
     let (rc, out) = sh("iscsiadm -m session");
     assert_eq!(rc, 21, "a session is left after detach: {out}");
-    assert_eq!(iscsi.find(&host, &ctx).unwrap(), None);
-    iscsi.detach(&host, &ctx).unwrap();
+    assert_eq!(iscsi.find(&host).unwrap(), None);
+    iscsi.detach(&host).unwrap();
     step("detached: disk removed, logged out; detach again is success");
     drop(targets);
     step("target removed");
@@ -410,35 +423,35 @@ fn guest_nvme() {
     let (rc, out) = sh("modprobe nvme_tcp");
     assert_eq!(rc, 0, "modprobe nvme_tcp: {out}");
 
-    let ctx = PublishContext {
-        access_protocol: "nvmetcp".into(),
-        // The NGUID as an array reports it: 32 hex digits.
-        serial_number: nguid.replace('-', "").to_ascii_uppercase(),
-        target_names: vec![t["NVME_NQN"].clone()],
-        target_scope: "volume".into(),
-        lun_id: 1,
-        discovery_ips: vec![t["NVME_ADDR"].clone()],
-        target_port: t["NVME_PORT"].clone(),
-        ..PublishContext::default()
-    };
+    // The NGUID as an array reports it: 32 hex digits.
+    let serial = nguid.replace('-', "").to_ascii_uppercase();
+    let ctx = published(&[
+        ("accessProtocol", "nvmetcp"),
+        ("serialNumber", &serial),
+        ("targetNames", &t["NVME_NQN"]),
+        ("targetScope", "volume"),
+        ("lunId", "1"),
+        ("discoveryIps", &t["NVME_ADDR"]),
+        ("targetPort", &t["NVME_PORT"]),
+    ]);
     let config = TransportConfig {
         device_wait: Duration::from_secs(60),
         ..TransportConfig::default()
     };
     let host = RealHost;
-    let nvme = transport::for_context(&ctx, &config).unwrap();
+    let nvme = ctx.target.attacher(&config);
 
-    let dev = nvme.attach(&host, &ctx).unwrap();
+    let dev = nvme.attach(&host).unwrap();
     assert_eq!(sys_block(&dev, "nguid"), *nguid);
     assert_eq!(sys_block(&dev, "uuid"), t["NVME_UUID"]);
     step(&format!("attached {} (NGUID {nguid})", dev.display()));
-    assert_eq!(nvme.find(&host, &ctx).unwrap(), Some(dev.clone()));
-    assert_eq!(nvme.attach(&host, &ctx).unwrap(), dev, "attach again");
+    assert_eq!(nvme.find(&host).unwrap(), Some(dev.clone()));
+    assert_eq!(nvme.attach(&host).unwrap(), dev, "attach again");
     step("find and a second attach give the same device");
 
     io_through(&dev, Path::new(&t["NVME_FILE"]), 11);
 
-    nvme.detach(&host, &ctx).unwrap();
+    nvme.detach(&host).unwrap();
     let gone = Instant::now() + Duration::from_secs(10);
     while Path::new("/sys/block")
         .join(dev.file_name().unwrap())
@@ -451,8 +464,8 @@ fn guest_nvme() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(nvme.find(&host, &ctx).unwrap(), None);
-    nvme.detach(&host, &ctx).unwrap();
+    assert_eq!(nvme.find(&host).unwrap(), None);
+    nvme.detach(&host).unwrap();
     step("detached: disconnected, namespace gone; detach again is success");
     drop(targets);
     step("target removed");
@@ -498,15 +511,15 @@ fn guest_iscsi_multipath() {
     assert_eq!(rc, 0, "multipathd: {out}");
     step("multipathd running (find_multipaths no)");
 
-    let ctx = iscsi_context(&t);
+    let ctx = iscsi_context(&t, &t["ISCSI_CHAP_PASSWORD"]);
     let config = TransportConfig {
         device_wait: Duration::from_secs(60),
         ..TransportConfig::default()
     };
     let host = RealHost;
-    let iscsi = transport::for_context(&ctx, &config).unwrap();
+    let iscsi = ctx.target.attacher(&config);
 
-    let attached = iscsi.attach(&host, &ctx).unwrap();
+    let attached = iscsi.attach(&host).unwrap();
     // What attach returned right away: a path, if the map was not there yet.
     step(&format!("attach returned {}", attached.display()));
     let (_, sessions) = sh("iscsiadm -m session");
@@ -519,7 +532,7 @@ fn guest_iscsi_multipath() {
     // The map over both paths, as find sees it once multipathd has built it.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (dev, dm) = loop {
-        if let Some(dev) = iscsi.find(&host, &ctx).unwrap() {
+        if let Some(dev) = iscsi.find(&host).unwrap() {
             if let Ok(real) = std::fs::canonicalize(&dev) {
                 let name = real.file_name().unwrap().to_string_lossy().into_owned();
                 if name.starts_with("dm-") && slaves(&name).len() == 2 {
@@ -551,8 +564,9 @@ fn guest_iscsi_multipath() {
     );
 
     io_through(&dev, Path::new(&t["ISCSI_FILE"]), 23);
+    path_loss_and_return(&dev, &dm, Path::new(&t["ISCSI_FILE"]));
 
-    iscsi.detach(&host, &ctx).unwrap();
+    iscsi.detach(&host).unwrap();
     assert!(
         !Path::new("/sys/block").join(&dm).exists(),
         "{dm} left after detach"
@@ -565,8 +579,189 @@ fn guest_iscsi_multipath() {
     }
     let (rc, out) = sh("iscsiadm -m session");
     assert_eq!(rc, 21, "a session is left after detach: {out}");
-    iscsi.detach(&host, &ctx).unwrap();
+    iscsi.detach(&host).unwrap();
     step("detached: map flushed, both paths removed, both sessions logged out");
     drop(targets);
     step("target removed");
+}
+
+/// `multipath -ll` lines of paths in each state: (active, failed).
+fn path_states() -> (usize, usize, String) {
+    let (_, out) = sh("multipath -ll");
+    // Path lines: `` `- 0:0:0:0 sda 8:0  active ready  running`` (dm state, checker state).
+    let active = out.lines().filter(|l| l.contains(" active ready")).count();
+    let failed = out.lines().filter(|l| l.contains(" failed ")).count();
+    (active, failed, out)
+}
+
+fn portal_traffic(addr: &str, dropped: bool) {
+    let op = if dropped { "-I" } else { "-D" };
+    let (rc, out) = sh(&format!(
+        "iptables {op} INPUT -p tcp -d {addr} --dport 3260 -j DROP && \
+         iptables {op} INPUT -p tcp -s {addr} --sport 3260 -j DROP"
+    ));
+    assert_eq!(rc, 0, "iptables {op} for {addr}: {out}");
+}
+
+/// A writer of 4 KiB direct blocks over 16 MiB at 8 MiB of `dev`, round and round, each
+/// block stamped with its index and round; it records the slowest write.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<(Duration, u64)>,
+}
+
+const W_AT: u64 = 8 << 20;
+const W_BLOCKS: u64 = 4096;
+
+fn block(index: u64, round: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 4096];
+    for (i, chunk) in b.chunks_mut(16).enumerate() {
+        chunk[..8].copy_from_slice(&index.to_le_bytes());
+        chunk[8..].copy_from_slice(&(round ^ i as u64).to_le_bytes());
+    }
+    b
+}
+
+impl Writer {
+    fn start(dev: &Path) -> Writer {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let done = std::sync::Arc::new(AtomicU64::new(0));
+        let (s, d) = (stop.clone(), done.clone());
+        let dev = dev.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+                .open(&dev)
+                .unwrap();
+            let mut raw = vec![0u8; 8192];
+            let off = raw.as_ptr().align_offset(4096);
+            let mut slowest = Duration::ZERO;
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let (index, round) = (n % W_BLOCKS, n / W_BLOCKS);
+                raw[off..off + 4096].copy_from_slice(&block(index, round));
+                let started = Instant::now();
+                f.seek(SeekFrom::Start(W_AT + index * 4096)).unwrap();
+                f.write_all(&raw[off..off + 4096])
+                    .unwrap_or_else(|e| panic!("write {n} through the map failed: {e}"));
+                slowest = slowest.max(started.elapsed());
+                n += 1;
+                d.store(n, Ordering::Relaxed);
+            }
+            (slowest, n)
+        });
+        Writer { stop, done, thread }
+    }
+
+    fn written(&self) -> u64 {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops it; (slowest write, writes done).
+    fn finish(self) -> (Duration, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the writer panicked")
+    }
+}
+
+/// Every block the writer wrote last, read back through `dev` and found in `file`.
+fn verify_writer_blocks(dev: &Path, file: &Path, writes: u64) {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .unwrap();
+    let mut backing = File::open(file).unwrap();
+    let mut raw = vec![0u8; 8192];
+    let off = raw.as_ptr().align_offset(4096);
+    let mut from_file = vec![0u8; 4096];
+    for index in 0..W_BLOCKS.min(writes) {
+        // The last round that reached this index.
+        let round = (writes - 1 - index) / W_BLOCKS;
+        let want = block(index, round);
+        f.seek(SeekFrom::Start(W_AT + index * 4096)).unwrap();
+        f.read_exact(&mut raw[off..off + 4096]).unwrap();
+        assert!(
+            raw[off..off + 4096] == want[..],
+            "block {index} read back differs"
+        );
+        backing.seek(SeekFrom::Start(W_AT + index * 4096)).unwrap();
+        backing.read_exact(&mut from_file).unwrap();
+        assert!(
+            from_file == want,
+            "block {index} is not in the target's file"
+        );
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed() < limit,
+            "{what} not within {limit:?}; multipath -ll:\n{}",
+            path_states().2
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+/// One of the two paths dies under a running writer and comes back (see the test's doc).
+fn path_loss_and_return(dev: &Path, dm: &str, file: &Path) {
+    wait_for("two active paths", Duration::from_secs(60), || {
+        path_states().0 == 2
+    });
+    let writer = Writer::start(dev);
+    wait_for("writes flowing", Duration::from_secs(30), || {
+        writer.written() > 200
+    });
+    step(&format!("writer running on {} ({dm})", dev.display()));
+
+    portal_traffic("127.0.0.2", true);
+    let lost = Instant::now();
+    let noticed = wait_for("the dead path failed", Duration::from_secs(180), || {
+        path_states().1 >= 1
+    });
+    step(&format!("path via 127.0.0.2 failed after {noticed:.1?}"));
+    let before = writer.written();
+    wait_for(
+        "writes going on over one path",
+        Duration::from_secs(120),
+        || writer.written() > before + 200,
+    );
+    let one_path = path_states();
+    assert_eq!(one_path.0, 1, "one active path left:\n{}", one_path.2);
+    step(&format!(
+        "{} writes went on over the other path ({:.1?} after the loss)",
+        writer.written() - before,
+        lost.elapsed()
+    ));
+
+    portal_traffic("127.0.0.2", false);
+    let back = wait_for("the path reinstated", Duration::from_secs(180), || {
+        path_states().0 == 2
+    });
+    step(&format!("path via 127.0.0.2 active again after {back:.1?}"));
+    let again = writer.written();
+    wait_for("writes after the return", Duration::from_secs(60), || {
+        writer.written() > again + 200
+    });
+    let (slowest, writes) = writer.finish();
+    println!(
+        "vm-bench multipath-stall: {:.1}s (slowest write while one of two paths died; {writes} writes)",
+        slowest.as_secs_f64()
+    );
+    assert!(
+        slowest < Duration::from_secs(60),
+        "I/O stalled {slowest:.1?} when a path died: replacement_timeout is not in effect"
+    );
+    verify_writer_blocks(dev, file, writes);
+    step(&format!(
+        "all {} blocks read back and are in the target's file",
+        W_BLOCKS.min(writes)
+    ));
 }

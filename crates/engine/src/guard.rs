@@ -1,6 +1,8 @@
 //! A per-object operation guard: one operation at a time per volume (or snapshot), with no
 //! global lock. CSI asks with `try_lock` and answers Aborted at once; Docker, FlexVolume and
 //! the CLI wait with a bound. The guard is released on drop and its entry removed when idle.
+//! The engine's instance is volbridge's one lock table (keys: ARCHITECTURE.md, "Guards"); the
+//! type is not exported, so no front end keeps another beside it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,7 +71,8 @@ impl OpGuards {
         }
     }
 
-    /// How many keys have an operation running or waiting (for tests and metrics).
+    /// How many keys have an operation running or waiting.
+    #[cfg(test)]
     pub fn active(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
     }

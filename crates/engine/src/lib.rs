@@ -25,7 +25,7 @@ pub use controller::groups::{SnapshotGroup, VolumeGroup};
 pub use controller::requested::{RequestedSource, RequestedVolume, SizeRange, SnapshotRef};
 pub use controller::snapshot_metadata::{ByteRange, RangeWalk, SnapshotKey};
 pub use controller::volumes::Shrink;
-pub use guard::{OpGuard, OpGuards};
+pub(crate) use guard::{OpGuard, OpGuards};
 pub use model::{Access, BackendStatus, CreateVolume, Snapshot, Volume, VolumeSource};
 pub use node::attachments::Attachment;
 pub use node::identity::NodeIdentity;

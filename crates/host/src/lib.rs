@@ -4,7 +4,6 @@
 //! recording [`FakeHost`] in unit tests.
 
 mod cmd;
-pub mod context;
 pub mod doctor;
 mod exec;
 pub mod fake;
@@ -16,13 +15,14 @@ pub mod paths;
 pub mod read_only_view;
 mod real;
 pub mod stage;
+pub mod target;
 pub mod transport;
 
 pub use cmd::{Cmd, CmdOutput};
-pub use context::PublishContext;
 pub use fake::{Call, FakeHost};
 pub use mountinfo::{parse_mountinfo, MountEntry};
 pub use real::RealHost;
+pub use target::{AttachTarget, PublishedVolume};
 
 use std::path::{Path, PathBuf};
 use volbridge_base::error::Result;

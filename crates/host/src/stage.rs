@@ -6,9 +6,9 @@
 pub use super::fs::ONLINE_REFUSED;
 use super::fs::{self, FormatOptions, GrowOutcome, GrowRequest, Probe};
 pub use super::mountinfo::top_mount;
-use super::transport::Transport;
+use super::transport::Attacher;
 use super::{split_mount_options, FileKind, FsUsage, Host, MountEntry, MountFlags, MountSpec};
-use crate::PublishContext;
+use crate::target::FsSettings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use volbridge_base::error::{Error, Result};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Access {
     Mount {
-        /// `""` = the context's `fsType`, else ext4.
+        /// `""` = the publish context's `fsType`, else ext4.
         fs_type: String,
         mount_options: Vec<String>,
     },
@@ -33,8 +33,10 @@ impl Access {
 }
 
 pub struct StageRequest<'a> {
-    pub ctx: &'a PublishContext,
-    pub transport: &'a dyn Transport,
+    /// The volume's transport, bound to its target.
+    pub attacher: &'a dyn Attacher,
+    /// What a filesystem made here gets.
+    pub filesystem: &'a FsSettings,
     /// Directory the filesystem is mounted on (unused for block access).
     pub staging_path: &'a Path,
     pub access: &'a Access,
@@ -59,13 +61,13 @@ pub struct Staged {
 /// Attaches, formats a blank device, checks a dirty one, mounts. If anything after the
 /// attach fails, a device this call attached is detached again.
 pub fn stage(host: &dyn Host, r: &StageRequest) -> Result<Staged> {
-    let was_attached = r.transport.find(host, r.ctx)?.is_some();
-    let device = r.transport.attach(host, r.ctx)?;
+    let was_attached = r.attacher.find(host)?.is_some();
+    let device = r.attacher.attach(host)?;
     match stage_on(host, r, &device, !was_attached) {
         Ok(staged) => Ok(staged),
         Err(e) => {
             if !was_attached {
-                if let Err(undo) = r.transport.detach(host, r.ctx) {
+                if let Err(undo) = r.attacher.detach(host) {
                     tracing::warn!(error = %undo, "cannot detach after a failed stage");
                 }
             }
@@ -105,14 +107,14 @@ fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path, fresh: bool) -> Re
         )));
     }
     let wanted = if fs_type.is_empty() {
-        r.ctx.fs_type.as_str()
+        r.filesystem.fs_type.as_str()
     } else {
         fs_type.as_str()
     };
     let mut formatted = false;
     // A device attached just now has no cached writes of its own, so a backing store with
     // no data at all is blank without asking blkid (a process, ~4 ms). Otherwise: probe.
-    let found = if fresh && !r.redo_format && r.transport.known_blank(host, r.ctx)? {
+    let found = if fresh && !r.redo_format && r.attacher.known_blank(host)? {
         Probe::Blank
     } else {
         fs::probe(host, device)?
@@ -144,7 +146,7 @@ fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path, fresh: bool) -> Re
                 device,
                 &FormatOptions {
                     fs_type: &fs_type,
-                    create_options: &r.ctx.fs_create_options,
+                    create_options: &r.filesystem.create_options,
                     timeout: r.tool_timeout,
                     redo: r.redo_format,
                 },
@@ -165,7 +167,7 @@ fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path, fresh: bool) -> Re
         data,
     })?;
     if formatted {
-        if let Err(e) = set_owner_and_mode(host, r.staging_path, r.ctx) {
+        if let Err(e) = set_owner_and_mode(host, r.staging_path, r.filesystem) {
             let _ = host.unmount(r.staging_path);
             return Err(e);
         }
@@ -179,13 +181,13 @@ fn stage_on(host: &dyn Host, r: &StageRequest, device: &Path, fresh: bool) -> Re
 }
 
 /// `fsOwner` (`uid:gid`) and `fsMode` (octal) apply to the root of a new filesystem only.
-fn set_owner_and_mode(host: &dyn Host, root: &Path, ctx: &PublishContext) -> Result<()> {
-    if !ctx.fs_owner.is_empty() {
-        let (uid, gid) = parse_owner(&ctx.fs_owner)?;
+fn set_owner_and_mode(host: &dyn Host, root: &Path, fs: &FsSettings) -> Result<()> {
+    if !fs.owner.is_empty() {
+        let (uid, gid) = parse_owner(&fs.owner)?;
         host.chown(root, uid, gid)?;
     }
-    if !ctx.fs_mode.is_empty() {
-        host.chmod(root, parse_mode(&ctx.fs_mode)?)?;
+    if !fs.mode.is_empty() {
+        host.chmod(root, parse_mode(&fs.mode)?)?;
     }
     Ok(())
 }
@@ -212,14 +214,9 @@ pub fn parse_mode(s: &str) -> Result<u32> {
 
 /// Unmounts the staging path and detaches the device. The device is found again by its
 /// identity; one that is already gone is success.
-pub fn unstage(
-    host: &dyn Host,
-    ctx: &PublishContext,
-    transport: &dyn Transport,
-    staging_path: &Path,
-) -> Result<()> {
+pub fn unstage(host: &dyn Host, attacher: &dyn Attacher, staging_path: &Path) -> Result<()> {
     unmount_all(host, staging_path)?;
-    transport.detach(host, ctx)
+    attacher.detach(host)
 }
 
 pub struct PublishRequest<'a> {
@@ -388,8 +385,7 @@ pub fn mounted_at(host: &dyn Host, device: &Path) -> Result<Option<PathBuf>> {
 }
 
 pub struct ExpandRequest<'a> {
-    pub ctx: &'a PublishContext,
-    pub transport: &'a dyn Transport,
+    pub attacher: &'a dyn Attacher,
     /// The staging (or any) mount of the filesystem, when mounted.
     pub mounted_at: Option<&'a Path>,
     pub fs_type: Option<&'a str>,
@@ -404,15 +400,13 @@ pub struct Expanded {
     pub filesystem: Option<GrowOutcome>,
 }
 
-/// Makes the device see its new size (loop: re-read the file; SCSI: rescan is the
-/// transport's attach), then grows the filesystem.
+/// Makes the device see its new size (the transport's `refresh_size`: loop devices re-read
+/// their file), then grows the filesystem.
 pub fn expand(host: &dyn Host, r: &ExpandRequest) -> Result<Expanded> {
-    let device = r.transport.find(host, r.ctx)?.ok_or_else(|| {
+    let device = r.attacher.find(host)?.ok_or_else(|| {
         Error::precondition("the volume is not attached to this node: nothing to expand")
     })?;
-    if r.ctx.access_protocol == "local" {
-        host.loop_refresh(&device)?;
-    }
+    r.attacher.refresh_size(host, &device)?;
     // Read-only block targets bind a view of the device, which keeps its old size until
     // told.
     super::read_only_view::refresh(host, &device)?;
@@ -448,20 +442,14 @@ pub struct Stats {
 }
 
 /// Usage of a published or staged path, and whether its device is still there.
-pub fn stats(
-    host: &dyn Host,
-    ctx: &PublishContext,
-    transport: &dyn Transport,
-    path: &Path,
-    block: bool,
-) -> Result<Stats> {
+pub fn stats(host: &dyn Host, attacher: &dyn Attacher, path: &Path, block: bool) -> Result<Stats> {
     if !block && host.stat(path)?.is_none() {
         return Err(Error::not_found(format!(
             "{} does not exist",
             path.display()
         )));
     }
-    let device = transport.find(host, ctx)?;
+    let device = attacher.find(host)?;
     let Some(device) = device else {
         return Ok(Stats {
             usage: None,

@@ -141,7 +141,8 @@ pub fn publish_context(input: &PublishContextInput) -> Result<BTreeMap<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use volbridge_host::PublishContext;
+    use volbridge_host::target::{AttachTarget, TargetScope};
+    use volbridge_host::PublishedVolume;
 
     fn volume(config: Value) -> Volume {
         Volume {
@@ -203,10 +204,15 @@ mod tests {
         assert!(!ctx.contains_key(KEY_LOCAL_PATH));
         let peers: Value = serde_json::from_str(&ctx[KEY_SECONDARY]).unwrap();
         assert_eq!(peers["PeerArrayDetails"][0]["lun_id"], 0);
-        let parsed = PublishContext::parse(&ctx).unwrap();
-        assert_eq!(parsed.target_names, ["iqn.a", "iqn.b"]);
-        assert_eq!(parsed.lun_id, 7);
-        assert_eq!(parsed.peers().unwrap()[0].target_names, ["iqn.p"]);
+        let parsed = PublishedVolume::parse("v1", &ctx).unwrap();
+        let AttachTarget::Iscsi(t) = &parsed.target else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(t.primary.iqns, ["iqn.a", "iqn.b"]);
+        assert_eq!(t.lun, 7);
+        assert_eq!(t.scope, TargetScope::Volume);
+        assert_eq!(t.peers[0].iqns, ["iqn.p"]);
+        assert_eq!(parsed.filesystem.owner, "10:20");
         assert!(!format!("{parsed:?}").contains("chap-secret"));
     }
 
@@ -245,8 +251,8 @@ mod tests {
         assert_eq!(ctx[KEY_LOCAL_PATH], "/d/volumes/abc.img");
         assert_eq!(ctx[KEY_TARGET_NAMES], "");
         assert_eq!(ctx[KEY_FS_TYPE], "");
-        let parsed = PublishContext::parse(&ctx).unwrap();
-        assert!(parsed.target_names.is_empty() && parsed.discovery_ips.is_empty());
+        let parsed = PublishedVolume::parse("abc", &ctx).unwrap();
+        assert!(matches!(parsed.target, AttachTarget::Local(_)));
         let mut broken = local.clone();
         broken.local_path = None;
         assert!(publish_context(&PublishContextInput {
@@ -265,8 +271,18 @@ mod tests {
 
     #[test]
     fn node_parsing_rejects_bad_lun() {
-        let m = BTreeMap::from([(KEY_LUN.to_owned(), "-1".to_owned())]);
-        assert!(PublishContext::parse(&m).is_err());
-        assert_eq!(PublishContext::parse(&BTreeMap::new()).unwrap().lun_id, 0);
+        let mut m = BTreeMap::from([
+            (KEY_PROTOCOL.to_owned(), "fc".to_owned()),
+            (KEY_SERIAL.to_owned(), "600a".to_owned()),
+        ]);
+        let lun = |m: &BTreeMap<String, String>| -> Result<u32> {
+            match PublishedVolume::parse("v", m)?.target {
+                AttachTarget::Fc(t) => Ok(t.lun),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(lun(&m).unwrap(), 0);
+        m.insert(KEY_LUN.to_owned(), "-1".to_owned());
+        assert!(lun(&m).is_err());
     }
 }

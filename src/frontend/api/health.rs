@@ -64,7 +64,7 @@ pub async fn count(request: Request, next: Next) -> Response {
     crate::metrics::operation(
         "admin",
         &operation,
-        response.status().as_str(),
+        crate::metrics::result_of_http(response.status().as_u16()),
         started.elapsed(),
     );
     response

@@ -1,7 +1,7 @@
-//! Controller: volumes, grants to nodes, snapshots, expansion, listing, capacity.
+//! Controller: volumes, grants to nodes, expansion, capacity; the snapshot calls are in
+//! `controller_snapshots.rs`, ListVolumes in `controller_list.rs`.
 
 use super::capability::Cap;
-use super::paging::{self, Start};
 use super::status::{invalid, status};
 use super::{Csi, CONTEXT_BACKEND, TOPOLOGY_NODE_KEY};
 use crate::engine::{
@@ -9,7 +9,6 @@ use crate::engine::{
 };
 use crate::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::controller_service_capability::rpc::Type as Rpc;
@@ -60,7 +59,7 @@ fn size_range(range: Option<&pb::CapacityRange>) -> SizeRange {
 }
 
 impl Csi {
-    fn csi_volume(
+    pub(super) fn csi_volume(
         &self,
         v: &Volume,
         embedded: bool,
@@ -103,7 +102,7 @@ impl Csi {
         Ok((nodes, Self::condition(v)))
     }
 
-    fn condition(v: &Volume) -> pb::VolumeCondition {
+    pub(super) fn condition(v: &Volume) -> pb::VolumeCondition {
         let abnormal = v.status.starts_with("Failed");
         let message = if abnormal {
             format!("backend reports {}", v.status)
@@ -111,16 +110,6 @@ impl Csi {
             v.status.clone()
         };
         pb::VolumeCondition { abnormal, message }
-    }
-
-    /// Drops the kept listings of abandoned walks once they expire, so that none holds
-    /// memory while no ListVolumes comes to expire it.
-    fn expire_listings_later(&self) {
-        let listings = self.volume_listings.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(paging::KEEP + std::time::Duration::from_secs(1)).await;
-            listings.expire();
-        });
     }
 
     /// The CO's name of a snapshot's source volume, for CSPs that report only its id.
@@ -265,24 +254,8 @@ impl pb::controller_server::Controller for Csi {
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         }
         let backend = self.backend(&req.secrets)?;
-        let backend_name = self
-            .engine
-            .backends()
-            .resolve(backend.as_deref())
-            .map_err(status)?
-            .name;
-        let grants = self
-            .engine
-            .grants_of(&backend_name, &req.volume_id)
-            .map_err(status)?;
-        if let Some(g) = grants.first() {
-            return Err(Status::failed_precondition(format!(
-                "volume '{}' is still published to node {}",
-                req.volume_id, g.node_id
-            )));
-        }
         self.engine
-            .delete_volume(&req.volume_id, backend.as_deref(), Wait::No)
+            .delete_ungranted_volume(&req.volume_id, backend.as_deref(), Wait::No)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteVolumeResponse {}))
@@ -388,78 +361,7 @@ impl pb::controller_server::Controller for Csi {
         &self,
         request: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let req = request.into_inner();
-        let start = paging::parse_token(&req.starting_token)?;
-        let embedded = self.engine.is_embedded(None).map_err(status)?;
-        let backend = self.engine.backends().resolve(None).map_err(status)?;
-        let query = format!("volumes@{}", backend.name);
-        let generation = backend.client.write_generation();
-        let kept = match start {
-            Start::After {
-                listing: Some(id), ..
-            } => self.volume_listings.fresh(id, &query, generation),
-            _ => None,
-        };
-        let (mut listing_id, volumes) = match kept {
-            Some(l) => (l.id, l.items),
-            None => {
-                let volumes = self
-                    .engine
-                    .list_volumes(Some(&backend.name))
-                    .await
-                    .map_err(status)?;
-                (None, Arc::new(volumes))
-            }
-        };
-        let after = match start {
-            Start::First => None,
-            Start::After { name, .. } => Some(name),
-        };
-        let (range, more) = paging::window(&volumes, |v| &v.name, req.max_entries, after);
-        // Published nodes from one read of the grant records, not one per entry.
-        let mut nodes: HashMap<&str, Vec<String>> = HashMap::new();
-        let grants = self.engine.grants().map_err(status)?;
-        for g in &grants {
-            if g.backend == backend.name {
-                nodes
-                    .entry(g.volume_name.as_str())
-                    .or_default()
-                    .push(g.node_id.clone());
-            }
-        }
-        let entries = volumes[range.clone()]
-            .iter()
-            .map(|v| pb::list_volumes_response::Entry {
-                volume: Some(self.csi_volume(v, embedded, None)),
-                status: Some(pb::list_volumes_response::VolumeStatus {
-                    published_node_ids: nodes.remove(v.name.as_str()).unwrap_or_default(),
-                    volume_condition: Some(Self::condition(v)),
-                }),
-            })
-            .collect();
-        let next_token = match (more, listing_id) {
-            (false, Some(id)) => {
-                self.volume_listings.drop_listing(id);
-                String::new()
-            }
-            (false, None) => String::new(),
-            (true, _) => {
-                // Kept for the next pages, unless something changed while it was read.
-                if listing_id.is_none() && backend.client.write_generation() == generation {
-                    listing_id = Some(self.volume_listings.keep(
-                        &query,
-                        generation,
-                        volumes.clone(),
-                    ));
-                    self.expire_listings_later();
-                }
-                paging::next_token(listing_id, &volumes[range.end - 1].name)
-            }
-        };
-        Ok(Response::new(pb::ListVolumesResponse {
-            entries,
-            next_token,
-        }))
+        self.list_volumes_call(request).await
     }
 
     async fn get_capacity(

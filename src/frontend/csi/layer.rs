@@ -1,10 +1,12 @@
 //! The tower layer around every CSI service: a request id and a span, the request logged
-//! with its secrets redacted, required fields checked (INVALID_ARGUMENT before any state is
-//! touched), and the per-volume guard (a second call on a busy volume gets ABORTED at once).
-//! Services behind it see only well-formed requests on a volume nobody else is working on.
+//! with its secrets redacted, and required fields checked (INVALID_ARGUMENT before any
+//! state is touched). Services behind it see only well-formed requests.
+//!
+//! A second call on a busy volume is refused by the engine, not here: the engine's
+//! operation guards are the one lock table, and every CSI call passes `Wait::No` (or
+//! `Wait::Until` for creates), so the engine answers ABORTED at once.
 
 use super::rpc::{self, Inspected};
-use crate::engine::OpGuards;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::future::Future;
@@ -20,16 +22,12 @@ use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct CsiLayer {
-    guards: OpGuards,
     ready: watch::Receiver<bool>,
 }
 
 impl CsiLayer {
     pub fn new(ready: watch::Receiver<bool>) -> CsiLayer {
-        CsiLayer {
-            guards: OpGuards::default(),
-            ready,
-        }
+        CsiLayer { ready }
     }
 }
 
@@ -39,7 +37,6 @@ impl<S> Layer<S> for CsiLayer {
     fn layer(&self, inner: S) -> CsiService<S> {
         CsiService {
             inner,
-            guards: self.guards.clone(),
             ready: self.ready.clone(),
         }
     }
@@ -48,7 +45,6 @@ impl<S> Layer<S> for CsiLayer {
 #[derive(Clone)]
 pub struct CsiService<S> {
     inner: S,
-    guards: OpGuards,
     ready: watch::Receiver<bool>,
 }
 
@@ -77,7 +73,6 @@ where
         // The ready clone answers this call; a fresh clone waits for the next poll_ready.
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
-        let guards = self.guards.clone();
         let mut ready = self.ready.clone();
         Box::pin(async move {
             let id = format!("c{}", NEXT.fetch_add(1, Ordering::Relaxed));
@@ -108,22 +103,6 @@ where
                 let _ = ready.wait_for(|r| *r).await;
             }
             let span = tracing::info_span!("csi", req = %id, rpc = %seen.method);
-            let _guard = match &seen.guard {
-                None => None,
-                Some(key) => match guards.try_lock(key) {
-                    Ok(g) => Some(g),
-                    Err(_) => {
-                        let status = Status::aborted(format!(
-                            "an operation on {key} is already in progress; retry later"
-                        ));
-                        span.in_scope(
-                            || tracing::info!(code = ?status.code(), "{}", status.message()),
-                        );
-                        count(seen.method, status.code(), started);
-                        return Ok(status.into_http());
-                    }
-                },
-            };
             span.in_scope(|| tracing::debug!(request = %seen.summary, "received"));
             let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
             let mut response = inner.call(req).instrument(span.clone()).await?;
@@ -174,8 +153,8 @@ fn log_done(seen: &Inspected, response: &http::Response<Body>, started: Instant)
 }
 
 fn count(method: &str, code: tonic::Code, started: Instant) {
-    let result = format!("{code:?}");
-    crate::metrics::operation("csi", method, &result, started.elapsed());
+    let result = crate::metrics::result_of_grpc(code);
+    crate::metrics::operation("csi", method, result, started.elapsed());
 }
 
 fn log_rejected(id: &str, path: &str, status: &Status) {

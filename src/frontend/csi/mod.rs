@@ -17,6 +17,7 @@
 mod authority;
 mod capability;
 mod controller;
+mod controller_list;
 mod controller_snapshots;
 mod deadline;
 mod endpoint;

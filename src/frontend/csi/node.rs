@@ -240,7 +240,7 @@ impl pb::node_server::Node for Csi {
             }
         }
         self.engine
-            .forget_target(&req.target_path)
+            .forget_target(&req.volume_id, &req.target_path, Wait::No)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))

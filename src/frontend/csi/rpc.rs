@@ -1,6 +1,6 @@
 //! What the layer knows about each RPC before the service sees it: the required fields
-//! (csi.md rule 1, checked before any state is touched), the key of the per-volume guard,
-//! and a log line with every `csi_secret` field redacted.
+//! (csi.md rule 1, checked before any state is touched) and a log line with every
+//! `csi_secret` field redacted. A busy volume is the engine's to refuse (its guards).
 
 use prost::Message;
 use std::collections::HashMap;
@@ -11,8 +11,6 @@ use volbridge_proto::csi as pb;
 pub struct Inspected {
     /// Short method name (`CreateVolume`).
     pub method: &'static str,
-    /// Guard key: one call at a time per volume (or snapshot, or group).
-    pub guard: Option<String>,
     /// The request, secrets redacted, for debug logs.
     pub summary: String,
     /// Calls that only read, polled by the CO all the time: logged at debug, not info.
@@ -183,28 +181,23 @@ fn check_window(starting_offset: i64, max_results: i32) -> Result<(), Status> {
     Ok(())
 }
 
-fn volume(id: &str) -> Option<String> {
-    Some(format!("volume:{id}"))
-}
-
 fn ephemeral(context: &HashMap<String, String>) -> bool {
     context.get(super::CONTEXT_EPHEMERAL).map(String::as_str) == Some("true")
 }
 
-/// Decodes the message, checks it and names its guard, all before the service runs.
+/// Decodes the message and checks it, before the service runs.
 fn look<T, F>(method: &'static str, body: &[u8], quiet: bool, check: F) -> Result<Inspected, Status>
 where
     T: Message + Default + Secrets + std::fmt::Debug,
-    F: FnOnce(&T) -> Result<Option<String>, Status>,
+    F: FnOnce(&T) -> Result<(), Status>,
 {
     let mut msg = T::decode(body)
         .map_err(|e| Status::invalid_argument(format!("malformed {method} request: {e}")))?;
     let secrets = msg.values();
-    let guard = check(&msg).map_err(|s| scrub(s, &secrets))?;
+    check(&msg).map_err(|s| scrub(s, &secrets))?;
     msg.redact();
     Ok(Inspected {
         method,
-        guard,
         summary: format!("{msg:?}"),
         quiet,
         secrets,
@@ -217,23 +210,23 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
     let method = path.rsplit('/').next().unwrap_or_default();
     Some(match method {
         "GetPluginInfo" => {
-            look::<pb::GetPluginInfoRequest, _>("GetPluginInfo", body, true, |_| Ok(None))
+            look::<pb::GetPluginInfoRequest, _>("GetPluginInfo", body, true, |_| Ok(()))
         }
         "GetPluginCapabilities" => {
             look::<pb::GetPluginCapabilitiesRequest, _>("GetPluginCapabilities", body, true, |_| {
-                Ok(None)
+                Ok(())
             })
         }
-        "Probe" => look::<pb::ProbeRequest, _>("Probe", body, true, |_| Ok(None)),
+        "Probe" => look::<pb::ProbeRequest, _>("Probe", body, true, |_| Ok(())),
         "CreateVolume" => look::<pb::CreateVolumeRequest, _>("CreateVolume", body, false, |m| {
             required("name", &m.name)?;
             check_capabilities("volume_capabilities", &m.volume_capabilities)?;
             check_range(m.capacity_range.as_ref())?;
-            Ok(volume(&m.name))
+            Ok(())
         }),
         "DeleteVolume" => look::<pb::DeleteVolumeRequest, _>("DeleteVolume", body, false, |m| {
             required("volume_id", &m.volume_id)?;
-            Ok(volume(&m.volume_id))
+            Ok(())
         }),
         "ControllerPublishVolume" => look::<pb::ControllerPublishVolumeRequest, _>(
             "ControllerPublishVolume",
@@ -243,7 +236,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 required("volume_id", &m.volume_id)?;
                 required("node_id", &m.node_id)?;
                 check_capability("volume_capability", m.volume_capability.as_ref())?;
-                Ok(volume(&m.volume_id))
+                Ok(())
             },
         ),
         "ControllerUnpublishVolume" => look::<pb::ControllerUnpublishVolumeRequest, _>(
@@ -252,7 +245,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
             false,
             |m| {
                 required("volume_id", &m.volume_id)?;
-                Ok(volume(&m.volume_id))
+                Ok(())
             },
         ),
         "ValidateVolumeCapabilities" => look::<pb::ValidateVolumeCapabilitiesRequest, _>(
@@ -264,40 +257,40 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 if m.volume_capabilities.is_empty() {
                     return Err(Status::invalid_argument("volume_capabilities is required"));
                 }
-                Ok(None)
+                Ok(())
             },
         ),
         "ListVolumes" => look::<pb::ListVolumesRequest, _>("ListVolumes", body, true, |m| {
             check_entries(m.max_entries)?;
-            Ok(None)
+            Ok(())
         }),
-        "GetCapacity" => look::<pb::GetCapacityRequest, _>("GetCapacity", body, true, |_| Ok(None)),
+        "GetCapacity" => look::<pb::GetCapacityRequest, _>("GetCapacity", body, true, |_| Ok(())),
         "ControllerGetCapabilities" => look::<pb::ControllerGetCapabilitiesRequest, _>(
             "ControllerGetCapabilities",
             body,
             true,
-            |_| Ok(None),
+            |_| Ok(()),
         ),
         "CreateSnapshot" => {
             look::<pb::CreateSnapshotRequest, _>("CreateSnapshot", body, false, |m| {
                 required("source_volume_id", &m.source_volume_id)?;
                 required("name", &m.name)?;
-                Ok(Some(format!("snapshot:{}", m.name)))
+                Ok(())
             })
         }
         "DeleteSnapshot" => {
             look::<pb::DeleteSnapshotRequest, _>("DeleteSnapshot", body, false, |m| {
                 required("snapshot_id", &m.snapshot_id)?;
-                Ok(Some(format!("snapshot:{}", m.snapshot_id)))
+                Ok(())
             })
         }
         "ListSnapshots" => look::<pb::ListSnapshotsRequest, _>("ListSnapshots", body, true, |m| {
             check_entries(m.max_entries)?;
-            Ok(None)
+            Ok(())
         }),
         "GetSnapshot" => look::<pb::GetSnapshotRequest, _>("GetSnapshot", body, true, |m| {
             required("snapshot_id", &m.snapshot_id)?;
-            Ok(None)
+            Ok(())
         }),
         "ControllerExpandVolume" => look::<pb::ControllerExpandVolumeRequest, _>(
             "ControllerExpandVolume",
@@ -309,13 +302,13 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                     return Err(Status::invalid_argument("capacity_range is required"));
                 }
                 check_range(m.capacity_range.as_ref())?;
-                Ok(volume(&m.volume_id))
+                Ok(())
             },
         ),
         "ControllerGetVolume" => {
             look::<pb::ControllerGetVolumeRequest, _>("ControllerGetVolume", body, true, |m| {
                 required("volume_id", &m.volume_id)?;
-                Ok(None)
+                Ok(())
             })
         }
         "ControllerModifyVolume" => look::<pb::ControllerModifyVolumeRequest, _>(
@@ -327,14 +320,14 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 if m.mutable_parameters.is_empty() {
                     return Err(Status::invalid_argument("mutable_parameters is required"));
                 }
-                Ok(volume(&m.volume_id))
+                Ok(())
             },
         ),
         "GroupControllerGetCapabilities" => look::<pb::GroupControllerGetCapabilitiesRequest, _>(
             "GroupControllerGetCapabilities",
             body,
             true,
-            |_| Ok(None),
+            |_| Ok(()),
         ),
         "CreateVolumeGroupSnapshot" => look::<pb::CreateVolumeGroupSnapshotRequest, _>(
             "CreateVolumeGroupSnapshot",
@@ -347,7 +340,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 {
                     return Err(Status::invalid_argument("source_volume_ids is required"));
                 }
-                Ok(Some(format!("group:{}", m.name)))
+                Ok(())
             },
         ),
         "DeleteVolumeGroupSnapshot" => look::<pb::DeleteVolumeGroupSnapshotRequest, _>(
@@ -356,7 +349,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
             false,
             |m| {
                 required("group_snapshot_id", &m.group_snapshot_id)?;
-                Ok(Some(format!("group:{}", m.group_snapshot_id)))
+                Ok(())
             },
         ),
         "GetVolumeGroupSnapshot" => look::<pb::GetVolumeGroupSnapshotRequest, _>(
@@ -365,7 +358,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
             true,
             |m| {
                 required("group_snapshot_id", &m.group_snapshot_id)?;
-                Ok(None)
+                Ok(())
             },
         ),
         "NodeStageVolume" => {
@@ -373,14 +366,14 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 required("volume_id", &m.volume_id)?;
                 required("staging_target_path", &m.staging_target_path)?;
                 check_capability("volume_capability", m.volume_capability.as_ref())?;
-                Ok(volume(&m.volume_id))
+                Ok(())
             })
         }
         "NodeUnstageVolume" => {
             look::<pb::NodeUnstageVolumeRequest, _>("NodeUnstageVolume", body, false, |m| {
                 required("volume_id", &m.volume_id)?;
                 required("staging_target_path", &m.staging_target_path)?;
-                Ok(volume(&m.volume_id))
+                Ok(())
             })
         }
         "NodePublishVolume" => {
@@ -393,21 +386,21 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 if !ephemeral(&m.volume_context) {
                     required("staging_target_path", &m.staging_target_path)?;
                 }
-                Ok(volume(&m.volume_id))
+                Ok(())
             })
         }
         "NodeUnpublishVolume" => {
             look::<pb::NodeUnpublishVolumeRequest, _>("NodeUnpublishVolume", body, false, |m| {
                 required("volume_id", &m.volume_id)?;
                 required("target_path", &m.target_path)?;
-                Ok(volume(&m.volume_id))
+                Ok(())
             })
         }
         "NodeGetVolumeStats" => {
             look::<pb::NodeGetVolumeStatsRequest, _>("NodeGetVolumeStats", body, true, |m| {
                 required("volume_id", &m.volume_id)?;
                 required("volume_path", &m.volume_path)?;
-                Ok(None)
+                Ok(())
             })
         }
         "NodeExpandVolume" => {
@@ -415,20 +408,18 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 required("volume_id", &m.volume_id)?;
                 required("volume_path", &m.volume_path)?;
                 check_range(m.capacity_range.as_ref())?;
-                Ok(volume(&m.volume_id))
+                Ok(())
             })
         }
         "NodeGetCapabilities" => {
-            look::<pb::NodeGetCapabilitiesRequest, _>("NodeGetCapabilities", body, true, |_| {
-                Ok(None)
-            })
+            look::<pb::NodeGetCapabilitiesRequest, _>("NodeGetCapabilities", body, true, |_| Ok(()))
         }
-        "NodeGetInfo" => look::<pb::NodeGetInfoRequest, _>("NodeGetInfo", body, true, |_| Ok(None)),
+        "NodeGetInfo" => look::<pb::NodeGetInfoRequest, _>("NodeGetInfo", body, true, |_| Ok(())),
         "GetMetadataAllocated" => {
             look::<pb::GetMetadataAllocatedRequest, _>("GetMetadataAllocated", body, false, |m| {
                 required("snapshot_id", &m.snapshot_id)?;
                 check_window(m.starting_offset, m.max_results)?;
-                Ok(None)
+                Ok(())
             })
         }
         "GetMetadataDelta" => {
@@ -436,7 +427,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
                 required("base_snapshot_id", &m.base_snapshot_id)?;
                 required("target_snapshot_id", &m.target_snapshot_id)?;
                 check_window(m.starting_offset, m.max_results)?;
-                Ok(None)
+                Ok(())
             })
         }
         _ => return None,
@@ -484,7 +475,6 @@ mod tests {
             .unwrap();
         assert!(!seen.summary.contains("hunter2"), "{}", seen.summary);
         assert!(seen.summary.contains(REDACTED));
-        assert_eq!(seen.guard.as_deref(), Some("volume:v"));
     }
 
     #[test]

@@ -47,18 +47,19 @@ fn ok(body: Value) -> Response {
 fn failed(e: &Error, mut extra: Map<String, Value>) -> Response {
     extra.insert("Err".into(), Value::String(err_text(e)));
     let mut response = ok(Value::Object(extra));
-    response.extensions_mut().insert(Outcome("error"));
+    response
+        .extensions_mut()
+        .insert(Outcome(crate::metrics::result_of_kind(e.kind)));
     response
 }
 
-/// The metrics' word for a 200 answer that carries an `Err` (`error`, or `not_found` for
-/// the Get that Docker sends before every Create).
+/// The metrics' word for a 200 answer that carries an `Err`: the error's kind (`not_found`
+/// for the Get that Docker sends before every Create).
 #[derive(Clone, Copy)]
 struct Outcome(&'static str);
 
-/// Answers one call and counts it: `ok`, `error` (an `Err` answer), `not_found` (a Get of
-/// an unknown volume) or the HTTP status of
-/// a refused request.
+/// Answers one call and counts it: `ok`, or the kind of the error an `Err` answer or a
+/// refused request carries (`crate::metrics`).
 async fn dispatch(state: State<Docker>, request: Request) -> Response {
     let started = std::time::Instant::now();
     let method = request
@@ -70,14 +71,14 @@ async fn dispatch(state: State<Docker>, request: Request) -> Response {
         .unwrap_or("unknown")
         .to_owned();
     let response = answer(state, request).await;
-    let result = if response.status() != StatusCode::OK {
-        response.status().as_str().to_owned()
-    } else if let Some(Outcome(word)) = response.extensions().get::<Outcome>() {
-        (*word).to_owned()
-    } else {
-        "ok".to_owned()
+    let result = match response.extensions().get::<Outcome>() {
+        _ if response.status() != StatusCode::OK => {
+            crate::metrics::result_of_http(response.status().as_u16())
+        }
+        Some(Outcome(word)) => word,
+        None => "ok",
     };
-    crate::metrics::operation("docker", &method, &result, started.elapsed());
+    crate::metrics::operation("docker", &method, result, started.elapsed());
     response
 }
 

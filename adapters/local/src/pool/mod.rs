@@ -19,6 +19,11 @@
 //! a rename commits it; a start finds the image, reuses the loop device still bound to it,
 //! mounts it if it is not mounted and grows the filesystem to the image's length, so a kill
 //! at any step of creation or growth is finished by the next start.
+//!
+//! One file over 600 lines on purpose: deciding the mode, creating the image and opening it
+//! again all read or write `pool.json` (`Marker`) in the crash-safe order above, which is
+//! checked best in one place; the operator's choice (`choice.rs`) and the host tools that
+//! format, attach, mount and grow the image (`image.rs`) are apart.
 
 mod choice;
 mod image;

@@ -362,7 +362,21 @@ impl Engine {
 
     /// Deletes a volume by name; a volume that does not exist is already deleted.
     pub async fn delete_volume(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
-        self.delete_volume_if_exists(name, backend, wait)
+        self.delete_checked(name, backend, wait, false)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a volume by name unless this engine has granted it to a node (CSI: a
+    /// published volume is FailedPrecondition). The check runs under the volume's guard,
+    /// the one `grant` takes, so no grant can slip in between check and delete.
+    pub async fn delete_ungranted_volume(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<()> {
+        self.delete_checked(name, backend, wait, true)
             .await
             .map(drop)
     }
@@ -376,9 +390,27 @@ impl Engine {
         backend: Option<&str>,
         wait: Wait,
     ) -> Result<bool> {
+        self.delete_checked(name, backend, wait, false).await
+    }
+
+    async fn delete_checked(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        wait: Wait,
+        refuse_granted: bool,
+    ) -> Result<bool> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
+        if refuse_granted {
+            if let Some(g) = self.grants_of(&backend.name, name)?.first() {
+                return Err(Error::precondition(format!(
+                    "volume '{name}' is still published to node {}",
+                    g.node_id
+                )));
+            }
+        }
         let Some(v) = backend.client.find_volume(name).await? else {
             return Ok(false);
         };

@@ -11,6 +11,7 @@
 
 mod formatting;
 mod group_snapshots;
+mod guards;
 mod mount_table;
 mod mounts;
 mod reconcile;

@@ -5,8 +5,7 @@ use crate::records::node::{Phase, PublishRecord, StageRecord, PUBLISHES, STAGES}
 use crate::{Engine, Wait};
 use volbridge_base::error::{Error, ErrorKind, Result};
 use volbridge_host::stage::{self, PublishRequest};
-use volbridge_host::PublishContext;
-use volbridge_host::{paths, read_only_view, transport};
+use volbridge_host::{paths, read_only_view};
 
 #[derive(Debug, Clone)]
 pub struct PublishVolume {
@@ -103,14 +102,14 @@ impl Engine {
         stage: &StageRecord,
         record: &PublishRecord,
     ) -> Result<()> {
-        let ctx = PublishContext::parse(&stage.context)?;
+        let published = stage.published()?;
         let transport_config = self.node_config.transport.clone();
         let record = record.clone();
         self.on_host(move |host| {
             let (source, new_view) = if record.block {
                 // The device is found by its identity now, never from a stored name.
-                let transport = transport::for_context(&ctx, &transport_config)?;
-                let device = transport.find(host, &ctx)?.ok_or_else(|| {
+                let attacher = published.target.attacher(&transport_config);
+                let device = attacher.find(host)?.ok_or_else(|| {
                     Error::precondition(
                         "the volume's device is gone from this node; stage it again",
                     )
@@ -218,7 +217,15 @@ impl Engine {
     /// A target with no publish record (CSI unpublish after a lost answer, or a path the CO
     /// made): removed when nothing is mounted on it and it holds nothing (an empty
     /// directory, or the empty file a block publish binds onto). Anything else is left.
-    pub async fn forget_target(&self, target_path: &str) -> Result<()> {
+    /// Runs under the node guard of `volume_key`, so that no publish of the volume makes
+    /// the target anew while it is looked at.
+    pub async fn forget_target(
+        &self,
+        volume_key: &str,
+        target_path: &str,
+        wait: Wait,
+    ) -> Result<()> {
+        let _guard = self.node_guard(volume_key, wait).await?;
         let target = paths::validate_target("target_path", target_path)?;
         if self
             .store

@@ -11,8 +11,7 @@ use crate::{Engine, Wait};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use volbridge_host::stage::{self, StageRequest};
-use volbridge_host::PublishContext;
-use volbridge_host::{paths, read_only_view, transport, LoopDevice};
+use volbridge_host::{paths, read_only_view, AttachTarget, LoopDevice};
 use volbridge_proto::csp::LOCAL_POOL_IMAGE as POOL_IMAGE;
 
 impl Engine {
@@ -113,7 +112,7 @@ impl Engine {
         &self,
         record: &StageRecord,
     ) -> volbridge_base::Result<Option<String>> {
-        let ctx = PublishContext::parse(&record.context)?;
+        let published = record.published()?;
         let transport_config = self.node_config.transport.clone();
         let tool_timeout = self.node_config.tool_timeout;
         let staging = record.staging_path.clone();
@@ -126,8 +125,7 @@ impl Engine {
             return Ok(None);
         }
         self.on_host(move |host| {
-            let transport = transport::for_context(&ctx, &transport_config)?;
-            let Some(device) = transport.find(host, &ctx)? else {
+            let Some(device) = published.target.attacher(&transport_config).find(host)? else {
                 // Detached (a reboot): the stage's restore attaches it and its own check
                 // runs before the mount; the grow is redone by the next expand.
                 return Ok(Some("left to the next expand (the device is gone)".into()));
@@ -157,13 +155,13 @@ impl Engine {
     /// A ready stage whose device or mount is gone (reboot): set it up again. Never
     /// formats: a device that lost its filesystem is reported instead.
     async fn restore_stage(&self, record: &StageRecord) -> volbridge_base::Result<Option<String>> {
-        let ctx = PublishContext::parse(&record.context)?;
+        let published = record.published()?;
         let transport_config = self.node_config.transport.clone();
         let tool_timeout = self.node_config.tool_timeout;
         let record = record.clone();
         self.on_host(move |host| {
-            let transport = transport::for_context(&ctx, &transport_config)?;
-            let present = transport.find(host, &ctx)?;
+            let attacher = published.target.attacher(&transport_config);
+            let present = attacher.find(host)?;
             let mounted = record.access.is_block()
                 || stage::top_mount(&host.mounts()?, &record.staging_path).is_some();
             if present.is_some() && mounted {
@@ -177,8 +175,8 @@ impl Engine {
             stage::stage(
                 host,
                 &StageRequest {
-                    ctx: &ctx,
-                    transport: transport.as_ref(),
+                    attacher: attacher.as_ref(),
+                    filesystem: &published.filesystem,
                     staging_path: &record.staging_path,
                     access: &(&record.access).into(),
                     read_only: record.read_only,
@@ -351,22 +349,21 @@ impl Engine {
     /// The devices of ready stages that do not use the local transport (whose loops the
     /// sweep sees directly), found by their identity.
     async fn devices_of(&self, stages: &[StageRecord]) -> Vec<PathBuf> {
-        let contexts: Vec<PublishContext> = stages
+        let targets: Vec<AttachTarget> = stages
             .iter()
-            .filter(|s| s.phase == Phase::Ready && !s.context.contains_key("localPath"))
-            .filter_map(|s| PublishContext::parse(&s.context).ok())
+            .filter(|s| s.phase == Phase::Ready)
+            .filter_map(|s| s.published().ok())
+            .map(|p| p.target)
+            .filter(|t| !matches!(t, AttachTarget::Local(_)))
             .collect();
-        if contexts.is_empty() {
+        if targets.is_empty() {
             return Vec::new();
         }
         let transport_config = self.node_config.transport.clone();
         self.on_host(move |host| {
-            Ok(contexts
+            Ok(targets
                 .iter()
-                .filter_map(|ctx| {
-                    let t = transport::for_context(ctx, &transport_config).ok()?;
-                    t.find(host, ctx).ok().flatten()
-                })
+                .filter_map(|t| t.attacher(&transport_config).find(host).ok().flatten())
                 .collect())
         })
         .await

@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use volbridge_base::error::{Error, ErrorKind, Result};
 use volbridge_host::stage::{self, StageRequest, Staged};
-use volbridge_host::PublishContext;
-use volbridge_host::{paths, transport};
+use volbridge_host::{paths, PublishedVolume};
 
 #[derive(Debug, Clone)]
 pub struct StageVolume {
@@ -42,7 +41,7 @@ impl Engine {
             return Err(Error::invalid("volume_id", "a volume id is required"));
         }
         let staging_path = paths::validate_target("staging_target_path", &req.staging_path)?;
-        let ctx = PublishContext::parse(&req.context)?;
+        let published = PublishedVolume::parse(&req.volume_name, &req.context)?;
         let key = req.volume_key.clone();
         let previous = self.store.get::<StageRecord>(STAGES, &key)?;
         if let Some(p) = previous.as_ref().filter(|p| p.phase == Phase::Ready) {
@@ -112,7 +111,7 @@ impl Engine {
         let format_key = key.clone();
         let outcome = self
             .on_host(move |host| {
-                let transport = transport::for_context(&ctx, &transport_config)?;
+                let attacher = published.target.attacher(&transport_config);
                 let before_format = || {
                     store.put(
                         FORMATS,
@@ -123,8 +122,8 @@ impl Engine {
                 let staged = stage::stage(
                     host,
                     &StageRequest {
-                        ctx: &ctx,
-                        transport: transport.as_ref(),
+                        attacher: attacher.as_ref(),
+                        filesystem: &published.filesystem,
                         staging_path: &staging_path,
                         access: &(&access).into(),
                         read_only,
@@ -222,14 +221,14 @@ impl Engine {
 
     /// The host half of unstage, also used by the reconciler.
     pub(crate) async fn unstage_on_host(&self, record: &StageRecord) -> Result<()> {
-        let ctx = PublishContext::parse(&record.context)?;
+        let published = record.published()?;
         let transport_config = self.node_config.transport.clone();
         let staging = record.staging_path.clone();
         let ours = record.owner == Owner::Engine;
         let made = record.made_staging_dir;
         self.on_host(move |host| {
-            let transport = transport::for_context(&ctx, &transport_config)?;
-            stage::unstage(host, &ctx, transport.as_ref(), &staging)?;
+            let attacher = published.target.attacher(&transport_config);
+            stage::unstage(host, attacher.as_ref(), &staging)?;
             if ours {
                 host.remove(&staging)?;
             } else if made {
@@ -301,9 +300,9 @@ impl Engine {
             .on_host(move |host| {
                 for stage in stages {
                     let path = if stage.access.is_block() {
-                        let ctx = PublishContext::parse(&stage.context)?;
-                        let transport = transport::for_context(&ctx, &transport_config)?;
-                        match transport.find(host, &ctx)? {
+                        let published = stage.published()?;
+                        let found = published.target.attacher(&transport_config).find(host)?;
+                        match found {
                             Some(device) => device,
                             None => continue,
                         }

@@ -8,8 +8,7 @@ use crate::{Engine, Wait};
 use std::path::PathBuf;
 use volbridge_base::error::{Error, Result};
 use volbridge_host::stage::{self, ExpandRequest, Expanded, PublishRequest, Stats};
-use volbridge_host::PublishContext;
-use volbridge_host::{paths, split_mount_options, transport, Host, MountSpec};
+use volbridge_host::{paths, split_mount_options, Host, MountSpec};
 
 impl Engine {
     fn ready_stage(&self, volume_key: &str) -> Result<StageRecord> {
@@ -29,7 +28,7 @@ impl Engine {
 
     pub(crate) async fn expand_locked(&self, volume_key: &str) -> Result<Expanded> {
         let record = self.ready_stage(volume_key)?;
-        let ctx = PublishContext::parse(&record.context)?;
+        let published = record.published()?;
         let transport_config = self.node_config.transport.clone();
         let tool_timeout = self.node_config.tool_timeout;
         let scratch = self
@@ -47,14 +46,13 @@ impl Engine {
             move || store.put(OFFLINE_GROWS, &key, &serde_json::json!({ "volume": name }));
         let grown = self
             .on_host(move |host| {
-                let transport = transport::for_context(&ctx, &transport_config)?;
+                let attacher = published.target.attacher(&transport_config);
                 let mounted = host
                     .mounts()?
                     .iter()
                     .any(|m| m.target == record.staging_path);
                 let request = ExpandRequest {
-                    ctx: &ctx,
-                    transport: transport.as_ref(),
+                    attacher: attacher.as_ref(),
                     mounted_at: mounted.then_some(record.staging_path.as_path()),
                     fs_type: record.fs_type.as_deref(),
                     scratch: &scratch,
@@ -120,13 +118,13 @@ impl Engine {
                 path.display()
             )));
         }
-        let ctx = PublishContext::parse(&record.context)?;
+        let published = record.published()?;
         let transport_config = self.node_config.transport.clone();
         let block = record.access.is_block();
         let path: PathBuf = path;
         self.on_host(move |host| {
-            let transport = transport::for_context(&ctx, &transport_config)?;
-            stage::stats(host, &ctx, transport.as_ref(), &path, block)
+            let attacher = published.target.attacher(&transport_config);
+            stage::stats(host, attacher.as_ref(), &path, block)
         })
         .await
     }
@@ -152,8 +150,8 @@ fn grow_offline(
         return Err(Error::internal("offline grow of a block volume"));
     };
     let device = request
-        .transport
-        .find(host, request.ctx)?
+        .attacher
+        .find(host)?
         .ok_or_else(|| Error::precondition("the volume's device vanished during expand"))?;
     let remount_staging = || -> Result<()> {
         if stage::top_mount(&host.mounts()?, &record.staging_path).is_some() {

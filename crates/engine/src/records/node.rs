@@ -6,6 +6,7 @@ use crate::Access;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use volbridge_host::PublishedVolume;
 
 pub const STAGES: &str = "stages";
 pub const PUBLISHES: &str = "publishes";
@@ -63,6 +64,13 @@ pub struct StageRecord {
     /// Docker Swarm); unstage removes it again.
     #[serde(default)]
     pub made_staging_dir: bool,
+}
+
+impl StageRecord {
+    /// The publish context, parsed into what this node attaches; errors name the volume.
+    pub fn published(&self) -> volbridge_base::Result<PublishedVolume> {
+        PublishedVolume::parse(&self.volume_name, &self.context)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

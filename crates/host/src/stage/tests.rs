@@ -1,15 +1,27 @@
 use super::*;
-use crate::transport::LocalTransport;
+use crate::target::PublishedVolume;
+use crate::transport::TransportConfig;
 use crate::{Call, CmdOutput, FakeHost};
 
-fn ctx() -> PublishContext {
-    PublishContext {
-        access_protocol: "local".into(),
-        serial_number: "v1".into(),
-        local_path: "/data/volumes/v1.img".into(),
-        fs_owner: "1000:1000".into(),
-        fs_mode: "0750".into(),
-        ..PublishContext::default()
+fn ctx() -> PublishedVolume {
+    let wire = [
+        ("accessProtocol", "local"),
+        ("serialNumber", "v1"),
+        ("localPath", "/data/volumes/v1.img"),
+        ("fsOwner", "1000:1000"),
+        ("fsMode", "0750"),
+    ];
+    let map = wire
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    PublishedVolume::parse("v1", &map).unwrap()
+}
+
+fn config() -> TransportConfig {
+    TransportConfig {
+        local_roots: vec!["/data".into()],
+        ..TransportConfig::default()
     }
 }
 
@@ -28,13 +40,12 @@ fn mount_access() -> Access {
     }
 }
 
-fn stage_with(h: &FakeHost, c: &PublishContext, access: &Access, ro: bool) -> Result<Staged> {
-    let t = LocalTransport::new(vec!["/data".into()]);
+fn stage_with(h: &FakeHost, c: &PublishedVolume, access: &Access, ro: bool) -> Result<Staged> {
     stage(
         h,
         &StageRequest {
-            ctx: c,
-            transport: &t,
+            attacher: c.target.attacher(&config()).as_ref(),
+            filesystem: &c.filesystem,
             staging_path: Path::new("/staging/v1"),
             access,
             read_only: ro,
@@ -211,11 +222,12 @@ fn stats_report_a_vanished_device() {
     h.script("blkid", &[], CmdOutput::failed(2, ""));
     let c = ctx();
     stage_with(&h, &c, &mount_access(), false).unwrap();
-    let t = LocalTransport::new(vec!["/data".into()]);
-    let s = stats(&h, &c, &t, Path::new("/staging/v1"), false).unwrap();
+    let config = config();
+    let t = c.target.attacher(&config);
+    let s = stats(&h, t.as_ref(), Path::new("/staging/v1"), false).unwrap();
     assert!(s.healthy && s.usage.is_some());
     h.loop_detach(Path::new("/dev/loop0")).unwrap();
-    let s = stats(&h, &c, &t, Path::new("/staging/v1"), false).unwrap();
+    let s = stats(&h, t.as_ref(), Path::new("/staging/v1"), false).unwrap();
     assert!(!s.healthy);
     assert!(s.message.contains("gone"));
 }

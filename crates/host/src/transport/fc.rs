@@ -5,8 +5,8 @@
 
 use super::scsi;
 use super::Transport;
+use crate::target::FcTarget;
 use crate::Host;
-use crate::PublishContext;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use volbridge_base::error::{Error, Result};
@@ -59,8 +59,10 @@ impl FcTransport {
 }
 
 impl Transport for FcTransport {
-    fn attach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<PathBuf> {
-        let serial = scsi::serial_of(ctx)?;
+    type Target = FcTarget;
+
+    fn attach(&self, host: &dyn Host, target: &FcTarget) -> Result<PathBuf> {
+        let serial = target.serial.as_str();
         if let Some(device) = scsi::settled_device(host, serial)? {
             return Ok(device);
         }
@@ -73,18 +75,18 @@ impl Transport for FcTransport {
                 &format!(
                     "rescanning the Fibre Channel HBAs (LUN {}); check the zoning and that the \
                      LUN is mapped to this host's WWPNs",
-                    ctx.lun_id
+                    target.lun
                 ),
             )
         })
     }
 
-    fn find(&self, host: &dyn Host, ctx: &PublishContext) -> Result<Option<PathBuf>> {
-        Ok(scsi::resolve_scsi(host, scsi::serial_of(ctx)?)?.device())
+    fn find(&self, host: &dyn Host, target: &FcTarget) -> Result<Option<PathBuf>> {
+        Ok(scsi::resolve_scsi(host, target.serial.as_str())?.device())
     }
 
-    fn detach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()> {
-        let device = scsi::resolve_scsi(host, scsi::serial_of(ctx)?)?;
+    fn detach(&self, host: &dyn Host, target: &FcTarget) -> Result<()> {
+        let device = scsi::resolve_scsi(host, target.serial.as_str())?;
         if device.is_empty() {
             return Ok(());
         }
@@ -96,17 +98,16 @@ impl Transport for FcTransport {
 mod tests {
     use super::super::tests_support::*;
     use super::*;
+    use crate::target::Serial;
     use crate::{Call, FakeHost};
     use volbridge_base::ErrorKind;
 
     const WWID: &str = "naa.624a93704b1f4c3d8e2f000000011a2b";
 
-    fn ctx() -> PublishContext {
-        PublishContext {
-            access_protocol: "fc".into(),
-            serial_number: "624A93704B1F4C3D8E2F000000011A2B".into(),
-            lun_id: 4,
-            ..PublishContext::default()
+    fn ctx() -> FcTarget {
+        FcTarget {
+            serial: Serial::new("624A93704B1F4C3D8E2F000000011A2B").unwrap(),
+            lun: 4,
         }
     }
 

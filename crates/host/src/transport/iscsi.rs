@@ -8,7 +8,7 @@
 
 use super::scsi::{self, BlockDevice};
 use super::Transport;
-use crate::PublishContext;
+use crate::target::{IscsiArray, IscsiTarget, TargetScope};
 use crate::{Cmd, CmdOutput, Host};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -33,52 +33,48 @@ const ERR_AGAIN: i32 = 29;
 
 pub struct IscsiTransport {
     device_wait: Duration,
+    multipath_replacement_timeout: Duration,
 }
 
 impl IscsiTransport {
     pub fn new(device_wait: Duration) -> IscsiTransport {
-        IscsiTransport { device_wait }
+        IscsiTransport {
+            device_wait,
+            multipath_replacement_timeout: super::MULTIPATH_REPLACEMENT_TIMEOUT,
+        }
+    }
+
+    /// How long a session that lost its connection holds I/O before failing it, when the
+    /// volume has more than one path (see [`super::MULTIPATH_REPLACEMENT_TIMEOUT`]).
+    pub fn with_multipath_replacement_timeout(mut self, timeout: Duration) -> IscsiTransport {
+        self.multipath_replacement_timeout = timeout;
+        self
     }
 }
 
 /// The targets of one array: the primary, or a peer (replication, peer persistence) whose
-/// paths are welcome but not required. No `Debug`: it holds the CHAP secret.
-struct Targets {
-    iqns: Vec<String>,
-    discovery_ips: Vec<String>,
-    chap: Option<(String, String)>,
+/// paths are welcome but not required.
+struct Targets<'a> {
+    array: &'a IscsiArray,
     required: bool,
 }
 
-fn target_sets(ctx: &PublishContext) -> Result<Vec<Targets>> {
-    let chap =
-        (!ctx.chap_user.is_empty()).then(|| (ctx.chap_user.clone(), ctx.chap_password.clone()));
-    let mut sets = vec![Targets {
-        iqns: ctx.target_names.clone(),
-        discovery_ips: ctx.discovery_ips.clone(),
-        chap: chap.clone(),
+fn target_sets(target: &IscsiTarget) -> Vec<Targets<'_>> {
+    std::iter::once(Targets {
+        array: &target.primary,
         required: true,
-    }];
-    for peer in ctx.peers()? {
-        // A peer array without its own CHAP pair takes the host's, which the CSP set on
-        // both arrays.
-        let peer_chap = peer
-            .chap_user
-            .filter(|u| !u.is_empty())
-            .map(|u| (u, peer.chap_password.unwrap_or_default()))
-            .or_else(|| chap.clone());
-        sets.push(Targets {
-            iqns: peer.target_names,
-            discovery_ips: peer.discovery_ips,
-            chap: peer_chap,
-            required: false,
-        });
-    }
-    Ok(sets)
+    })
+    .chain(target.peers.iter().map(|array| Targets {
+        array,
+        required: false,
+    }))
+    .collect()
 }
 
 fn all_iqns(sets: &[Targets]) -> BTreeSet<String> {
-    sets.iter().flat_map(|s| s.iqns.iter().cloned()).collect()
+    sets.iter()
+        .flat_map(|s| s.array.iqns.iter().cloned())
+        .collect()
 }
 
 /// One line of `iscsiadm -m session`.
@@ -240,14 +236,15 @@ fn session_in_use(host: &dyn Host, sid: u32, removed: &[String]) -> Result<Optio
 }
 
 impl IscsiTransport {
-    fn resolve(&self, host: &dyn Host, ctx: &PublishContext) -> Result<BlockDevice> {
-        scsi::resolve_scsi(host, scsi::serial_of(ctx)?)
+    fn resolve(&self, host: &dyn Host, target: &IscsiTarget) -> Result<BlockDevice> {
+        scsi::resolve_scsi(host, target.serial.as_str())
     }
 
     /// Logs in to every target of `set` that has no session yet; returns the sessions that
     /// already existed, which need a rescan to show a newly mapped LUN.
     fn log_in(&self, host: &dyn Host, set: &Targets, existing: &[Session]) -> Result<Vec<u32>> {
         let (present, missing): (Vec<&String>, Vec<&String>) = set
+            .array
             .iqns
             .iter()
             .partition(|iqn| existing.iter().any(|s| &s.iqn == *iqn));
@@ -260,6 +257,10 @@ impl IscsiTransport {
             return Ok(rescan);
         }
         let records = self.discover(host, set, &missing)?;
+        // More than one path to this array's LUN: dm-multipath must hear of a dead path
+        // soon, not after iscsid's default two minutes of queued I/O.
+        let paths = present.len() + records.iter().filter(|(_, i)| missing.contains(&i)).count();
+        let multipath = paths > 1;
         for iqn in missing {
             let portals: Vec<&str> = records
                 .iter()
@@ -270,14 +271,14 @@ impl IscsiTransport {
                 return Err(Error::precondition(format!(
                     "target {iqn} is not offered to this node by discovery portal(s) {}; \
                      is the volume exported to this host's initiator name?",
-                    set.discovery_ips.join(", ")
+                    set.array.portals.join(", ")
                 )));
             }
             // One reachable portal is enough; multipath takes whatever paths come up.
             let mut failure = None;
             let mut logged_in = false;
             for portal in portals {
-                match self.log_in_portal(host, set, iqn, portal) {
+                match self.log_in_portal(host, set, iqn, portal, multipath) {
                     Ok(()) => logged_in = true,
                     Err(e) => {
                         tracing::warn!(target_iqn = %iqn, portal, error = %e, "iSCSI login failed");
@@ -303,7 +304,7 @@ impl IscsiTransport {
         set: &Targets,
         wanted: &[&String],
     ) -> Result<Vec<(String, String)>> {
-        if set.discovery_ips.is_empty() {
+        if set.array.portals.is_empty() {
             return Err(Error::invalid(
                 "discoveryIps",
                 "the publish context has no iSCSI discovery address",
@@ -311,7 +312,7 @@ impl IscsiTransport {
         }
         let mut records: Vec<(String, String)> = Vec::new();
         let mut failures = Vec::new();
-        for ip in &set.discovery_ips {
+        for ip in &set.array.portals {
             let portal = portal_of(ip);
             let cmd = iscsiadm([
                 "-m",
@@ -338,7 +339,7 @@ impl IscsiTransport {
                 }
             }
         }
-        if records.is_empty() && failures.len() == set.discovery_ips.len() {
+        if records.is_empty() && failures.len() == set.array.portals.len() {
             if let Some(first) = failures.into_iter().next() {
                 return Err(first);
             }
@@ -346,13 +347,32 @@ impl IscsiTransport {
         Ok(records)
     }
 
-    fn log_in_portal(&self, host: &dyn Host, set: &Targets, iqn: &str, portal: &str) -> Result<()> {
+    fn log_in_portal(
+        &self,
+        host: &dyn Host,
+        set: &Targets,
+        iqn: &str,
+        portal: &str,
+        multipath: bool,
+    ) -> Result<()> {
         let what = format!("iSCSI login to {iqn} at {portal}");
         run_checked(host, &what, &node(iqn, portal).args(["-o", "new"]))?;
         let update = |name: &str| node(iqn, portal).args(["-o", "update", "-n", name, "-v"]);
         // Manual: the daemon must not log in at boot before volbridge decides to.
         run_checked(host, &what, &update("node.startup").arg("manual"))?;
-        if let Some((user, password)) = &set.chap {
+        if multipath {
+            let secs = self
+                .multipath_replacement_timeout
+                .as_secs()
+                .max(1)
+                .to_string();
+            run_checked(
+                host,
+                &what,
+                &update("node.session.timeo.replacement_timeout").arg(secs.as_str()),
+            )?;
+        }
+        if let Some(chap) = &set.array.chap {
             run_checked(
                 host,
                 &what,
@@ -361,12 +381,12 @@ impl IscsiTransport {
             run_checked(
                 host,
                 &what,
-                &update("node.session.auth.username").arg(user.as_str()),
+                &update("node.session.auth.username").arg(chap.user.as_str()),
             )?;
             run_checked(
                 host,
                 &what,
-                &update("node.session.auth.password").secret_arg(password.as_str()),
+                &update("node.session.auth.password").secret_arg(chap.password.as_str()),
             )?;
         }
         let cmd = node(iqn, portal).arg("--login");
@@ -398,26 +418,22 @@ impl IscsiTransport {
 }
 
 impl Transport for IscsiTransport {
-    fn attach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<PathBuf> {
-        let sets = target_sets(ctx)?;
-        if ctx.target_names.is_empty() {
-            return Err(Error::invalid(
-                "targetNames",
-                "the publish context has no iSCSI target",
-            ));
-        }
-        scsi::serial_of(ctx)?;
+    type Target = IscsiTarget;
+
+    fn attach(&self, host: &dyn Host, target: &IscsiTarget) -> Result<PathBuf> {
+        let sets = target_sets(target);
         scsi::require(host, ISCSIADM, INSTALL)?;
         let _lock = scsi::lock_targets(all_iqns(&sets));
 
         let existing = sessions(host)?;
         let logged_in = |set: &Targets| {
-            set.iqns
+            set.array
+                .iqns
                 .iter()
                 .all(|iqn| existing.iter().any(|s| &s.iqn == iqn))
         };
         if sets.iter().filter(|s| s.required).all(logged_in) {
-            if let Some(device) = self.resolve(host, ctx)?.device() {
+            if let Some(device) = self.resolve(host, target)?.device() {
                 return Ok(device);
             }
         }
@@ -441,30 +457,29 @@ impl Transport for IscsiTransport {
             )?;
         }
 
-        let serial = scsi::serial_of(ctx)?;
+        let serial = target.serial.as_str();
         let found = scsi::wait_for(self.device_wait, || scsi::settled_device(host, serial))?;
         found.ok_or_else(|| {
             scsi::device_timeout(
-                &ctx.serial_number,
+                serial,
                 self.device_wait,
                 &format!(
                     "logging in to {} (LUN {}); check that the LUN is mapped to this host",
-                    ctx.target_names.join(", "),
-                    ctx.lun_id
+                    target.primary.iqns.join(", "),
+                    target.lun
                 ),
             )
         })
     }
 
-    fn find(&self, host: &dyn Host, ctx: &PublishContext) -> Result<Option<PathBuf>> {
-        Ok(self.resolve(host, ctx)?.device())
+    fn find(&self, host: &dyn Host, target: &IscsiTarget) -> Result<Option<PathBuf>> {
+        Ok(self.resolve(host, target)?.device())
     }
 
-    fn detach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()> {
-        let sets = target_sets(ctx)?;
-        let iqns = all_iqns(&sets);
+    fn detach(&self, host: &dyn Host, target: &IscsiTarget) -> Result<()> {
+        let iqns = all_iqns(&target_sets(target));
         let _lock = scsi::lock_targets(&iqns);
-        let device = self.resolve(host, ctx)?;
+        let device = self.resolve(host, target)?;
         if !device.is_empty() {
             scsi::remove_scsi(host, &device)?;
         }
@@ -472,7 +487,7 @@ impl Transport for IscsiTransport {
             // Without iscsiadm there are no open-iscsi sessions to end.
             return Ok(());
         }
-        let volume_scope = ctx.target_scope.trim().eq_ignore_ascii_case("volume");
+        let volume_scope = target.scope == TargetScope::Volume;
         for session in sessions(host)? {
             if !iqns.contains(&session.iqn) {
                 continue;

@@ -3,9 +3,9 @@
 //! loop device never confuses two volumes.
 
 use super::Transport;
-use crate::PublishContext;
+use crate::target::LocalTarget;
 use crate::{paths, FileKind, Host};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use volbridge_base::error::{Error, Result};
 
 pub struct LocalTransport {
@@ -19,19 +19,21 @@ impl LocalTransport {
 
     /// The backing file, checked: a CSP must not be able to make this node attach an
     /// arbitrary file.
-    pub fn backing_file(&self, host: &dyn Host, ctx: &PublishContext) -> Result<PathBuf> {
-        let given = &ctx.local_path;
-        if given.is_empty() || !given.starts_with('/') || given.split('/').any(|p| p == "..") {
+    pub fn backing_file(&self, host: &dyn Host, target: &LocalTarget) -> Result<PathBuf> {
+        let given = &target.file;
+        if !given.is_absolute() || given.components().any(|c| c == Component::ParentDir) {
             return Err(Error::precondition(format!(
-                "localPath '{given}' is not an absolute, normalized path"
+                "localPath '{}' is not an absolute, normalized path",
+                given.display()
             )));
         }
-        if host.stat(Path::new(given))?.is_none() {
+        if host.stat(given)?.is_none() {
             return Err(Error::precondition(format!(
-                "volume file {given} not visible from this node (local protocol needs a shared filesystem)"
+                "volume file {} not visible from this node (local protocol needs a shared filesystem)",
+                given.display()
             )));
         }
-        let canonical = host.canonicalize(Path::new(given))?;
+        let canonical = host.canonicalize(given)?;
         if !paths::is_within(&canonical, &self.roots) {
             return Err(Error::precondition(format!(
                 "localPath {} is outside the directories this node attaches from",
@@ -83,16 +85,18 @@ fn opened_in_a_gone_namespace(host: &dyn Host, shown: &Path, file: &Path) -> boo
 }
 
 impl Transport for LocalTransport {
-    fn attach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<PathBuf> {
-        let file = self.backing_file(host, ctx)?;
+    type Target = LocalTarget;
+
+    fn attach(&self, host: &dyn Host, target: &LocalTarget) -> Result<PathBuf> {
+        let file = self.backing_file(host, target)?;
         if let Some(existing) = self.devices_of(host, &file)?.into_iter().next() {
             return Ok(existing.device);
         }
-        host.loop_attach(&file, ctx.read_only)
+        host.loop_attach(&file, target.read_only)
     }
 
-    fn find(&self, host: &dyn Host, ctx: &PublishContext) -> Result<Option<PathBuf>> {
-        let file = match self.backing_file(host, ctx) {
+    fn find(&self, host: &dyn Host, target: &LocalTarget) -> Result<Option<PathBuf>> {
+        let file = match self.backing_file(host, target) {
             Ok(f) => f,
             // The file is gone (volume deleted): so is any device we could find by it.
             Err(e) if e.kind == volbridge_base::ErrorKind::FailedPrecondition => return Ok(None),
@@ -105,13 +109,18 @@ impl Transport for LocalTransport {
             .map(|l| l.device))
     }
 
-    fn known_blank(&self, host: &dyn Host, ctx: &PublishContext) -> Result<bool> {
-        let file = self.backing_file(host, ctx)?;
+    fn known_blank(&self, host: &dyn Host, target: &LocalTarget) -> Result<bool> {
+        let file = self.backing_file(host, target)?;
         Ok(!host.file_has_data(&file)?)
     }
 
-    fn detach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()> {
-        let Some(file) = self.find_file(host, ctx)? else {
+    /// The CSP grew the file: the loop device keeps the old size until told.
+    fn refresh_size(&self, host: &dyn Host, _target: &LocalTarget, device: &Path) -> Result<()> {
+        host.loop_refresh(device)
+    }
+
+    fn detach(&self, host: &dyn Host, target: &LocalTarget) -> Result<()> {
+        let Some(file) = self.find_file(host, target)? else {
             return Ok(());
         };
         let devices = self.devices_of(host, &file)?;
@@ -138,11 +147,11 @@ impl Transport for LocalTransport {
 impl LocalTransport {
     /// The canonical backing file, or `None` once it no longer exists (then the kernel
     /// reports it with a " (deleted)" suffix, matched in [`Self::detach_deleted`]).
-    fn find_file(&self, host: &dyn Host, ctx: &PublishContext) -> Result<Option<PathBuf>> {
-        match self.backing_file(host, ctx) {
+    fn find_file(&self, host: &dyn Host, target: &LocalTarget) -> Result<Option<PathBuf>> {
+        match self.backing_file(host, target) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind == volbridge_base::ErrorKind::FailedPrecondition => {
-                self.detach_deleted(host, ctx)?;
+                self.detach_deleted(host, target)?;
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -151,8 +160,8 @@ impl LocalTransport {
 
     /// A volume file deleted while attached keeps its loop device; clear it by the path the
     /// kernel remembers.
-    fn detach_deleted(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()> {
-        let wanted = format!("{} (deleted)", ctx.local_path);
+    fn detach_deleted(&self, host: &dyn Host, target: &LocalTarget) -> Result<()> {
+        let wanted = format!("{} (deleted)", target.file.display());
         let mounts = host.mounts()?;
         for l in host.loops()? {
             if l.backing_file.as_os_str() == wanted.as_str()
@@ -170,12 +179,10 @@ mod tests {
     use super::*;
     use crate::{Call, FakeHost};
 
-    fn ctx(path: &str) -> PublishContext {
-        PublishContext {
-            access_protocol: "local".into(),
-            serial_number: "abc".into(),
-            local_path: path.into(),
-            ..PublishContext::default()
+    fn ctx(path: &str) -> LocalTarget {
+        LocalTarget {
+            file: path.into(),
+            read_only: false,
         }
     }
 

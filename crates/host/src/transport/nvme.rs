@@ -13,12 +13,11 @@
 use super::multipath;
 use super::scsi::{self, BlockDevice};
 use super::Transport;
-use crate::PublishContext;
+use crate::target::{NvmeTcpTarget, TargetScope};
 use crate::{Cmd, CmdOutput, Host};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use volbridge_base::error::{Error, ErrorKind, Result};
-use volbridge_proto::publish_context::DEFAULT_NVME_PORT;
 
 const NVME: &str = "nvme";
 const INSTALL: &str = "nvme-cli";
@@ -160,13 +159,6 @@ fn subsystems(host: &dyn Host) -> Result<Vec<Subsystem>> {
     Ok(out)
 }
 
-fn port(ctx: &PublishContext) -> &str {
-    match ctx.target_port.trim() {
-        "" => DEFAULT_NVME_PORT,
-        p => p,
-    }
-}
-
 /// nvme-cli 2.x says "already connected"; 1.x passes the kernel's EALREADY on
 /// ("Failed to write to /dev/nvme-fabrics: Operation already in progress").
 fn already_connected(out: &CmdOutput) -> bool {
@@ -178,13 +170,13 @@ impl NvmeTransport {
     fn resolve(
         &self,
         host: &dyn Host,
-        ctx: &PublishContext,
+        target: &NvmeTcpTarget,
     ) -> Result<(BlockDevice, Vec<Subsystem>)> {
-        let key = id_key(scsi::serial_of(ctx)?);
+        let key = id_key(target.serial.as_str());
         let subs = subsystems(host)?;
         let mut paths = Vec::new();
         for sub in &subs {
-            if !ctx.target_names.is_empty() && !ctx.target_names.contains(&sub.nqn) {
+            if !target.nqns.contains(&sub.nqn) {
                 continue;
             }
             for ns in &sub.namespaces {
@@ -214,23 +206,13 @@ impl NvmeTransport {
 }
 
 impl Transport for NvmeTransport {
-    fn attach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<PathBuf> {
-        scsi::serial_of(ctx)?;
-        if ctx.target_names.is_empty() {
-            return Err(Error::invalid(
-                "targetNames",
-                "the publish context has no NVMe subsystem NQN",
-            ));
-        }
-        if ctx.discovery_ips.is_empty() {
-            return Err(Error::invalid(
-                "discoveryIps",
-                "the publish context has no NVMe/TCP address",
-            ));
-        }
+    type Target = NvmeTcpTarget;
+
+    fn attach(&self, host: &dyn Host, target: &NvmeTcpTarget) -> Result<PathBuf> {
         scsi::require(host, NVME, INSTALL)?;
-        let port = port(ctx);
-        let _lock = scsi::lock_targets(&ctx.target_names);
+        let port = target.port.to_string();
+        let port = port.as_str();
+        let _lock = scsi::lock_targets(&target.nqns);
 
         let subs = subsystems(host)?;
         let controllers = |nqn: &str| -> Vec<&Controller> {
@@ -244,24 +226,20 @@ impl Transport for NvmeTransport {
                 .iter()
                 .any(|c| c.transport == "tcp" && c.traddr == ip && c.trsvcid == port)
         };
-        let all_live = ctx
-            .target_names
+        let all_live = target
+            .nqns
             .iter()
-            .all(|nqn| ctx.discovery_ips.iter().all(|ip| live(nqn, ip)));
-        if ctx
-            .target_names
-            .iter()
-            .all(|nqn| !controllers(nqn).is_empty())
-        {
-            if let Some(device) = self.resolve(host, ctx)?.0.device() {
+            .all(|nqn| target.addresses.iter().all(|ip| live(nqn, ip)));
+        if target.nqns.iter().all(|nqn| !controllers(nqn).is_empty()) {
+            if let Some(device) = self.resolve(host, target)?.0.device() {
                 return Ok(device);
             }
         }
 
-        for nqn in &ctx.target_names {
+        for nqn in &target.nqns {
             let mut connected = !controllers(nqn).is_empty();
             let mut failure = None;
-            for ip in &ctx.discovery_ips {
+            for ip in &target.addresses {
                 if live(nqn, ip) {
                     continue;
                 }
@@ -295,7 +273,7 @@ impl Transport for NvmeTransport {
         // Every path was up already: the namespace is new to live controllers, which
         // normally learn of it by an event; ask them to look again in case it was missed.
         if all_live {
-            for ctrl in ctx.target_names.iter().flat_map(|nqn| controllers(nqn)) {
+            for ctrl in target.nqns.iter().flat_map(|nqn| controllers(nqn)) {
                 let cmd = Cmd::new(NVME).args(["ns-rescan", &format!("/dev/{}", ctrl.name)]);
                 let out = host.run(&cmd)?;
                 if !out.success() {
@@ -310,28 +288,30 @@ impl Transport for NvmeTransport {
             }
         }
 
-        let found = scsi::wait_for(self.device_wait, || Ok(self.resolve(host, ctx)?.0.device()))?;
+        let found = scsi::wait_for(self.device_wait, || {
+            Ok(self.resolve(host, target)?.0.device())
+        })?;
         found.ok_or_else(|| {
             scsi::device_timeout(
-                &ctx.serial_number,
+                target.serial.as_str(),
                 self.device_wait,
                 &format!(
                     "connecting to {} (namespace {}); check that the namespace is mapped to \
                      this host's NQN",
-                    ctx.target_names.join(", "),
-                    ctx.lun_id
+                    target.nqns.join(", "),
+                    target.namespace
                 ),
             )
         })
     }
 
-    fn find(&self, host: &dyn Host, ctx: &PublishContext) -> Result<Option<PathBuf>> {
-        Ok(self.resolve(host, ctx)?.0.device())
+    fn find(&self, host: &dyn Host, target: &NvmeTcpTarget) -> Result<Option<PathBuf>> {
+        Ok(self.resolve(host, target)?.0.device())
     }
 
-    fn detach(&self, host: &dyn Host, ctx: &PublishContext) -> Result<()> {
-        let _lock = scsi::lock_targets(&ctx.target_names);
-        let (device, subs) = self.resolve(host, ctx)?;
+    fn detach(&self, host: &dyn Host, target: &NvmeTcpTarget) -> Result<()> {
+        let _lock = scsi::lock_targets(&target.nqns);
+        let (device, subs) = self.resolve(host, target)?;
         if !device.is_empty() {
             // Namespaces cannot be deleted from the host side; they go with the controller
             // or when the array unmaps them. Only a dm map over them is ours to remove.
@@ -340,8 +320,8 @@ impl Transport for NvmeTransport {
                 multipath::flush(host, map)?;
             }
         }
-        let volume_scope = ctx.target_scope.trim().eq_ignore_ascii_case("volume");
-        for nqn in &ctx.target_names {
+        let volume_scope = target.scope == TargetScope::Volume;
+        for nqn in &target.nqns {
             let mine: Vec<&Subsystem> = subs
                 .iter()
                 .filter(|s| &s.nqn == nqn && !s.controllers.is_empty())

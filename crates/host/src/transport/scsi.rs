@@ -7,26 +7,12 @@
 
 use super::multipath::{self, DmMap};
 use super::sysfs::{serial_key, DESIGNATORS, SYS_BLOCK};
-use crate::PublishContext;
 use crate::{Cmd, CmdOutput, Host};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use volbridge_base::error::{Error, ErrorKind, Result};
-
-/// The serial a device is matched on; without one any device would do, which must never
-/// happen.
-pub(super) fn serial_of(ctx: &PublishContext) -> Result<&str> {
-    let serial = ctx.serial_number.trim();
-    if serial.is_empty() {
-        return Err(Error::invalid(
-            "serialNumber",
-            "the publish context has no device serial",
-        ));
-    }
-    Ok(serial)
-}
 
 /// Whether a SCSI WWID (`naa.600a0980…` as in `/sys/block/sdX/device/wwid`) is the
 /// volume's serial. The serial may come bare (`600a0980…`), with the designator digit

@@ -1,20 +1,26 @@
 use super::super::tests_support::*;
 use super::*;
+use crate::target::{Chap, Serial};
 use crate::{Call, FakeHost};
 
 const IQN: &str = "iqn.2000-05.com.example:tgt1";
 const WWID: &str = "naa.600a0980383041334a3f4a6b4a6c4b42";
 const SERIAL: &str = "600A0980383041334A3F4A6B4A6C4B42";
 
-fn ctx(scope: &str) -> PublishContext {
-    PublishContext {
-        access_protocol: "iscsi".into(),
-        serial_number: SERIAL.into(),
-        target_names: vec![IQN.into()],
-        target_scope: scope.into(),
-        lun_id: 3,
-        discovery_ips: vec!["10.0.0.5".into()],
-        ..PublishContext::default()
+fn ctx(scope: &str) -> IscsiTarget {
+    IscsiTarget {
+        serial: Serial::new(SERIAL).unwrap(),
+        lun: 3,
+        scope: match scope {
+            "volume" => TargetScope::Volume,
+            _ => TargetScope::Group,
+        },
+        primary: IscsiArray {
+            iqns: vec![IQN.into()],
+            portals: vec!["10.0.0.5".into()],
+            chap: None,
+        },
+        peers: Vec::new(),
     }
 }
 
@@ -136,13 +142,44 @@ fn fresh_login_runs_discovery_node_setup_login_then_waits() {
         "iscsiadm -m session".to_owned(),
         "iscsiadm -m discovery -t sendtargets -p 10.0.0.5:3260 -o nonpersistent".to_owned(),
     ];
+    // Two paths: a dead one must reach dm-multipath in seconds, not iscsid's 120.
     for portal in ["10.0.0.5:3260", "10.0.1.5:3260"] {
         expected.push(node(portal, "-o new"));
         expected.push(node(portal, "-o update -n node.startup -v manual"));
+        expected.push(node(
+            portal,
+            "-o update -n node.session.timeo.replacement_timeout -v 10",
+        ));
         expected.push(node(portal, "--login"));
     }
     assert_eq!(commands(&host), expected);
     assert!(!commands(&host).iter().any(|c| c.contains("other-volume")));
+}
+
+#[test]
+fn a_single_path_keeps_iscsids_replacement_timeout() {
+    let host = FakeHost::new();
+    no_sessions(&host);
+    discovery(
+        &host,
+        "10.0.0.5:3260",
+        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
+    );
+    let dev = appear_after(
+        &host,
+        "10.0.0.5:3260 --login",
+        |h| scsi_disk(h, "sdc", WWID, "8:32"),
+        || transport(5000).attach(&host, &ctx("group")).unwrap(),
+    );
+    assert_eq!(dev, PathBuf::from("/dev/sdc"));
+    // Without a second path, queued I/O riding out a network blip is what users want.
+    assert!(
+        !commands(&host)
+            .iter()
+            .any(|c| c.contains("replacement_timeout")),
+        "{:?}",
+        commands(&host)
+    );
 }
 
 #[test]
@@ -155,8 +192,10 @@ fn chap_password_is_passed_but_never_recorded() {
         "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
     );
     let mut c = ctx("volume");
-    c.chap_user = "chapuser".into();
-    c.chap_password = "s3cret-chap-pw".into();
+    c.primary.chap = Some(Chap {
+        user: "chapuser".into(),
+        password: "s3cret-chap-pw".into(),
+    });
     appear_after(
         &host,
         "--login",
@@ -404,11 +443,11 @@ fn peer_array_paths_are_best_effort() {
         ),
     );
     let mut c = ctx("group");
-    c.secondary_array_details = serde_json::json!({"PeerArrayDetails": [{
-        "lun_id": 3, "target_names": ["iqn.2000-05.com.example:peer1"],
-        "discovery_ips": ["10.9.0.5"]
-    }]})
-    .to_string();
+    c.peers = vec![IscsiArray {
+        iqns: vec!["iqn.2000-05.com.example:peer1".into()],
+        portals: vec!["10.9.0.5".into()],
+        chap: None,
+    }];
     let dev = appear_after(
         &host,
         "--login",
@@ -568,7 +607,8 @@ fn find_never_reuses_a_device_name() {
         t.find(&host, &ctx("group")).unwrap(),
         Some(PathBuf::from("/dev/sdf"))
     );
-    let e = t.find(&host, &PublishContext::default()).unwrap_err();
+    // Without a serial any disk would do: no target can be made without one.
+    let e = Serial::new(" ").unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidArgument);
     assert!(!host.calls().iter().any(|c| matches!(c, Call::Run { .. })));
 }

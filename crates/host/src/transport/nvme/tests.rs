@@ -1,21 +1,23 @@
 use super::super::tests_support::*;
 use super::*;
+use crate::target::{Serial, TargetScope};
 use crate::FakeHost;
 
 const NQN: &str = "nqn.2020-07.com.example:group1";
 const NGUID: &str = "6d0b6a7e-4f2c-11ee-8001-00a098d7c5b1";
 const SERIAL: &str = "6D0B6A7E4F2C11EE800100A098D7C5B1";
 
-fn ctx(scope: &str) -> PublishContext {
-    PublishContext {
-        access_protocol: "nvmetcp".into(),
-        serial_number: SERIAL.into(),
-        target_names: vec![NQN.into()],
-        target_scope: scope.into(),
-        lun_id: 12,
-        discovery_ips: vec!["10.0.0.9".into(), "10.0.1.9".into()],
-        target_port: "4420".into(),
-        ..PublishContext::default()
+fn ctx(scope: &str) -> NvmeTcpTarget {
+    NvmeTcpTarget {
+        serial: Serial::new(SERIAL).unwrap(),
+        nqns: vec![NQN.into()],
+        addresses: vec!["10.0.0.9".into(), "10.0.1.9".into()],
+        port: 4420,
+        namespace: 12,
+        scope: match scope {
+            "volume" => TargetScope::Volume,
+            _ => TargetScope::Group,
+        },
     }
 }
 
@@ -125,8 +127,8 @@ fn already_connected_is_success_and_port_defaults_to_4420() {
     );
     subsystem(&host, "nvme-subsys3", NQN);
     controller(&host, "nvme-subsys3", "nvme3", "10.0.0.9");
-    let mut c = ctx("group");
-    c.target_port = String::new();
+    // The default port (an empty `targetPort` parses as 4420).
+    let c = ctx("group");
     appear_after(
         &host,
         "connect",
@@ -151,8 +153,8 @@ fn already_connected_is_success_and_port_defaults_to_4420() {
     subsystem(&host, "nvme-subsys0", NQN);
     namespace(&host, "nvme-subsys0", "nvme0n1", NGUID, 0);
     let mut c = ctx("group");
-    c.target_port = "8009".into();
-    c.discovery_ips.truncate(1);
+    c.port = 8009;
+    c.addresses.truncate(1);
     transport(5000).attach(&host, &c).unwrap();
     assert_eq!(
         host.commands(),
@@ -193,7 +195,7 @@ fn namespace_is_matched_by_uuid_eui_and_nqn() {
         "0025385B71B07E2F",
     ] {
         let mut c = ctx("group");
-        c.serial_number = serial.into();
+        c.serial = Serial::new(serial).unwrap();
         assert_eq!(
             t.find(&host, &c).unwrap(),
             Some(PathBuf::from("/dev/nvme0n4")),
@@ -201,11 +203,11 @@ fn namespace_is_matched_by_uuid_eui_and_nqn() {
         );
     }
     let mut c = ctx("group");
-    c.serial_number = "111111112222333344445555555555555".into();
+    c.serial = Serial::new("111111112222333344445555555555555").unwrap();
     assert_eq!(t.find(&host, &c).unwrap(), None);
-    c.serial_number = "11111111222233334444555555555555".into();
+    c.serial = Serial::new("11111111222233334444555555555555").unwrap();
     assert_eq!(t.find(&host, &c).unwrap(), None);
-    c.target_names = vec!["nqn.2020-07.com.example:other".into()];
+    c.nqns = vec!["nqn.2020-07.com.example:other".into()];
     assert_eq!(
         t.find(&host, &c).unwrap(),
         Some(PathBuf::from("/dev/nvme1n1"))
