@@ -1,5 +1,6 @@
 //! volbridge: one volume engine, four front ends. See DESIGN.md in the shared folder.
 
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod conformance;

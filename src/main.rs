@@ -15,6 +15,14 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Show(ref args),
         } => show_config(args, cli.output),
+        Command::Completion { shell } => match cli::completion(shell) {
+            Ok(()) => 0,
+            Err(e) => cli::report(&e),
+        },
+        Command::Man { ref dir } => match cli::man(dir) {
+            Ok(()) => 0,
+            Err(e) => cli::report(&e),
+        },
         _ => client(cli),
     };
     ExitCode::from(code)

@@ -98,7 +98,12 @@ fn metrics() -> &'static Metrics {
         let registry = root.sub_registry_with_prefix("volbridge");
         let build = prometheus_client::metrics::info::Info::new(Build {
             version: env!("CARGO_PKG_VERSION"),
-            revision: option_env!("VOLBRIDGE_GIT_REVISION").unwrap_or("unknown"),
+            // The commit build.rs found (or VOLBRIDGE_BUILD_COMMIT), as `--version` shows it.
+            revision: if crate::build_info::COMMIT.is_empty() {
+                "unknown"
+            } else {
+                crate::build_info::COMMIT
+            },
         });
         registry.register("build", "volbridge's version and source revision", build);
         registry.register(

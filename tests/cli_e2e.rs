@@ -71,9 +71,11 @@ fn volume_lifecycle_through_the_cli_survives_restarts() {
 
     let grown = daemon.json(&["volume", "expand", "copy", "--size", "2Gi"]);
     assert_eq!(grown["size_bytes"], 2 * GI);
-    // Expanding to a smaller size answers the current size.
-    let same = daemon.json(&["volume", "expand", "copy", "--size", "1Gi"]);
+    // The same size again is the retry of a done expand; a smaller one is refused.
+    let same = daemon.json(&["volume", "expand", "copy", "--size", "2Gi"]);
     assert_eq!(same["size_bytes"], 2 * GI);
+    let smaller = daemon.cli(&["volume", "expand", "copy", "--size", "1Gi"]);
+    assert_eq!(smaller.status.code(), Some(2));
 
     // Clone from a volume: the temporary snapshot does not outlive it.
     let twin = daemon.json(&["volume", "clone", "twin", "--from-volume", "data"]);
@@ -116,8 +118,10 @@ fn volume_lifecycle_through_the_cli_survives_restarts() {
     }
     assert_eq!(daemon.json(&["snapshot", "rm", "snap1"])["removed"], true);
     daemon.json(&["volume", "rm", "data"]);
-    // Removing what is gone is not an error.
-    daemon.json(&["volume", "rm", "data"]);
+    // Removing what is gone says so: exit 3 (not found), naming it.
+    let gone = daemon.cli(&["volume", "rm", "data"]);
+    assert_eq!(gone.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("volume 'data' does not exist"));
     assert_eq!(names(&daemon.json(&["volume", "ls"])), Vec::<String>::new());
     assert_eq!(
         names(&daemon.json(&["snapshot", "ls"])),

@@ -694,6 +694,16 @@ fn c14_mount_returns_a_mount_point_and_stages_once() {
     assert_eq!(mountinfo_id(&mp), first, "no second stage");
     assert_eq!(loops_under(&plugin.daemon.state).len(), 1);
     assert_eq!(plugin.refs("db1"), 2);
+    // The CLI's rm of a volume Docker mounts says so, and what to do (issue 16).
+    let out = plugin.daemon.cli(&["volume", "rm", "db1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!(
+            "volume 'db1' is mounted by Docker at {mp} for 2 container reference(s)"
+        )) && err.contains("volbridge docker release db1"),
+        "{err}"
+    );
     assert_eq!(plugin.unmount("db1", &mount_id(1)).err(), "");
     assert!(is_mount_point(&mp));
     assert_eq!(plugin.unmount("db1", &mount_id(2)).err(), "");

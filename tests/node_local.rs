@@ -142,7 +142,12 @@ fn mount_write_unmount_remount_reads_back_and_rm_leaves_nothing() {
         Path::new(&second).join("file.bin").exists(),
         "the other mount stays"
     );
-    r.fails(&["volume", "rm", "data"], 5, "published");
+    // Refused by name, with where it is mounted and the command that frees it.
+    let err = r.fails(&["volume", "rm", "data"], 5, "volume 'data' is mounted");
+    assert!(
+        err.contains(&format!("volbridge volume unmount data {second}")),
+        "{err}"
+    );
     r.ok(&["volume", "unmount", "data", &second]);
     // Unmounting again, or a path never mounted, is success.
     let out = r.ok(&["volume", "unmount", "data", &second]);
@@ -206,7 +211,7 @@ fn expand_while_mounted_and_offline_grows_the_filesystem() {
     // Offline: expanded while not mounted, grown at the next mount.
     r.ok(&["volume", "unmount", "grow", &mnt]);
     let v = r.d.json(&["volume", "expand", "grow", "--size", "768Mi"]);
-    assert!(v.get("filesystem_resize").is_none());
+    assert_eq!(v["filesystem_resize"], "next mount");
     r.ok(&["volume", "mount", "grow", &mnt]);
     let offline = df_bytes(&mnt);
     assert!(offline > after + (200 << 20), "df {after} -> {offline}");

@@ -75,8 +75,9 @@ pub struct VolumeInfo {
     /// The CSP's effective config, keys in camelCase.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// After an expand of a volume staged on this node: how its filesystem grew
-    /// (`online`, `offline`, or `device only` for block volumes).
+    /// After an expand: how the filesystem of a volume staged on this node grew (`online`,
+    /// `offline`, or `device only` for block volumes), or `next mount` when the volume is
+    /// not staged here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem_resize: Option<String>,
     /// While the CSP still copies a clone's data: bytes copied and in all.

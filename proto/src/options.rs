@@ -25,6 +25,11 @@ use std::fmt;
 pub enum FrontEnd {
     Docker,
     Flex,
+    /// `volbridge volume create|clone -o`: the CLI has flags for the rest of the table
+    /// (`--size`, `--description`, `volume mount --read-only`…), so its `-o` takes the CSP
+    /// settings of the table, the first format's settings and `csp.<name>` (see
+    /// [`cli_flag_of`]).
+    Cli,
 }
 
 /// One option of the table.
@@ -46,6 +51,9 @@ impl OptionSpec {
         match front_end {
             FrontEnd::Docker => self.docker,
             FrontEnd::Flex => self.flex,
+            FrontEnd::Cli => {
+                CSP_SETTINGS.contains(&self.name) || FORMAT_SETTINGS.contains(&self.name)
+            }
         }
     }
 }
@@ -174,6 +182,9 @@ pub const OPTIONS: [OptionSpec; 15] = [
 
 /// Names that reach the CSP's volume `config` as they are.
 const CSP_SETTINGS: [&str; 2] = ["thick", "destroyOnDelete"];
+/// How the first format is made: kept in the volume's `config` (see
+/// [`Options::volume_config`]), read back by the node from the volume context.
+const FORMAT_SETTINGS: [&str; 4] = ["fsType", "mkfsOptions", "fsOwner", "fsMode"];
 /// The prefix of a backend's own setting.
 pub const CSP_PREFIX: &str = "csp.";
 /// The prefix volbridge keeps for itself.
@@ -224,6 +235,30 @@ pub struct Options {
     pub given: BTreeMap<String, String>,
 }
 
+/// Where the CLI takes an option of the table that its `-o` does not: the flag or command
+/// that does it, or why it has none.
+pub fn cli_flag_of(option: &str) -> Option<&'static str> {
+    let canonical = OPTIONS
+        .iter()
+        .find(|o| o.name.eq_ignore_ascii_case(option))?
+        .name;
+    Some(match canonical {
+        "size" => "give it as --size (e.g. --size 10Gi)",
+        "description" => "give it as --description",
+        "backend" => "give it as --backend",
+        "fromSnapshot" => "use volbridge volume clone NAME --from-snapshot SNAPSHOT",
+        "cloneOf" => "use volbridge volume clone NAME --from-volume VOLUME",
+        "mountOptions" => {
+            "mount options are given at each mount: volbridge volume mount NAME PATH -m noatime"
+        }
+        "readOnly" => {
+            "read-only is chosen at each mount: volbridge volume mount NAME PATH --read-only"
+        }
+        "volumeName" | "autoCreate" => "it is an option of the FlexVolume driver",
+        _ => return None,
+    })
+}
+
 /// The options `front_end` knows, in table order.
 pub fn known(front_end: FrontEnd) -> impl Iterator<Item = &'static OptionSpec> {
     OPTIONS.iter().filter(move |o| o.known_to(front_end))
@@ -232,7 +267,13 @@ pub fn known(front_end: FrontEnd) -> impl Iterator<Item = &'static OptionSpec> {
 /// The refusal of an option outside the table.
 fn unknown(front_end: FrontEnd, key: &str) -> OptionError {
     let names: Vec<&str> = known(front_end).map(|o| o.name).collect();
-    let nearest = names
+    // The CLI's `-o` knows few names; a typo of one of the table's others (`sise`) is
+    // pointed at the flag that takes it.
+    let candidates: Vec<&str> = match front_end {
+        FrontEnd::Cli => OPTIONS.iter().map(|o| o.name).collect(),
+        _ => names.clone(),
+    };
+    let nearest = candidates
         .iter()
         .map(|n| {
             (
@@ -242,7 +283,12 @@ fn unknown(front_end: FrontEnd, key: &str) -> OptionError {
         })
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| format!(" (did you mean {n}?)"))
+        .map(|(_, n)| match (front_end, cli_flag_of(n)) {
+            (FrontEnd::Cli, Some(flag)) if !names.contains(n) => {
+                format!(" (did you mean {n}? {flag})")
+            }
+            _ => format!(" (did you mean {n}?)"),
+        })
         .unwrap_or_default();
     let mut key_shown = shown(key);
     if key_shown.chars().count() > 32 {
@@ -291,6 +337,14 @@ pub fn parse<'a>(
             let setting = &key[CSP_PREFIX.len()..];
             check_setting_name(key, setting)?;
             format!("{CSP_PREFIX}{setting}")
+        } else if let Some(flag) = (front_end == FrontEnd::Cli)
+            .then(|| cli_flag_of(key))
+            .flatten()
+        {
+            return bad(format!(
+                "{} is not an -o option of the CLI: {flag}",
+                shown(key)
+            ));
         } else {
             known(front_end)
                 .find(|k| k.name.eq_ignore_ascii_case(key))
@@ -343,6 +397,28 @@ fn check_setting_name(key: &str, setting: &str) -> Result<(), OptionError> {
 }
 
 impl Options {
+    /// The volume's CSP `config`: the CSP settings and `csp.<name>` ones ([`Options::csp`]),
+    /// and how the first format is made under the publish context's keys (`fsType`,
+    /// `fsCreateOptions`, `fsOwner`, `fsMode`), which the node reads back at its first stage.
+    pub fn volume_config(&self) -> BTreeMap<String, String> {
+        let mut config = self.csp.clone();
+        if let Some(fs) = &self.fs_type {
+            config.insert("fsType".into(), fs.clone());
+        }
+        if let Some(m) = &self.mkfs_options {
+            config.insert("fsCreateOptions".into(), m.clone());
+        }
+        if let Some((uid, gid)) = self.fs_owner {
+            config.insert("fsOwner".into(), format!("{uid}:{gid}"));
+        }
+        if self.fs_mode.is_some() {
+            if let Some(given) = self.given.get("fsMode") {
+                config.insert("fsMode".into(), given.trim().to_owned());
+            }
+        }
+        config
+    }
+
     fn apply(&mut self, key: &str, raw: &str) -> Result<(), OptionError> {
         let value = raw.trim();
         if let Some(setting) = key.strip_prefix(CSP_PREFIX) {

@@ -11,6 +11,7 @@ use volbridge_local_csp::PoolChoice;
 #[command(
     name = "volbridge",
     version,
+    long_version = crate::build_info::long_version(),
     about = "One storage engine, every orchestrator",
     propagate_version = true
 )]
@@ -85,6 +86,26 @@ pub enum Command {
         #[command(subcommand)]
         command: super::flex::FlexCommand,
     },
+    /// Print a shell completion script: bash, zsh or fish (see README, "Install").
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the man pages (volbridge.1 and one per subcommand, volbridge-volume-mount.1…)
+    /// into a directory, e.g. /usr/local/share/man/man1.
+    Man {
+        /// Where to write the pages (made when missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// The shells `volbridge completion` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -271,10 +292,11 @@ pub enum VolumeCommand {
     /// Create a volume (a second create with the same name and size is a no-op).
     Create {
         name: String,
-        /// Size: bytes or 1Gi, 500Mi, 10G…
+        /// Size: bytes or a whole number of Ki, Mi, Gi, Ti, Pi (1Gi, 500Mi).
         #[arg(long, short = 's')]
         size: Option<String>,
-        /// CSP parameter, repeatable: -o key=value.
+        /// CSP setting, repeatable: -o thick=true, -o destroyOnDelete=false, or a
+        /// backend's own setting as -o csp.NAME=VALUE.
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
         #[arg(long, short = 'd')]
@@ -294,7 +316,8 @@ pub enum VolumeCommand {
         #[command(flatten)]
         backend: BackendArg,
     },
-    /// Remove volumes (removing one that does not exist is not an error).
+    /// Remove volumes. A name that does not exist fails (exit code 3); the other names
+    /// are still removed.
     #[command(alias = "remove")]
     Rm {
         #[arg(required = true)]
@@ -302,7 +325,8 @@ pub enum VolumeCommand {
         #[command(flatten)]
         backend: BackendArg,
     },
-    /// Grow a volume.
+    /// Grow a volume, and its filesystem when it is mounted or attached here (online, or
+    /// offline when the kernel refuses: the result says which). Volumes do not shrink.
     Expand {
         name: String,
         #[arg(long, short = 's')]
@@ -324,16 +348,20 @@ pub enum VolumeCommand {
         /// Size of the clone (default: the source's).
         #[arg(long, short = 's')]
         size: Option<String>,
+        /// CSP setting, repeatable: as for `volume create`.
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
         #[command(flatten)]
         backend: BackendArg,
     },
     /// Mount a volume at a directory on this machine (attach, format if blank, mount).
+    /// More mounts of the same volume share its attachment: read-only ones may join a
+    /// read-write volume, not the reverse; --block only while nothing mounts its filesystem.
     Mount {
         name: String,
         /// Absolute directory; with --block, the file the device node is bound onto.
         path: String,
+        /// Mount read-only (a volume mounted read-write elsewhere gets a read-only view).
         #[arg(long)]
         read_only: bool,
         /// Publish the raw block device instead of a filesystem.
@@ -405,7 +433,8 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         backend: BackendArg,
     },
-    /// Remove snapshots.
+    /// Remove snapshots. A name that does not exist fails (exit code 3); the other names
+    /// are still removed.
     #[command(alias = "remove")]
     Rm {
         #[arg(required = true)]

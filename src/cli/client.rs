@@ -74,8 +74,23 @@ impl AdminClient {
                 "the daemon did not answer in time",
             );
         }
+        // The HTTP client's error hides why the connection failed: ask the socket itself,
+        // so that a running daemon the caller may not use is not mistaken for no daemon.
+        match std::os::unix::net::UnixStream::connect(&self.socket) {
+            Err(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                return permission_denied(&self.socket)
+            }
+            Err(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Error::unavailable(format!(
+                    "no volbridge daemon listens on {} (the socket file is left from one that \
+                     stopped); start it with `volbridge serve` (or `systemctl start volbridge`)",
+                    self.socket.display()
+                ))
+            }
+            _ => {}
+        }
         Error::unavailable(format!(
-            "cannot reach the volbridge daemon at {} ({cause}); start it with `volbridge serve`, or point --socket / VOLBRIDGE_SOCKET at its socket",
+            "cannot reach the volbridge daemon at {} ({cause}); start it with `volbridge serve` (or `systemctl start volbridge`), or point --socket / VOLBRIDGE_SOCKET at its socket",
             self.socket.display()
         ))
     }
@@ -113,3 +128,52 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
 }
 
 pub use volbridge_proto::admin::path_segment as segment;
+
+/// The daemon runs, but this user may not open its socket (mode 0660): say who may, and how
+/// to become one of them.
+fn permission_denied(socket: &Path) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let shown = socket.display();
+    let Ok(meta) = std::fs::metadata(socket) else {
+        return Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "permission denied: this user cannot reach {shown} (a directory on its path \
+                 is closed to it); run the command with sudo, or as a user who can"
+            ),
+        );
+    };
+    let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
+    let owner = if meta.uid() == 0 {
+        "root".to_owned()
+    } else {
+        format!("uid {}", meta.uid())
+    };
+    let fix = if meta.gid() == 0 {
+        "run the command with sudo (e.g. sudo volbridge volume ls)".to_owned()
+    } else {
+        format!(
+            "add yourself to group '{group}' (sudo usermod -aG {group} $USER, then log in \
+             again), or run the command with sudo"
+        )
+    };
+    Error::new(
+        ErrorKind::FailedPrecondition,
+        format!(
+            "permission denied on {shown}: the daemon is running, but its socket (owner \
+             {owner}, group {group}, mode {:04o}) admits only its owner and group; {fix}",
+            meta.mode() & 0o7777
+        ),
+    )
+}
+
+/// A group's name from /etc/group.
+fn group_name(gid: u32) -> Option<String> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (id.parse::<u32>().ok()? == gid).then(|| name.to_owned())
+    })
+}

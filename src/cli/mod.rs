@@ -41,6 +41,55 @@ pub fn report(e: &Error) -> u8 {
     exit_code(e.kind)
 }
 
+/// `volbridge completion SHELL`: the script on stdout (a reader that stops early, as
+/// `| head` does, is no error).
+pub fn completion(shell: args::CompletionShell) -> Result<(), Error> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    use std::io::Write;
+    let shell = match shell {
+        args::CompletionShell::Bash => Shell::Bash,
+        args::CompletionShell::Zsh => Shell::Zsh,
+        args::CompletionShell::Fish => Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "volbridge", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::internal(format!(
+            "cannot write the completion script: {e}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `volbridge man --dir DIR`: a page per command, named as `man` finds them
+/// (`volbridge.1`, `volbridge-volume-mount.1`); prints what it wrote.
+pub fn man(dir: &std::path::Path) -> Result<(), Error> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::precondition(format!("cannot make {}: {e}", dir.display())))?;
+    let cmd = Cli::command().version(crate::build_info::VERSION);
+    clap_mangen::generate_to(cmd, dir).map_err(|e| {
+        Error::precondition(format!(
+            "cannot write the man pages into {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut pages: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::internal(format!("cannot list {}: {e}", dir.display())))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("volbridge") && n.ends_with(".1"))
+        .collect();
+    pages.sort();
+    println!(
+        "wrote {} man pages into {} (volbridge.1 and one per subcommand)",
+        pages.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
 /// `volbridge doctor`: checks the protocols of the config (or `local`), prints a table, and
 /// fails (exit 5) when something required is missing.
 fn doctor(config: Option<&std::path::Path>, format: output::Format) -> Result<(), Error> {
@@ -107,8 +156,11 @@ fn pool_check(config: &crate::config::Config) -> crate::host::doctor::Check {
 pub async fn run_client(cli: Cli) -> Result<(), Error> {
     let format = cli.output;
     match cli.command {
-        Command::Serve(_) | Command::Config { .. } => {
-            unreachable!("serve and config run without the admin API")
+        Command::Serve(_)
+        | Command::Config { .. }
+        | Command::Completion { .. }
+        | Command::Man { .. } => {
+            unreachable!("serve, config, completion and man run without the admin API")
         }
         Command::Csp { command } => csp::run(command, format).await,
         Command::Csi(args) => csi::run(args, format).await,

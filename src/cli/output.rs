@@ -92,10 +92,26 @@ pub fn volume(format: Format, v: &VolumeInfo) {
     if let Some(p) = &v.copy_progress {
         rows.push(vec!["copy".into(), copy_progress(p)]);
     }
+    if let Some(how) = &v.filesystem_resize {
+        rows.push(vec!["filesystem".into(), filesystem_resize(how)]);
+    }
     for (k, val) in &v.config {
         rows.push(vec![format!("config.{k}"), val.clone()]);
     }
     table(&["FIELD", "VALUE"], &rows);
+}
+
+/// `filesystem_resize` in words: what volbridge did, never a step left to the user.
+pub fn filesystem_resize(how: &str) -> String {
+    match how {
+        "online" => "grown online, while mounted".to_owned(),
+        "offline" => "grown offline: the kernel refused to grow it mounted, so volbridge \
+                      unmounted it, checked and grew it, and mounted it again"
+            .to_owned(),
+        "device only" => "none (raw block volume): the device grew".to_owned(),
+        "next mount" => "not mounted here: grows at its next mount on this node".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 pub fn snapshots(format: Format, list: &[SnapshotInfo]) {

@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use volbridge_proto::admin::{
     SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest, VolumeExpandRequest, VolumeInfo,
 };
+use volbridge_proto::options;
 
 fn backend_query(backend: &Option<String>) -> Vec<(&'static str, &str)> {
     vec![("backend", backend.as_deref().unwrap_or(""))]
@@ -19,6 +20,49 @@ fn backend_query(backend: &Option<String>) -> Vec<(&'static str, &str)> {
 fn progress(format: Format, what: &str) {
     if format == Format::Table && std::io::stderr().is_terminal() {
         eprintln!("{what}…");
+    }
+}
+
+/// `-o key=value` of `volume create|clone`: the CSP settings of the one option table
+/// (`thick`, `destroyOnDelete`), the first format's (`fsType`, `mkfsOptions`, `fsOwner`,
+/// `fsMode`) and `csp.<name>`, into the volume's config as Docker puts them; anything else
+/// is refused with the nearest name or the flag that does it (docs/vocabulary.md).
+fn csp_options(pairs: Vec<(String, String)>) -> Result<BTreeMap<String, String>> {
+    let parsed = options::parse(
+        options::FrontEnd::Cli,
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|e| crate::Error::invalid_option(format!("-o: {e}")))?;
+    Ok(parsed.volume_config())
+}
+
+/// `rm A B C`: each name is tried; a refusal is printed and the others still go. The exit
+/// code is the first refusal's (3 for a name that does not exist).
+async fn remove_each(
+    client: &AdminClient,
+    format: Format,
+    kind: &str,
+    names: &[String],
+    backend: &Option<String>,
+) -> Result<()> {
+    let mut failed: Vec<crate::Error> = Vec::new();
+    for name in names {
+        let path = format!("/v1/{kind}s/{}", segment(name));
+        match client.delete(&path, &backend_query(backend)).await {
+            Ok(()) => removed(format, kind, name),
+            Err(e) if names.len() == 1 => return Err(e),
+            Err(e) => {
+                eprintln!("volbridge: {}", e.message);
+                failed.push(e);
+            }
+        }
+    }
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(crate::Error::new(
+            first.kind,
+            format!("{} of {} {kind}s not removed", failed.len(), names.len()),
+        )),
     }
 }
 
@@ -43,7 +87,7 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
                 size: size.map(Value::String),
                 backend: backend.backend,
                 description,
-                options: options.into_iter().collect::<BTreeMap<_, _>>(),
+                options: csp_options(options)?,
                 ..Default::default()
             };
             let v: VolumeInfo = client.post("/v1/volumes", &[], &req).await?;
@@ -67,7 +111,7 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
                 name,
                 size: size.map(Value::String),
                 backend: backend.backend,
-                options: options.into_iter().collect(),
+                options: csp_options(options)?,
                 from_snapshot,
                 from_volume,
                 ..Default::default()
@@ -101,13 +145,7 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
             output::volume(format, &v);
         }
         VolumeCommand::Rm { names, backend } => {
-            for name in names {
-                let path = format!("/v1/volumes/{}", segment(&name));
-                client
-                    .delete(&path, &backend_query(&backend.backend))
-                    .await?;
-                removed(format, "volume", &name);
-            }
+            remove_each(client, format, "volume", &names, &backend.backend).await?;
         }
         // Node subcommands are handled in `node.rs` before this match.
         VolumeCommand::Mount { .. }
@@ -157,13 +195,7 @@ pub async fn snapshot(
             output::snapshot(format, &s);
         }
         SnapshotCommand::Rm { names, backend } => {
-            for name in names {
-                let path = format!("/v1/snapshots/{}", segment(&name));
-                client
-                    .delete(&path, &backend_query(&backend.backend))
-                    .await?;
-                removed(format, "snapshot", &name);
-            }
+            remove_each(client, format, "snapshot", &names, &backend.backend).await?;
         }
     }
     Ok(())

@@ -448,3 +448,66 @@ pub fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The first ```sh block of README.md after the line that starts with `marker`: the README's
+/// own words, so a test that runs them keeps the README true.
+pub fn readme_block(marker: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let after = readme
+        .lines()
+        .skip_while(|l| !l.starts_with(marker))
+        .skip_while(|l| l.trim() != "```sh")
+        .skip(1);
+    let block: Vec<&str> = after.take_while(|l| l.trim() != "```").collect();
+    assert!(
+        !block.is_empty(),
+        "README.md has no ```sh block after a line starting with {marker:?}"
+    );
+    block.join("\n") + "\n"
+}
+
+/// Runs a README block with bash (`set -euo pipefail`, each command echoed), the
+/// `volbridge` under test first on PATH and talking to `d`: (exit code, stdout, stderr).
+pub fn run_script(d: &Daemon, script: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -xeuo pipefail\n{script}"))
+        .env("PATH", path)
+        .env("VOLBRIDGE_SOCKET", &d.socket)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A tool the test needs: in CI it must be there (scripts/test installs it); a developer may
+/// set `VOLBRIDGE_ALLOW_SKIP=1` to skip instead.
+pub fn require_tool(test: &str, tool: &str, package: &str) -> bool {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .any(|d| Path::new(d).join(tool).exists());
+    if found {
+        return true;
+    }
+    let why = format!("{test} needs {tool} (Debian package {package}; scripts/test installs it)");
+    if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {why}");
+        return false;
+    }
+    panic!("{why}; set VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
+}

@@ -24,6 +24,7 @@ pub use controller::grants::{Grant, GrantRequest};
 pub use controller::groups::{SnapshotGroup, VolumeGroup};
 pub use controller::requested::{RequestedSource, RequestedVolume, SizeRange, SnapshotRef};
 pub use controller::snapshot_metadata::{ByteRange, RangeWalk, SnapshotKey};
+pub use controller::volumes::Shrink;
 pub(crate) use guard::{OpGuard, OpGuards};
 pub use model::{Access, BackendStatus, CreateVolume, Snapshot, Volume, VolumeSource};
 pub use node::attachments::Attachment;

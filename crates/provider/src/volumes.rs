@@ -473,9 +473,10 @@ impl CspClient {
     /// B35 after its first step: `v` is what V3 (or a lookup by name) answered just now.
     pub async fn delete_found_volume(&self, v: &Volume) -> Result<()> {
         let id = require_id("volumeId", vol_id(v))?;
+        let named = v.name.as_deref().filter(|n| !n.is_empty()).unwrap_or(id);
         if v.published == Some(true) {
             return Err(Error::precondition(format!(
-                "volume {id} is still published"
+                "volume '{named}' is still published; unpublish it first"
             )));
         }
         let probe = self
@@ -494,7 +495,9 @@ impl CspClient {
             let probe = self.check(probe, Op::Other)?;
             let snaps: Vec<Snapshot> = self.decode_list(&probe, "snapshot list")?;
             if !snaps.is_empty() {
-                return Err(Error::precondition(format!("volume {id} has snapshots")));
+                return Err(Error::precondition(format!(
+                    "volume '{named}' has snapshots; delete them first"
+                )));
             }
         }
         self.remove_volume(id, false).await

@@ -157,3 +157,68 @@ fn flex_takes_empty_values_as_absent() {
     assert_eq!((o.fs_type, o.size), (None, None));
     assert!(docker(&[("size", "")]).is_err());
 }
+
+fn cli(pairs: &[(&str, &str)]) -> Result<Options, OptionError> {
+    parse(FrontEnd::Cli, pairs.iter().copied())
+}
+
+#[test]
+fn the_cli_takes_csp_settings_and_points_the_rest_at_its_flags() {
+    let o = cli(&[
+        ("thick", "1"),
+        ("DestroyOnDelete", "false"),
+        ("csp.performancePolicy", "fast"),
+    ])
+    .unwrap();
+    assert_eq!(o.csp["thick"], "true");
+    assert_eq!(o.csp["destroyOnDelete"], "false");
+    assert_eq!(o.csp["performancePolicy"], "fast");
+    assert_eq!(
+        cli(&[("thik", "true")]).unwrap_err().0,
+        "unknown option \"thik\" (did you mean thick?); known: fsType, mkfsOptions, fsOwner, \
+         fsMode, thick, destroyOnDelete; give a backend's own setting as csp.<name>=<value>"
+    );
+    assert_eq!(
+        cli(&[("sise", "1Gi")]).unwrap_err().0,
+        "unknown option \"sise\" (did you mean size? give it as --size (e.g. --size 10Gi)); \
+         known: fsType, mkfsOptions, fsOwner, fsMode, thick, destroyOnDelete; give a \
+         backend's own setting as csp.<name>=<value>"
+    );
+    assert_eq!(
+        cli(&[("Size", "1Gi")]).unwrap_err().0,
+        "Size is not an -o option of the CLI: give it as --size (e.g. --size 10Gi)"
+    );
+    // How the first format is made goes to the volume's config, as Docker puts it.
+    let o = cli(&[
+        ("fstype", "XFS"),
+        ("mkfsOptions", "-m 0"),
+        ("fsOwner", "1:2"),
+        ("fsMode", "0710"),
+    ])
+    .unwrap();
+    let config = o.volume_config();
+    assert_eq!(config["fsType"], "xfs");
+    assert_eq!(config["fsCreateOptions"], "-m 0");
+    assert_eq!(config["fsOwner"], "1:2");
+    assert_eq!(config["fsMode"], "0710");
+    for key in [
+        "mountOptions",
+        "readOnly",
+        "fromSnapshot",
+        "cloneOf",
+        "description",
+        "backend",
+        "autoCreate",
+    ] {
+        let e = cli(&[(key, "x")]).unwrap_err().0;
+        assert!(
+            e.starts_with(&format!("{key} is not an -o option of the CLI: ")),
+            "{e}"
+        );
+    }
+    assert!(cli(&[("performancePolicy", "fast")])
+        .unwrap_err()
+        .0
+        .contains("csp.<name>=<value>"));
+    assert!(cli(&[("thick", "maybe")]).is_err());
+}

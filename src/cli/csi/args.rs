@@ -59,7 +59,8 @@ pub enum ControllerCommand {
     /// CreateVolume.
     #[command(alias = "create-volume")]
     Create(CreateArgs),
-    /// DeleteVolume (an unknown id is not an error).
+    /// DeleteVolume. An id the plugin does not know is success in CSI; this client lists
+    /// the volumes first and says when no volume had the id (nothing was deleted).
     #[command(alias = "delete-volume")]
     Delete {
         volume_id: String,
@@ -309,9 +310,9 @@ pub struct ControllerPublishArgs {
     pub node_id: String,
     #[arg(long)]
     pub read_only: bool,
-    /// Volume context (as CreateVolume returned it), repeatable: key=value.
-    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_kv)]
-    pub volume_context: Vec<(String, String)>,
+    /// Volume context (as CreateVolume returned it), repeatable: key=value[,key=value…].
+    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_pairs)]
+    pub volume_context: Vec<Pairs>,
     #[command(flatten)]
     pub capability: CapabilityArgs,
     #[command(flatten)]
@@ -360,9 +361,9 @@ pub struct ListSnapshotsArgs {
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     pub volume_id: String,
-    /// Volume context, repeatable: key=value.
-    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_kv)]
-    pub volume_context: Vec<(String, String)>,
+    /// Volume context, repeatable: key=value[,key=value…].
+    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_pairs)]
+    pub volume_context: Vec<Pairs>,
     /// Parameter the volume was created with, repeatable: key=value.
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_kv)]
     pub params: Vec<(String, String)>,
@@ -416,12 +417,13 @@ pub struct StageArgs {
     pub volume_id: String,
     #[arg(long, value_name = "PATH")]
     pub staging_path: String,
-    /// Publish context (from ControllerPublishVolume), repeatable: key=value.
-    #[arg(long = "publish-context", value_name = "KEY=VALUE", value_parser = parse_kv)]
-    pub publish_context: Vec<(String, String)>,
-    /// Volume context (from CreateVolume), repeatable: key=value.
-    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_kv)]
-    pub volume_context: Vec<(String, String)>,
+    /// Publish context (from ControllerPublishVolume), repeatable: key=value[,key=value…]
+    /// (csc's form; a comma not followed by `key=` stays in the value, `\,` is a comma).
+    #[arg(long = "publish-context", value_name = "KEY=VALUE", value_parser = parse_pairs)]
+    pub publish_context: Vec<Pairs>,
+    /// Volume context (from CreateVolume), repeatable: key=value[,key=value…].
+    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_pairs)]
+    pub volume_context: Vec<Pairs>,
     #[command(flatten)]
     pub capability: CapabilityArgs,
     #[command(flatten)]
@@ -437,12 +439,13 @@ pub struct NodePublishArgs {
     pub staging_path: Option<String>,
     #[arg(long)]
     pub read_only: bool,
-    /// Publish context (from ControllerPublishVolume), repeatable: key=value.
-    #[arg(long = "publish-context", value_name = "KEY=VALUE", value_parser = parse_kv)]
-    pub publish_context: Vec<(String, String)>,
-    /// Volume context (from CreateVolume), repeatable: key=value.
-    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_kv)]
-    pub volume_context: Vec<(String, String)>,
+    /// Publish context (from ControllerPublishVolume), repeatable: key=value[,key=value…]
+    /// (csc's form; a comma not followed by `key=` stays in the value, `\,` is a comma).
+    #[arg(long = "publish-context", value_name = "KEY=VALUE", value_parser = parse_pairs)]
+    pub publish_context: Vec<Pairs>,
+    /// Volume context (from CreateVolume), repeatable: key=value[,key=value…].
+    #[arg(long = "volume-context", value_name = "KEY=VALUE", value_parser = parse_pairs)]
+    pub volume_context: Vec<Pairs>,
     #[command(flatten)]
     pub capability: CapabilityArgs,
     #[command(flatten)]
@@ -485,6 +488,64 @@ pub fn parse_kv(text: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         Some(_) => Err(format!("'{text}' has an empty key; write KEY=VALUE")),
         None => Err(format!("'{text}' is not KEY=VALUE")),
+    }
+}
+
+/// The pairs of one `--publish-context` or `--volume-context` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pairs(pub Vec<(String, String)>);
+
+/// Every pair of repeated list flags, in order.
+pub fn flatten(lists: &[Pairs]) -> Vec<(String, String)> {
+    lists.iter().flat_map(|p| p.0.iter().cloned()).collect()
+}
+
+/// `key=value[,key=value…]`, as csc takes a context (`--pub-context k=v,k2=v2`), while
+/// one pair per flag keeps working. A comma splits only where a `key=` follows it, so a
+/// list value (`targetNames=iqn.a,iqn.b`, `discoveryIps=10.0.0.1,10.0.0.2`) stays whole;
+/// `\,` is a comma that never splits (`fsCreateOptions=-E a=1\,b=2`).
+pub fn parse_pairs(text: &str) -> Result<Pairs, String> {
+    let mut pieces: Vec<String> = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&',') => {
+                chars.next();
+                pieces.last_mut().expect("one piece").push(',');
+            }
+            ',' => pieces.push(String::new()),
+            other => pieces.last_mut().expect("one piece").push(other),
+        }
+    }
+    // Rejoin the pieces that do not start with `key=`: they continue the value before them.
+    let mut pairs: Vec<String> = Vec::new();
+    for piece in pieces {
+        match pairs.last_mut() {
+            Some(last) if !starts_with_key(&piece) => {
+                last.push(',');
+                last.push_str(&piece);
+            }
+            _ => pairs.push(piece),
+        }
+    }
+    pairs
+        .iter()
+        .map(|p| parse_kv(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Pairs)
+}
+
+/// Whether `text` starts with `key=`: a key of letters, digits, `_ . - /` (CSI context
+/// keys such as `targetNames` or `csi.storage.k8s.io/pod.name`).
+fn starts_with_key(text: &str) -> bool {
+    match text.split_once('=') {
+        Some((key, _)) => {
+            !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'))
+        }
+        None => false,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `volbridge csi controller …`: the Controller service.
 
 use super::args::{
-    CapacityArgs, ControllerCommand, ControllerExpandArgs, ControllerPublishArgs,
+    flatten, CapacityArgs, ControllerCommand, ControllerExpandArgs, ControllerPublishArgs,
     ControllerUnpublishArgs, CreateArgs, ListArgs, ListSnapshotsArgs, SnapshotArgs, ValidateArgs,
 };
 use super::call::Conn;
@@ -39,7 +39,7 @@ pub fn publish_request(a: &ControllerPublishArgs) -> Result<pb::ControllerPublis
         volume_capability: Some(convert::capability(&a.capability)),
         readonly: a.read_only,
         secrets: secrets(&a.secrets.secrets)?,
-        volume_context: map("--volume-context", &a.volume_context)?,
+        volume_context: map("--volume-context", &flatten(&a.volume_context))?,
     })
 }
 
@@ -56,7 +56,7 @@ pub fn unpublish_request(
 pub fn validate_request(a: &ValidateArgs) -> Result<pb::ValidateVolumeCapabilitiesRequest> {
     Ok(pb::ValidateVolumeCapabilitiesRequest {
         volume_id: a.volume_id.clone(),
-        volume_context: map("--volume-context", &a.volume_context)?,
+        volume_context: map("--volume-context", &flatten(&a.volume_context))?,
         volume_capabilities: vec![convert::capability(&a.capability)],
         parameters: map("--param", &a.params)?,
         secrets: secrets(&a.secrets.secrets)?,
@@ -156,14 +156,33 @@ pub async fn run(conn: &Conn, command: ControllerCommand) -> Result<Reply> {
                 volume_id: volume_id.clone(),
                 secrets: self::secrets(&secrets.secrets)?,
             };
-            let mut c = c;
+            // DeleteVolume of an id the plugin does not know is success (CSI spec), so the
+            // reply alone cannot tell a deletion from a wrong id: look at the list first.
+            let listed = listed(conn, &volume_id).await;
+            let mut c = c.clone();
             conn.call(
                 "DeleteVolume",
                 req,
                 |r| async move { c.delete_volume(r).await },
             )
             .await?;
-            Ok(Reply::done(format!("deleted volume {volume_id}")))
+            Ok(match listed {
+                Listed::Yes => Reply::done(format!("deleted volume {volume_id}")),
+                Listed::Unknown => Reply::done(format!(
+                    "DeleteVolume of volume id {volume_id} succeeded (the plugin cannot list \
+                     volumes, so whether it had one by this id is not known)"
+                )),
+                Listed::No(count) => Reply::done(format!(
+                    "no volume has id '{volume_id}': nothing was deleted"
+                ))
+                .warn(format!(
+                    "DeleteVolume answered success, as CSI does for an id it does not know, \
+                     but none of the {count} volume(s) ListVolumes lists has id \
+                     '{volume_id}'. A volume's id is the plugin's and need not be the name it \
+                     was created with: `volbridge csi controller list` shows the ids \
+                     (CreateVolume's reply has it as volume_id)"
+                )),
+            })
         }
         ControllerCommand::Publish(a) => {
             let req = publish_request(&a)?;
@@ -408,6 +427,71 @@ pub async fn run(conn: &Conn, command: ControllerCommand) -> Result<Reply> {
             .await?;
             Ok(Reply::done(format!("modified volume {volume_id}")))
         }
+    }
+}
+
+/// Whether a ListVolumes walk (every page) holds a volume id.
+enum Listed {
+    Yes,
+    /// Not among this many listed volumes.
+    No(usize),
+    /// The plugin cannot list volumes, or the list failed.
+    Unknown,
+}
+
+async fn listed(conn: &Conn, volume_id: &str) -> Listed {
+    use pb::controller_service_capability::{rpc::Type as Rpc, Type};
+    let mut c = conn.controller();
+    let caps = conn
+        .call(
+            "ControllerGetCapabilities",
+            pb::ControllerGetCapabilitiesRequest {},
+            |r| async move { c.controller_get_capabilities(r).await },
+        )
+        .await;
+    let can_list = caps.is_ok_and(|r| {
+        r.capabilities.iter().any(|cap| {
+            matches!(&cap.r#type, Some(Type::Rpc(rpc)) if rpc.r#type == Rpc::ListVolumes as i32)
+        })
+    });
+    if !can_list {
+        return Listed::Unknown;
+    }
+    let page = ListArgs {
+        max_entries: 0,
+        starting_token: None,
+        all: true,
+    };
+    let walk = pages("ListVolumes", &page, |token| {
+        let mut c = conn.controller();
+        let req = pb::ListVolumesRequest {
+            max_entries: 0,
+            starting_token: token,
+        };
+        async move {
+            let r = conn
+                .call(
+                    "ListVolumes",
+                    req,
+                    |r| async move { c.list_volumes(r).await },
+                )
+                .await?;
+            Ok((r.entries, r.next_token))
+        }
+    })
+    .await;
+    match walk {
+        Ok((entries, _)) => {
+            let found = entries
+                .iter()
+                .any(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == volume_id));
+            if found {
+                Listed::Yes
+            } else {
+                Listed::No(entries.len())
+            }
+        }
+        Err(_) => Listed::Unknown,
     }
 }
 

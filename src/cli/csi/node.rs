@@ -1,6 +1,6 @@
 //! `volbridge csi node …`: the Node service.
 
-use super::args::{NodeCommand, NodeExpandArgs, NodePublishArgs, StageArgs};
+use super::args::{flatten, NodeCommand, NodeExpandArgs, NodePublishArgs, StageArgs};
 use super::call::Conn;
 use super::convert::{self, map, secrets};
 use super::render::{self, Block, Reply};
@@ -11,24 +11,24 @@ use volbridge_proto::csi as pb;
 pub fn stage_request(a: &StageArgs) -> Result<pb::NodeStageVolumeRequest> {
     Ok(pb::NodeStageVolumeRequest {
         volume_id: a.volume_id.clone(),
-        publish_context: map("--publish-context", &a.publish_context)?,
+        publish_context: map("--publish-context", &flatten(&a.publish_context))?,
         staging_target_path: a.staging_path.clone(),
         volume_capability: Some(convert::capability(&a.capability)),
         secrets: secrets(&a.secrets.secrets)?,
-        volume_context: map("--volume-context", &a.volume_context)?,
+        volume_context: map("--volume-context", &flatten(&a.volume_context))?,
     })
 }
 
 pub fn publish_request(a: &NodePublishArgs) -> Result<pb::NodePublishVolumeRequest> {
     Ok(pb::NodePublishVolumeRequest {
         volume_id: a.volume_id.clone(),
-        publish_context: map("--publish-context", &a.publish_context)?,
+        publish_context: map("--publish-context", &flatten(&a.publish_context))?,
         staging_target_path: a.staging_path.clone().unwrap_or_default(),
         target_path: a.target_path.clone(),
         volume_capability: Some(convert::capability(&a.capability)),
         readonly: a.read_only,
         secrets: secrets(&a.secrets.secrets)?,
-        volume_context: map("--volume-context", &a.volume_context)?,
+        volume_context: map("--volume-context", &flatten(&a.volume_context))?,
     })
 }
 

@@ -13,6 +13,8 @@ use volbridge_proto::csi as pb;
 pub struct Reply {
     pub json: Value,
     pub human: Vec<Block>,
+    /// A warning for people, printed on stderr in either format (JSON stays the reply).
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +29,11 @@ pub enum Block {
 
 impl Reply {
     pub fn new(json: Value, human: Vec<Block>) -> Reply {
-        Reply { json, human }
+        Reply {
+            json,
+            human,
+            warning: None,
+        }
     }
 
     /// An empty CSI reply: `{}` in JSON, a sentence for people.
@@ -35,7 +41,16 @@ impl Reply {
         Reply::new(json!({}), vec![Block::Line(sentence.into())])
     }
 
+    /// The same reply with a warning for people.
+    pub fn warn(mut self, warning: impl Into<String>) -> Reply {
+        self.warning = Some(warning.into());
+        self
+    }
+
     pub fn print(&self, format: Format) {
+        if let Some(w) = &self.warning {
+            eprintln!("volbridge: warning: {w}");
+        }
         match format {
             Format::Json => output::json(&self.json),
             Format::Table => {

@@ -91,10 +91,13 @@ pub async fn delete_volume(
     Path(name): Path<String>,
     Query(q): Query<BackendQuery>,
 ) -> ApiResult<StatusCode> {
-    state
+    let removed = state
         .engine
-        .delete_volume(&name, q.backend.as_deref(), Wait::Bounded)
+        .delete_volume_if_exists(&name, q.backend.as_deref(), Wait::Bounded)
         .await?;
+    if !removed {
+        return Err(not_there("volume", &name, &state, q.backend.as_deref()).into());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -110,11 +113,16 @@ pub async fn expand_volume(
         .expand_and_grow(&name, size, q.backend.as_deref(), Wait::Bounded)
         .await?;
     let mut info = convert::volume(v);
-    info.filesystem_resize = grown.map(|g| match g.filesystem {
-        Some(f) if f.online => "online".to_owned(),
-        Some(_) => "offline".to_owned(),
-        None => "device only".to_owned(),
-    });
+    info.filesystem_resize = Some(
+        match grown.map(|g| g.filesystem) {
+            Some(Some(f)) if f.online => "online",
+            Some(Some(_)) => "offline",
+            Some(None) => "device only",
+            // Not staged here: the grow is recorded and made at its next mount here.
+            None => "next mount",
+        }
+        .to_owned(),
+    );
     Ok(Json(info))
 }
 
@@ -164,11 +172,40 @@ pub async fn delete_snapshot(
     Path(name): Path<String>,
     Query(q): Query<BackendQuery>,
 ) -> ApiResult<StatusCode> {
-    state
+    let removed = state
         .engine
-        .delete_snapshot(&name, q.backend.as_deref(), Wait::Bounded)
+        .delete_snapshot_if_exists(&name, q.backend.as_deref(), Wait::Bounded)
         .await?;
+    if !removed {
+        return Err(not_there("snapshot", &name, &state, q.backend.as_deref()).into());
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A remove of something that is not there: NotFound, naming it and where it was looked
+/// for (a person's `rm nosuch` is a typo more often than a retry).
+fn not_there(kind: &str, name: &str, state: &AdminState, backend: Option<&str>) -> Error {
+    let backend = state
+        .engine
+        .backends()
+        .resolve(backend)
+        .map(|b| b.name)
+        .unwrap_or_else(|_| backend.unwrap_or_default().to_owned());
+    let list = if kind == "volume" {
+        "volbridge volume ls"
+    } else {
+        "volbridge snapshot ls"
+    };
+    let object = if kind == "volume" {
+        volbridge_base::Object::Volume(name.to_owned())
+    } else {
+        volbridge_base::Object::Snapshot(name.to_owned())
+    };
+    Error::not_found(format!(
+        "{kind} '{name}' does not exist on backend '{backend}'; nothing was removed ({list} \
+         shows what there is)"
+    ))
+    .about(object)
 }
 
 pub async fn list_backends(State(state): State<AdminState>) -> Json<Vec<BackendInfo>> {

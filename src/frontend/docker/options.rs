@@ -24,6 +24,7 @@ pub fn parse(name: &str, opts: &BTreeMap<String, String>) -> Result<DockerCreate
         opts.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )
     .map_err(bad)?;
+    let params = o.volume_config();
     let mut req = DockerCreate {
         name: name.to_owned(),
         fs_type: "ext4".to_owned(),
@@ -32,7 +33,7 @@ pub fn parse(name: &str, opts: &BTreeMap<String, String>) -> Result<DockerCreate
         read_only: o.read_only,
         backend: o.backend,
         mount_options: o.mount_options,
-        params: o.csp,
+        params,
         ..DockerCreate::default()
     };
     req.source = match (o.from_snapshot, o.clone_of) {
@@ -45,18 +46,7 @@ pub fn parse(name: &str, opts: &BTreeMap<String, String>) -> Result<DockerCreate
         req.fs_type = String::new();
     }
     if let Some(fs) = o.fs_type {
-        req.params.insert("fsType".into(), fs.clone());
         req.fs_type = fs;
-    }
-    if let Some(m) = o.mkfs_options {
-        req.params.insert("fsCreateOptions".into(), m);
-    }
-    if let Some((uid, gid)) = o.fs_owner {
-        req.params.insert("fsOwner".into(), format!("{uid}:{gid}"));
-    }
-    if o.fs_mode.is_some() {
-        req.params
-            .insert("fsMode".into(), o.given["fsMode"].trim().to_owned());
     }
     req.options = o.given;
     Ok(req)

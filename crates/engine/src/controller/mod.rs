@@ -9,4 +9,4 @@ pub mod groups;
 pub mod requested;
 pub mod snapshot_metadata;
 mod snapshots;
-mod volumes;
+pub mod volumes;

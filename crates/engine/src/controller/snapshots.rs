@@ -151,19 +151,30 @@ impl Engine {
         backend: Option<&str>,
         wait: Wait,
     ) -> Result<()> {
+        self.delete_snapshot_if_exists(name, backend, wait)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a snapshot by name: `false` when there was no such snapshot.
+    pub async fn delete_snapshot_if_exists(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<bool> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self
             .guard(&backend.name, &format!("snapshot:{name}"), wait)
             .await?;
         match backend.client.find_snapshot(name, None).await? {
-            None => Ok(()),
-            Some(s) => {
-                backend
-                    .client
-                    .delete_snapshot(&s.id.unwrap_or_default())
-                    .await
-            }
+            None => Ok(false),
+            Some(s) => backend
+                .client
+                .delete_snapshot(&s.id.unwrap_or_default())
+                .await
+                .map(|()| true),
         }
     }
 }

@@ -3,7 +3,7 @@
 use crate::model::{CreateVolume, Volume, VolumeSource};
 use crate::names::validate_name;
 use crate::records::intent::{self, Intent};
-use crate::size::align;
+use crate::size::{align, human};
 use crate::{Engine, Wait};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -189,7 +189,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// Grows a volume; a size at or below the current one answers the current volume.
+    /// Grows a volume; a size at or below the current one answers the current volume (CSI's
+    /// rule: the resizer's retry of a done expand is success).
     pub async fn expand_volume(
         &self,
         name: &str,
@@ -197,14 +198,44 @@ impl Engine {
         backend: Option<&str>,
         wait: Wait,
     ) -> Result<Volume> {
+        self.expand_volume_with(name, size, backend, wait, Shrink::AnswerCurrent)
+            .await
+    }
+
+    /// Grows a volume; `shrink` says what a size below the current one gets.
+    pub async fn expand_volume_with(
+        &self,
+        name: &str,
+        size: u64,
+        backend: Option<&str>,
+        wait: Wait,
+        shrink: Shrink,
+    ) -> Result<Volume> {
         validate_name("name", name)?;
         let size = align("size", size)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
         let found = backend.client.find_volume(name).await?.ok_or_else(|| {
-            Error::not_found(format!("volume '{name}' does not exist"))
-                .about(Object::Volume(name.to_string()))
+            Error::not_found(format!(
+                "volume '{name}' does not exist on backend '{}'",
+                backend.name
+            ))
+            .about(Object::Volume(name.to_string()))
         })?;
+        let current = found.size.unwrap_or(0);
+        if shrink == Shrink::Refuse && size < current {
+            return Err(Error::invalid(
+                "size",
+                format!(
+                    "volume '{name}' is {} ({current} bytes) and {} is smaller: shrinking a \
+                     volume is not supported; give a size above {}",
+                    human(current),
+                    human(size),
+                    human(current)
+                ),
+            )
+            .about(Object::Volume(name.to_string())));
+        }
         let id = found.id.clone().unwrap_or_default();
         let grown = backend.client.expand_volume(&id, size).await?;
         Ok(Volume::from_csp(&backend.name, &grown))
@@ -331,7 +362,9 @@ impl Engine {
 
     /// Deletes a volume by name; a volume that does not exist is already deleted.
     pub async fn delete_volume(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
-        self.delete_checked(name, backend, wait, false).await
+        self.delete_checked(name, backend, wait, false)
+            .await
+            .map(drop)
     }
 
     /// Deletes a volume by name unless this engine has granted it to a node (CSI: a
@@ -343,7 +376,21 @@ impl Engine {
         backend: Option<&str>,
         wait: Wait,
     ) -> Result<()> {
-        self.delete_checked(name, backend, wait, true).await
+        self.delete_checked(name, backend, wait, true)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a volume by name: `false` when there was no such volume (a person's `rm`
+    /// says so; CSI and Docker take it as done). A volume still in use is refused with
+    /// where it is used and what to do, by its name.
+    pub async fn delete_volume_if_exists(
+        &self,
+        name: &str,
+        backend: Option<&str>,
+        wait: Wait,
+    ) -> Result<bool> {
+        self.delete_checked(name, backend, wait, false).await
     }
 
     async fn delete_checked(
@@ -352,7 +399,7 @@ impl Engine {
         backend: Option<&str>,
         wait: Wait,
         refuse_granted: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         validate_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
@@ -364,11 +411,162 @@ impl Engine {
                 )));
             }
         }
-        match backend.client.find_volume(name).await? {
-            None => Ok(()),
-            Some(v) => backend.client.delete_found_volume(&v).await,
+        let Some(v) = backend.client.find_volume(name).await? else {
+            return Ok(false);
+        };
+        if v.published == Some(true) {
+            return Err(self.still_in_use(&backend.name, name)?);
+        }
+        match backend.client.delete_found_volume(&v).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind == ErrorKind::FailedPrecondition => {
+                Err(self.why_not_deleted(&backend.client, name, &v, e).await)
+            }
+            Err(e) => Err(e),
         }
     }
+
+    /// Why a published volume cannot go: where this node mounts or attaches it (with the
+    /// command that ends it), the nodes CSI published it to, or else the CSP's word.
+    fn still_in_use(&self, backend: &str, name: &str) -> Result<Error> {
+        let object = Object::Volume(name.to_string());
+        let in_use = |message: String| {
+            Error::precondition(message)
+                .with_reason(volbridge_base::Reason::InUse)
+                .about(object.clone())
+        };
+        if let Some(stage) = self.stage_of(backend, name)? {
+            let targets: Vec<String> = self
+                .publishes_of(&stage.volume_key)?
+                .iter()
+                .map(|p| p.target.display().to_string())
+                .collect();
+            let by_cli = stage.owner == crate::records::node::Owner::Engine;
+            // Docker's mount of it (the mount table's, under the Docker mount base).
+            let docker = self
+                .docker_get(name)?
+                .filter(|d| d.backend == backend)
+                .and_then(|d| {
+                    let at = d.mounted_at.as_ref()?.display().to_string();
+                    targets.contains(&at).then(|| (at, d.total_refs()))
+                });
+            if let (Some((at, refs)), true) = (docker, by_cli) {
+                return Ok(in_use(format!(
+                    "volume '{name}' is mounted by Docker at {at} for {refs} container \
+                     reference(s); stop the containers that use it (docker ps --filter \
+                     volume={name}), or drop references Docker never released: volbridge \
+                     docker release {name}"
+                )));
+            }
+            return Ok(in_use(match (targets.first(), by_cli) {
+                (Some(first), true) => {
+                    let commands: Vec<String> = targets
+                        .iter()
+                        .map(|t| format!("volbridge volume unmount {name} {t}"))
+                        .collect();
+                    let pin = if stage.pinned {
+                        format!(", then volbridge volume detach {name}")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "volume '{name}' is mounted on this node at {}; unmount it first: {}{pin}",
+                        if targets.len() == 1 {
+                            first.clone()
+                        } else {
+                            targets.join(", ")
+                        },
+                        commands.join("; ")
+                    )
+                }
+                (None, true) => format!(
+                    "volume '{name}' is attached to this node (volume attach); detach it first: \
+                     volbridge volume detach {name}"
+                ),
+                (_, false) => format!(
+                    "volume '{name}' is in use on this node by a container orchestrator (staged \
+                     at {}{}); stop what uses it (the pod or container) and remove it again",
+                    stage.staging_path.display(),
+                    if targets.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", published at {}", targets.join(", "))
+                    }
+                ),
+            }));
+        }
+        if self
+            .attachments()?
+            .iter()
+            .any(|a| a.backend == backend && a.volume_name == name)
+        {
+            return Ok(in_use(format!(
+                "volume '{name}' is attached to this node; detach it first: volbridge volume \
+                 detach {name}"
+            )));
+        }
+        let nodes: Vec<String> = self
+            .grants_of(backend, name)?
+            .into_iter()
+            .map(|g| g.node_id)
+            .collect();
+        if !nodes.is_empty() {
+            return Ok(in_use(format!(
+                "volume '{name}' is published to node {}; unpublish it there first \
+                 (ControllerUnpublishVolume: volbridge csi controller unpublish {name} --node-id {})",
+                nodes.join(", "),
+                nodes[0]
+            )));
+        }
+        Ok(in_use(format!(
+            "volume '{name}' is published by backend '{backend}' to a host other than this \
+             one; unmount it there (volbridge volume unmount on that host) and remove it again"
+        )))
+    }
+
+    /// A refusal of the CSP's delete, worded by name: the snapshots to remove first.
+    async fn why_not_deleted(
+        &self,
+        client: &CspClient,
+        name: &str,
+        v: &volbridge_provider::Volume,
+        refused: Error,
+    ) -> Error {
+        let id = v.id.as_deref().unwrap_or_default();
+        let snapshots = match client.list_snapshots(Some(id)).await {
+            Ok(list) => list,
+            Err(_) => return refused.about(Object::Volume(name.to_string())),
+        };
+        let mut names: Vec<String> = snapshots
+            .iter()
+            .map(|s| {
+                s.name
+                    .clone()
+                    .unwrap_or_else(|| s.id.clone().unwrap_or_default())
+            })
+            .collect();
+        if names.is_empty() {
+            return refused.about(Object::Volume(name.to_string()));
+        }
+        names.sort();
+        Error::precondition(format!(
+            "volume '{name}' has snapshots ({}); remove {} first: volbridge snapshot rm {} \
+             (a volume cloned from a snapshot keeps its data)",
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" },
+            names.join(" ")
+        ))
+        .about(Object::Volume(name.to_string()))
+    }
+}
+
+/// What an expand to a size below the volume's current one gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shrink {
+    /// The current volume (CSI: the resizer's retry of a done expand).
+    AnswerCurrent,
+    /// InvalidArgument with the current size (a person's `volume expand`).
+    Refuse,
 }
 
 /// How often a waiting caller looks at a running copy.

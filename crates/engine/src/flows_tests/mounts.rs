@@ -155,3 +155,62 @@ async fn a_failed_mount_leaves_no_stage_and_ends_the_grant() {
     let report = rig.engine.reconcile().await;
     assert!(report.actions.is_empty(), "{:?}", report.actions);
 }
+
+#[tokio::test]
+async fn a_read_only_mount_joins_a_read_write_volume_and_block_is_refused() {
+    let rig = Rig::new().await;
+    rig.volume("data").await;
+    let (rw, ro, raw) = (
+        rig.node_path("mnt/rw"),
+        rig.node_path("mnt/ro"),
+        rig.node_path("mnt/raw"),
+    );
+    rig.engine
+        .mount_volume(mount_at("data", &rw), Wait::No)
+        .await
+        .unwrap();
+    // A read-only view of the same stage: one loop device, one grant.
+    let mut read_only = mount_at("data", &ro);
+    read_only.read_only = true;
+    let m = rig.engine.mount_volume(read_only, Wait::No).await.unwrap();
+    assert!(m.read_only);
+    assert_eq!(rig.count(is_loop_attach), 1);
+    assert_eq!(rig.engine.attachments().unwrap().len(), 1);
+    // The raw device while the filesystem is mounted: refused by name, place and command,
+    // before anything is touched.
+    rig.host.clear_calls();
+    let mut block = mount_at("data", &raw);
+    block.block = true;
+    let e = rig.engine.mount_volume(block, Wait::No).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::FailedPrecondition, "{}", e.message);
+    assert_eq!(e.reason, Some(volbridge_base::Reason::InUse));
+    assert!(
+        e.message
+            .contains(&format!("volbridge volume unmount data {}", rw.display())),
+        "{}",
+        e.message
+    );
+    assert!(rig.host.calls().is_empty(), "{:?}", rig.host.calls());
+    // Read-write while the volume is attached read-only is refused the same way.
+    for t in [&rw, &ro] {
+        let t = t.display().to_string();
+        rig.engine
+            .unmount_volume("data", None, &t, Wait::No)
+            .await
+            .unwrap();
+    }
+    let mut read_only = mount_at("data", &ro);
+    read_only.read_only = true;
+    rig.engine.mount_volume(read_only, Wait::No).await.unwrap();
+    let e = rig
+        .engine
+        .mount_volume(mount_at("data", &rw), Wait::No)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("a volume is attached read-only or read-write as a whole"),
+        "{}",
+        e.message
+    );
+}

@@ -73,8 +73,11 @@ impl Engine {
                 return Err(Error::new(
                     volbridge_base::ErrorKind::AlreadyExists,
                     format!(
-                        "volume '{name}' is attached with read_only={}",
-                        existing.read_only
+                        "volume '{name}' is attached to this node {}; a volume is attached \
+                         read-only or read-write as a whole: end what uses it here (volbridge \
+                         node lists it) to attach it {}",
+                        rw(existing.read_only),
+                        rw(read_only)
                     ),
                 ));
             }
@@ -245,5 +248,13 @@ impl Engine {
             .into_iter()
             .map(|(_, a)| a)
             .collect()
+    }
+}
+
+fn rw(read_only: bool) -> &'static str {
+    if read_only {
+        "read-only"
+    } else {
+        "read-write"
     }
 }

@@ -47,9 +47,23 @@ impl Engine {
         let target = paths::validate_target("path", &req.target)?;
         let backend = self.backends.resolve(req.backend.as_deref())?.name.clone();
         let _guard = self.guard(&backend, &req.name, wait).await?;
+        // A second mount of a volume already here shares its attachment and stage: a
+        // read-only bind of a read-write volume is fine; anything else is refused here, by
+        // name and path, before anything is touched.
+        let existing = self
+            .stage_of(&backend, &req.name)?
+            .filter(|s| s.phase == crate::Phase::Ready && s.owner == Owner::Engine);
+        let attach_read_only = match &existing {
+            Some(stage) => {
+                self.check_second_mount(stage, &req, &target)?;
+                stage.read_only
+            }
+            None => req.read_only,
+        };
+        self.check_mount_target(&target, req.block).await?;
         let fs_type = (!req.block).then_some(req.fs_type.as_str());
         let attachment = self
-            .attach_locked(&backend, &req.name, req.read_only, fs_type)
+            .attach_locked(&backend, &req.name, attach_read_only, fs_type)
             .await?;
         // Volatile: after a power loss the durable attachment record alone says the grant
         // is unused, and the reconciler ends it.
@@ -64,7 +78,9 @@ impl Engine {
                 target: target.clone(),
             },
         )?;
-        let result = self.stage_and_publish(&attachment, &req, &target).await;
+        let result = self
+            .stage_and_publish(&attachment, &req, &target, attach_read_only)
+            .await;
         if result.is_err() {
             if let Err(e) = self.release_if_unused(&attachment).await {
                 tracing::warn!(error = %e, volume = %req.name, "cannot release after a failed mount");
@@ -80,11 +96,137 @@ impl Engine {
         result
     }
 
+    /// A second mount of a volume this node already stages for `volume mount` (or Docker):
+    /// the same kind of access (filesystem or raw device), the same filesystem, and
+    /// read-write only when the volume is attached read-write. Read-only or read-write is a
+    /// property of the whole attachment (the loop device, the staging mount); a read-only
+    /// mount of a read-write volume is a read-only bind of it.
+    fn check_second_mount(
+        &self,
+        stage: &StageRecord,
+        req: &MountVolume,
+        target: &Path,
+    ) -> Result<()> {
+        let name = &req.name;
+        let publishes = self.publishes_of(&stage.volume_key)?;
+        let refuse = |message: String| {
+            Err(Error::precondition(message)
+                .with_reason(volbridge_base::Reason::InUse)
+                .about(volbridge_base::Object::Volume(name.clone())))
+        };
+        let how = |block: bool, read_only: bool| match (block, read_only) {
+            (true, true) => "as a read-only raw device",
+            (true, false) => "as a raw device",
+            (false, true) => "read-only",
+            (false, false) => "read-write",
+        };
+        // The same target again: the same mount is a repeat (success), another is refused.
+        if let Some(here) = publishes.iter().find(|p| p.target == target) {
+            if here.block == req.block && here.read_only == req.read_only {
+                return Ok(());
+            }
+            let shown = target.display();
+            return refuse(format!(
+                "volume '{name}' is already mounted at {shown} {}; unmount it first to mount \
+                 it there {}: volbridge volume unmount {name} {shown}",
+                how(here.block, here.read_only),
+                how(req.block, req.read_only)
+            ));
+        }
+        let targets: Vec<String> = publishes
+            .iter()
+            .map(|p| p.target.display().to_string())
+            .collect();
+        // Where the volume is used now, and the command that ends that use.
+        let (place, undo) = match targets.as_slice() {
+            [] => (
+                "attached to this node (volume attach)".to_owned(),
+                format!("detach it first: volbridge volume detach {name}"),
+            ),
+            [one] => (
+                format!("mounted at {one}"),
+                format!("unmount it from {one} first: volbridge volume unmount {name} {one}"),
+            ),
+            many => (
+                format!("mounted at {}", many.join(", ")),
+                format!(
+                    "unmount it from each first: {}",
+                    many.iter()
+                        .map(|t| format!("volbridge volume unmount {name} {t}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ),
+        };
+        let undo = if stage.pinned && !targets.is_empty() {
+            format!("{undo}, then volbridge volume detach {name}")
+        } else {
+            undo
+        };
+        match (stage.access.is_block(), req.block) {
+            (false, true) => {
+                return refuse(format!(
+                    "volume '{name}' is {place} as a filesystem; its raw device cannot be \
+                     published while the filesystem is mounted (writes to the device would \
+                     corrupt it): {undo}, or use another volume for --block"
+                ))
+            }
+            (true, false) => {
+                return refuse(format!(
+                    "volume '{name}' is {place} as a raw device; its filesystem cannot be \
+                     mounted while the device is used that way: {undo}, or mount it with \
+                     --block too"
+                ))
+            }
+            _ => {}
+        }
+        if stage.read_only && !req.read_only {
+            return refuse(format!(
+                "volume '{name}' is {place} read-only; a volume is attached read-only or \
+                 read-write as a whole: {undo}, or mount it with --read-only too"
+            ));
+        }
+        if let Some(have) = stage.fs_type.as_deref() {
+            if !req.block && !req.fs_type.is_empty() && !req.fs_type.eq_ignore_ascii_case(have) {
+                return refuse(format!(
+                    "volume '{name}' holds {have} ({place}); a formatted volume is never \
+                     reformatted, so --fs-type {} does not apply: leave --fs-type out",
+                    req.fs_type
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A filesystem is mounted on a directory (made when missing), a raw device on a file.
+    async fn check_mount_target(&self, target: &Path, block: bool) -> Result<()> {
+        let path = target.to_path_buf();
+        let kind = self
+            .on_host(move |host| Ok(host.stat(&path)?.map(|s| s.kind)))
+            .await?;
+        let shown = target.display();
+        match (kind, block) {
+            (Some(volbridge_host::FileKind::Dir) | None, false) => Ok(()),
+            (Some(_), false) => Err(Error::precondition(format!(
+                "{shown} exists and is not a directory; a volume's filesystem is mounted on a \
+                 directory: give a directory (it is made when missing), or add --block to \
+                 bind the raw device onto this file"
+            ))),
+            (Some(volbridge_host::FileKind::Dir), true) => Err(Error::precondition(format!(
+                "{shown} is a directory; --block binds the raw device onto a file: give a \
+                 file's path (it is made when missing), or leave --block out to mount the \
+                 filesystem there"
+            ))),
+            (_, true) => Ok(()),
+        }
+    }
+
     async fn stage_and_publish(
         &self,
         attachment: &Attachment,
         req: &MountVolume,
         target: &Path,
+        stage_read_only: bool,
     ) -> Result<Mounted> {
         let key = engine_volume_key(&attachment.backend, &attachment.volume_id);
         let _node = self.node_guard(&key, Wait::Bounded).await?;
@@ -107,7 +249,7 @@ impl Engine {
                 context: attachment.context.clone(),
                 staging_path: staging.display().to_string(),
                 access,
-                read_only: req.read_only,
+                read_only: stage_read_only,
             })
             .await?;
         self.publish_locked(PublishVolume {
@@ -125,7 +267,7 @@ impl Engine {
             device: staged.device,
             fs_type: staged.fs_type,
             formatted: staged.formatted,
-            read_only: req.read_only,
+            read_only: req.read_only || stage_read_only,
         })
     }
 
@@ -346,7 +488,9 @@ impl Engine {
         backend: Option<&str>,
         wait: Wait,
     ) -> Result<(crate::Volume, Option<volbridge_host::stage::Expanded>)> {
-        let volume = self.expand_volume(name, size, backend, wait).await?;
+        let volume = self
+            .expand_volume_with(name, size, backend, wait, crate::Shrink::Refuse)
+            .await?;
         let key = engine_volume_key(&volume.backend, &volume.id);
         let staged = self
             .store

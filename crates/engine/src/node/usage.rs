@@ -44,29 +44,42 @@ impl Engine {
         let name = record.volume_name.clone();
         let before_offline =
             move || store.put(OFFLINE_GROWS, &key, &serde_json::json!({ "volume": name }));
-        let grown = self.on_host(move |host| {
-            let attacher = published.target.attacher(&transport_config);
-            let mounted = host
-                .mounts()?
-                .iter()
-                .any(|m| m.target == record.staging_path);
-            let request = ExpandRequest {
-                attacher: attacher.as_ref(),
-                mounted_at: mounted.then_some(record.staging_path.as_path()),
-                fs_type: record.fs_type.as_deref(),
-                scratch: &scratch,
-                tool_timeout,
-            };
-            match stage::expand(host, &request) {
-                Err(e) if mounted && e.message.contains(stage::ONLINE_REFUSED) => {
-                    tracing::info!(volume = %record.volume_name, reason = %e, "growing offline");
-                    before_offline()?;
-                    grow_offline(host, &record, &binds, &request)
+        let grown = self
+            .on_host(move |host| {
+                let attacher = published.target.attacher(&transport_config);
+                let mounted = host
+                    .mounts()?
+                    .iter()
+                    .any(|m| m.target == record.staging_path);
+                let request = ExpandRequest {
+                    attacher: attacher.as_ref(),
+                    mounted_at: mounted.then_some(record.staging_path.as_path()),
+                    fs_type: record.fs_type.as_deref(),
+                    scratch: &scratch,
+                    tool_timeout,
+                };
+                match stage::expand(host, &request) {
+                    Err(e) if mounted && e.message.contains(stage::ONLINE_REFUSED) => {
+                        // The host's sentence ends with what a person would do by hand
+                        // (unmount, expand again); volbridge does it now, so only the
+                        // kernel's reason is logged.
+                        let cause = e
+                            .message
+                            .rsplit_once("; unmount")
+                            .map_or(e.message.as_str(), |(cause, _)| cause);
+                        tracing::info!(
+                            volume = %record.volume_name,
+                            cause = %cause,
+                            "growing offline: volbridge unmounts the volume, checks and grows \
+                             its filesystem, then mounts it again"
+                        );
+                        before_offline()?;
+                        grow_offline(host, &record, &binds, &request)
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-        })
-        .await;
+            })
+            .await;
         // A resize left running past its deadline keeps the record: the device must not be
         // mounted until it ends, and the reconciler finishes the job.
         let running = matches!(&grown, Err(e) if e.kind == volbridge_base::error::ErrorKind::DeadlineExceeded);
