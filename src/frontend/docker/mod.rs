@@ -5,6 +5,7 @@
 
 mod errors;
 mod handlers;
+mod listing;
 pub mod options;
 
 pub use errors::{err_text, MAX_ERR};
@@ -140,6 +141,8 @@ pub struct Docker {
     pub config: Arc<DockerConfig>,
     /// Opens once the start-up reconciliation has run; node calls wait for it.
     pub ready: tokio::sync::watch::Receiver<bool>,
+    /// The default backend's volumes made by other front ends, for List.
+    listing: Arc<listing::Listing>,
 }
 
 impl Docker {
@@ -152,6 +155,7 @@ impl Docker {
             engine,
             config: Arc::new(config),
             ready,
+            listing: Arc::default(),
         }
     }
 
