@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use volbridge_local_csp::refusals::RefusalBodies;
 
 /// The directory Docker looks for legacy plugin sockets in (compiled into Docker).
 pub const PLUGINS_DIR: &str = "/run/docker/plugins";
@@ -383,8 +384,14 @@ pub fn serve(
     } = bound;
     tokio::spawn(async move {
         let result = match listener {
-            Listener::Unix(l) => axum::serve(l, router).with_graceful_shutdown(stop).await,
-            Listener::Tcp(l) => axum::serve(l, router).with_graceful_shutdown(stop).await,
+            Listener::Unix(l) => {
+                let l = RefusalBodies::new(l, errors::refusal_body);
+                axum::serve(l, router).with_graceful_shutdown(stop).await
+            }
+            Listener::Tcp(l) => {
+                let l = RefusalBodies::new(l, errors::refusal_body);
+                axum::serve(l, router).with_graceful_shutdown(stop).await
+            }
         };
         if let Err(e) = result {
             tracing::error!(endpoint = %shown, error = %e, "Docker endpoint failed");
