@@ -232,7 +232,8 @@ impl Remote {
                 "--docker-driver-name",
                 &driver,
                 // Forced: `auto` answers global for a remote CSP, and a global-scope Get
-                // miss asks the CSP (up to 5 s), which would blur scenario 36's timing.
+                // miss asks the CSP for up to 5 s (local scope: 2 s), which would blur
+                // scenario 36's timing more.
                 "--docker-scope",
                 "local",
                 "--docker-unstage-delay",
