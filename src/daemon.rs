@@ -134,6 +134,8 @@ pub async fn serve(config: Config) -> Result<()> {
         Some(addr) => Some(serve_probes(addr, state.clone(), stop_rx.clone()).await?),
     };
     let mut stop_admin = stop_rx.clone();
+    let listener =
+        volbridge_local_csp::refusals::RefusalBodies::new(listener, api::error::refusal_body);
     let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
         let _ = stop_admin.wait_for(|s| *s).await;
     });

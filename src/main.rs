@@ -33,7 +33,11 @@ fn serve(args: &ServeArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return cli::report(&e),
     };
-    volbridge::logging::init(&config.log.level, config.log.format == "json");
+    volbridge::logging::init(
+        &config.log.level,
+        config.log.format == "json",
+        volbridge::logging::Streams::for_daemon(&config),
+    );
     allocator_settings();
     let workers = match config.limits.worker_threads {
         0 => std::thread::available_parallelism()
@@ -149,7 +153,7 @@ fn client(cli: Cli) -> u8 {
     } else {
         "warn"
     };
-    volbridge::logging::init(level, false);
+    volbridge::logging::init(level, false, volbridge::logging::Streams::Stderr);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

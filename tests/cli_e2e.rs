@@ -249,7 +249,7 @@ fn bad_input_is_refused_clearly_and_creates_nothing() {
     assert_eq!(status, 404);
     assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
     let (status, _) = daemon.raw("PUT", "/v1/volumes", Some("{}"));
-    assert_eq!(status, 501);
+    assert_eq!(status, 405);
     let (status, body) = daemon.raw("GET", "/openapi.yaml", None);
     assert_eq!(status, 200);
     assert!(body.contains("openapi:"));

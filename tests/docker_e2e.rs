@@ -232,7 +232,8 @@ impl Remote {
                 "--docker-driver-name",
                 &driver,
                 // Forced: `auto` answers global for a remote CSP, and a global-scope Get
-                // miss asks the CSP (up to 5 s), which would blur scenario 36's timing.
+                // miss asks the CSP for up to 5 s (local scope: 2 s), which would blur
+                // scenario 36's timing more.
                 "--docker-scope",
                 "local",
                 "--docker-unstage-delay",
@@ -761,6 +762,59 @@ impl Legacy {
             1
         );
         assert!(!records(&self.daemon).contains("bad"));
+    }
+
+    /// Front ends share volumes (issue 16, defect 8): a volume made with `volbridge volume
+    /// create` is used by `docker run --volume-driver … -v NAME:/d` (Docker's lookup finds
+    /// it; no Create, so no size refusal), listed by `docker volume ls` and inspected with
+    /// its own size, and `docker volume rm` removes it from the backend.
+    fn cli_volumes_are_docker_volumes(&self) {
+        let (d, drv) = (&self.dockerd, self.drv.as_str());
+        let cli_names = || -> BTreeSet<String> {
+            self.daemon
+                .json(&["volume", "ls"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        self.daemon
+            .json(&["volume", "create", "clivol", "--size", "16Mi"]);
+        let s0 = scrape(&self.daemon);
+        let out = self.run(&[
+            "--volume-driver",
+            drv,
+            "-v",
+            "clivol:/d",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo from-docker > /d/f && cat /d/f",
+        ]);
+        assert_eq!(out, "from-docker\n");
+        let s1 = scrape(&self.daemon);
+        assert_eq!(
+            s1.docker_result("Create", "error") - s0.docker_result("Create", "error"),
+            0
+        );
+        assert!(volume_ls(d).contains(&format!("{drv} clivol")));
+        let v = inspect(d, "clivol");
+        assert_eq!(v["Status"]["sizeBytes"], 16u64 << 20, "{v}");
+        assert_eq!(
+            self.run(&["-v", "clivol:/d", IMAGE, "cat", "/d/f"]),
+            "from-docker\n"
+        );
+        d.ok(&["volume", "rm", "clivol"]);
+        assert!(!cli_names().contains("clivol"));
+
+        // Listed before Docker ever named it, removed by `docker volume rm`.
+        self.daemon
+            .json(&["volume", "create", "clils", "--size", "16Mi"]);
+        assert!(volume_ls(d).contains(&format!("{drv} clils")));
+        d.ok(&["volume", "rm", "clils"]);
+        assert!(cli_names().is_empty(), "{:?}", cli_names());
+        assert!(!volume_ls(d).contains(&format!("{drv} clils")));
     }
 
     /// Snapshot and clone through -o fromSnapshot / cloneOf (a snapshot copies the backing
@@ -1364,6 +1418,13 @@ fn snapshot_and_clone_through_volume_options() {
     });
 }
 
+#[test]
+fn volumes_made_by_the_cli_are_docker_volumes() {
+    scenario("volumes_made_by_the_cli_are_docker_volumes", |t| {
+        t.cli_volumes_are_docker_volumes();
+    });
+}
+
 /// The managed plugin's process: the `volbridge serve --docker-mode=managed` whose parent
 /// (the runtime shim) names the plugin id.
 fn plugin_pid(plugin_id: &str) -> Option<u32> {
@@ -1656,6 +1717,24 @@ fn s37_managed_plugin_enable_and_data_path() {
             calls_so_far.contains_key("Capabilities"),
             "{calls_so_far:?}"
         );
+        // The plugin's info lines reach dockerd's log at level=info (its stdout), not as
+        // errors (issue 16, defect 9).
+        let lines = plugin_log_lines(d, id);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("Docker: Create") && l.contains("level=info")),
+            "no info line of the plugin in dockerd's log:\n{}",
+            lines.join("\n")
+        );
+        let misfiled: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(" INFO ") && !l.contains("level=info"))
+            .collect();
+        assert!(
+            misfiled.is_empty(),
+            "info lines logged as errors: {misfiled:?}"
+        );
         // Disable is refused while a volume exists.
         let err = d.fails(&["plugin", "disable", &m.name]);
         assert!(err.contains("in use"), "{err}");
@@ -1742,4 +1821,14 @@ fn plugin_socket(dockerd: &Dockerd, plugin_id: &str) -> PathBuf {
         .find(|p| p.exists())
         .cloned()
         .unwrap_or_else(|| panic!("no plugin socket at {candidates:?}"))
+}
+
+/// dockerd's log lines that carry a managed plugin's output (`plugin=<id>`).
+fn plugin_log_lines(dockerd: &Dockerd, plugin_id: &str) -> Vec<String> {
+    std::fs::read_to_string(&dockerd.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(plugin_id) && l.contains("msg="))
+        .map(str::to_owned)
+        .collect()
 }

@@ -1181,3 +1181,92 @@ fn a_mount_whose_count_was_lost_in_a_crash_is_torn_down() {
     assert_eq!(plugin.unmount("db1", &mount_id(1)).err(), "");
     assert!(mounts_under(&plugin.daemon.state).is_empty());
 }
+
+/// Front ends share volumes (issue 16, defect 8): a volume made with the CLI is listed by
+/// List, found by Get, adopted by a Create without options (Docker's implicit create of
+/// `docker run -v NAME:/path`), mounted, and removed by Remove; a Create whose options ask
+/// for another size is refused with a sentence naming the volume and the fix. A volume the
+/// CLI deletes leaves Docker's list.
+#[test]
+fn volumes_made_by_the_cli_are_listed_adopted_and_removed() {
+    let Some((dir, _c)) = setup("dk-shared") else {
+        return;
+    };
+    let plugin = Plugin::start(&dir, &[]);
+    let cli = |args: &[&str]| {
+        let out = plugin.daemon.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let listed = || -> Vec<String> {
+        plugin.call("VolumeDriver.List", "{}").json()["Volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["Name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    cli(&["volume", "create", "clivol", "--size", "16Mi"]);
+    cli(&["volume", "create", "other", "--size", "16Mi"]);
+    assert_eq!(listed(), ["clivol", "other"]);
+
+    let e = plugin.create("clivol", &[("size", "1Gi")]).err();
+    assert_eq!(
+        e,
+        "volbridge: already exists: \"clivol\" on backend \"local\" (16Mi, made outside Docker) does not match -o size=1Gi; leave out the -o options to use it as it is, or choose another name"
+    );
+    assert_eq!(plugin.create("clivol", &[]).err(), "");
+    let v = plugin.get("clivol").json();
+    assert_eq!(v["Volume"]["Status"]["sizeBytes"], 16u64 << 20, "{v}");
+    let mp = plugin.mount("clivol", &mount_id(1)).json()["Mountpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(Path::new(&mp).join("f"), b"shared").unwrap();
+    assert_eq!(plugin.unmount("clivol", &mount_id(1)).err(), "");
+    assert_eq!(listed(), ["clivol", "other"], "listed once");
+    assert_eq!(plugin.remove("clivol").err(), "");
+    let left = plugin.daemon.json(&["volume", "ls"]);
+    let left: Vec<&str> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["other"]);
+
+    // Found by Get (Docker's lookup before inspect, rm, run), then deleted by the CLI.
+    assert_eq!(plugin.get("other").err(), "");
+    cli(&["volume", "rm", "other"]);
+    assert_eq!(listed(), Vec::<String>::new());
+    assert_eq!(plugin.get("other").err(), "no such volume");
+    assert!(mounts_under(&plugin.daemon.state).is_empty());
+    assert!(loops_under(&plugin.daemon.state).is_empty());
+}
+
+/// A request hyper refuses before the plugin sees it (a path over 64 KiB, bytes that are
+/// not printable ASCII) gets `{"Err": …}` like every other answer.
+#[test]
+fn requests_hyper_refuses_get_an_err_body() {
+    let Some((dir, _c)) = setup("dk-refused") else {
+        return;
+    };
+    let plugin = Plugin::start(&dir, &[]);
+    let long = format!("/VolumeDriver.{}", "a".repeat(70_000));
+    for (target, status) in [(long.as_bytes(), 414), (&b"/VolumeDriver.\xff"[..], 400)] {
+        let mut req = b"POST ".to_vec();
+        req.extend_from_slice(target);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n");
+        let r = Conn::open(&plugin.socket).raw(&req);
+        assert_eq!(r.status, status, "{}", r.body);
+        assert!(
+            r.err().starts_with("volbridge: malformed request: "),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(call(&plugin.socket, "Plugin.Activate", None).status, 200);
+}

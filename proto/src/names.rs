@@ -13,6 +13,11 @@
 //!   names (`pvc-<uuid>`, `snapshot-<uuid>`) pass it as they are; volumes made before the
 //!   user rule existed (`my vol`) keep passing it, so they can still be listed, inspected,
 //!   mounted and removed by the name they have.
+//! - [`check_held_name`], for removing what a backend already holds: any name a CSP
+//!   accepted (1 to [`MAX_HELD_NAME_BYTES`] bytes), `../../evil` and `my/vol` included,
+//!   so that a volume made straight on a CSP's REST API under a name the other rules refuse
+//!   can still be removed by that name. Such a name is only ever sent to the CSP (a query
+//!   parameter, a JSON field), never joined to a path or used as a record's key.
 //!
 //! [`NameError`] is the reason; each front end puts its own prefix before
 //! [`NameError::describe`] (`volbridge: invalid name: …`, `name: …`).
@@ -21,6 +26,8 @@ use std::fmt;
 
 /// The longest name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
+/// The longest name [`check_held_name`] takes: the local CSP's own limit.
+pub const MAX_HELD_NAME_BYTES: usize = 1024;
 
 /// Why a text is not a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +42,8 @@ pub enum NameProblem {
     Empty,
     /// Longer than [`MAX_NAME_BYTES`]; the length in bytes.
     TooLong(usize),
+    /// Held rule: longer than [`MAX_HELD_NAME_BYTES`]; the length in bytes.
+    HeldTooLong(usize),
     /// User rule: the first character is not a letter or a digit.
     BadStart,
     /// User rule: a character other than a letter, a digit, `_`, `.`, `-`.
@@ -70,6 +79,9 @@ impl NameError {
             NameProblem::TooLong(bytes) => {
                 format!("{subject} is {bytes} bytes long; the limit is {MAX_NAME_BYTES}")
             }
+            NameProblem::HeldTooLong(bytes) => format!(
+                "{subject} is {bytes} bytes long; no backend volbridge knows holds names longer than {MAX_HELD_NAME_BYTES}"
+            ),
             NameProblem::BadStart => format!("{subject} must start with a letter or a digit"),
             NameProblem::BadCharacter => {
                 format!("{subject} may contain only letters, digits, '_', '.', '-'")
@@ -130,6 +142,19 @@ pub fn check_stored_name(name: &str) -> Result<(), NameError> {
     }
     if name.starts_with('-') {
         return fail(NameProblem::LeadingDash);
+    }
+    Ok(())
+}
+
+/// The rule for a name a backend already holds, given to remove it (module docs): not
+/// empty, at most [`MAX_HELD_NAME_BYTES`] bytes. Every name [`check_stored_name`] accepts
+/// passes it.
+pub fn check_held_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::new(name, NameProblem::Empty));
+    }
+    if name.len() > MAX_HELD_NAME_BYTES {
+        return Err(NameError::new(name, NameProblem::HeldTooLong(name.len())));
     }
     Ok(())
 }
@@ -212,6 +237,22 @@ mod tests {
             assert_eq!(check_stored_name(n).unwrap_err().problem, problem, "{n:?}");
         }
         assert!(check_stored_name(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn held_names_are_whatever_a_backend_took() {
+        for n in
+            GOOD.into_iter()
+                .chain(["my vol", "../../evil", "a/b", "..", ".", "-rf", "tab\tname"])
+        {
+            check_held_name(n).unwrap();
+        }
+        check_held_name(&"x".repeat(MAX_HELD_NAME_BYTES)).unwrap();
+        assert_eq!(check_held_name("").unwrap_err().problem, NameProblem::Empty);
+        assert_eq!(
+            check_held_name(&"x".repeat(1025)).unwrap_err().problem,
+            NameProblem::HeldTooLong(1025)
+        );
     }
 
     #[test]

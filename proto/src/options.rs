@@ -524,11 +524,25 @@ fn mkfs_options(raw: &str) -> Result<String, OptionError> {
     Ok(tokens.join(" "))
 }
 
+/// Whether a mount option is one volbridge refuses in every front end (`ro`, `rw`, `bind`,
+/// `rbind`, `remount`, any case, with or without `=value`): read-only is a setting of its
+/// own, and volbridge makes the bind mounts itself. The option's name, lower-cased, when it is.
+pub fn refused_mount_option(option: &str) -> Option<String> {
+    let name = option
+        .trim()
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    FORBIDDEN_MOUNT_OPTIONS
+        .contains(&name.as_str())
+        .then_some(name)
+}
+
 fn mount_options(raw: &str) -> Result<Vec<String>, OptionError> {
     let mut list = Vec::new();
     for o in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let name = o.split('=').next().unwrap_or(o).to_ascii_lowercase();
-        if FORBIDDEN_MOUNT_OPTIONS.contains(&name.as_str()) {
+        if refused_mount_option(o).is_some() {
             return bad(format!(
                 "mountOptions={raw:?}: {o:?} is not allowed (ro, rw, bind, rbind, remount are refused; use readOnly=true)"
             ));

@@ -53,6 +53,7 @@ mod model;
 mod pool;
 mod provision;
 mod recovery;
+pub mod refusals;
 mod routes;
 mod server;
 mod shared;

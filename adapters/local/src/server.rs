@@ -97,12 +97,17 @@ impl LocalCsp {
     /// Serves `/containers/v1/...` and `/csp/containers/v1/...`.
     pub fn router(&self) -> Router {
         let api = api_routes(&self.shared);
-        Router::new()
+        let inner = Router::new()
             .nest(API_PREFIX, api.clone())
             .nest(&format!("/csp{API_PREFIX}"), api)
             .fallback(not_found)
             .layer(middleware::from_fn(log_request))
-            .with_state(self.shared.clone())
+            .with_state(self.shared.clone());
+        // A 405 names the methods of the `Allow` header axum adds as the inner router's
+        // answer leaves it: the middleware runs outside it.
+        Router::new()
+            .fallback_service(inner)
+            .layer(middleware::from_fn(explain_405))
     }
 
     pub async fn serve(
@@ -111,6 +116,7 @@ impl LocalCsp {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let app = self.router();
+        let listener = crate::refusals::RefusalBodies::new(listener, crate::refusals::csp_body);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -232,6 +238,35 @@ async fn method_not_allowed(req: Request) -> Response {
         ),
     )
     .into_response()
+}
+
+/// Middleware: a 405 names the full path and the methods of its `Allow` header.
+async fn explain_405(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let resp = next.run(req).await;
+    if resp.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        return resp;
+    }
+    let allow = resp
+        .headers()
+        .get(axum::http::header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.is_empty())
+        .map(|a| format!("; it takes {}", a.replace(',', ", ")))
+        .unwrap_or_default();
+    let (mut parts, _) = resp.into_parts();
+    let (fresh, body) = ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {method} is not allowed on {}{allow}",
+            volbridge_proto::names::shown(&path)
+        ),
+    )
+    .into_response()
+    .into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.extend(fresh.headers);
+    Response::from_parts(parts, body)
 }
 
 async fn log_request(req: Request, next: Next) -> Response {

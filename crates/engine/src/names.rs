@@ -3,7 +3,9 @@
 //! words live in `volbridge_proto::names` (docs/vocabulary.md).
 
 use volbridge_base::error::{Error, Result};
-use volbridge_proto::names::{check_stored_name, check_user_name, NameError, NameProblem};
+use volbridge_proto::names::{
+    check_held_name, check_stored_name, check_user_name, NameError, NameProblem,
+};
 
 /// Checks a volume, snapshot or group name the engine stores or looks up: the stored-name
 /// rule, which every CSI name and every name made before the user-name rule passes.
@@ -15,6 +17,13 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
 /// user-name rule.
 pub fn validate_new_name(field: &str, name: &str) -> Result<()> {
     check_user_name(name).map_err(|e| refusal(field, &e))
+}
+
+/// Checks a name given to remove what a backend holds: any name a CSP accepted, even one
+/// the stored-name rule refuses (`../../evil`, made straight on a CSP's REST API). Such a
+/// name only goes to the CSP; it is never a path or a record's key.
+pub fn validate_held_name(field: &str, name: &str) -> Result<()> {
+    check_held_name(name).map_err(|e| refusal(field, &e))
 }
 
 fn refusal(field: &str, e: &NameError) -> Error {

@@ -3,10 +3,11 @@
 //! `volbridge_proto::admin`'s.
 
 use super::error::ApiResult;
+use super::extract::ApiPath;
 use super::json::ApiJson;
 use super::AdminState;
 use crate::engine::DockerVolume;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use volbridge_proto::admin::{DockerRefs, DockerReleaseInfo, ReleaseRequest};
 
@@ -27,7 +28,7 @@ pub async fn list(State(state): State<AdminState>) -> ApiResult<Json<Vec<DockerR
 
 pub async fn release(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath,
     ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> ApiResult<Json<DockerReleaseInfo>> {
     let done = state

@@ -4,6 +4,7 @@
 mod convert;
 pub mod docker_routes;
 pub mod error;
+mod extract;
 pub mod health;
 mod json;
 mod node_routes;
@@ -63,6 +64,14 @@ impl AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
+    // A 405 names the methods of its `Allow` header, which axum adds as the inner router's
+    // answer leaves it: the middleware runs outside it.
+    Router::new()
+        .fallback_service(routes_of(state))
+        .layer(axum::middleware::from_fn(routes::explain_405))
+}
+
+fn routes_of(state: AdminState) -> Router {
     Router::new()
         .route(
             "/v1/volumes",

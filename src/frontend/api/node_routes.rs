@@ -2,11 +2,12 @@
 //! volumes, and the reconciler.
 
 use super::error::ApiResult;
+use super::extract::{ApiPath, ApiQuery};
 use super::json::ApiJson;
 use super::secrets::{backend_of, WithSecrets};
 use super::AdminState;
 use crate::engine::{MountVolume, Mounted, Wait};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use volbridge_proto::admin::{
@@ -28,10 +29,11 @@ fn mount_info(m: Mounted) -> MountInfo {
 
 pub async fn mount(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath,
     ApiJson(body): ApiJson<WithSecrets<MountRequest>>,
 ) -> ApiResult<Json<MountInfo>> {
     let req = body.request;
+    check_mount_options(&req.mount_options)?;
     let backend = backend_of(&state.engine, req.backend, &body.secrets)?;
     let m = state
         .engine
@@ -51,9 +53,45 @@ pub async fn mount(
     Ok(Json(mount_info(m)))
 }
 
+/// Mount options are refused up front, as Docker and FlexVolume refuse them
+/// (`volbridge_proto::options`), instead of failing in mount(2) after the volume was
+/// attached: `ro`/`rw`, `bind`/`rbind`, `remount`, and anything with a space or a control
+/// character. Entries may hold comma-separated lists.
+fn check_mount_options(list: &[String]) -> crate::Result<()> {
+    for o in list
+        .iter()
+        .flat_map(|o| o.split(','))
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        let shown = volbridge_proto::names::shown(o);
+        let fix = match volbridge_proto::options::refused_mount_option(o).as_deref() {
+            Some("ro" | "rw") => {
+                "a mount is read-write unless asked for read-only: use --read-only (read_only in the API)"
+            }
+            Some("bind" | "rbind") => {
+                "volbridge mounts the volume and binds it onto the path itself: give only filesystem options such as noatime or discard"
+            }
+            Some(_) => "to change the options of a mount, unmount it and mount it again with the new ones",
+            None if o.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                "give one option per --mount-option, or a comma-separated list such as noatime,discard"
+            }
+            None => continue,
+        };
+        return Err(crate::Error {
+            field: Some("mount_options".to_owned()),
+            ..crate::Error::new(
+                crate::ErrorKind::InvalidArgument,
+                format!("mount option \"{shown}\" is not allowed; {fix}"),
+            )
+        });
+    }
+    Ok(())
+}
+
 pub async fn unmount(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath,
     ApiJson(req): ApiJson<UnmountRequest>,
 ) -> ApiResult<Json<UnmountInfo>> {
     let unmounted = state
@@ -65,7 +103,7 @@ pub async fn unmount(
 
 pub async fn attach(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath,
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> ApiResult<Json<MountInfo>> {
     let m = state
@@ -77,7 +115,7 @@ pub async fn attach(
 
 pub async fn detach(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath,
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
     state
@@ -97,8 +135,8 @@ pub struct StatsQuery {
 
 pub async fn stats(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(q): Query<StatsQuery>,
+    ApiPath(name): ApiPath,
+    ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<VolumeStatsInfo>> {
     let engine = &state.engine;
     let backend = engine

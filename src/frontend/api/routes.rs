@@ -3,6 +3,7 @@
 
 use super::convert;
 use super::error::{ApiFailure, ApiResult};
+use super::extract::{ApiPath, ApiQuery};
 use super::json::ApiJson;
 use super::secrets::{backend_of, WithSecrets};
 use super::AdminState;
@@ -10,7 +11,7 @@ use crate::engine::names::validate_new_name;
 use crate::engine::size::size_from_json;
 use crate::engine::{CreateVolume, VolumeSource, Wait};
 use crate::error::Error;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -71,7 +72,7 @@ pub async fn create_volume(
 
 pub async fn list_volumes(
     State(state): State<AdminState>,
-    Query(q): Query<BackendQuery>,
+    ApiQuery(q): ApiQuery<BackendQuery>,
 ) -> ApiResult<Json<Vec<VolumeInfo>>> {
     let list = state.engine.list_volumes(q.backend.as_deref()).await?;
     Ok(Json(list.into_iter().map(convert::volume).collect()))
@@ -79,8 +80,8 @@ pub async fn list_volumes(
 
 pub async fn get_volume(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(q): Query<BackendQuery>,
+    ApiPath(name): ApiPath,
+    ApiQuery(q): ApiQuery<BackendQuery>,
 ) -> ApiResult<Json<VolumeInfo>> {
     let v = state.engine.get_volume(&name, q.backend.as_deref()).await?;
     Ok(Json(convert::volume(v)))
@@ -88,8 +89,8 @@ pub async fn get_volume(
 
 pub async fn delete_volume(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(q): Query<BackendQuery>,
+    ApiPath(name): ApiPath,
+    ApiQuery(q): ApiQuery<BackendQuery>,
 ) -> ApiResult<StatusCode> {
     let removed = state
         .engine
@@ -103,8 +104,8 @@ pub async fn delete_volume(
 
 pub async fn expand_volume(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(q): Query<BackendQuery>,
+    ApiPath(name): ApiPath,
+    ApiQuery(q): ApiQuery<BackendQuery>,
     ApiJson(req): ApiJson<VolumeExpandRequest>,
 ) -> ApiResult<Json<VolumeInfo>> {
     let size = size_from_json("size", &req.size)?;
@@ -146,7 +147,7 @@ pub async fn create_snapshot(
 
 pub async fn list_snapshots(
     State(state): State<AdminState>,
-    Query(q): Query<SnapshotQuery>,
+    ApiQuery(q): ApiQuery<SnapshotQuery>,
 ) -> ApiResult<Json<Vec<SnapshotInfo>>> {
     let list = state
         .engine
@@ -157,8 +158,8 @@ pub async fn list_snapshots(
 
 pub async fn get_snapshot(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(q): Query<BackendQuery>,
+    ApiPath(name): ApiPath,
+    ApiQuery(q): ApiQuery<BackendQuery>,
 ) -> ApiResult<Json<SnapshotInfo>> {
     let s = state
         .engine
@@ -169,8 +170,8 @@ pub async fn get_snapshot(
 
 pub async fn delete_snapshot(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(q): Query<BackendQuery>,
+    ApiPath(name): ApiPath,
+    ApiQuery(q): ApiQuery<BackendQuery>,
 ) -> ApiResult<StatusCode> {
     let removed = state
         .engine
@@ -242,9 +243,49 @@ pub async fn not_found() -> ApiFailure {
     ))
 }
 
-pub async fn method_not_allowed() -> ApiFailure {
-    ApiFailure(Error::new(
+/// 405, with the `Allow` header axum adds; [`explain_405`] names the methods in the body.
+pub async fn method_not_allowed(request: axum::extract::Request) -> axum::response::Response {
+    super::error::respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        not_allowed(request.method(), request.uri().path(), None),
+    )
+}
+
+fn not_allowed(method: &axum::http::Method, path: &str, allow: Option<&str>) -> Error {
+    let path = volbridge_proto::names::shown(path);
+    let fix = match allow {
+        Some(a) if !a.is_empty() => format!("it takes {}", a.replace(',', ", ")),
+        _ => "see GET /openapi.yaml".to_owned(),
+    };
+    Error::new(
         crate::ErrorKind::Unimplemented,
-        "method not allowed on this endpoint; see GET /openapi.yaml",
-    ))
+        format!("{method} is not allowed on {path}; {fix}"),
+    )
+}
+
+/// Middleware: a 405 names the methods of its `Allow` header in the JSON error.
+pub async fn explain_405(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(axum::http::header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // The same response (status, Allow, request id), with the body that names the methods.
+    let (mut parts, _) = response.into_parts();
+    let (fresh, body) = super::error::respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        not_allowed(&method, &path, allow.as_deref()),
+    )
+    .into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.extend(fresh.headers);
+    axum::response::Response::from_parts(parts, body)
 }

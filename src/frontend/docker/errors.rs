@@ -51,6 +51,16 @@ pub fn malformed(detail: &str) -> String {
     one_line(&format!("volbridge: malformed request: {detail}"))
 }
 
+/// The Docker endpoint's bodies for the requests hyper refuses itself (400, 414, 431; see
+/// `volbridge_local_csp::refusals`): `{"Err": …}` as in every other answer.
+pub fn refusal_body(status: u16) -> (&'static str, String) {
+    let text = malformed(volbridge_local_csp::refusals::refusal_sentence(status));
+    (
+        "application/vnd.docker.plugins.v1+json",
+        serde_json::json!({ "Err": text }).to_string(),
+    )
+}
+
 /// `name: 'x' …` from the engine's name check reads better without the field prefix.
 fn strip_field<'a>(detail: &'a str, field: &str) -> &'a str {
     detail

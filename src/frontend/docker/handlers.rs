@@ -26,8 +26,11 @@ const BODY_LIMIT: usize = 1 << 20;
 /// Docker's Create and Mount deadline is 2 min, the others' 1 min (§9).
 const LONG_BUDGET: Duration = Duration::from_secs(110);
 const SHORT_BUDGET: Duration = Duration::from_secs(50);
-/// A Get that misses on a global-scope backend asks the CSP for at most this long.
+/// A Get that misses asks the default backend for at most this long (global scope: a
+/// volume made on another node), or [`LOCAL_ADOPT_BUDGET`] (local scope: one made by the
+/// CLI, CSI or FlexVolume on this node).
 const ADOPT_BUDGET: Duration = Duration::from_secs(5);
+const LOCAL_ADOPT_BUDGET: Duration = Duration::from_secs(2);
 
 pub fn router(docker: Docker) -> Router {
     Router::new().fallback(dispatch).with_state(docker)
@@ -181,7 +184,7 @@ async fn answer(State(docker): State<Docker>, request: Request) -> Response {
             tracing::debug!("Docker: Capabilities");
             ok(json!({ "Capabilities": { "Scope": docker.scope() } }))
         }
-        "/VolumeDriver.List" => list(&docker),
+        "/VolumeDriver.List" => list(&docker).await,
         "/VolumeDriver.Get" => match decode::<NameRequest>(&body) {
             Ok(r) => get(&docker, &r.name).await,
             Err(resp) => resp,
@@ -226,14 +229,23 @@ fn list_entry(v: &DockerVolume) -> Value {
     Value::Object(m)
 }
 
-fn list(docker: &Docker) -> Response {
-    match docker.engine.docker_list() {
-        Ok(all) => ok(json!({
-            "Volumes": all.iter().map(list_entry).collect::<Vec<_>>(),
-            "Err": "",
-        })),
-        Err(e) => failed(&e, Map::new()),
-    }
+/// The records, then the default backend's volumes this node has no record of (made by
+/// another front end; `listing`).
+async fn list(docker: &Docker) -> Response {
+    let records = match docker.engine.docker_list() {
+        Ok(all) => all,
+        Err(e) => return failed(&e, Map::new()),
+    };
+    let others = docker.listing.names(&docker.engine).await;
+    let known: std::collections::HashSet<&str> = records.iter().map(|v| v.name.as_str()).collect();
+    let mut volumes: Vec<Value> = records.iter().map(list_entry).collect();
+    volumes.extend(
+        others
+            .iter()
+            .filter(|n| !known.contains(n.as_str()))
+            .map(|n| json!({ "Name": n })),
+    );
+    ok(json!({ "Volumes": volumes, "Err": "" }))
 }
 
 fn status_of(docker: &Docker, v: &DockerVolume) -> Value {
@@ -269,15 +281,18 @@ async fn get(docker: &Docker, name: &str) -> Response {
     };
     let found = match found {
         Some(v) => Some(v),
-        // A global-scope backend may hold a volume made on another node: one capped lookup.
-        None if docker.scope() == "global" && known_name(name) => {
+        // The default backend may hold a volume made by another front end (or, global
+        // scope, on another node): one capped lookup, and Docker can use it as it is.
+        None if known_name(name) => {
             let engine = docker.engine.clone();
             let n = name.to_owned();
-            match tokio::time::timeout(
-                ADOPT_BUDGET,
-                async move { engine.docker_adopt(&n, None).await },
-            )
-            .await
+            let budget = if docker.scope() == "global" {
+                ADOPT_BUDGET
+            } else {
+                LOCAL_ADOPT_BUDGET
+            };
+            match tokio::time::timeout(budget, async move { engine.docker_adopt(&n, None).await })
+                .await
             {
                 Ok(Ok(v)) => Some(v),
                 _ => None,

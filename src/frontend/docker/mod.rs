@@ -5,6 +5,7 @@
 
 mod errors;
 mod handlers;
+mod listing;
 pub mod options;
 
 pub use errors::{err_text, MAX_ERR};
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use volbridge_local_csp::refusals::RefusalBodies;
 
 /// The directory Docker looks for legacy plugin sockets in (compiled into Docker).
 pub const PLUGINS_DIR: &str = "/run/docker/plugins";
@@ -140,6 +142,8 @@ pub struct Docker {
     pub config: Arc<DockerConfig>,
     /// Opens once the start-up reconciliation has run; node calls wait for it.
     pub ready: tokio::sync::watch::Receiver<bool>,
+    /// The default backend's volumes made by other front ends, for List.
+    listing: Arc<listing::Listing>,
 }
 
 impl Docker {
@@ -152,6 +156,7 @@ impl Docker {
             engine,
             config: Arc::new(config),
             ready,
+            listing: Arc::default(),
         }
     }
 
@@ -379,8 +384,14 @@ pub fn serve(
     } = bound;
     tokio::spawn(async move {
         let result = match listener {
-            Listener::Unix(l) => axum::serve(l, router).with_graceful_shutdown(stop).await,
-            Listener::Tcp(l) => axum::serve(l, router).with_graceful_shutdown(stop).await,
+            Listener::Unix(l) => {
+                let l = RefusalBodies::new(l, errors::refusal_body);
+                axum::serve(l, router).with_graceful_shutdown(stop).await
+            }
+            Listener::Tcp(l) => {
+                let l = RefusalBodies::new(l, errors::refusal_body);
+                axum::serve(l, router).with_graceful_shutdown(stop).await
+            }
         };
         if let Err(e) = result {
             tracing::error!(endpoint = %shown, error = %e, "Docker endpoint failed");

@@ -144,7 +144,8 @@ impl Engine {
         backend.client.delete_snapshot(id).await
     }
 
-    /// Deletes a snapshot by name; one that does not exist is already deleted.
+    /// Deletes a snapshot by name; one that does not exist is already deleted. Any name the
+    /// backend holds is taken, as for volumes.
     pub async fn delete_snapshot(
         &self,
         name: &str,
@@ -163,7 +164,7 @@ impl Engine {
         backend: Option<&str>,
         wait: Wait,
     ) -> Result<bool> {
-        validate_name("name", name)?;
+        crate::names::validate_held_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self
             .guard(&backend.name, &format!("snapshot:{name}"), wait)

@@ -1,7 +1,7 @@
 //! Volume operations. Each is idempotent by (backend, name) and runs under the volume's guard.
 
 use crate::model::{CreateVolume, Volume, VolumeSource};
-use crate::names::validate_name;
+use crate::names::{validate_held_name, validate_name};
 use crate::records::intent::{self, Intent};
 use crate::size::{align, human};
 use crate::{Engine, Wait};
@@ -360,7 +360,10 @@ impl Engine {
         Ok(self.backends.resolve(backend)?.embedded)
     }
 
-    /// Deletes a volume by name; a volume that does not exist is already deleted.
+    /// Deletes a volume by name; a volume that does not exist is already deleted. Any name
+    /// the backend holds is taken (`validate_held_name`): a volume made straight on the
+    /// CSP under a name the other rules refuse can still be removed. A Docker record of
+    /// the volume with no reference left goes with it.
     pub async fn delete_volume(&self, name: &str, backend: Option<&str>, wait: Wait) -> Result<()> {
         self.delete_checked(name, backend, wait, false)
             .await
@@ -400,7 +403,7 @@ impl Engine {
         wait: Wait,
         refuse_granted: bool,
     ) -> Result<bool> {
-        validate_name("name", name)?;
+        validate_held_name("name", name)?;
         let backend = self.backends.resolve(backend)?;
         let _guard = self.guard(&backend.name, name, wait).await?;
         if refuse_granted {
@@ -418,7 +421,10 @@ impl Engine {
             return Err(self.still_in_use(&backend.name, name)?);
         }
         match backend.client.delete_found_volume(&v).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.docker_drop_deleted(&backend.name, name, v.id.as_deref().unwrap_or(""));
+                Ok(true)
+            }
             Err(e) if e.kind == ErrorKind::FailedPrecondition => {
                 Err(self.why_not_deleted(&backend.client, name, &v, e).await)
             }

@@ -262,3 +262,85 @@ async fn release_is_refused_while_another_mount_namespace_holds_the_volume() {
     assert_eq!((forced.dropped, forced.unmounted), (1, true));
     assert_eq!(rig.unmount_calls().len(), 2);
 }
+
+/// A volume made outside Docker (the CLI's `create_volume`) is Docker's too: a Create
+/// without options adopts it as it is, one whose options ask for something else is refused
+/// naming it; Docker mounts it and removes it; the CLI's delete drops Docker's record.
+#[tokio::test]
+async fn volumes_made_by_other_front_ends_are_adopted() {
+    let rig = docker_rig(Duration::ZERO).await;
+    let e = &rig.engine;
+    let made = rig.volume("clivol").await;
+    let refused = e
+        .docker_create(DockerCreate {
+            name: "clivol".into(),
+            size: Some(1 << 30),
+            options: [("size".to_owned(), "1Gi".to_owned())].into(),
+            ..DockerCreate::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::AlreadyExists);
+    assert_eq!(
+        refused.message,
+        "\"clivol\" on backend \"local\" (64Mi, made outside Docker) does not match -o size=1Gi; leave out the -o options to use it as it is, or choose another name"
+    );
+    assert!(e.docker_get("clivol").unwrap().is_none());
+    // Docker's implicit create (`docker run -v clivol:/d`): no options, the default size.
+    let adopted = e
+        .docker_create(DockerCreate {
+            name: "clivol".into(),
+            fs_type: "ext4".into(),
+            ..DockerCreate::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (adopted.volume_id.as_str(), adopted.size_bytes),
+        (made.id.as_str(), made.size_bytes)
+    );
+    assert_eq!(adopted.fs_type, "", "whatever the volume holds");
+    // The same Create again, and one naming the volume's own size, find the record.
+    for size in [None, Some("64Mi")] {
+        let options = size
+            .map(|s| [("size".to_owned(), s.to_owned())].into())
+            .unwrap_or_default();
+        e.docker_create(DockerCreate {
+            name: "clivol".into(),
+            size: size.map(|_| 64 << 20),
+            options,
+            ..DockerCreate::default()
+        })
+        .await
+        .unwrap();
+    }
+    let p = e.docker_mount("clivol", "id-a", None).await.unwrap();
+    assert_eq!(
+        rig.commands("mkfs").len(),
+        1,
+        "a blank volume gets the default"
+    );
+    e.docker_unmount("clivol", "id-a").await.unwrap();
+    assert!(!rig.host.file_exists(&p));
+    // Removed through Docker: gone from the backend.
+    e.docker_remove("clivol").await.unwrap();
+    assert!(e.docker_get("clivol").unwrap().is_none());
+    let gone = e.get_volume("clivol", None).await.unwrap_err();
+    assert_eq!(gone.kind, ErrorKind::NotFound);
+
+    // Adopted by a lookup (Get), then deleted by the CLI: Docker's record goes with it.
+    let other = rig.volume("other").await;
+    let record = e.docker_adopt("other", None).await.unwrap();
+    assert_eq!(record.volume_id, other.id);
+    e.delete_volume("other", None, crate::Wait::No)
+        .await
+        .unwrap();
+    assert!(e.docker_get("other").unwrap().is_none());
+    // Removed through Docker without ever being looked up there: gone too.
+    rig.volume("unseen").await;
+    e.docker_remove("unseen").await.unwrap();
+    assert_eq!(
+        e.get_volume("unseen", None).await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+}
