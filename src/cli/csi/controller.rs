@@ -222,24 +222,7 @@ pub async fn run(conn: &Conn, command: ControllerCommand) -> Result<Reply> {
             )))
         }
         ControllerCommand::List(page) => {
-            let (entries, next) = pages("ListVolumes", &page, |token| {
-                let mut c = c.clone();
-                let req = pb::ListVolumesRequest {
-                    max_entries: page.max_entries,
-                    starting_token: token,
-                };
-                async move {
-                    let r = conn
-                        .call(
-                            "ListVolumes",
-                            req,
-                            |r| async move { c.list_volumes(r).await },
-                        )
-                        .await?;
-                    Ok((r.entries, r.next_token))
-                }
-            })
-            .await?;
+            let (entries, next) = volume_pages(conn, &page).await?;
             Ok(list_volumes_reply(&entries, &next))
         }
         ControllerCommand::Get { volume_id } => {
@@ -430,6 +413,31 @@ pub async fn run(conn: &Conn, command: ControllerCommand) -> Result<Reply> {
     }
 }
 
+/// ListVolumes from `page` on (every page with `--all`): the entries and the next token.
+async fn volume_pages(
+    conn: &Conn,
+    page: &ListArgs,
+) -> Result<(Vec<pb::list_volumes_response::Entry>, String)> {
+    pages("ListVolumes", page, |token| {
+        let mut c = conn.controller();
+        let req = pb::ListVolumesRequest {
+            max_entries: page.max_entries,
+            starting_token: token,
+        };
+        async move {
+            let r = conn
+                .call(
+                    "ListVolumes",
+                    req,
+                    |r| async move { c.list_volumes(r).await },
+                )
+                .await?;
+            Ok((r.entries, r.next_token))
+        }
+    })
+    .await
+}
+
 /// Whether a ListVolumes walk (every page) holds a volume id.
 enum Listed {
     Yes,
@@ -462,25 +470,7 @@ async fn listed(conn: &Conn, volume_id: &str) -> Listed {
         starting_token: None,
         all: true,
     };
-    let walk = pages("ListVolumes", &page, |token| {
-        let mut c = conn.controller();
-        let req = pb::ListVolumesRequest {
-            max_entries: 0,
-            starting_token: token,
-        };
-        async move {
-            let r = conn
-                .call(
-                    "ListVolumes",
-                    req,
-                    |r| async move { c.list_volumes(r).await },
-                )
-                .await?;
-            Ok((r.entries, r.next_token))
-        }
-    })
-    .await;
-    match walk {
+    match volume_pages(conn, &page).await {
         Ok((entries, _)) => {
             let found = entries
                 .iter()
