@@ -7,9 +7,9 @@
 //! `RUST_LOG=warn` (override with VOLBRIDGE_BENCH_LOG; its log is `<dir>/daemon.log`).
 //!
 //! 1. CreateVolume + DeleteVolume pairs per second through CSI (1 GiB, mount
-//!    SINGLE_NODE_WRITER ext4, no secrets) at concurrency 1 and 16, with CreateVolume
-//!    p50/p99. At 16 the tasks share one HTTP/2 connection (the channel cloned per task),
-//!    and, in a second variant, four connections round-robin.
+//!    SINGLE_NODE_WRITER ext4, no secrets) at concurrency 1, 2, 4, 8 and 16, with
+//!    CreateVolume p50/p99. The tasks share one HTTP/2 connection (the channel cloned per
+//!    task), and, from concurrency 4 on, in a second variant, four connections round-robin.
 //!    Baseline in the same run, interleaved round by round with the CSI variants so that
 //!    machine noise hits both: the same create+delete pairs sent straight to the daemon's
 //!    embedded CSP over HTTP with volbridge's own `CspClient`.
@@ -32,10 +32,15 @@
 //! Every mount and loop device under the scratch dir is removed at the end (also on a panic
 //! or a second Ctrl-C), best effort, after the daemon is stopped.
 //!
+//! Besides its table it draws (1), pairs/s against concurrency for each variant, into
+//! `csi-throughput.png` in docs/bench/ (bench/support/plot.rs).
+//!
 //! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default the system temp dir),
-//! VOLBRIDGE_BENCH_PAIRS (pairs per variant at concurrency 16; default 12000; a quarter of
-//! it at concurrency 1), VOLBRIDGE_BENCH_CYCLES (node cycles of each kind; default 30),
-//! VOLBRIDGE_BENCH_LOG (the daemon's RUST_LOG; default warn).
+//! VOLBRIDGE_BENCH_CONCURRENCY (the levels of (1), comma-separated; default 1,2,4,8,16),
+//! VOLBRIDGE_BENCH_PAIRS (pairs per variant at concurrency 4 and above; default 12000; a
+//! quarter of it at 1, half at 2), VOLBRIDGE_BENCH_CYCLES (node cycles of each kind; default
+//! 30), VOLBRIDGE_BENCH_LOG (the daemon's RUST_LOG; default warn), VOLBRIDGE_BENCH_PLOT_DIR
+//! (where the chart goes).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -46,6 +51,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::daemon::{self, clock_ticks_per_second, proc_cpu_ticks, Daemon};
+use support::plot::{self, Axis, Chart, Legend, Line};
 use support::{load_average, ms, percentile, remove_tree, sweep};
 use tonic::transport::Channel;
 use volbridge::frontend::csi::Endpoint;
@@ -58,6 +64,7 @@ use volbridge_proto::csi::node_client::NodeClient;
 use volbridge_proto::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType};
 
 const SIZE: u64 = 1 << 30;
+const CONCURRENCY: [usize; 5] = [1, 2, 4, 8, 16];
 /// Chunks per variant: variants take turns chunk by chunk (A B C A B C …).
 const ROUNDS: usize = 4;
 /// Untimed pairs per variant before the measured ones (connections, sessions, caches).
@@ -105,6 +112,9 @@ fn preflight() {
         if !found {
             fail(&format!("`{tool}` is not installed or not on PATH"));
         }
+    }
+    if let Err(e) = plot::check_font() {
+        fail(&e);
     }
 }
 
@@ -822,7 +832,7 @@ struct Outcome {
     levels: Vec<Vec<Variant>>,
     node: Result<NodeResults, String>,
     /// (VmRSS, RssAnon) at start and after each phase.
-    rss_steps: Vec<(&'static str, u64, u64)>,
+    rss_steps: Vec<(String, u64, u64)>,
     rss_kib: u64,
     anon_kib: u64,
     file_kib: u64,
@@ -851,19 +861,30 @@ async fn wait_probe(channel: &Channel) -> Result<(), String> {
     }
 }
 
+/// Pairs per variant at concurrency `c`: a quarter of `pairs` at 1, half at 2 (the slow
+/// levels), all of it from 4 on.
+fn pairs_at(pairs: usize, c: usize) -> usize {
+    (pairs * c.min(4) / 4).max(ROUNDS * c)
+}
+
 async fn run(
     daemon: &mut Daemon,
     root: &Path,
+    levels_c: &[usize],
     pairs16: usize,
     cycles: usize,
 ) -> Result<Outcome, String> {
+    let memory = |d: &Daemon, label: &str| {
+        let (_, rss, anon) = d.memory("");
+        (label.to_owned(), rss, anon)
+    };
     let started = Instant::now();
     let endpoint = Endpoint::parse(&daemon.csi_endpoint).map_err(|e| e.to_string())?;
     let channel = || endpoint.channel().map_err(|e| e.to_string());
     let one = vec![channel()?];
     let four = vec![channel()?, channel()?, channel()?, channel()?];
     wait_probe(&one[0]).await?;
-    let mut rss_steps = vec![daemon.memory("start")];
+    let mut rss_steps = vec![memory(daemon, "start")];
     let creds = Credentials::service("local", daemon.csp_addr, CSP_USER, &daemon.csp_password()?)
         .map_err(|e| format!("CSP credentials: {e}"))?;
     let csp =
@@ -882,21 +903,19 @@ async fn run(
             return Err(format!("warm-up: {e}"));
         }
     }
-    rss_steps.push(daemon.memory("warm-up"));
-    let pairs1 = (pairs16 / 4).max(ROUNDS);
+    rss_steps.push(memory(daemon, "warm-up"));
     let mut levels = Vec::new();
-    levels.push(run_level(&ctx, 1, pairs1, &[Kind::Csi(1), Kind::Direct]).await);
-    rss_steps.push(daemon.memory("c1"));
-    levels.push(
-        run_level(
-            &ctx,
-            16,
-            pairs16,
-            &[Kind::Csi(1), Kind::Direct, Kind::Csi(4)],
-        )
-        .await,
-    );
-    rss_steps.push(daemon.memory("c16"));
+    for (i, &c) in levels_c.iter().enumerate() {
+        let kinds: &[Kind] = if c >= 4 {
+            &[Kind::Csi(1), Kind::Direct, Kind::Csi(4)]
+        } else {
+            &[Kind::Csi(1), Kind::Direct]
+        };
+        levels.push(run_level(&ctx, c, pairs_at(pairs16, c), kinds).await);
+        if i == 0 || i + 1 == levels_c.len() {
+            rss_steps.push(memory(daemon, &format!("c{c}")));
+        }
+    }
     let node = if stopped() {
         Err("stopped".to_owned())
     } else {
@@ -904,7 +923,7 @@ async fn run(
         run_node(&ctx.one[0], &admin, root, cycles).await
     };
     let rss_kib = daemon.status_kib("VmRSS");
-    rss_steps.push(daemon.memory("node"));
+    rss_steps.push(memory(daemon, "node"));
     let hwm_kib = daemon.status_kib("VmHWM");
     let anon_kib = daemon.status_kib("RssAnon");
     let file_kib = daemon.status_kib("RssFile");
@@ -941,6 +960,23 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
+    };
+    let levels_c: Vec<usize> = match std::env::var("VOLBRIDGE_BENCH_CONCURRENCY") {
+        Ok(v) => {
+            let mut l: Vec<usize> = v
+                .split(',')
+                .map(|c| c.trim().parse().ok().filter(|c| *c > 0))
+                .collect::<Option<_>>()
+                .unwrap_or_else(|| {
+                    fail(&format!(
+                        "VOLBRIDGE_BENCH_CONCURRENCY={v}: expected levels like 1,2,4,8,16"
+                    ))
+                });
+            l.sort_unstable();
+            l.dedup();
+            l
+        }
+        Err(_) => CONCURRENCY.to_vec(),
     };
     let pairs16 = env_usize("VOLBRIDGE_BENCH_PAIRS", 12000).max(16 * ROUNDS);
     let cycles = env_usize("VOLBRIDGE_BENCH_CYCLES", 30).max(1);
@@ -984,7 +1020,7 @@ fn main() {
                 }
             });
         }
-        run(&mut daemon, &root, pairs16, cycles).await
+        run(&mut daemon, &root, &levels_c, pairs16, cycles).await
     });
     drop(rt);
     let load = format!("{load} at start, {} at end", load_average());
@@ -1005,9 +1041,51 @@ fn main() {
         }
     };
     report(&outcome, tck, &stop, &cleanup, &load, pairs16, cycles);
+    match plot_throughput(&outcome, &load) {
+        Ok(path) => println!("chart: {}", path.display()),
+        Err(e) => fail(&format!("chart: {e}")),
+    }
     if stopped() {
         std::process::exit(130);
     }
+}
+
+/// Pairs/s against concurrency, one line per variant.
+fn plot_throughput(o: &Outcome, load: &str) -> Result<PathBuf, String> {
+    let points = |kind: Kind| -> Vec<(f64, f64)> {
+        o.levels
+            .iter()
+            .flatten()
+            .filter(|v| v.kind == kind && v.pairs.pairs > 0)
+            .map(|v| (v.concurrency as f64, v.pairs.per_sec()))
+            .collect()
+    };
+    let levels: Vec<f64> = o
+        .levels
+        .iter()
+        .filter_map(|l| l.first())
+        .map(|v| v.concurrency as f64)
+        .collect();
+    let chart = Chart {
+        title: "CSI CreateVolume + DeleteVolume throughput against concurrency".to_owned(),
+        note: format!(
+            "volbridge serve (release), embedded local CSP, 1 GiB volumes; {} cores, 1-min \
+             load {load}; cargo bench --bench csi",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        x: Axis::log("concurrent callers (log scale)").ticks(&levels),
+        y: Axis::linear("create + delete pairs per second"),
+        legend: Legend::UpperLeft,
+        lines: vec![
+            Line::ours("CSI, 1 gRPC connection", points(Kind::Csi(1))),
+            Line::ours("CSI, 4 gRPC connections", points(Kind::Csi(4))),
+            Line::baseline(
+                "baseline: the same pairs straight to the daemon's CSP",
+                points(Kind::Direct),
+            ),
+        ],
+    };
+    plot::draw("csi-throughput.png", &chart)
 }
 
 /// The 1-minute load average: client, daemon and CSP share the machine's cores.
@@ -1030,12 +1108,40 @@ fn report(
          backend); 1 GiB volumes, mount SINGLE_NODE_WRITER ext4, no secrets",
         o.pid
     );
+    let per_level: Vec<String> = o
+        .levels
+        .iter()
+        .filter_map(|l| l.first())
+        .map(|v| format!("{} at c{}", pairs_at(pairs16, v.concurrency), v.concurrency))
+        .collect();
     println!(
-        "pairs: {} per variant at c1, {pairs16} at c16, in {ROUNDS} interleaved chunks per \
-         variant ({WARMUP_PAIRS} warm-up pairs per path not counted); daemon CPU from \
-         /proc/<pid>/stat at {tck} ticks/s",
-        (pairs16 / 4).max(ROUNDS)
+        "pairs per variant: {}, in {ROUNDS} interleaved chunks per variant ({WARMUP_PAIRS} \
+         warm-up pairs per path not counted); daemon CPU from /proc/<pid>/stat at {tck} ticks/s",
+        per_level.join(", ")
     );
+    println!();
+    println!(
+        "{:<12} {:>14} {:>14} {:>14} {:>14}",
+        "pairs/s", "CSI 1 conn", "CSI 4 conns", "direct CSP", "CSI 1 / direct"
+    );
+    for level in &o.levels {
+        let rate = |kind: Kind| {
+            level
+                .iter()
+                .find(|v| v.kind == kind)
+                .map(|v| v.pairs.per_sec())
+        };
+        let cell = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+        let (one, four, direct) = (rate(Kind::Csi(1)), rate(Kind::Csi(4)), rate(Kind::Direct));
+        println!(
+            "{:<12} {:>14} {:>14} {:>14} {:>14}",
+            format!("c{}", level.first().map_or(0, |v| v.concurrency)),
+            cell(one),
+            cell(four),
+            cell(direct),
+            ratio(one.unwrap_or(0.0), direct.unwrap_or(0.0))
+        );
+    }
     println!();
     line("measure", "result", "goal");
     println!("{}", "-".repeat(96));
@@ -1174,7 +1280,7 @@ fn report(
         }
     }
     let mib = |kib: u64| format!("{:.2}", kib as f64 / 1024.0);
-    let names: Vec<&str> = o.rss_steps.iter().map(|s| s.0).collect();
+    let names: Vec<&str> = o.rss_steps.iter().map(|s| s.0.as_str()).collect();
     line(
         &format!("daemon VmRSS at {}, MiB", names.join(" / ")),
         &o.rss_steps
@@ -1230,7 +1336,8 @@ fn report(
         o.total.as_secs_f64()
     );
     println!(
-        "command: cargo bench --bench csi   (env: VOLBRIDGE_BENCH_DIR, VOLBRIDGE_BENCH_PAIRS, \
-         VOLBRIDGE_BENCH_CYCLES, VOLBRIDGE_BENCH_LOG)"
+        "command: cargo bench --bench csi   (env: VOLBRIDGE_BENCH_DIR, \
+         VOLBRIDGE_BENCH_CONCURRENCY, VOLBRIDGE_BENCH_PAIRS, VOLBRIDGE_BENCH_CYCLES, \
+         VOLBRIDGE_BENCH_LOG, VOLBRIDGE_BENCH_PLOT_DIR)"
     );
 }

@@ -16,8 +16,12 @@
 //! Everything lives under one scratch dir; every mount and loop device under it is removed
 //! after a failed iteration and at the end (also on a panic or Ctrl-C), best effort.
 //!
+//! Besides its table it draws the distribution of (1) beside (2) (the share of cycles done
+//! within each time) into `node-cycle.png` in docs/bench/ (bench/support/plot.rs).
+//!
 //! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default the system temp dir),
-//! VOLBRIDGE_BENCH_CYCLES (cycles of (1) and of (2); default 30).
+//! VOLBRIDGE_BENCH_CYCLES (cycles of (1) and of (2); default 30), VOLBRIDGE_BENCH_PLOT_DIR
+//! (where the chart goes).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -27,6 +31,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::plot::{self, Axis, Chart, Legend, Line};
 use support::{load_average, mounts_under, ms, percentile, remove_tree, sweep};
 use volbridge::engine::{
     Backend, Backends, CreateVolume, Engine, EngineConfig, MountVolume, NodeConfig, PublishVolume,
@@ -114,6 +119,9 @@ fn preflight() {
         if !found {
             fail(&format!("`{tool}` is not installed or not on PATH"));
         }
+    }
+    if let Err(e) = plot::check_font() {
+        fail(&e);
     }
 }
 
@@ -551,9 +559,58 @@ fn main() {
         }
     };
     report(cycles, &cycles_r, &publishes, &cleanup, &load);
+    match plot_cycles(&cycles_r, &load) {
+        Ok(path) => println!("chart: {}", path.display()),
+        Err(e) => fail(&format!("chart: {e}")),
+    }
     if stopped() {
         std::process::exit(130);
     }
+}
+
+/// The cumulative distribution of both cycles: x the cycle time, y the share of cycles
+/// done within it.
+fn plot_cycles(c: &Cycles, load: &str) -> Result<PathBuf, String> {
+    let cdf = |s: &Series| -> Vec<(f64, f64)> {
+        let sorted = s.sorted();
+        let n = sorted.len() as f64;
+        sorted
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.as_secs_f64() * 1000.0, (i + 1) as f64 * 100.0 / n))
+            .collect()
+    };
+    let p50 = |s: &Series| format!("{:.1}", s.p(0.5).as_secs_f64() * 1000.0);
+    let chart = Chart {
+        title: "Node cycle on a blank 1 GiB volume (attach, mkfs.ext4, mount, bind, reverse)"
+            .to_owned(),
+        note: format!(
+            "{} cycles each, interleaved; {} cores, 1-min load {load} at start; cargo bench \
+             --bench node",
+            c.engine.lat.len().max(c.shell.lat.len()),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        x: Axis::linear("cycle time (ms)"),
+        y: Axis::linear("cycles done within that time (%)").range(0.0, 100.0),
+        legend: Legend::LowerRight,
+        lines: vec![
+            Line::ours(
+                &format!(
+                    "volbridge mount_volume + unmount_volume (p50 {} ms)",
+                    p50(&c.engine)
+                ),
+                cdf(&c.engine),
+            ),
+            Line::baseline(
+                &format!(
+                    "baseline: losetup, mkfs.ext4, mount, bind by shell (p50 {} ms)",
+                    p50(&c.shell)
+                ),
+                cdf(&c.shell),
+            ),
+        ],
+    };
+    plot::draw("node-cycle.png", &chart)
 }
 
 fn row(label: &str, s: &Series, p99: bool) {
@@ -623,6 +680,7 @@ fn report(cycles: usize, c: &Cycles, p: &Result<Publishes, String>, cleanup: &st
     println!();
     println!("cleanup: {cleanup}");
     println!(
-        "command: cargo bench --bench node   (env: VOLBRIDGE_BENCH_DIR, VOLBRIDGE_BENCH_CYCLES)"
+        "command: cargo bench --bench node   (env: VOLBRIDGE_BENCH_DIR, VOLBRIDGE_BENCH_CYCLES, \
+         VOLBRIDGE_BENCH_PLOT_DIR)"
     );
 }

@@ -1,12 +1,14 @@
 //! `cargo bench --bench pool`: the local CSP's pool against the shell, in one run (a table,
 //! not a timed test). Needs root, xfsprogs and fio.
 //!
-//! 1. Snapshot and clone of a 2 GiB volume holding 1 GiB of random data, through the CLI
-//!    against a real `volbridge serve` whose pool is chosen as users get it (`auto`; on ext4
-//!    an xfs image pool). Baselines in the same run, on the same file: `cp --reflink=always`
-//!    inside the pool (goal: at most 2x) and `cp --sparse=always` in the host's data dir
-//!    (goal: at least 100x slower than ours); both followed by an fsync of the copy, since
-//!    ours are durable when they return.
+//! 1. Snapshot and clone of a 2 GiB volume holding 64 MiB, 256 MiB and 1 GiB of random data
+//!    (a larger amount gets a volume twice its size), through the CLI against a real
+//!    `volbridge serve` whose pool is chosen as users get it (`auto`; on ext4 an xfs image
+//!    pool). Baselines in the same run, on the same file: `cp --reflink=always` inside the
+//!    pool (goal: at most 2x) and `cp --sparse=always` in the host's data dir (goal: at least
+//!    100x slower than ours, at 1 GiB); both followed by an fsync of the copy, since ours are
+//!    durable when they return. Drawn, time against data size, into `pool-copies.png` in
+//!    docs/bench/ (bench/support/plot.rs).
 //! 2. The data path: fio (sequential 1 MiB and random 4 KiB, read and write, direct I/O) on a
 //!    file in a mounted volume of the pool, against two baselines in the same run: the same
 //!    job on a mounted volume of a `dir` pool (a loop device over a file in the host's data
@@ -15,8 +17,10 @@
 //!    dir, whose ratio is the price of a loop-backed volume at all (stated; docs/pool.md).
 //!
 //! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default /var/tmp),
-//! VOLBRIDGE_BENCH_ROUNDS (rounds of (1); default 3), VOLBRIDGE_BENCH_FIO_SECONDS (per fio
-//! job; default 8).
+//! VOLBRIDGE_BENCH_ROUNDS (rounds of (1) at each size; default 3), VOLBRIDGE_BENCH_DATA_MIB
+//! (the data sizes of (1) in MiB, comma-separated; default 64,256,1024),
+//! VOLBRIDGE_BENCH_FIO_SECONDS (per fio job; default 8), VOLBRIDGE_BENCH_PLOT_DIR (where the
+//! chart goes).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -27,10 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::daemon::Daemon;
+use support::plot::{self, Axis, Chart, Legend, Line};
 use support::{load_average, ms, percentile, remove_tree, sweep};
 
 const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
 
 /// What this bench asks of the shared daemon beyond starting and stopping it.
 trait PoolDaemon {
@@ -115,6 +119,125 @@ fn cp(flag: &str, src: &Path, dst: &Path) -> Duration {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     percentile(&v, 0.5)
+}
+
+/// Snapshot and clone at one data size, and the two baselines, one entry per round.
+struct Copies {
+    data_mib: u64,
+    volume_mib: u64,
+    snap: Vec<Duration>,
+    clone_snap: Vec<Duration>,
+    clone_vol: Vec<Duration>,
+    reflink: Vec<Duration>,
+    sparse: Vec<Duration>,
+}
+
+/// `rounds` rounds of (1) on a volume holding `data_mib` MiB of random data.
+fn copies(d: &Daemon, host_dir: &Path, data_mib: u64, rounds: u64) -> Copies {
+    let volume_mib = (2 * data_mib).max(2048);
+    let mut c = Copies {
+        data_mib,
+        volume_mib,
+        snap: vec![],
+        clone_snap: vec![],
+        clone_vol: vec![],
+        reflink: vec![],
+        sparse: vec![],
+    };
+    let host_src = host_dir.join("src.img");
+    for r in 0..rounds {
+        let tag = format!("{data_mib}m{r}");
+        let (v, s) = (format!("v{tag}"), format!("s{tag}"));
+        let (c1, c2) = (format!("c{tag}"), format!("cv{tag}"));
+        d.cli(&["volume", "create", &v, "--size", &format!("{volume_mib}Mi")]);
+        let img = d.volume_image(&v);
+        fill(&img, data_mib * MIB, data_mib * 1000 + r + 1);
+        c.snap
+            .push(d.timed(&["snapshot", "create", &s, "--volume", &v]));
+        c.clone_snap
+            .push(d.timed(&["volume", "clone", &c1, "--from-snapshot", &s]));
+        c.clone_vol
+            .push(d.timed(&["volume", "clone", &c2, "--from-volume", &v]));
+        c.reflink.push(cp(
+            "--reflink=always",
+            &img,
+            &d.images().join("volumes/bench-copy.img"),
+        ));
+        if r == 0 {
+            let ok = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&img)
+                .arg(&host_src)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+        c.sparse
+            .push(cp("--sparse=always", &host_src, &host_dir.join("dst.img")));
+        d.cli(&["volume", "rm", &c1, &c2]);
+        d.cli(&["snapshot", "rm", &s]);
+        d.cli(&["volume", "rm", &v]);
+    }
+    let _ = std::fs::remove_file(&host_src);
+    c
+}
+
+fn size_label(mib: u64) -> String {
+    if mib >= 1024 && mib.is_multiple_of(1024) {
+        format!("{} GiB", mib / 1024)
+    } else {
+        format!("{mib} MiB")
+    }
+}
+
+/// Median time against data size, ours solid, the baselines dashed, both axes log.
+fn plot_copies(all: &[Copies], pool: &Value, load: &str) -> Result<PathBuf, String> {
+    let series = |f: fn(&Copies) -> &Vec<Duration>| -> Vec<(f64, f64)> {
+        all.iter()
+            .map(|c| {
+                (
+                    c.data_mib as f64,
+                    median(f(c).clone()).as_secs_f64() * 1000.0,
+                )
+            })
+            .collect()
+    };
+    let sizes: Vec<f64> = all.iter().map(|c| c.data_mib as f64).collect();
+    let chart = Chart {
+        title: "Snapshot and clone time against the data in the volume".to_owned(),
+        note: format!(
+            "median of {} rounds; pool {} (reflink {}); {} cores, 1-min load {load} at start; \
+             cargo bench --bench pool",
+            all.first().map_or(0, |c| c.snap.len()),
+            pool["mode"].as_str().unwrap_or("?"),
+            pool["reflink"],
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        x: Axis::log("data in the volume (MiB, log scale)").ticks(&sizes),
+        y: Axis::log("time (ms, log scale)"),
+        legend: Legend::UpperLeft,
+        lines: vec![
+            Line::ours("volbridge snapshot create (CLI)", series(|c| &c.snap)),
+            Line::ours(
+                "volbridge volume clone --from-snapshot (CLI)",
+                series(|c| &c.clone_snap),
+            ),
+            Line::ours(
+                "volbridge volume clone --from-volume (CLI)",
+                series(|c| &c.clone_vol),
+            ),
+            Line::baseline(
+                "baseline: cp --reflink=always + sync, in the pool",
+                series(|c| &c.reflink),
+            ),
+            Line::baseline(
+                "baseline: cp --sparse=always + sync, host data dir",
+                series(|c| &c.sparse),
+            ),
+        ],
+    };
+    plot::draw("pool-copies.png", &chart)
 }
 
 fn env_num(key: &str, default: u64) -> u64 {
@@ -210,7 +333,23 @@ fn main() {
         rustix::process::geteuid().is_root(),
         "the pool bench needs root (loop devices, mounts)"
     );
+    if let Err(e) = plot::check_font() {
+        eprintln!("pool bench: {e}");
+        std::process::exit(1);
+    }
     let rounds = env_num("VOLBRIDGE_BENCH_ROUNDS", 3).max(1);
+    let sizes: Vec<u64> = std::env::var("VOLBRIDGE_BENCH_DATA_MIB")
+        .map(|v| {
+            v.split(',')
+                .map(|m| {
+                    m.trim()
+                        .parse()
+                        .expect("VOLBRIDGE_BENCH_DATA_MIB: MiB like 64,256,1024")
+                })
+                .filter(|m| *m > 0)
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![64, 256, 1024]);
     let fio_seconds = env_num("VOLBRIDGE_BENCH_FIO_SECONDS", 8).max(1);
     let base = std::env::var_os("VOLBRIDGE_BENCH_DIR")
         .map(PathBuf::from)
@@ -233,45 +372,11 @@ fn main() {
     let host_dir = root.join("host");
     std::fs::create_dir_all(&host_dir).unwrap();
 
-    // 1. Snapshot and clone.
-    let (mut snap, mut clone_snap, mut clone_vol, mut reflink, mut sparse) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for r in 0..rounds {
-        let v = format!("v{r}");
-        d.cli(&["volume", "create", &v, "--size", "2Gi"]);
-        let img = d.volume_image(&v);
-        fill(&img, GIB, r + 1);
-        snap.push(d.timed(&["snapshot", "create", &format!("s{r}"), "--volume", &v]));
-        clone_snap.push(d.timed(&[
-            "volume",
-            "clone",
-            &format!("c{r}"),
-            "--from-snapshot",
-            &format!("s{r}"),
-        ]));
-        clone_vol.push(d.timed(&["volume", "clone", &format!("cv{r}"), "--from-volume", &v]));
-        reflink.push(cp(
-            "--reflink=always",
-            &img,
-            &d.images().join("volumes/bench-copy.img"),
-        ));
-        let host_src = host_dir.join("src.img");
-        if r == 0 {
-            let ok = Command::new("cp")
-                .arg("--sparse=always")
-                .arg(&img)
-                .arg(&host_src)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok);
-        }
-        sparse.push(cp("--sparse=always", &host_src, &host_dir.join("dst.img")));
-        d.cli(&["volume", "rm", &format!("c{r}"), &format!("cv{r}")]);
-        d.cli(&["snapshot", "rm", &format!("s{r}")]);
-        d.cli(&["volume", "rm", &v]);
-    }
-    let _ = std::fs::remove_file(host_dir.join("src.img"));
+    // 1. Snapshot and clone, at each data size.
+    let all: Vec<Copies> = sizes
+        .iter()
+        .map(|&mib| copies(&d, &host_dir, mib, rounds))
+        .collect();
 
     // 2. The data path: the pool's volume, a dir pool's volume, a plain host file.
     let ours = fio_on_volume(&d, &root.join("mnt"), fio_seconds);
@@ -295,38 +400,49 @@ fn main() {
         pool["mode"], pool["reflink"]
     );
     println!("  {}", pool["reason"].as_str().unwrap_or(""));
-    println!();
-    println!(
-        "{:<44} {:>12} {:>16} {:>16}",
-        "2 GiB volume, 1 GiB of data (median)", "ms", "vs cp --reflink", "cp --sparse / us"
-    );
-    let reflink_m = median(reflink.clone());
-    let sparse_m = median(sparse.clone());
-    for (what, v) in [
-        ("snapshot create (CLI)", &snap),
-        ("volume clone --from-snapshot (CLI)", &clone_snap),
-        ("volume clone --from-volume (CLI)", &clone_vol),
-    ] {
-        let m = median(v.clone());
+    for c in &all {
+        println!();
         println!(
-            "{:<44} {:>12} {:>15.2}x {:>15.0}x",
-            what,
-            ms(m),
-            m.as_secs_f64() / reflink_m.as_secs_f64(),
-            sparse_m.as_secs_f64() / m.as_secs_f64()
+            "{:<44} {:>12} {:>16} {:>16}",
+            format!(
+                "{} volume, {} of data (median)",
+                size_label(c.volume_mib),
+                size_label(c.data_mib)
+            ),
+            "ms",
+            "vs cp --reflink",
+            "cp --sparse / us"
+        );
+        let reflink_m = median(c.reflink.clone());
+        let sparse_m = median(c.sparse.clone());
+        for (what, v) in [
+            ("snapshot create (CLI)", &c.snap),
+            ("volume clone --from-snapshot (CLI)", &c.clone_snap),
+            ("volume clone --from-volume (CLI)", &c.clone_vol),
+        ] {
+            let m = median(v.clone());
+            println!(
+                "{:<44} {:>12} {:>15.2}x {:>15.0}x",
+                what,
+                ms(m),
+                m.as_secs_f64() / reflink_m.as_secs_f64(),
+                sparse_m.as_secs_f64() / m.as_secs_f64()
+            );
+        }
+        println!(
+            "{:<44} {:>12}",
+            "baseline: cp --reflink=always + sync (pool)",
+            ms(reflink_m)
+        );
+        println!(
+            "{:<44} {:>12}",
+            "baseline: cp --sparse=always + sync (host)",
+            ms(sparse_m)
         );
     }
     println!(
-        "{:<44} {:>12}",
-        "baseline: cp --reflink=always + sync (pool)",
-        ms(reflink_m)
+        "goals: at most 2x cp --reflink; cp --sparse at least 100x slower than ours (at 1 GiB)"
     );
-    println!(
-        "{:<44} {:>12}",
-        "baseline: cp --sparse=always + sync (host)",
-        ms(sparse_m)
-    );
-    println!("goals: at most 2x cp --reflink; cp --sparse at least 100x slower than ours");
     println!();
     println!(
         "{:<24} {:>14} {:>14} {:>14} {:>10} {:>6} {:>10}",
@@ -366,5 +482,16 @@ fn main() {
             "pool bench: left behind {mounts} mount(s), {loops} loop device(s) under {}",
             root.display()
         );
+    }
+    println!(
+        "command: cargo bench --bench pool   (env: VOLBRIDGE_BENCH_DIR, VOLBRIDGE_BENCH_ROUNDS, \
+         VOLBRIDGE_BENCH_DATA_MIB, VOLBRIDGE_BENCH_FIO_SECONDS, VOLBRIDGE_BENCH_PLOT_DIR)"
+    );
+    match plot_copies(&all, &pool, &load) {
+        Ok(path) => println!("chart: {}", path.display()),
+        Err(e) => {
+            eprintln!("pool bench: chart: {e}");
+            std::process::exit(1);
+        }
     }
 }

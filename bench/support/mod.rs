@@ -1,9 +1,10 @@
-//! What every benchmark binary needs: percentiles, the machine's load, and the clean-up of
-//! the mounts and loop devices a run made under its scratch dir. Each bench includes it with
-//! `#[path = "support/mod.rs"] mod support;` and uses what it needs.
+//! What every benchmark binary needs: percentiles, the machine's load, the clean-up of the
+//! mounts and loop devices a run made under its scratch dir, and charts (`plot`). Each bench
+//! includes it with `#[path = "support/mod.rs"] mod support;` and uses what it needs.
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod plot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
