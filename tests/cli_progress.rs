@@ -104,10 +104,11 @@ fn a_long_clone_on_a_terminal_draws_a_moving_bar() {
     });
     assert_eq!(code, 0, "{terminal}");
     let counts = bar_counts(&terminal);
-    let distinct: BTreeSet<&String> = counts.iter().collect();
+    eprintln!("bar counts: {counts:?}");
+    let distinct: BTreeSet<&String> = counts.iter().filter(|c| !c.starts_with("0 B/")).collect();
     assert!(
         distinct.len() >= 2,
-        "the bar should move (two byte counts at least): {counts:?}\n{terminal:?}"
+        "the bar should move (two byte counts above 0 at least): {counts:?}\n{terminal:?}"
     );
     assert!(
         terminal.contains("snapshotting 'data' for 'copy'")
