@@ -122,7 +122,8 @@ pub async fn watch<T>(
         tokio::select! {
             r = &mut op => break r,
             _ = tick.tick() => {
-                if let Some(phase) = poll(client, &watched).await {
+                // A copy that has not counted its source yet says 0 of 0: not worth a bar.
+                if let Some(phase) = poll(client, &watched).await.filter(|p| p.progress.bytes_total > 0) {
                     view.update(phase);
                 }
             }
