@@ -71,7 +71,9 @@ impl AdminClient {
         if e.is_timeout() {
             return Error::new(
                 ErrorKind::DeadlineExceeded,
-                "the daemon did not answer in time",
+                "the daemon did not answer within 600 s (a clone or snapshot may still be \
+                 copying; `volbridge volume inspect` shows how far); run the same command \
+                 again to keep waiting",
             );
         }
         // The HTTP client's error hides why the connection failed: ask the socket itself,

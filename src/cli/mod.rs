@@ -9,6 +9,7 @@ pub mod docker;
 pub mod flex;
 mod node;
 mod output;
+mod progress;
 pub use output::Format;
 mod volumes;
 

@@ -3,10 +3,10 @@
 use super::args::{SnapshotCommand, VolumeCommand};
 use super::client::{segment, AdminClient};
 use super::output::{self, Format};
+use super::progress::{self, Watched};
 use crate::error::Result;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use volbridge_proto::admin::{
     SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest, VolumeExpandRequest, VolumeInfo,
 };
@@ -14,13 +14,6 @@ use volbridge_proto::options;
 
 fn backend_query(backend: &Option<String>) -> Vec<(&'static str, &str)> {
     vec![("backend", backend.as_deref().unwrap_or(""))]
-}
-
-/// Tells a person at a terminal that a long operation is under way (never in JSON mode).
-fn progress(format: Format, what: &str) {
-    if format == Format::Table && std::io::stderr().is_terminal() {
-        eprintln!("{what}…");
-    }
 }
 
 /// `-o key=value` of `volume create|clone`: the CSP settings of the one option table
@@ -103,10 +96,7 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
         } => {
             let source = from_snapshot.as_deref().map(|s| format!("snapshot '{s}'"));
             let source = source.or_else(|| from_volume.as_deref().map(|v| format!("volume '{v}'")));
-            progress(
-                format,
-                &format!("cloning '{name}' from {}", source.unwrap_or_default()),
-            );
+            let title = format!("cloning '{name}' from {}", source.unwrap_or_default());
             let req = VolumeCreateRequest {
                 name,
                 size: size.map(Value::String),
@@ -116,7 +106,19 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
                 from_volume,
                 ..Default::default()
             };
-            let v: VolumeInfo = client.post("/v1/volumes", &[], &req).await?;
+            let watched = Watched::Clone {
+                name: &req.name,
+                from_volume: req.from_volume.as_deref(),
+                backend: req.backend.as_deref(),
+            };
+            let v: VolumeInfo = progress::watch(
+                client,
+                format,
+                &title,
+                watched,
+                client.post("/v1/volumes", &[], &req),
+            )
+            .await?;
             output::volume(format, &v);
         }
         VolumeCommand::Ls { backend } => {
@@ -136,12 +138,19 @@ pub async fn volume(client: &AdminClient, command: VolumeCommand, format: Format
             backend,
         } => {
             let path = format!("/v1/volumes/{}/expand", segment(&name));
+            let title = format!("expanding '{name}' to {size}");
             let req = VolumeExpandRequest {
                 size: Value::String(size),
             };
-            let v: VolumeInfo = client
-                .post(&path, &backend_query(&backend.backend), &req)
-                .await?;
+            let query = backend_query(&backend.backend);
+            let v: VolumeInfo = progress::watch(
+                client,
+                format,
+                &title,
+                Watched::Opaque,
+                client.post(&path, &query, &req),
+            )
+            .await?;
             output::volume(format, &v);
         }
         VolumeCommand::Rm { names, backend } => {
@@ -173,14 +182,25 @@ pub async fn snapshot(
             description,
             backend,
         } => {
-            progress(format, &format!("snapshotting '{volume}' as '{name}'"));
+            let title = format!("snapshotting '{volume}' as '{name}'");
             let req = SnapshotCreateRequest {
                 name,
                 volume,
                 backend: backend.backend,
                 description,
             };
-            let s: SnapshotInfo = client.post("/v1/snapshots", &[], &req).await?;
+            let watched = Watched::Snapshot {
+                name: &req.name,
+                backend: req.backend.as_deref(),
+            };
+            let s: SnapshotInfo = progress::watch(
+                client,
+                format,
+                &title,
+                watched,
+                client.post("/v1/snapshots", &[], &req),
+            )
+            .await?;
             output::snapshot(format, &s);
         }
         SnapshotCommand::Ls { volume, backend } => {

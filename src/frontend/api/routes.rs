@@ -19,6 +19,7 @@ use volbridge_proto::admin::{
     BackendInfo, DaemonStatus, SnapshotCreateRequest, SnapshotInfo, VolumeCreateRequest,
     VolumeExpandRequest, VolumeInfo,
 };
+use volbridge_proto::csp::CLONE_SNAPSHOT_PREFIX;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct BackendQuery {
@@ -29,6 +30,10 @@ pub struct BackendQuery {
 pub struct SnapshotQuery {
     pub backend: Option<String>,
     pub volume: Option<String>,
+    /// `true`: also the temporary `snap-for-clone-` snapshots of clones from a volume still
+    /// being copied (the CLI's progress reads them); hidden otherwise (docs/copy-semantics.md).
+    #[serde(default)]
+    pub temporary: bool,
 }
 
 pub async fn create_volume(
@@ -153,7 +158,12 @@ pub async fn list_snapshots(
         .engine
         .list_snapshots(q.volume.as_deref(), q.backend.as_deref())
         .await?;
-    Ok(Json(list.into_iter().map(convert::snapshot).collect()))
+    Ok(Json(
+        list.into_iter()
+            .filter(|s| q.temporary || !s.name.starts_with(CLONE_SNAPSHOT_PREFIX))
+            .map(convert::snapshot)
+            .collect(),
+    ))
 }
 
 pub async fn get_snapshot(
