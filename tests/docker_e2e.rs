@@ -758,7 +758,8 @@ impl Legacy {
         );
         let s1 = scrape(&self.daemon);
         assert_eq!(
-            s1.docker_result("Create", "error") - s0.docker_result("Create", "error"),
+            s1.docker_result("Create", "invalid_argument")
+                - s0.docker_result("Create", "invalid_argument"),
             1
         );
         assert!(!records(&self.daemon).contains("bad"));
@@ -794,10 +795,22 @@ impl Legacy {
         ]);
         assert_eq!(out, "from-docker\n");
         let s1 = scrape(&self.daemon);
-        assert_eq!(
-            s1.docker_result("Create", "error") - s0.docker_result("Create", "error"),
-            0
-        );
+        // No Create answered with an error, whatever its kind.
+        for kind in [
+            "invalid_argument",
+            "not_found",
+            "already_exists",
+            "failed_precondition",
+            "unavailable",
+            "deadline_exceeded",
+            "internal",
+        ] {
+            assert_eq!(
+                s1.docker_result("Create", kind) - s0.docker_result("Create", kind),
+                0,
+                "Create answered {kind}"
+            );
+        }
         assert!(volume_ls(d).contains(&format!("{drv} clivol")));
         let v = inspect(d, "clivol");
         assert_eq!(v["Status"]["sizeBytes"], 16u64 << 20, "{v}");
@@ -964,7 +977,8 @@ impl Legacy {
         let s1 = scrape(&remote.daemon);
         assert_eq!(calls_between(&s0, &s1), calls(&[("Get", 1), ("Create", 1)]));
         assert_eq!(
-            s1.docker_result("Create", "error") - s0.docker_result("Create", "error"),
+            s1.docker_result("Create", "deadline_exceeded")
+                - s0.docker_result("Create", "deadline_exceeded"),
             1
         );
         // The create goes on in the background once the CSP answers.

@@ -237,7 +237,22 @@ pub fn grow_fs(target: &Path, fs: &str) -> io::Result<()> {
     let t = target.to_string_lossy();
     match fs {
         "btrfs" => run("btrfs", &["filesystem", "resize", "max", t.as_ref()]).map(drop),
-        _ => run("xfs_growfs", &["-d", t.as_ref()]).map(drop),
+        _ => {
+            // A grow whose daemon was killed is still finishing in the kernel (the killed
+            // xfs_growfs sits in its ioctl until then): wait for it rather than fail the start.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match run("xfs_growfs", &["-d", t.as_ref()]) {
+                    Err(e)
+                        if e.to_string().contains("growfs operation in progress")
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    other => return other.map(drop),
+                }
+            }
+        }
     }
 }
 
