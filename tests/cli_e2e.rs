@@ -447,27 +447,11 @@ fn a_clone_longer_than_copy_wait_is_timed_out_and_the_same_command_finishes_it()
             );
         }
     }
-    let mut done = None;
-    for _ in 0..120 {
-        let again = daemon.cli(&[
-            "volume",
-            "clone",
-            "copy",
-            "--from-volume",
-            "data",
-            "-O",
-            "json",
-        ]);
-        match again.status.code() {
-            Some(0) => {
-                done = Some(serde_json::from_slice::<Value>(&again.stdout).unwrap());
-                break;
-            }
-            Some(8) => continue,
-            other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&again.stderr)),
-        }
-    }
-    let done = done.expect("the clone finished within 120 retries of 1 s");
+    let done = common::rerun_while_still_running(
+        &daemon,
+        &["volume", "clone", "copy", "--from-volume", "data"],
+        120,
+    );
     assert_eq!(done["status"], "ready", "{done}");
     assert_eq!(
         done["id"], inspected["id"],

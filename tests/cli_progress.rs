@@ -198,34 +198,11 @@ fn past_the_wait_the_clone_exits_8_and_the_same_command_keeps_waiting() {
     );
     let id = daemon.json(&["volume", "inspect", "copy"])["id"].clone();
     assert_eq!(daemon.json(&["snapshot", "ls"]), serde_json::json!([]));
-    let mut finished = None;
-    for _ in 0..120 {
-        let again = daemon.cli(&[
-            "volume",
-            "clone",
-            "copy",
-            "--from-volume",
-            "data",
-            "-O",
-            "json",
-        ]);
-        match again.status.code() {
-            Some(0) => {
-                finished = Some(serde_json::from_slice::<Value>(&again.stdout).unwrap());
-                break;
-            }
-            Some(8) => {
-                let err = String::from_utf8_lossy(&again.stderr);
-                assert!(
-                    err.trim_end()
-                        .ends_with("run the same command again to keep waiting"),
-                    "{err}"
-                );
-            }
-            other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&again.stderr)),
-        }
-    }
-    let finished = finished.expect("the clone finished within 120 reruns");
+    let finished = common::rerun_while_still_running(
+        &daemon,
+        &["volume", "clone", "copy", "--from-volume", "data"],
+        120,
+    );
     assert_eq!(finished["id"], id, "the rerun waited for the same clone");
     assert_eq!(finished["status"], "ready");
     assert_eq!(daemon.json(&["snapshot", "ls"]), serde_json::json!([]));

@@ -511,3 +511,26 @@ pub fn require_tool(test: &str, tool: &str, package: &str) -> bool {
     }
     panic!("{why}; set VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
 }
+
+/// Runs `args` (with `-O json`) again while it exits 8 ("still running"), each time with the
+/// sentence that says so, up to `tries` times; the JSON of the run that finished (exit 0).
+pub fn rerun_while_still_running(d: &Daemon, args: &[&str], tries: usize) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-O", "json"]);
+    for _ in 0..tries {
+        let again = d.cli(&all);
+        match again.status.code() {
+            Some(0) => return serde_json::from_slice(&again.stdout).unwrap(),
+            Some(8) => {
+                let err = String::from_utf8_lossy(&again.stderr);
+                assert!(
+                    err.trim_end()
+                        .ends_with("run the same command again to keep waiting"),
+                    "{err}"
+                );
+            }
+            other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&again.stderr)),
+        }
+    }
+    panic!("volbridge {args:?} did not finish within {tries} reruns");
+}
