@@ -428,6 +428,30 @@ impl Config {
     }
 }
 
+/// An export address as users write it: `ADDRESS` (the protocol's port) or
+/// `ADDRESS:PORT`, IPv6 in brackets. A wildcard address cannot be told to nodes.
+pub fn export_address(s: &str, default_port: u16) -> std::result::Result<SocketAddr, String> {
+    let s = s.trim();
+    let addr = s
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            s.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, default_port))
+        })
+        .map_err(|_| format!("'{s}' is not an IP address, with or without :PORT"))?;
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "'{s}' is a wildcard; give the address nodes connect to (it is what publish tells them)"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!("'{s}': port 0 cannot be told to nodes"));
+    }
+    Ok(addr)
+}
+
 /// Keys whose values are never printed: passwords, tokens, CHAP and other secrets.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();

@@ -25,11 +25,15 @@ use volbridge::host::transport::TransportConfig;
 use volbridge::host::{PublishedVolume, RealHost};
 use volbridge_base::ErrorKind;
 
+#[path = "vm/two_hosts.rs"]
+mod two_hosts;
+
 /// The tests that run inside the VM, by name: each has an in-VM branch.
 const GUEST_TESTS: &[&str] = &[
     "volbridge_iscsi_transport_against_lio",
     "volbridge_nvme_transport_against_nvmet",
     "volbridge_never_formats_an_unready_lun",
+    "volbridge_two_hosts_over_iscsi_and_nvme",
     // Last: it leaves multipathd running.
     "volbridge_iscsi_multipath_against_lio",
 ];
@@ -192,6 +196,22 @@ fn volbridge_never_formats_an_unready_lun() {
         guest_unready_lun();
     } else {
         assert_vm_check("volbridge_never_formats_an_unready_lun");
+    }
+}
+
+/// Two hosts: the array (a network namespace running `volbridge csp serve`, which exports
+/// volumes through LIO with CHAP and through nvmet) and the node (`volbridge serve` with
+/// the array as its backend, CSI on a unix socket) across a veth pair. For iSCSI and for
+/// NVMe/TCP: create, controller publish (a target for the node's initiator only), stage,
+/// publish, write; the array's CSP killed -9 and restarted under it; detach (the target
+/// withdrawn, the session gone), attach again, the data reads back; delete; nothing left
+/// in the array's kernel. See tests/vm/two_hosts.rs.
+#[test]
+fn volbridge_two_hosts_over_iscsi_and_nvme() {
+    if in_vm() {
+        two_hosts::guest_two_hosts();
+    } else {
+        assert_vm_check("volbridge_two_hosts_over_iscsi_and_nvme");
     }
 }
 

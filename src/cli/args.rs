@@ -256,6 +256,25 @@ pub enum CspCommand {
         /// How many times the pool's capacity the volumes may promise (0: no limit).
         #[arg(long, default_value_t = volbridge_local_csp::DEFAULT_OVERCOMMIT)]
         overcommit: f64,
+        /// Serve volumes created with access_protocol iscsi through the kernel's LIO target,
+        /// on this portal (ADDRESS or ADDRESS:PORT, port 3260 by default; repeat for more
+        /// paths). The address is what nodes are told to connect to.
+        #[arg(long = "iscsi-portal", value_name = "ADDRESS[:PORT]", value_parser = parse_iscsi_portal)]
+        iscsi_portals: Vec<SocketAddr>,
+        /// Serve volumes created with access_protocol nvmetcp through the kernel's nvmet
+        /// target, listening here (port 4420 by default; repeat for more paths).
+        #[arg(long = "nvme-address", value_name = "ADDRESS[:PORT]", value_parser = parse_nvme_address)]
+        nvme_addresses: Vec<SocketAddr>,
+        /// CHAP user every iSCSI initiator must log in with (with --chap-password).
+        #[arg(long, requires = "chap_password")]
+        chap_user: Option<String>,
+        #[arg(
+            long,
+            env = "VOLBRIDGE_CHAP_PASSWORD",
+            hide_env_values = true,
+            requires = "chap_user"
+        )]
+        chap_password: Option<String>,
     },
     /// Run the conformance checklist against any CSP.
     Check {
@@ -460,4 +479,12 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn parse_pool(s: &str) -> Result<PoolChoice, String> {
     s.parse()
+}
+
+fn parse_iscsi_portal(s: &str) -> std::result::Result<SocketAddr, String> {
+    crate::config::export_address(s, volbridge_local_csp::ISCSI_PORT)
+}
+
+fn parse_nvme_address(s: &str) -> std::result::Result<SocketAddr, String> {
+    crate::config::export_address(s, volbridge_local_csp::NVME_PORT)
 }

@@ -5,7 +5,7 @@ use super::output::{self, Format};
 use crate::conformance::{self, CheckOptions};
 use crate::error::{Error, ErrorKind, Result};
 use std::time::Duration;
-use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
+use volbridge_local_csp::{load_or_generate_password, ExportChap, LocalCsp, LocalCspConfig};
 
 pub async fn run(command: CspCommand, format: Format) -> Result<()> {
     match command {
@@ -16,6 +16,10 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
             password,
             pool,
             overcommit,
+            iscsi_portals,
+            nvme_addresses,
+            chap_user,
+            chap_password,
         } => {
             let password = match password {
                 Some(p) => p,
@@ -48,6 +52,11 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
                 let mut config = LocalCspConfig::new(dir, username, password);
                 config.pool = pool;
                 config.overcommit = overcommit;
+                config.export.iscsi_portals = iscsi_portals;
+                config.export.nvme_addresses = nvme_addresses;
+                config.export.chap = chap_user
+                    .zip(chap_password)
+                    .map(|(user, password)| ExportChap { user, password });
                 LocalCsp::open(config)
             })
             .await

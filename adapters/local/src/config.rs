@@ -25,6 +25,9 @@ pub struct LocalCspConfig {
     /// The size an image pool starts at (it grows on demand, never past what the host's
     /// filesystem can back).
     pub pool_initial_size: u64,
+    /// Volumes served over the network (iSCSI through LIO, NVMe/TCP through nvmet); empty:
+    /// only `local`, and the kernel's target configuration is never touched.
+    pub export: crate::export::ExportConfig,
 }
 
 /// An image pool starts at 16 GiB (less on a host with less room).
@@ -48,6 +51,10 @@ impl LocalCspConfig {
             pool: PoolChoice::Auto,
             overcommit: DEFAULT_OVERCOMMIT,
             pool_initial_size: DEFAULT_POOL_INITIAL_SIZE,
+            export: crate::export::ExportConfig {
+                configfs: PathBuf::from("/sys/kernel/config"),
+                ..Default::default()
+            },
         }
     }
 }
@@ -62,6 +69,7 @@ impl std::fmt::Debug for LocalCspConfig {
             .field("pool", &self.pool)
             .field("overcommit", &self.overcommit)
             .field("pool_initial_size", &self.pool_initial_size)
+            .field("export", &self.export)
             .finish()
     }
 }

@@ -43,6 +43,7 @@ mod block_map;
 mod config;
 mod copies;
 mod errors;
+mod export;
 mod extract;
 pub mod fiemap;
 mod files;
@@ -65,5 +66,6 @@ pub use config::{
     load_or_generate_password, LocalCspConfig, DEFAULT_OVERCOMMIT, DEFAULT_POOL_INITIAL_SIZE,
     DEFAULT_TOKEN_TTL,
 };
+pub use export::{Chap as ExportChap, ExportConfig, ISCSI_PORT, NVME_PORT};
 pub use pool::{preview as preview_pool, PoolChoice, PoolMode, POOL_IMAGE};
 pub use server::LocalCsp;

@@ -75,6 +75,7 @@ impl LocalCsp {
         };
 
         let restart = crate::recovery::reconcile(&dirs, &mut tables)?;
+        let exports = crate::export::Exports::open(config.export.clone(), &dirs.root)?;
         journal.compact(&tables)?;
         let store = Store::start(journal, tables);
         let shared = Arc::new(Shared {
@@ -85,8 +86,10 @@ impl LocalCsp {
             locks: KeyedLocks::default(),
             copy_events: CopyEvents::default(),
             pool,
+            exports,
             _dir_lock: dir_lock,
         });
+        reconcile_exports(&shared);
         for id in restart {
             tracing::info!(volume = %id, "restarting an interrupted clone copy");
             crate::copies::spawn_clone_copy(shared.clone(), id);
@@ -141,6 +144,24 @@ impl LocalCsp {
     /// [`Pool::close`]). Requests after this still work on files already open.
     pub fn close(&self) {
         self.shared.pool.close();
+    }
+}
+
+/// Exports made to match the store (after a reboot the kernel has none; after a crash it
+/// may hold half of one, or one whose unpublish was committed). A volume that cannot be
+/// exported is reported and stays published: its next publish retries.
+fn reconcile_exports(sh: &Shared) {
+    let wanted: Vec<_> = sh
+        .store
+        .read(|s| {
+            s.t.volumes
+                .keys()
+                .filter_map(|id| crate::export::wanted(s, id, sh.dirs.volume(id)))
+                .collect()
+        })
+        .0;
+    for failure in sh.exports.reconcile(&wanted) {
+        tracing::warn!(%failure, "cannot restore a network export");
     }
 }
 

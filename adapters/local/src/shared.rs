@@ -77,6 +77,8 @@ pub struct Shared {
     pub tokens: Tokens,
     pub copy_events: CopyEvents,
     pub pool: Arc<Pool>,
+    /// iSCSI and NVMe/TCP exports of published volumes.
+    pub exports: crate::export::Exports,
     /// Held for the life of the server: one process per data dir.
     pub(crate) _dir_lock: File,
 }

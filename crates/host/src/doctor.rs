@@ -84,14 +84,7 @@ pub fn run(host: &dyn Host, protocols: &[String], is_root: bool) -> Vec<Check> {
     }
     if wants("iscsi") {
         out.push(tool(host, "iscsiadm", "open-iscsi", "iSCSI volumes", true));
-        let iqn = host
-            .read_file(Path::new("/etc/iscsi/initiatorname.iscsi"))
-            .ok()
-            .flatten()
-            .is_some_and(|s| {
-                s.lines()
-                    .any(|l| l.trim_start().starts_with("InitiatorName="))
-            });
+        let iqn = crate::initiators::read(host).iqn.is_some();
         out.push(Check {
             name: "iSCSI initiator name".into(),
             status: if iqn { Status::Ok } else { Status::Fail },

@@ -8,6 +8,7 @@ pub mod doctor;
 mod exec;
 pub mod fake;
 pub mod fs;
+pub mod initiators;
 mod loopdev;
 mod mountinfo;
 mod namespaces;

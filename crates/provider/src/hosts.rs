@@ -54,13 +54,29 @@ impl CspClient {
     /// H1: whether a host with this uuid is registered; `None` when the CSP does not list
     /// hosts (H1 is optional), so the caller cannot tell.
     pub async fn host_registered(&self, uuid: &str) -> Result<Option<bool>> {
+        Ok(self
+            .hosts()
+            .await?
+            .map(|hosts| hosts.iter().any(|h| h.uuid.as_deref() == Some(uuid))))
+    }
+
+    /// H1: the record of host `uuid` as registered (its initiator names included); `None`
+    /// when there is none or the CSP does not list hosts.
+    pub async fn registered_host(&self, uuid: &str) -> Result<Option<Host>> {
+        Ok(self
+            .hosts()
+            .await?
+            .and_then(|hosts| hosts.into_iter().find(|h| h.uuid.as_deref() == Some(uuid))))
+    }
+
+    /// H1, `None` when the CSP does not list hosts (H1 is optional).
+    async fn hosts(&self) -> Result<Option<Vec<Host>>> {
         let reply = self.call(Method::GET, &["hosts"], &[], None).await?;
         if matches!(reply.status.as_u16(), 404 | 405 | 501) {
             return Ok(None);
         }
         let reply = self.check(reply, Op::Other)?;
-        let hosts: Vec<Host> = self.decode_list(&reply, "host list")?;
-        Ok(Some(hosts.iter().any(|h| h.uuid.as_deref() == Some(uuid))))
+        Ok(Some(self.decode_list(&reply, "host list")?))
     }
 
     /// B33: V3, H2 (B22, every time), V6, B31. The protocol defaults to the volume's

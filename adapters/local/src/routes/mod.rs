@@ -62,20 +62,34 @@ pub fn check_size(size: u64) -> Result<u64, ApiError> {
     Ok(size)
 }
 
-/// Whether `p` names the only protocol this CSP serves (`""` counts as absent).
-pub fn check_protocol(p: Option<&str>) -> Result<(), ApiError> {
+/// The protocol `p` names, lower-case, when this CSP serves it (`served`); `None` when
+/// absent (`""` counts as absent).
+pub fn check_protocol(p: Option<&str>, served: &[&str]) -> Result<Option<String>, ApiError> {
     match p.map(str::trim) {
-        None | Some("") => Ok(()),
-        Some(p) if p.eq_ignore_ascii_case(PROTOCOL_LOCAL) => Ok(()),
+        None | Some("") => Ok(None),
+        Some(p) if served.iter().any(|s| p.eq_ignore_ascii_case(s)) => {
+            Ok(Some(p.to_ascii_lowercase()))
+        }
         Some(p) => Err(ApiError::bad_request(format!(
-            "unsupported access protocol '{p}': the local CSP serves only '{PROTOCOL_LOCAL}'"
+            "unsupported access protocol '{p}': the local CSP serves only {}{}",
+            served
+                .iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if served.len() == 1 {
+                " (it serves iscsi and nvmetcp once given export addresses: \
+                 volbridge csp serve --iscsi-portal / --nvme-address)"
+            } else {
+                ""
+            }
         ))),
     }
 }
 
 /// Validates a create-time config: known keys must have valid values; `null` values and
 /// the read-only background status are dropped.
-pub fn create_config(config: Option<Config>) -> Result<Config, ApiError> {
+pub fn create_config(config: Option<Config>, served: &[&str]) -> Result<Config, ApiError> {
     let mut c = config.unwrap_or_default();
     c.retain(|k, v| !v.is_null() && k != BACKGROUND_STATUS);
     if let Some(v) = c.get("access_protocol") {
@@ -84,9 +98,13 @@ pub fn create_config(config: Option<Config>) -> Result<Config, ApiError> {
                 "config 'access_protocol' must be a string",
             ));
         };
-        check_protocol(Some(p))?;
-        if !p.trim().is_empty() {
-            c.insert("access_protocol".into(), PROTOCOL_LOCAL.into());
+        if let Some(p) = check_protocol(Some(p), served)? {
+            // Each network volume has a target of its own: nodes log out of it when they
+            // detach the volume.
+            if p != PROTOCOL_LOCAL {
+                c.insert("target_scope".into(), "volume".into());
+            }
+            c.insert("access_protocol".into(), p.into());
         }
     }
     for key in ["thick", "destroy_on_delete", "multi_initiator"] {

@@ -1,7 +1,10 @@
-//! V6 publish, V7 unpublish (access protocol `local`, §8.2).
+//! V6 publish, V7 unpublish: `local` (§8.2) answers the image's path; `iscsi` and
+//! `nvmetcp` export the image through the kernel's targets ([`crate::export`]) to the
+//! initiators of the host's record.
 
-use super::check_protocol;
+use super::{check_protocol, volume_key};
 use crate::errors::{ApiError, ApiResult};
+use crate::export::{self, PROTOCOL_ISCSI, PROTOCOL_NVME};
 use crate::extract::{Body, Id};
 use crate::model::{config_bool, Change};
 use crate::routes::volumes::not_found;
@@ -24,18 +27,43 @@ pub async fn publish(
         ));
     }
     let host = crate::ids::check_name("host_uuid", req.host_uuid.as_deref())?;
-    check_protocol(req.access_protocol.as_deref())?;
-    sh.store
+    let served = sh.exports.protocols();
+    let requested = check_protocol(req.access_protocol.as_deref(), &served)?;
+    let _guard = sh.locks.lock_one(volume_key(&id)).await;
+    let protocol = sh
+        .store
         .commit(|s| {
             let v = s.volume(&id).ok_or_else(|| not_found(&id))?;
-            if let Some(p) = v.config.get("access_protocol").and_then(|p| p.as_str()) {
-                check_protocol(Some(p))?;
+            let protocol = export::protocol_of(v);
+            check_protocol(Some(&protocol), &served)?;
+            if requested.as_ref().is_some_and(|r| *r != protocol) {
+                return Err(ApiError::bad_request(format!(
+                    "volume '{}' is served over {protocol} (its access_protocol, set when it \
+                     was created), not {}; publish it over {protocol}",
+                    v.name,
+                    requested.as_deref().unwrap_or_default()
+                )));
             }
-            if s.host(&host).is_none() {
+            let Some(h) = s.host(&host) else {
                 return Err(ApiError::not_found(format!("host '{host}' not found")));
+            };
+            let initiators = match protocol.as_str() {
+                PROTOCOL_ISCSI => Some((&h.iqns, "iSCSI initiator name (IQN)", "/etc/iscsi/initiatorname.iscsi, from open-iscsi")),
+                PROTOCOL_NVME => Some((&h.nqns, "NVMe host NQN", "/etc/nvme/hostnqn, from nvme-cli")),
+                _ => None,
+            };
+            if let Some((list, what, source)) = initiators {
+                if list.iter().all(|i| i.trim().is_empty()) {
+                    return Err(ApiError::bad_request(format!(
+                        "host '{host}' has no {what} registered, so volume '{}' cannot be \
+                         exported to it over {protocol}; the node announces it from {source}: \
+                         install that on the node and restart volbridge there",
+                        v.name
+                    )));
+                }
             }
             if v.hosts.contains(&host) {
-                return Ok(((), vec![]));
+                return Ok((protocol, vec![]));
             }
             if state::unusable(v) {
                 return Err(ApiError::conflict(format!(
@@ -59,9 +87,14 @@ pub async fn publish(
             }
             let mut new = v.clone();
             new.hosts.insert(host.clone());
-            Ok(((), vec![Change::PutVolume(new)]))
+            Ok((protocol, vec![Change::PutVolume(new)]))
         })
         .await?;
+    if protocol != PROTOCOL_LOCAL {
+        // Also when nothing changed above: a publish retried after a failed export.
+        sync_export(&sh, &id).await?;
+        return Ok(Json(sh.exports.publish_info(&id, &protocol)));
+    }
     Ok(Json(PublishInfo {
         serial_number: id.clone(),
         access_protocol: PROTOCOL_LOCAL.to_owned(),
@@ -84,16 +117,48 @@ pub async fn unpublish(
         ));
     }
     let host = crate::ids::check_name("host_uuid", req.host_uuid.as_deref())?;
-    sh.store
+    let _guard = sh.locks.lock_one(volume_key(&id)).await;
+    let protocol = sh
+        .store
         .commit(|s| {
             let v = s.volume(&id).ok_or_else(|| not_found(&id))?;
+            let protocol = export::protocol_of(v);
             if !v.hosts.contains(&host) {
-                return Ok(((), vec![]));
+                return Ok((protocol, vec![]));
             }
             let mut new = v.clone();
             new.hosts.remove(&host);
-            Ok(((), vec![Change::PutVolume(new)]))
+            Ok((protocol, vec![Change::PutVolume(new)]))
         })
         .await?;
+    if protocol != PROTOCOL_LOCAL {
+        // The host's ACL goes (the whole target with the last host), also on a retry.
+        sync_export(&sh, &id).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Makes volume `id`'s network export match the store, off the async workers (configfs
+/// writes wait for the kernel to start or stop a target).
+async fn sync_export(sh: &Arc<Shared>, id: &str) -> ApiResult<()> {
+    let (wanted, name) = sh
+        .store
+        .read(|s| {
+            (
+                export::wanted(s, id, sh.dirs.volume(id)),
+                s.volume(id).map(|v| v.name.clone()),
+            )
+        })
+        .0;
+    let sh2 = sh.clone();
+    let id2 = id.to_owned();
+    tokio::task::spawn_blocking(move || sh2.exports.sync(&id2, wanted.as_ref()))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| {
+            ApiError::io(
+                &format!("exporting volume '{}'", name.as_deref().unwrap_or(id)),
+                &e,
+            )
+        })
 }

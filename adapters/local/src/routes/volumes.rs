@@ -1,7 +1,7 @@
 //! V1–V5: list, create, get, edit/expand, delete.
 
 use super::create_rules::{check_group, create_error, same_or_conflict, Source};
-use super::{check_protocol, check_size, create_config, snapshot_key, volume_key};
+use super::{check_size, create_config, snapshot_key, volume_key};
 use crate::errors::{ApiError, ApiResult};
 use crate::extract::{Body, Id, Params};
 use crate::files;
@@ -76,7 +76,7 @@ pub async fn create(
         }
         _ => {}
     }
-    let config = create_config(req.config.clone())?;
+    let config = create_config(req.config.clone(), &sh.exports.protocols())?;
     let group = req.group_id().map(str::to_owned);
     let source = match (base, base_volume) {
         (Some(snapshot), _) => Some(Source::Snapshot(snapshot)),
@@ -179,14 +179,6 @@ struct Edit {
     /// `Some("")`: leave the group; `Some(g)`: join `g`.
     group: Option<String>,
     config: Option<Config>,
-}
-
-fn effective_protocol(c: &Config) -> String {
-    c.get("access_protocol")
-        .and_then(|v| v.as_str())
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| volbridge_proto::csp::PROTOCOL_LOCAL.to_owned())
 }
 
 fn read_only<T: PartialEq + std::fmt::Debug>(
@@ -292,12 +284,10 @@ fn merge_config(cur: &VolumeRec, patch: Config) -> ApiResult<Config> {
         }
     }
     if let Some(v) = merged.get("access_protocol") {
-        let p = v
-            .as_str()
+        v.as_str()
             .ok_or_else(|| ApiError::bad_request("config 'access_protocol' must be a string"))?;
-        check_protocol(Some(p)).map_err(|_| immutable("access_protocol"))?;
     }
-    if effective_protocol(&merged) != effective_protocol(&cur.config) {
+    if crate::export::protocol_in(&merged) != crate::export::protocol_in(&cur.config) {
         return Err(immutable("access_protocol"));
     }
     let thick_now = config_bool(&cur.config, "thick")
@@ -347,6 +337,15 @@ pub async fn edit(
     );
     let more = grow.map_or(0, |n| n - cur.size);
     sh.store.read(|s| limit.check(s, &what, more)).0?;
+    let protocol = crate::export::protocol_of(&cur);
+    if grow.is_some() && !cur.hosts.is_empty() && !crate::export::Exports::grows_online(&protocol) {
+        return Err(ApiError::conflict(format!(
+            "volume '{}' is published over {protocol} to {} host(s), and the kernel's iSCSI \
+             target cannot resize a LUN in use: unpublish it, expand it, then publish it again",
+            cur.name,
+            cur.hosts.len()
+        )));
+    }
     if let Some(new_size) = grow {
         let path = sh.dirs.volume(&id);
         let thick = config_bool(&cur.config, "thick")
@@ -396,6 +395,11 @@ pub async fn edit(
         }
     };
     sh.store.settle(seq).await?;
+    if grow.is_some() && !new.hosts.is_empty() {
+        if let Err(e) = sh.exports.resized(&id) {
+            tracing::warn!(volume = %new.name, error = %e, "hosts may not see the new size until the volume is published again");
+        }
+    }
     Ok(Json(views::volume(&new, &sh.dirs)))
 }
 

@@ -126,10 +126,20 @@ impl Engine {
                 ));
             }
         }
-        let host = Host {
-            uuid: Some(req.node_id.clone()),
-            name: Some(req.node_id.clone()),
-            ..Host::default()
+        // The node registered itself with its initiator names (NodeGetInfo); publishing
+        // upserts the host, so send that record back, not a bare one that would drop them.
+        let host = match client.registered_host(&req.node_id).await {
+            // The protocol is this publish's (the volume's), not whatever was stored.
+            Ok(Some(host)) => Host {
+                id: None,
+                access_protocol: None,
+                ..host
+            },
+            _ => Host {
+                uuid: Some(req.node_id.clone()),
+                name: Some(req.node_id.clone()),
+                ..Host::default()
+            },
         };
         let info = client.publish_volume(&volume_id, &host, None).await?;
         let volume_context = volbridge_provider::volume_context(&volume);
@@ -163,12 +173,24 @@ impl Engine {
     /// it volumes (idempotent: an upsert by uuid).
     pub async fn register_node(&self) -> Result<()> {
         let backend = self.backends.resolve(None)?;
-        let host = Host {
+        let host = self.this_host().await;
+        backend.client.upsert_host(&host).await
+    }
+
+    /// This node's host record: its uuid, name and initiator names (an array allows the
+    /// node by these when it exports a volume over iSCSI or NVMe/TCP).
+    pub(crate) async fn this_host(&self) -> Host {
+        let initiators = self
+            .on_host(|h| Ok(volbridge_host::initiators::read(h)))
+            .await
+            .unwrap_or_default();
+        Host {
             uuid: Some(self.node.uuid.clone()),
             name: Some(self.node.hostname.clone()),
+            iqns: initiators.iqn.into_iter().collect(),
+            nqns: initiators.nqn.into_iter().collect(),
             ..Host::default()
-        };
-        backend.client.upsert_host(&host).await
+        }
     }
 
     /// Ends the grant of one node (or of every node, `None`); nothing to end is success.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use volbridge_base::error::{Error, Object, Result};
-use volbridge_provider::{self, Host, PublishContextInput};
+use volbridge_provider::{self, PublishContextInput};
 
 pub const COLLECTION: &str = "attachments";
 
@@ -82,11 +82,7 @@ impl Engine {
                 ));
             }
         }
-        let host = Host {
-            uuid: Some(self.node.uuid.clone()),
-            name: Some(self.node.hostname.clone()),
-            ..Host::default()
-        };
+        let host = self.this_host().await;
         let info = client
             .publish_volume(&volume_id, &host, None)
             .await

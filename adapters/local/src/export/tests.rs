@@ -1,0 +1,91 @@
+//! What can be checked without a kernel target: the publish answers, the protocols served,
+//! the instance id. The configfs set-up itself runs against LIO and nvmet in the VM lane
+//! (tests/vm_network_csp.rs).
+
+use super::*;
+
+fn exports(cfg: ExportConfig) -> Exports {
+    Exports {
+        cfg,
+        instance: "1a2b3c4d".into(),
+    }
+}
+
+const ID: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn iscsi_answer_names_the_target_portals_and_wwid() {
+    let e = exports(ExportConfig {
+        iscsi_portals: vec![
+            "10.0.0.1:3260".parse().unwrap(),
+            "10.0.1.1:3261".parse().unwrap(),
+        ],
+        chap: Some(Chap {
+            user: "u".into(),
+            password: "secret-pw".into(),
+        }),
+        ..ExportConfig::default()
+    });
+    let info = e.publish_info(ID, PROTOCOL_ISCSI);
+    assert_eq!(info.access_protocol, "iscsi");
+    assert_eq!(info.serial_number, "60014050123456789abcdef012345678");
+    assert_eq!(
+        info.target_names,
+        ["iqn.2026-12.io.volbridge:1a2b3c4d.0123456789abcdef0123456789abcdef"]
+    );
+    // The default port is left out, as arrays answer (§4.5); another is kept.
+    assert_eq!(info.discovery_ips, ["10.0.0.1", "10.0.1.1:3261"]);
+    assert_eq!(info.lun_id, Some(0));
+    assert_eq!(info.chap_user.as_deref(), Some("u"));
+    assert!(!format!("{:?}", e.cfg).contains("secret-pw"));
+}
+
+#[test]
+fn nvme_answer_names_the_subsystem_and_nguid() {
+    let e = exports(ExportConfig {
+        nvme_addresses: vec!["10.0.0.1:4421".parse().unwrap()],
+        ..ExportConfig::default()
+    });
+    let info = e.publish_info(ID, PROTOCOL_NVME);
+    assert_eq!(info.access_protocol, "nvmetcp");
+    assert_eq!(info.serial_number, ID);
+    assert_eq!(
+        info.target_names,
+        ["nqn.2026-12.io.volbridge:1a2b3c4d.0123456789abcdef0123456789abcdef"]
+    );
+    assert_eq!(info.discovery_ips, ["10.0.0.1"]);
+    assert_eq!(info.target_port.as_deref(), Some("4421"));
+    assert_eq!(info.lun_id, Some(1));
+}
+
+#[test]
+fn protocols_are_local_and_what_is_configured() {
+    assert_eq!(exports(ExportConfig::default()).protocols(), ["local"]);
+    let e = exports(ExportConfig {
+        nvme_addresses: vec!["10.0.0.1:4420".parse().unwrap()],
+        ..ExportConfig::default()
+    });
+    assert_eq!(e.protocols(), ["local", "nvmetcp"]);
+    assert!(!e.serves("iscsi"));
+}
+
+#[test]
+fn nothing_configured_touches_nothing() {
+    // configfs is never looked at: a path that cannot exist proves it.
+    let e = exports(ExportConfig {
+        configfs: PathBuf::from("/nonexistent/configfs"),
+        ..ExportConfig::default()
+    });
+    assert!(e.sync(ID, None).is_ok());
+    assert!(e.reconcile(&[]).is_empty());
+}
+
+#[test]
+fn instance_id_is_made_once() {
+    let dir = std::env::temp_dir().join(format!("vb-export-{}", crate::ids::new_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = instance_id(&dir).unwrap();
+    assert_eq!(a.len(), 8);
+    assert_eq!(instance_id(&dir).unwrap(), a);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
