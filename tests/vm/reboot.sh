@@ -230,7 +230,10 @@ case $boot in
   2)
     echo "== boot2"
     start_multipathd
-    for t in removing creating foreign; do auto_login "$t"; done
+    # In parallel, as iscsid logs in to all its automatic nodes at once.
+    pids=()
+    for t in removing creating foreign; do auto_login "$t" & pids+=($!); done
+    for p in "${pids[@]}"; do wait "$p"; done
     for t in removing creating foreign; do wait_map "$t"; done
     rc=0
     run_guest boot_two_reconciles || rc=$?

@@ -73,7 +73,7 @@ impl BlockDevice {
 
 /// The device to use for a serial once it is settled: `None` while no path exists, or while
 /// multipathd has yet to make the map it will make of the paths (see
-/// [`multipath::map_outlook`]). `undecided` is when multipathd was first seen not to have
+/// [`multipath::map_outlook`]) or udev its device node. `undecided` is when multipathd was first seen not to have
 /// handled the path yet: past [`MULTIPATHD_GRACE`] the bare path is taken (multipathd
 /// never lists a blacklisted path).
 pub(super) fn settled_device(
@@ -82,6 +82,13 @@ pub(super) fn settled_device(
     undecided: &mut Option<Instant>,
 ) -> Result<Option<PathBuf>> {
     let dev = resolve_scsi(host, serial)?;
+    if let Some(map) = &dev.map {
+        // sysfs shows the map before udev has made its /dev/mapper node: seen after a
+        // reboot, where the restore's mount found no device to open.
+        if host.stat(&map.device())?.is_none() {
+            return Ok(None);
+        }
+    }
     if dev.map.is_none() {
         if let Some(first) = dev.paths.first() {
             match multipath::map_outlook(host, first)? {
@@ -372,6 +379,25 @@ mod tests {
             settled_device(&host, WWID, &mut undecided).unwrap(),
             Some(PathBuf::from("/dev/sdc"))
         );
+    }
+
+    /// Seen after a reboot: the map is in sysfs before udev has made `/dev/mapper/NAME`;
+    /// the mount that followed found no device to open.
+    #[test]
+    fn a_map_is_settled_once_its_node_exists() {
+        let host = FakeHost::new();
+        scsi_disk(&host, "sdc", WWID, "8:32");
+        with_multipathd(&host, true);
+        mpath_map_sysfs(
+            &host,
+            "dm-3",
+            "mpatha",
+            "3600a0980383041334a3f4a6b4a6c4b42",
+            &["sdc"],
+        );
+        assert_eq!(settled(&host), None);
+        host.add_block_device("/dev/mapper/mpatha", 253, 3, 64 << 20);
+        assert_eq!(settled(&host), Some(PathBuf::from("/dev/mapper/mpatha")));
     }
 
     #[test]
