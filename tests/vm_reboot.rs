@@ -95,7 +95,10 @@ fn boots() -> &'static Boots {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating target/vm-reboot");
         let first = boot(1, &dir);
-        let second = first.stdout.contains("vm-check boot1: ok").then(|| boot(2, &dir));
+        let second = first
+            .stdout
+            .contains("vm-check boot1: ok")
+            .then(|| boot(2, &dir));
         Boots { first, second }
     })
 }
@@ -356,7 +359,9 @@ fn step(what: &str) {
 
 /// The data a volume holds: 1 MiB, different per volume.
 fn payload(name: &str) -> Vec<u8> {
-    let seed = name.bytes().fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    let seed = name
+        .bytes()
+        .fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
     (0..1usize << 20)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed) ^ (i >> 12) as u8)
         .collect()
@@ -515,7 +520,12 @@ fn guest_boot_two() {
     // What the boot left: sessions iscsid made by itself, maps multipathd made of their
     // disks, nothing mounted.
     for t in [&removing, &creating, &foreign] {
-        assert_eq!(sessions_to(&t["IQN"]).len(), 1, "iscsid's login to {}", t["IQN"]);
+        assert_eq!(
+            sessions_to(&t["IQN"]).len(),
+            1,
+            "iscsid's login to {}",
+            t["IQN"]
+        );
         assert_eq!(scsi_disks(&t["WWID"]).len(), 1, "disk of {}", t["WWID"]);
         assert!(mpath_map(&t["WWID"]).is_some(), "map of {}", t["WWID"]);
     }
@@ -543,7 +553,12 @@ fn guest_boot_two() {
     let mut failed = Vec::new();
     part("iscsi_restored", &mut failed, || {
         let disks = scsi_disks(&ready["WWID"]);
-        assert_eq!(disks.len(), 1, "disks with WWID {}: {disks:?}", ready["WWID"]);
+        assert_eq!(
+            disks.len(),
+            1,
+            "disks with WWID {}: {disks:?}",
+            ready["WWID"]
+        );
         assert_eq!(sessions_to(&ready["IQN"]).len(), 1, "session to ready");
         // multipathd runs: the map over the disk, not the disk itself.
         let map = mpath_map(&ready["WWID"]);
@@ -552,7 +567,12 @@ fn guest_boot_two() {
     });
     part("nvme_restored", &mut failed, || {
         let nss = nvme_namespaces(&nvready["NGUID"]);
-        assert_eq!(nss.len(), 1, "namespaces with NGUID {}: {nss:?}", nvready["NGUID"]);
+        assert_eq!(
+            nss.len(),
+            1,
+            "namespaces with NGUID {}: {nss:?}",
+            nvready["NGUID"]
+        );
         check_restored(&dir, "nvready", &nss[0]);
     });
     for (name, t) in [("removing", &removing), ("creating", &creating)] {

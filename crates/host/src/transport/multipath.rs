@@ -146,7 +146,8 @@ pub(super) fn map_outlook(host: &dyn Host, path: &str) -> Result<MapOutlook> {
     // yes (find_multipaths no / greedy). Seen after a reboot, where a restore mounted the
     // bare path a moment before multipathd came to it. Once multipathd lists the path, it
     // has decided: a map holds it, or none will.
-    let paths = host.run(&Cmd::new("multipathd").args(["show", "paths", "raw", "format", "%d %m"]))?;
+    let paths =
+        host.run(&Cmd::new("multipathd").args(["show", "paths", "raw", "format", "%d %m"]))?;
     let map = paths
         .stdout
         .lines()
