@@ -437,7 +437,7 @@ fn mounted_dev(path: &Path) -> Option<String> {
             let f: Vec<&str> = l.split(' ').collect();
             (f.len() > 4 && Path::new(f[4]) == path).then(|| f[2].to_owned())
         })
-        .last()
+        .next_back()
 }
 
 fn dev_number(block: &str) -> String {
