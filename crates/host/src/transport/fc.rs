@@ -63,11 +63,14 @@ impl Transport for FcTransport {
 
     fn attach(&self, host: &dyn Host, target: &FcTarget) -> Result<PathBuf> {
         let serial = target.serial.as_str();
-        if let Some(device) = scsi::settled_device(host, serial)? {
+        let mut undecided = None;
+        if let Some(device) = scsi::settled_device(host, serial, &mut undecided)? {
             return Ok(device);
         }
         self.rescan(host)?;
-        let found = scsi::wait_for(self.device_wait, || scsi::settled_device(host, serial))?;
+        let found = scsi::wait_for(self.device_wait, || {
+            scsi::settled_device(host, serial, &mut undecided)
+        })?;
         found.ok_or_else(|| {
             scsi::device_timeout(
                 serial,

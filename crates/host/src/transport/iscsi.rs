@@ -458,7 +458,10 @@ impl Transport for IscsiTransport {
         }
 
         let serial = target.serial.as_str();
-        let found = scsi::wait_for(self.device_wait, || scsi::settled_device(host, serial))?;
+        let mut undecided = None;
+        let found = scsi::wait_for(self.device_wait, || {
+            scsi::settled_device(host, serial, &mut undecided)
+        })?;
         found.ok_or_else(|| {
             scsi::device_timeout(
                 serial,

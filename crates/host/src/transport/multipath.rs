@@ -111,22 +111,55 @@ pub(super) fn flush(host: &dyn Host, map: &DmMap) -> Result<()> {
     )))
 }
 
+/// What multipathd will do with a path (`sdX`) that has no map yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MapOutlook {
+    /// No map is coming: multipath-tools are not installed, multipathd is not running, or
+    /// multipathd took the path up and left it out of any map.
+    None,
+    /// multipathd is about to make a map of it.
+    Coming,
+    /// multipathd has not handled the path yet (or never will: it is blacklisted).
+    Undecided,
+}
+
 /// Whether multipathd is about to take `path` (`sdX`) into a map that does not exist yet.
 /// multipathd makes the map a few seconds after the path appears; a caller that took the
 /// bare path meanwhile would format and mount one path that multipathd can then not take
 /// over. Without multipath-tools, or with multipathd not running, no map is coming.
-pub(super) fn map_pending(host: &dyn Host, path: &str) -> Result<bool> {
+pub(super) fn map_outlook(host: &dyn Host, path: &str) -> Result<MapOutlook> {
     if host.find_program("multipathd").is_none() || host.find_program("multipath").is_none() {
-        return Ok(false);
+        return Ok(MapOutlook::None);
     }
     let daemon = host.run(&Cmd::new("multipathd").args(["show", "daemon"]))?;
     if daemon.status != 0 {
-        return Ok(false);
+        return Ok(MapOutlook::None);
     }
     // `multipath -c` exits 0 when the path is (or should be) part of a multipath device.
     let dev = format!("/dev/{path}");
     let check = host.run(&Cmd::new("multipath").args(["-c", dev.as_str()]))?;
-    Ok(check.status == 0)
+    if check.status == 0 {
+        return Ok(MapOutlook::Coming);
+    }
+    // Not yet, maybe: for a WWID it has never seen (not in /etc/multipath/wwids, no map),
+    // `multipath -c` says no until multipathd has handled the path's uevent, and only then
+    // yes (find_multipaths no / greedy). Seen after a reboot, where a restore mounted the
+    // bare path a moment before multipathd came to it. Once multipathd lists the path, it
+    // has decided: a map holds it, or none will.
+    let paths =
+        host.run(&Cmd::new("multipathd").args(["show", "paths", "raw", "format", "%d %m"]))?;
+    let map = paths
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(p, _)| *p == path)
+        .map(|(_, m)| m.trim());
+    Ok(match map {
+        Some("[orphan]") => MapOutlook::None,
+        // Listed in a map sysfs does not show yet.
+        Some(_) => MapOutlook::Coming,
+        None => MapOutlook::Undecided,
+    })
 }
 
 #[cfg(test)]

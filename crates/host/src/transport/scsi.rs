@@ -5,7 +5,7 @@
 //! `nvmeXnY` are handed out again after a rescan or a reboot, so every call reads sysfs
 //! afresh and matches on the identity the array gave (`serialNumber`, csp-api.md §6).
 
-use super::multipath::{self, DmMap};
+use super::multipath::{self, DmMap, MapOutlook};
 use super::sysfs::{serial_key, DESIGNATORS, SYS_BLOCK};
 use crate::{Cmd, CmdOutput, Host};
 use std::collections::BTreeSet;
@@ -73,18 +73,42 @@ impl BlockDevice {
 
 /// The device to use for a serial once it is settled: `None` while no path exists, or while
 /// multipathd has yet to make the map it will make of the paths (see
-/// [`multipath::map_pending`]).
-pub(super) fn settled_device(host: &dyn Host, serial: &str) -> Result<Option<PathBuf>> {
+/// [`multipath::map_outlook`]) or udev its device node. `undecided` is when multipathd was first seen not to have
+/// handled the path yet: past [`MULTIPATHD_GRACE`] the bare path is taken (multipathd
+/// never lists a blacklisted path).
+pub(super) fn settled_device(
+    host: &dyn Host,
+    serial: &str,
+    undecided: &mut Option<Instant>,
+) -> Result<Option<PathBuf>> {
     let dev = resolve_scsi(host, serial)?;
+    if let Some(map) = &dev.map {
+        // sysfs shows the map before udev has made its /dev/mapper node: seen after a
+        // reboot, where the restore's mount found no device to open.
+        if host.stat(&map.device())?.is_none() {
+            return Ok(None);
+        }
+    }
     if dev.map.is_none() {
         if let Some(first) = dev.paths.first() {
-            if multipath::map_pending(host, first)? {
-                return Ok(None);
+            match multipath::map_outlook(host, first)? {
+                MapOutlook::Coming => return Ok(None),
+                MapOutlook::Undecided => {
+                    let since = *undecided.get_or_insert_with(Instant::now);
+                    if since.elapsed() < MULTIPATHD_GRACE {
+                        return Ok(None);
+                    }
+                }
+                MapOutlook::None => {}
             }
         }
     }
     Ok(dev.device())
 }
+
+/// How long a running multipathd may take to come to a new path before the bare path is
+/// used. Under load (a machine booting) it takes seconds.
+pub(super) const MULTIPATHD_GRACE: Duration = Duration::from_secs(5);
 
 /// The SCSI disks and multipath map of a serial.
 pub(super) fn resolve_scsi(host: &dyn Host, serial: &str) -> Result<BlockDevice> {
@@ -293,6 +317,17 @@ mod tests {
         host.script("multipath", &["-c"], check);
     }
 
+    /// What `multipathd show paths raw format "%d %m"` answers, one listing per call.
+    fn multipathd_paths(host: &FakeHost, listings: &[&str]) {
+        for listing in listings {
+            host.script("multipathd", &["show", "paths"], CmdOutput::ok(*listing));
+        }
+    }
+
+    fn settled(host: &FakeHost) -> Option<PathBuf> {
+        settled_device(host, WWID, &mut None).unwrap()
+    }
+
     /// Seen against LIO with multipathd running: the bare path shows seconds before the map
     /// multipathd makes of it. Until the map exists, the path is not the device to use.
     #[test]
@@ -300,7 +335,7 @@ mod tests {
         let host = FakeHost::new();
         scsi_disk(&host, "sdc", WWID, "8:32");
         with_multipathd(&host, true);
-        assert_eq!(settled_device(&host, WWID).unwrap(), None);
+        assert_eq!(settled(&host), None);
         let found = appear_after(
             &host,
             "multipath -c",
@@ -313,9 +348,56 @@ mod tests {
                     &["sdc"],
                 )
             },
-            || wait_for(Duration::from_secs(5), || settled_device(&host, WWID)).unwrap(),
+            || {
+                let mut undecided = None;
+                wait_for(Duration::from_secs(5), || {
+                    settled_device(&host, WWID, &mut undecided)
+                })
+                .unwrap()
+            },
         );
         assert_eq!(found, Some(PathBuf::from("/dev/mapper/mpatha")));
+    }
+
+    /// Seen after a reboot of the VM lane: for a WWID multipathd has never seen,
+    /// `multipath -c` says no until multipathd has handled the new path, then yes; a
+    /// restore that took the bare path at once mounted it, and multipathd could make no
+    /// map of it. Until multipathd lists the path, it has not decided.
+    #[test]
+    fn a_path_multipathd_has_not_handled_yet_waits() {
+        let host = FakeHost::new();
+        scsi_disk(&host, "sdc", WWID, "8:32");
+        with_multipathd(&host, false);
+        // multipathd answers "ok" when it lists nothing; then the path is listed in a map
+        // that sysfs does not show yet; a blacklisted path is never listed.
+        multipathd_paths(&host, &["ok\n", "sdb mpatha\nsdc mpathb\n", "ok\n"]);
+        assert_eq!(settled(&host), None);
+        assert_eq!(settled(&host), None);
+        // Past the grace, the bare path.
+        let mut undecided = Some(Instant::now() - MULTIPATHD_GRACE);
+        assert_eq!(
+            settled_device(&host, WWID, &mut undecided).unwrap(),
+            Some(PathBuf::from("/dev/sdc"))
+        );
+    }
+
+    /// Seen after a reboot: the map is in sysfs before udev has made `/dev/mapper/NAME`;
+    /// the mount that followed found no device to open.
+    #[test]
+    fn a_map_is_settled_once_its_node_exists() {
+        let host = FakeHost::new();
+        scsi_disk(&host, "sdc", WWID, "8:32");
+        with_multipathd(&host, true);
+        mpath_map_sysfs(
+            &host,
+            "dm-3",
+            "mpatha",
+            "3600a0980383041334a3f4a6b4a6c4b42",
+            &["sdc"],
+        );
+        assert_eq!(settled(&host), None);
+        host.add_block_device("/dev/mapper/mpatha", 253, 3, 64 << 20);
+        assert_eq!(settled(&host), Some(PathBuf::from("/dev/mapper/mpatha")));
     }
 
     #[test]
@@ -323,17 +405,13 @@ mod tests {
         let host = FakeHost::new();
         scsi_disk(&host, "sdc", WWID, "8:32");
         with_multipathd(&host, false);
-        assert_eq!(
-            settled_device(&host, WWID).unwrap(),
-            Some(PathBuf::from("/dev/sdc"))
-        );
+        // multipathd took it up and put it in no map.
+        multipathd_paths(&host, &["sdc [orphan]\n"]);
+        assert_eq!(settled(&host), Some(PathBuf::from("/dev/sdc")));
         // Without multipath-tools there is no map to wait for, and nothing is run.
         let bare = FakeHost::new();
         scsi_disk(&bare, "sdc", WWID, "8:32");
-        assert_eq!(
-            settled_device(&bare, WWID).unwrap(),
-            Some(PathBuf::from("/dev/sdc"))
-        );
+        assert_eq!(settled(&bare), Some(PathBuf::from("/dev/sdc")));
         assert!(bare.commands().is_empty());
     }
 

@@ -19,8 +19,15 @@ pub fn scsi_disk(host: &FakeHost, name: &str, wwid: &str, devno: &str) {
 }
 
 /// A dm-multipath map `dm` named `name` over `slaves`; `wwid` as multipath writes it
-/// (`3600a…`, `eui.…`).
+/// (`3600a…`, `eui.…`); with its `/dev/mapper` node, as udev makes it.
 pub fn mpath_map(host: &FakeHost, dm: &str, name: &str, wwid: &str, slaves: &[&str]) {
+    mpath_map_sysfs(host, dm, name, wwid, slaves);
+    let minor: u32 = dm.trim_start_matches("dm-").parse().unwrap_or(0);
+    host.add_block_device(format!("/dev/mapper/{name}"), 253, minor, 64 << 20);
+}
+
+/// The map as sysfs shows it, before udev has made its `/dev/mapper` node.
+pub fn mpath_map_sysfs(host: &FakeHost, dm: &str, name: &str, wwid: &str, slaves: &[&str]) {
     let minor: u32 = dm.trim_start_matches("dm-").parse().unwrap_or(0);
     host.add_file(
         format!("/sys/block/{dm}/dm/uuid"),
