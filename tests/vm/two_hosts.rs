@@ -6,7 +6,8 @@
 //! socket. A whole CSI lifecycle runs for each protocol with `volbridge csi`: create with
 //! `accessProtocol`, controller publish (the array makes a target allowing only the node's
 //! initiator name, CHAP for iSCSI), stage (discovery and login across the veth), publish,
-//! write; the array's CSP killed with -9 and restarted under it; unpublish, unstage,
+//! write; the array's CSP killed with -9 and restarted under it, then killed again and the
+//! array kernel's targets wiped (as a reboot does) before it starts; unpublish, unstage,
 //! controller unpublish (the target is gone from the array's kernel); publish, stage and
 //! publish again; the data reads back; then everything is removed and the array's kernel
 //! holds no volbridge target.
@@ -381,6 +382,25 @@ fn lifecycle(hosts: &mut TwoHosts, node_id: &str, protocol: &str, fs: &str, size
         "{protocol}: array CSP killed -9 and restarted; export kept, I/O goes on"
     ));
 
+    // The array's kernel loses its targets (as in a reboot) while the CSP is down: the
+    // start-up pass makes them again from the store, and the node's session recovers.
+    hosts.array.as_mut().unwrap().kill9();
+    hosts.array = None;
+    must(&format!(
+        "{} wipe",
+        super::repo().join("tests/vm/kernel-exports.sh").display()
+    ));
+    assert_eq!(kernel_exports(), Vec::<String>::new());
+    hosts.start_array();
+    assert_eq!(kernel_exports(), exported, "exports rebuilt at the CSP's start");
+    must(&format!(
+        "dd if=/dev/urandom of={pod_s}/after-reboot bs=64k count=4 conv=fsync status=none"
+    ));
+    step(&format!(
+        "{protocol}: the array's kernel lost its targets; its CSP's start made them again, \
+         and the node's session came back"
+    ));
+
     let tear_down = |hosts: &TwoHosts| {
         hosts.csi_ok(&["node", "unpublish", &volume, "--target-path", &pod_s]);
         hosts.csi_ok(&["node", "unstage", &volume, "--staging-path", &stage_s]);
@@ -421,7 +441,8 @@ fn lifecycle(hosts: &mut TwoHosts, node_id: &str, protocol: &str, fs: &str, size
         &ctx_arg,
     ]);
     must(&format!(
-        "cmp {w}/{protocol}.want {pod_s}/data && test -s {pod_s}/after-restart",
+        "cmp {w}/{protocol}.want {pod_s}/data && test -s {pod_s}/after-restart && \
+         test -s {pod_s}/after-reboot",
         w = hosts.work.display()
     ));
     step(&format!("{protocol}: attached again; the data reads back"));
