@@ -6,7 +6,7 @@
 //! socket. A whole CSI lifecycle runs for each protocol with `volbridge csi`: create with
 //! `accessProtocol`, controller publish (the array makes a target allowing only the node's
 //! initiator name, CHAP for iSCSI), stage (discovery and login across the veth), publish,
-//! write; the array's CSP killed with -9 and restarted under it, then killed again and the
+//! write; growth while published (NVMe/TCP grows online, iSCSI is refused with the way out); the array's CSP killed with -9 and restarted under it, then killed again and the
 //! array kernel's targets wiped (as a reboot does) before it starts; unpublish, unstage,
 //! controller unpublish (the target is gone from the array's kernel); publish, stage and
 //! publish again; the data reads back; then everything is removed and the array's kernel
@@ -275,6 +275,13 @@ pub fn guest_two_hosts() {
     for (protocol, fs, size) in [("iscsi", "ext4", "64Mi"), ("nvmetcp", "xfs", "320Mi")] {
         lifecycle(&mut hosts, &node_id, protocol, fs, size);
     }
+    for log in ["node.log", "array.log"] {
+        let text = std::fs::read_to_string(work.join(log)).unwrap_or_default();
+        assert!(
+            !text.contains(&hosts.chap_password),
+            "the CHAP secret is in the {log}"
+        );
+    }
     assert_eq!(
         kernel_exports(),
         Vec::<String>::new(),
@@ -284,6 +291,14 @@ pub fn guest_two_hosts() {
     step("nothing left: no volbridge target in the array's kernel, no session on the node");
     drop(hosts);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The size of the filesystem mounted at `path` as df shows it (xfs leaves its log out).
+fn df_size(path: &str) -> u64 {
+    must(&format!("df -B1 --output=size {path} | tail -n 1"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn publish_context(hosts: &TwoHosts, volume: &str, node_id: &str) -> BTreeMap<String, String> {
@@ -365,6 +380,34 @@ fn lifecycle(hosts: &mut TwoHosts, node_id: &str, protocol: &str, fs: &str, size
         connected.lines().next().unwrap_or_default().trim()
     ));
 
+    // Growth while published: nvmet re-reads the image's size, LIO's file backstore
+    // cannot, so an iSCSI volume is refused with the way out.
+    let bigger = if protocol == "iscsi" {
+        "128Mi"
+    } else {
+        "384Mi"
+    };
+    let before = df_size(&pod_s);
+    let (rc, out) = hosts.csi(&["controller", "expand", &volume, "--size", bigger]);
+    if protocol == "iscsi" {
+        assert!(
+            rc != 0 && out.contains("unpublish it, expand it, then publish it again"),
+            "exit {rc}: {out}"
+        );
+        step("iscsi: growth while published refused, naming the way out");
+    } else {
+        assert_eq!(rc, 0, "controller expand: {out}");
+        hosts.csi_ok(&["node", "expand", &volume, "--path", &pod_s]);
+        let size = df_size(&pod_s);
+        assert!(
+            size >= before + (64 << 20),
+            "filesystem of {size} bytes after growing by 64 MiB (was {before})"
+        );
+        step(&format!(
+            "nvmetcp: grown online to 384Mi ({fs} now {size} bytes)"
+        ));
+    }
+
     // The array's CSP dies and comes back while the volume is in use: its start-up pass
     // keeps the export as the store has it, and I/O goes on.
     hosts.array.as_mut().unwrap().kill9();
@@ -392,7 +435,11 @@ fn lifecycle(hosts: &mut TwoHosts, node_id: &str, protocol: &str, fs: &str, size
     ));
     assert_eq!(kernel_exports(), Vec::<String>::new());
     hosts.start_array();
-    assert_eq!(kernel_exports(), exported, "exports rebuilt at the CSP's start");
+    assert_eq!(
+        kernel_exports(),
+        exported,
+        "exports rebuilt at the CSP's start"
+    );
     must(&format!(
         "dd if=/dev/urandom of={pod_s}/after-reboot bs=64k count=4 conv=fsync status=none"
     ));

@@ -355,6 +355,69 @@ impl Transport for NvmeTransport {
         }
         Ok(())
     }
+
+    /// A grown namespace: the array raises an event the kernel handles when it gets to
+    /// it, so a filesystem grown at once would find the old size. Asks the array what the
+    /// namespace holds now (Identify Namespace), has the controllers rescan, and waits for
+    /// the kernel to show it.
+    fn refresh_size(&self, host: &dyn Host, target: &NvmeTcpTarget, _: &Path) -> Result<()> {
+        let (device, subs) = self.resolve(host, target)?;
+        let Some(path) = device.paths.first() else {
+            return Ok(());
+        };
+        let namespace = Path::new("/dev").join(path);
+        scsi::require(host, NVME, INSTALL)?;
+        let cmd = Cmd::new(NVME).args([
+            "id-ns",
+            &namespace.display().to_string(),
+            "--output-format=json",
+        ]);
+        let out = host.run(&cmd)?;
+        // Without an answer the event is all there is; the grow then finds what it finds.
+        let Some(want) = out.success().then(|| id_ns_bytes(&out.stdout)).flatten() else {
+            return Ok(());
+        };
+        if host.device_size(&namespace)? >= want {
+            return Ok(());
+        }
+        for ctrl in subs
+            .iter()
+            .filter(|s| target.nqns.contains(&s.nqn))
+            .flat_map(|s| &s.controllers)
+        {
+            let cmd = Cmd::new(NVME).args(["ns-rescan", &format!("/dev/{}", ctrl.name)]);
+            let _ = host.run(&cmd)?;
+        }
+        let grown = scsi::wait_for(self.device_wait, || {
+            Ok((host.device_size(&namespace)? >= want).then_some(()))
+        })?;
+        grown.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{} still shows {} bytes after a rescan while the array reports {want}; \
+                     expand the volume on this node again",
+                    namespace.display(),
+                    host.device_size(&namespace).unwrap_or(0)
+                ),
+            )
+        })
+    }
+}
+
+/// A namespace's size in bytes from `nvme id-ns --output-format=json`: `nsze` blocks of
+/// the size of the LBA format in use (`flbas`' low four bits index `lbafs`; `ds` is a
+/// power of two).
+fn id_ns_bytes(json: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let nsze = v.get("nsze")?.as_u64()?;
+    let format = v.get("flbas")?.as_u64()? & 0xf;
+    let ds = v
+        .get("lbafs")?
+        .get(usize::try_from(format).ok()?)?
+        .get("ds")?
+        .as_u64()?;
+    nsze.checked_mul(1u64.checked_shl(u32::try_from(ds).ok()?)?)
 }
 
 #[cfg(test)]

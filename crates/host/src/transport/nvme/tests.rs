@@ -378,3 +378,70 @@ fn missing_nvme_cli_and_missing_namespace() {
         e.message
     );
 }
+
+#[test]
+fn id_ns_size_is_blocks_of_the_format_in_use() {
+    let json =
+        r#"{"nsze":2097152,"flbas":1,"lbafs":[{"ms":0,"ds":9,"rp":0},{"ms":0,"ds":12,"rp":0}]}"#;
+    assert_eq!(id_ns_bytes(json), Some(2097152 << 12));
+    assert_eq!(
+        id_ns_bytes(r#"{"nsze":8,"flbas":0,"lbafs":[{"ds":9}]}"#),
+        Some(4096)
+    );
+    assert_eq!(id_ns_bytes("not json"), None);
+    assert_eq!(
+        id_ns_bytes(r#"{"nsze":8,"flbas":3,"lbafs":[{"ds":9}]}"#),
+        None
+    );
+}
+
+/// A grown namespace the kernel has not caught up with: the controllers are asked to
+/// rescan, and a size that never comes is UNAVAILABLE naming both sizes; one already shown
+/// needs nothing.
+#[test]
+fn refresh_size_waits_for_what_the_array_reports() {
+    let host = FakeHost::new();
+    subsystem(&host, "nvme-subsys0", NQN);
+    controller(&host, "nvme-subsys0", "nvme0", "10.0.0.9");
+    namespace(&host, "nvme-subsys0", "nvme0n1", NGUID, 0);
+    host.add_block_device("/dev/nvme0n1", 259, 0, 1 << 30);
+    host.script(
+        NVME,
+        &["id-ns"],
+        CmdOutput::ok(r#"{"nsze":4194304,"flbas":0,"lbafs":[{"ds":9}]}"#),
+    );
+    let e = transport(50)
+        .refresh_size(&host, &ctx("volume"), Path::new("/dev/nvme0n1"))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(
+        e.message.contains("1073741824") && e.message.contains("2147483648"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        host.commands(),
+        [
+            "nvme id-ns /dev/nvme0n1 --output-format=json",
+            "nvme ns-rescan /dev/nvme0"
+        ]
+    );
+
+    let host = FakeHost::new();
+    subsystem(&host, "nvme-subsys0", NQN);
+    controller(&host, "nvme-subsys0", "nvme0", "10.0.0.9");
+    namespace(&host, "nvme-subsys0", "nvme0n1", NGUID, 0);
+    host.add_block_device("/dev/nvme0n1", 259, 0, 2 << 30);
+    host.script(
+        NVME,
+        &["id-ns"],
+        CmdOutput::ok(r#"{"nsze":4194304,"flbas":0,"lbafs":[{"ds":9}]}"#),
+    );
+    transport(50)
+        .refresh_size(&host, &ctx("volume"), Path::new("/dev/nvme0n1"))
+        .unwrap();
+    assert_eq!(
+        host.commands(),
+        ["nvme id-ns /dev/nvme0n1 --output-format=json"]
+    );
+}
