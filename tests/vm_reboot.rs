@@ -32,24 +32,12 @@ use volbridge::engine::{
 use volbridge::host::transport::TransportConfig;
 use volbridge::host::RealHost;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_vm() -> bool {
-    std::env::var("VOLBRIDGE_IN_VM").as_deref() == Ok("1")
-}
+#[path = "vm/lane.rs"]
+mod lane;
+use lane::{in_vm, repo, VmRun};
 
 // ---------------------------------------------------------------------------------------
 // Host side: two VM runs for the whole binary.
-
-struct VmRun {
-    /// The lane's exit status (`None`: killed by a signal).
-    status: Option<i32>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
 
 struct Boots {
     first: VmRun,
@@ -59,27 +47,18 @@ struct Boots {
 
 fn boot(n: u32, dir: &Path) -> VmRun {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let start = Instant::now();
-    let out = Command::new(repo().join("scripts/vm-lane"))
-        .arg("run")
-        // Boot (20-40 s under TCG on a loaded 2-core machine) and the boot's work.
-        .args(["--timeout", "240"])
-        .arg("--rwdir")
-        .arg(dir)
-        .arg("--")
-        .arg("tests/vm/reboot.sh")
-        .arg(n.to_string())
-        .arg(&exe)
-        .arg(dir)
-        .current_dir(repo())
-        .output()
-        .expect("running scripts/vm-lane");
-    let run = VmRun {
-        status: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: start.elapsed(),
-    };
+    let n_arg = n.to_string();
+    // Boot (20-40 s under TCG on a loaded 2-core machine) and the boot's work.
+    let run = lane::run(
+        240,
+        Some(dir),
+        &[
+            "tests/vm/reboot.sh".as_ref(),
+            n_arg.as_ref(),
+            exe.as_os_str(),
+            dir.as_os_str(),
+        ],
+    );
     eprintln!(
         "boot {n}: lane exit {:?} after {:.0?}",
         run.status, run.took
@@ -103,50 +82,10 @@ fn boots() -> &'static Boots {
     })
 }
 
-/// Fails (or, with `VOLBRIDGE_ALLOW_SKIP=1`, skips: `false`) when the lane did not run the
-/// command: 125 no boot, 124 timeout, 126 died.
-fn lane_ran(run: &VmRun, which: &str) -> bool {
-    if !matches!(run.status, Some(124..=126) | None) {
-        return true;
-    }
-    let why = format!(
-        "the VM lane did not run {which} (scripts/vm-lane exit {:?} after {:.0?}):\n{}\n{}",
-        run.status,
-        run.took,
-        run.stderr.trim_end(),
-        run.stdout.trim_end()
-    );
-    if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIPPED (VOLBRIDGE_ALLOW_SKIP=1): {why}");
-        return false;
-    }
-    panic!("{why}\nset VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
-}
-
-/// The part `name` of a boot's output: from `== name` to its `vm-check` line.
-fn part_of(run: &VmRun, name: &str) -> String {
-    let start = format!("== {name}\n");
-    let end = format!("vm-check {name}: ");
-    let Some(from) = run.stdout.find(&start) else {
-        panic!(
-            "the VM's output has no part for '{name}' (lane exit {:?}):\n{}\n{}",
-            run.status, run.stdout, run.stderr
-        );
-    };
-    let rest = &run.stdout[from..];
-    match rest.find(&end) {
-        Some(i) => {
-            let line_end = rest[i..].find('\n').map_or(rest.len(), |j| i + j);
-            rest[..line_end].to_owned()
-        }
-        None => rest.to_owned(),
-    }
-}
-
 /// Asserts that part `name` of boot `n` passed.
 fn assert_part(n: u32, name: &str) {
     let boots = boots();
-    if !lane_ran(&boots.first, "the first boot") {
+    if !lane::ran(&boots.first, "the first boot") {
         return;
     }
     let run = if n == 1 {
@@ -156,22 +95,15 @@ fn assert_part(n: u32, name: &str) {
             Some(run) => run,
             None => panic!(
                 "the first boot failed, so there was no reboot:\n{}\n{}",
-                part_of(&boots.first, "boot1"),
+                lane::part_of(&boots.first, "boot1"),
                 boots.first.stderr.trim_end()
             ),
         }
     };
-    if !lane_ran(run, &format!("boot {n}")) {
+    if !lane::ran(run, &format!("boot {n}")) {
         return;
     }
-    let part = part_of(run, name);
-    let lane = run.stderr.lines().last().unwrap_or_default();
-    eprintln!("{part}\n{lane}");
-    assert!(
-        part.contains(&format!("vm-check {name}: ok")),
-        "{name} failed in boot {n}:\n{part}\n(the lane: {})",
-        run.stderr.trim_end()
-    );
+    lane::assert_passed(run, name, &format!("boot {n}"));
 }
 
 // ---------------------------------------------------------------------------------------

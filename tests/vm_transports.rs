@@ -38,100 +38,29 @@ const GUEST_TESTS: &[&str] = &[
     "volbridge_iscsi_multipath_against_lio",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_vm() -> bool {
-    std::env::var("VOLBRIDGE_IN_VM").as_deref() == Ok("1")
-}
+#[path = "vm/lane.rs"]
+mod lane;
+use lane::{in_vm, repo};
 
 // ---------------------------------------------------------------------------------------
 // Host side: one VM run for the whole binary.
 
-struct VmRun {
-    /// The lane's exit status (`None`: killed by a signal).
-    status: Option<i32>,
-    /// The guest's output (stdout and stderr merged by the lane).
-    stdout: String,
-    /// The lane's own messages: boot time, or why the VM did not start.
-    stderr: String,
-    took: Duration,
-}
-
-fn vm_run() -> &'static VmRun {
-    static RUN: OnceLock<VmRun> = OnceLock::new();
+fn vm_run() -> &'static lane::VmRun {
+    static RUN: OnceLock<lane::VmRun> = OnceLock::new();
     RUN.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test binary's path");
-        let start = Instant::now();
-        let out = Command::new(repo().join("scripts/vm-lane"))
-            .arg("run")
-            // Boot (15-25 s) and the suite (~70 s) under TCG on a loaded 2-core machine.
-            .args(["--timeout", "600"])
-            .arg("--")
-            .arg("tests/vm/suite.sh")
-            .arg(&exe)
-            .args(GUEST_TESTS)
-            .current_dir(repo())
-            .output()
-            .expect("running scripts/vm-lane");
-        VmRun {
-            status: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            took: start.elapsed(),
-        }
+        let mut args: Vec<&std::ffi::OsStr> = vec!["tests/vm/suite.sh".as_ref(), exe.as_os_str()];
+        args.extend(GUEST_TESTS.iter().map(|t| std::ffi::OsStr::new(t)));
+        // Boot (15-25 s) and the suite (~3 min) under TCG on a loaded 2-core machine.
+        lane::run(600, None, &args)
     })
 }
 
-/// The part of the VM's output for check `name` (from `== name` to its `vm-check` line),
-/// after failing the test when the VM did not run (125: no boot; 124: timeout; 126: died).
-/// `None` only when skipping is allowed.
-fn vm_part(name: &str) -> Option<String> {
-    let run = vm_run();
-    if matches!(run.status, Some(124..=126) | None) {
-        let why = format!(
-            "the VM lane did not run the checks (scripts/vm-lane exit {:?} after {:.0?}):\n{}\n{}",
-            run.status,
-            run.took,
-            run.stderr.trim_end(),
-            run.stdout.trim_end()
-        );
-        if std::env::var("VOLBRIDGE_ALLOW_SKIP").as_deref() == Ok("1") {
-            eprintln!("SKIPPED (VOLBRIDGE_ALLOW_SKIP=1): {why}");
-            return None;
-        }
-        panic!("{why}\nset VOLBRIDGE_ALLOW_SKIP=1 to skip on a developer machine");
-    }
-    let start = format!("== {name}\n");
-    let end = format!("vm-check {name}: ");
-    let Some(from) = run.stdout.find(&start) else {
-        panic!(
-            "the VM's output has no part for '{name}' (lane exit {:?}):\n{}\n{}",
-            run.status, run.stdout, run.stderr
-        );
-    };
-    let rest = &run.stdout[from..];
-    let part = match rest.find(&end) {
-        Some(i) => {
-            let line_end = rest[i..].find('\n').map_or(rest.len(), |j| i + j);
-            &rest[..line_end]
-        }
-        None => rest,
-    };
-    Some(part.to_owned())
-}
-
 fn assert_vm_check(name: &str) {
-    let Some(part) = vm_part(name) else { return };
     let run = vm_run();
-    let lane = run.stderr.lines().last().unwrap_or_default();
-    eprintln!("{part}\n{lane}");
-    assert!(
-        part.contains(&format!("vm-check {name}: ok")),
-        "{name} failed in the VM:\n{part}\n(the lane: {})",
-        run.stderr.trim_end()
-    );
+    if lane::ran(run, "the checks") {
+        lane::assert_passed(run, name, "the VM");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

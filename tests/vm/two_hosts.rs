@@ -346,29 +346,28 @@ fn lifecycle(hosts: &mut TwoHosts, node_id: &str, protocol: &str, fs: &str, size
         "{protocol}: controller publish made {} on the array",
         ctx["targetNames"]
     ));
-    let ctx_arg = as_arg(&ctx);
     let mount_cap = format!("--fs-type={fs}");
-    hosts.csi_ok(&[
-        "node",
-        "stage",
-        &volume,
-        "--staging-path",
-        &stage_s,
-        &mount_cap,
-        "--publish-context",
-        &ctx_arg,
-    ]);
-    hosts.csi_ok(&[
-        "node",
-        "publish",
-        &volume,
-        "--staging-path",
-        &stage_s,
-        "--target-path",
-        &pod_s,
-        "--publish-context",
-        &ctx_arg,
-    ]);
+    let attach = |hosts: &TwoHosts, ctx: &BTreeMap<String, String>| {
+        let ctx_arg = as_arg(ctx);
+        let publish_context = ["--publish-context", ctx_arg.as_str()];
+        let staging = ["--staging-path", stage_s.as_str()];
+        let stage = [
+            &["node", "stage", &volume][..],
+            &staging,
+            &[&mount_cap],
+            &publish_context,
+        ];
+        hosts.csi_ok(&stage.concat());
+        let target = ["--target-path", pod_s.as_str()];
+        let publish = [
+            &["node", "publish", &volume][..],
+            &staging,
+            &target,
+            &publish_context,
+        ];
+        hosts.csi_ok(&publish.concat());
+    };
+    attach(hosts, &ctx);
     let connected = sessions_to_array();
     assert!(!connected.is_empty(), "no session to {ARRAY_IP}");
     must(&format!(
@@ -465,28 +464,7 @@ fn lifecycle(hosts: &mut TwoHosts, node_id: &str, protocol: &str, fs: &str, size
     ));
 
     let ctx = publish_context(hosts, &volume, node_id);
-    let ctx_arg = as_arg(&ctx);
-    hosts.csi_ok(&[
-        "node",
-        "stage",
-        &volume,
-        "--staging-path",
-        &stage_s,
-        &mount_cap,
-        "--publish-context",
-        &ctx_arg,
-    ]);
-    hosts.csi_ok(&[
-        "node",
-        "publish",
-        &volume,
-        "--staging-path",
-        &stage_s,
-        "--target-path",
-        &pod_s,
-        "--publish-context",
-        &ctx_arg,
-    ]);
+    attach(hosts, &ctx);
     must(&format!(
         "cmp {w}/{protocol}.want {pod_s}/data && test -s {pod_s}/after-restart && \
          test -s {pod_s}/after-reboot",
