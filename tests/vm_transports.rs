@@ -50,7 +50,7 @@ fn vm_run() -> &'static lane::VmRun {
     RUN.get_or_init(|| {
         let exe = std::env::current_exe().expect("the test binary's path");
         let mut args: Vec<&std::ffi::OsStr> = vec!["tests/vm/suite.sh".as_ref(), exe.as_os_str()];
-        args.extend(GUEST_TESTS.iter().map(|t| std::ffi::OsStr::new(t)));
+        args.extend(GUEST_TESTS.iter().map(std::ffi::OsStr::new));
         // Boot (15-25 s) and the suite (~3 min) under TCG on a loaded 2-core machine.
         lane::run(600, None, &args)
     })
