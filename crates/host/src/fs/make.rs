@@ -47,10 +47,31 @@ pub fn make(host: &dyn Host, device: &Path, o: &FormatOptions) -> Result<()> {
     if out.success() {
         return Ok(());
     }
+    let reason = out.reason();
+    if too_small(&reason) {
+        let size = host
+            .device_size(device)
+            .map_or_else(|_| "this size".to_owned(), |b| format!("{b} bytes"));
+        return Err(Error::invalid(
+            "fsType",
+            format!(
+                "the volume ({}, {size}) is too small for {fs_type} ({reason}); make the \
+                 volume larger, or ask for ext4, which formats small devices",
+                device.display()
+            ),
+        ));
+    }
     Err(Error::new(
         ErrorKind::Internal,
-        format!("{program} failed on {}: {}", device.display(), out.reason()),
+        format!("{program} failed on {}: {reason}", device.display()),
     ))
+}
+
+/// mkfs's ways of saying the device is below the filesystem's minimum (xfs: "Filesystem
+/// must be larger than 300MB."; btrfs: "… is too small to make a usable filesystem").
+fn too_small(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("must be larger than") || r.contains("too small")
 }
 
 #[cfg(test)]
@@ -65,6 +86,27 @@ mod tests {
             timeout: Duration::from_secs(5),
             redo: false,
         }
+    }
+
+    #[test]
+    fn a_device_too_small_for_the_filesystem_is_the_callers_to_fix() {
+        let host = FakeHost::new();
+        host.install("mkfs.xfs");
+        host.add_block_device("/dev/loop4", 7, 4, 64 << 20);
+        host.script(
+            "mkfs.xfs",
+            &[],
+            CmdOutput::failed(1, "Filesystem must be larger than 300MB.\n"),
+        );
+        let e = make(&host, Path::new("/dev/loop4"), &opts("xfs", "")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(
+            e.message.contains("67108864 bytes")
+                && e.message.contains("too small for xfs")
+                && e.message.contains("make the volume larger"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
