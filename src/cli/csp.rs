@@ -48,6 +48,11 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
                     "must be a number of times the pool's capacity, 0 or more (0: no limit)",
                 ));
             }
+            let exports: Vec<String> = iscsi_portals
+                .iter()
+                .map(|p| format!("iscsi at {p}"))
+                .chain(nvme_addresses.iter().map(|a| format!("nvmetcp at {a}")))
+                .collect();
             let csp = tokio::task::spawn_blocking(move || {
                 let mut config = LocalCspConfig::new(dir, username, password);
                 config.pool = pool;
@@ -66,6 +71,9 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
                 .await
                 .map_err(|e| Error::unavailable(format!("cannot listen on {listen}: {e}")))?;
             tracing::info!(url = %format!("http://{listen}"), data_dir = %data_dir.display(), "local CSP serving");
+            if !exports.is_empty() {
+                tracing::info!(exports = %exports.join(", "), "volumes are served over the network");
+            }
             let closer = csp.clone();
             let served = csp
                 .serve(listener, crate::daemon::wait_for_signal())

@@ -265,6 +265,11 @@ pub fn guest_two_hosts() {
     must("modprobe nvme_tcp");
 
     hosts.start_array();
+    let log = std::fs::read_to_string(work.join("array.log")).unwrap_or_default();
+    assert!(
+        log.contains("iscsi at 10.99.0.1:3260, nvmetcp at 10.99.0.1:4420"),
+        "the CSP does not say what it serves: {log}"
+    );
     step("array: volbridge csp serve with iSCSI (CHAP) and NVMe/TCP exports");
     hosts.start_node();
     step("node: volbridge serve, CSI on a unix socket, the array as its backend");
