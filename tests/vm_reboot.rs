@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ use volbridge::host::RealHost;
 
 #[path = "vm/lane.rs"]
 mod lane;
-use lane::{in_vm, repo, VmRun};
+use lane::{in_vm, repo, sh, step, VmRun};
 
 // ---------------------------------------------------------------------------------------
 // Host side: two VM runs for the whole binary.
@@ -269,24 +268,6 @@ fn stage_request(dir: &Path, name: &str, context: BTreeMap<String, String>) -> S
         },
         read_only: false,
     }
-}
-
-fn sh(script: &str) -> (i32, String) {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn step(what: &str) {
-    let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let up = up.split_whitespace().next().unwrap_or("?");
-    println!("  [{up:>7}s] {what}");
 }
 
 /// The data a volume holds: 1 MiB, different per volume.

@@ -40,7 +40,7 @@ const GUEST_TESTS: &[&str] = &[
 
 #[path = "vm/lane.rs"]
 mod lane;
-use lane::{in_vm, repo};
+use lane::{in_vm, repo, sh, step};
 
 // ---------------------------------------------------------------------------------------
 // Host side: one VM run for the whole binary.
@@ -216,24 +216,6 @@ impl Drop for Targets {
                 .status();
         }
     }
-}
-
-fn sh(script: &str) -> (i32, String) {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn step(what: &str) {
-    let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let up = up.split_whitespace().next().unwrap_or("?");
-    println!("  [{up:>7}s] {what}");
 }
 
 /// 1 MiB of a pattern written with O_DIRECT at 4 MiB into `dev`, read back the same way,

@@ -88,6 +88,28 @@ pub fn part_of(run: &VmRun, name: &str) -> String {
     }
 }
 
+// Guest side.
+
+/// `sh -c SCRIPT`: its exit status and its stdout and stderr, in that order.
+pub fn sh(script: &str) -> (i32, String) {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A progress line with the guest's uptime, which the host test shows.
+pub fn step(what: &str) {
+    let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let up = up.split_whitespace().next().unwrap_or("?");
+    println!("  [{up:>7}s] {what}");
+}
+
 /// Asserts that part `name` of `run` passed, printing it either way.
 pub fn assert_passed(run: &VmRun, name: &str, which: &str) {
     let part = part_of(run, name);
