@@ -57,6 +57,18 @@ impl Lio<'_> {
 
     /// Makes the export match `w`: backstore, target, portals, exactly the wanted ACLs.
     pub fn ensure(&self, w: &Wanted) -> io::Result<()> {
+        // LIO reads the backstore's settings as one comma-separated line.
+        let image = w.image.display().to_string();
+        if image.contains([',', '\n']) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the image {image} cannot be served over iSCSI: LIO cannot take a path \
+                     with a comma or a line break; move the local CSP's data dir to a path \
+                     without one"
+                ),
+            ));
+        }
         let name = self.backstore_name(&w.volume_id);
         let bs = self.hba().join(&name);
         if bs.is_dir() && cfs::read(&bs.join("enable")).as_deref() != Some("1") {
@@ -70,8 +82,7 @@ impl Lio<'_> {
             cfs::write(
                 &bs.join("control"),
                 &format!(
-                    "fd_dev_name={},fd_dev_size={},fd_buffered_io=1",
-                    w.image.display(),
+                    "fd_dev_name={image},fd_dev_size={},fd_buffered_io=1",
                     w.size
                 ),
             )?;
@@ -179,6 +190,29 @@ mod tests {
             "60014050123456789abcdef012345678"
         );
         assert_eq!(wwid("0123456789abcdef0123456789abcdef").len(), 32);
+    }
+
+    #[test]
+    fn a_path_lio_cannot_take_is_refused_before_anything_is_made() {
+        let root = std::env::temp_dir().join(format!("vb-lio-{}", crate::ids::new_id()));
+        let lio = Lio {
+            root: &root,
+            instance: "1a2b3c4d",
+            portals: &[],
+            chap: None,
+        };
+        let e = lio
+            .ensure(&Wanted {
+                volume_id: "0123456789abcdef0123456789abcdef".into(),
+                image: PathBuf::from("/srv/a,b/volumes/x.img"),
+                size: 1 << 20,
+                protocol: super::super::PROTOCOL_ISCSI,
+                initiators: BTreeSet::new(),
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("comma"), "{e}");
+        assert!(!root.exists(), "nothing made");
     }
 
     #[test]
