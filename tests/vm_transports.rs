@@ -56,6 +56,15 @@ fn vm_run() -> &'static lane::VmRun {
     })
 }
 
+/// Inside the VM, runs test `name`'s guest part; on the host, asserts on its output.
+fn guest_or_check(name: &str, guest: fn()) {
+    if in_vm() {
+        guest();
+    } else {
+        assert_vm_check(name);
+    }
+}
+
 fn assert_vm_check(name: &str) {
     let run = vm_run();
     if lane::ran(run, "the checks") {
@@ -95,11 +104,7 @@ fn nvme_tcp_nvmet_target_with_nvme_cli() {
 /// scope) removes the disk and logs out; detach again is success.
 #[test]
 fn volbridge_iscsi_transport_against_lio() {
-    if in_vm() {
-        guest_iscsi();
-    } else {
-        assert_vm_check("volbridge_iscsi_transport_against_lio");
-    }
+    guest_or_check("volbridge_iscsi_transport_against_lio", guest_iscsi);
 }
 
 /// volbridge's `NvmeTransport` on `RealHost` against an nvmet TCP subsystem: attach
@@ -107,11 +112,7 @@ fn volbridge_iscsi_transport_against_lio() {
 /// detach (volume scope) disconnects and the namespace is gone.
 #[test]
 fn volbridge_nvme_transport_against_nvmet() {
-    if in_vm() {
-        guest_nvme();
-    } else {
-        assert_vm_check("volbridge_nvme_transport_against_nvmet");
-    }
+    guest_or_check("volbridge_nvme_transport_against_nvmet", guest_nvme);
 }
 
 /// A LUN that is not ready (LIO's ALUA state standby: every read answers NOT READY) holds
@@ -121,11 +122,7 @@ fn volbridge_nvme_transport_against_nvmet() {
 /// existing filesystem without formatting.
 #[test]
 fn volbridge_never_formats_an_unready_lun() {
-    if in_vm() {
-        guest_unready_lun();
-    } else {
-        assert_vm_check("volbridge_never_formats_an_unready_lun");
-    }
+    guest_or_check("volbridge_never_formats_an_unready_lun", guest_unready_lun);
 }
 
 /// Two hosts: the array (a network namespace running `volbridge csp serve`, which exports
@@ -137,11 +134,10 @@ fn volbridge_never_formats_an_unready_lun() {
 /// in the array's kernel. See tests/vm/two_hosts.rs.
 #[test]
 fn volbridge_two_hosts_over_iscsi_and_nvme() {
-    if in_vm() {
-        two_hosts::guest_two_hosts();
-    } else {
-        assert_vm_check("volbridge_two_hosts_over_iscsi_and_nvme");
-    }
+    guest_or_check(
+        "volbridge_two_hosts_over_iscsi_and_nvme",
+        two_hosts::guest_two_hosts,
+    );
 }
 
 /// volbridge's `IscsiTransport` with dm-multipath: a LIO target with two portals
@@ -154,11 +150,10 @@ fn volbridge_two_hosts_over_iscsi_and_nvme() {
 /// removes both paths and logs out of both sessions.
 #[test]
 fn volbridge_iscsi_multipath_against_lio() {
-    if in_vm() {
-        guest_iscsi_multipath();
-    } else {
-        assert_vm_check("volbridge_iscsi_multipath_against_lio");
-    }
+    guest_or_check(
+        "volbridge_iscsi_multipath_against_lio",
+        guest_iscsi_multipath,
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -395,21 +395,29 @@ fn id_ns_size_is_blocks_of_the_format_in_use() {
     );
 }
 
-/// A grown namespace the kernel has not caught up with: the controllers are asked to
-/// rescan, and a size that never comes is UNAVAILABLE naming both sizes; one already shown
-/// needs nothing.
-#[test]
-fn refresh_size_waits_for_what_the_array_reports() {
+/// A connected namespace the kernel shows with `shown` bytes, of which the array's
+/// Identify Namespace reports 2 GiB.
+fn grown_namespace(shown: u64) -> FakeHost {
     let host = FakeHost::new();
     subsystem(&host, "nvme-subsys0", NQN);
     controller(&host, "nvme-subsys0", "nvme0", "10.0.0.9");
     namespace(&host, "nvme-subsys0", "nvme0n1", NGUID, 0);
-    host.add_block_device("/dev/nvme0n1", 259, 0, 1 << 30);
+    host.add_block_device("/dev/nvme0n1", 259, 0, shown);
     host.script(
         NVME,
         &["id-ns"],
         CmdOutput::ok(r#"{"nsze":4194304,"flbas":0,"lbafs":[{"ds":9}]}"#),
     );
+    host
+}
+
+/// A grown namespace the kernel has not caught up with: the controllers are asked to
+/// rescan, and a size that never comes is UNAVAILABLE naming both sizes; one already shown
+/// needs nothing.
+#[test]
+fn refresh_size_waits_for_what_the_array_reports() {
+    // The array reports 2 GiB; the kernel still shows 1 GiB.
+    let host = grown_namespace(1 << 30);
     let e = transport(50)
         .refresh_size(&host, &ctx("volume"), Path::new("/dev/nvme0n1"))
         .unwrap_err();
@@ -427,16 +435,7 @@ fn refresh_size_waits_for_what_the_array_reports() {
         ]
     );
 
-    let host = FakeHost::new();
-    subsystem(&host, "nvme-subsys0", NQN);
-    controller(&host, "nvme-subsys0", "nvme0", "10.0.0.9");
-    namespace(&host, "nvme-subsys0", "nvme0n1", NGUID, 0);
-    host.add_block_device("/dev/nvme0n1", 259, 0, 2 << 30);
-    host.script(
-        NVME,
-        &["id-ns"],
-        CmdOutput::ok(r#"{"nsze":4194304,"flbas":0,"lbafs":[{"ds":9}]}"#),
-    );
+    let host = grown_namespace(2 << 30);
     transport(50)
         .refresh_size(&host, &ctx("volume"), Path::new("/dev/nvme0n1"))
         .unwrap();
