@@ -328,6 +328,26 @@ fn fio_on_volume(d: &Daemon, mnt: &Path, seconds: u64) -> Vec<f64> {
     rates
 }
 
+/// Which way this kernel's loop driver submits I/O, so the fio rows can be read: before Linux
+/// 6.19 every loop I/O is handed to a worker (one wake-up per layer per I/O), from 6.19 it is
+/// tried inline with IOCB_NOWAIT first. `bench/loop-trace.sh` shows it directly.
+fn loop_regime() -> String {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy().into_owned();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version >= (6, 19) {
+        format!("kernel {release}: loop devices submit I/O inline first (Linux 6.19 and later)")
+    } else {
+        format!(
+            "kernel {release}: loop devices hand every I/O to a worker (before Linux 6.19), \
+             one wake-up per layer: docs/pool.md, bench/loop-trace.sh"
+        )
+    }
+}
+
 fn main() {
     assert!(
         rustix::process::geteuid().is_root(),
@@ -474,9 +494,9 @@ fn main() {
         );
     }
     println!(
-        "pool/dir: the price of the pool layer; pool/host: of a loop-backed volume at all \
-         (each loop device is a hand-over to its worker: docs/pool.md)"
+        "pool/dir: the price of the pool layer; pool/host: of a loop-backed volume at all"
     );
+    println!("{}", loop_regime());
     if mounts + loops > 0 || !removed {
         eprintln!(
             "pool bench: left behind {mounts} mount(s), {loops} loop device(s) under {}",
