@@ -493,9 +493,7 @@ fn main() {
             ours[i] / host[i],
         );
     }
-    println!(
-        "pool/dir: the price of the pool layer; pool/host: of a loop-backed volume at all"
-    );
+    println!("pool/dir: the price of the pool layer; pool/host: of a loop-backed volume at all");
     println!("{}", loop_regime());
     if mounts + loops > 0 || !removed {
         eprintln!(

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod csp;
+pub mod initiators;
 pub mod lenient;
 pub mod names;
 pub mod options;

@@ -326,6 +326,59 @@ async fn retention_moves_images_to_retained() {
         .exists());
 }
 
+/// A host's IQNs and NQNs name the directories of the targets made for it, so anything that
+/// is not an initiator name (a path above all) is refused with the reason, and nothing is
+/// stored.
+#[tokio::test]
+async fn host_initiators_must_be_initiator_names_not_paths() {
+    let dir = TempDir::new("hosts-names");
+    let s = Server::start(dir.path()).await;
+    for (field, name, reason) in [
+        (
+            "iqns",
+            "../../../../etc/cron.d/x",
+            "does not start with iqn.",
+        ),
+        ("iqns", "/etc/passwd", "does not start with iqn."),
+        ("iqns", "iqn.2026-12.x:a/../../b", "a '/'"),
+        ("nqns", "nqn.2014-08.x:a b", "a space"),
+        (
+            "nqns",
+            "iqn.1993-08.org.debian:01:abc",
+            "does not start with nqn.",
+        ),
+    ] {
+        let (st, body) = s
+            .post("/hosts", json!({"uuid": "node-1", field: [name]}))
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{name}: {body}");
+        let msg = body.to_string();
+        assert!(
+            msg.contains("host 'node-1'") && msg.contains(reason),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(if field == "iqns" {
+                "/etc/iscsi/initiatorname.iscsi"
+            } else {
+                "/etc/nvme/hostnqn"
+            }),
+            "{msg}"
+        );
+    }
+    let (_, all) = s.get("/hosts").await;
+    assert_eq!(all, json!([]), "nothing stored");
+    let (st, h) = s
+        .post(
+            "/hosts",
+            json!({"uuid": "node-1", "access_protocol": "iscsi",
+                   "iqns": ["iqn.1993-08.org.debian:01:6e2b4b1c9f3", ""],
+                   "nqns": ["nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{h}");
+}
+
 #[tokio::test]
 async fn hosts_upsert_get_and_delete() {
     let dir = TempDir::new("hosts");

@@ -4,6 +4,7 @@
 
 use crate::Host;
 use std::path::Path;
+use volbridge_proto::initiators::{self, InitiatorKind};
 
 pub const ISCSI_INITIATOR_FILE: &str = "/etc/iscsi/initiatorname.iscsi";
 pub const NVME_HOSTNQN_FILE: &str = "/etc/nvme/hostnqn";
@@ -18,13 +19,24 @@ pub struct Initiators {
 
 /// What this machine would log in and connect as; a file missing or unreadable is a name
 /// not announced (the publish that needs it says so).
+/// A name that is not one (a hand-edited file) is not announced either: an array would
+/// refuse the host's registration for it, and the initiator could not log in with it.
 pub fn read(host: &dyn Host) -> Initiators {
     let file = |p: &str| host.read_file(Path::new(p)).ok().flatten();
+    let valid = |kind, name: String| {
+        let verdict = initiators::check(kind, &name);
+        if let Err(why) = &verdict {
+            tracing::warn!(file = kind.node_file(), name = %name.escape_debug(), %why, "this machine's initiator name is not one; it is not announced");
+        }
+        verdict.ok().map(|()| name)
+    };
     Initiators {
-        iqn: file(ISCSI_INITIATOR_FILE).and_then(|text| iscsi_initiator_name(&text)),
+        iqn: file(ISCSI_INITIATOR_FILE)
+            .and_then(|text| iscsi_initiator_name(&text))
+            .and_then(|n| valid(InitiatorKind::Iqn, n)),
         nqn: file(NVME_HOSTNQN_FILE)
             .map(|s| s.trim().to_owned())
-            .filter(|s| s.starts_with("nqn.")),
+            .and_then(|n| valid(InitiatorKind::Nqn, n)),
     }
 }
 
@@ -59,6 +71,14 @@ mod tests {
                 nqn: Some("nqn.2014-08.org.nvmexpress:uuid:1234".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_name_that_is_not_one_is_not_announced() {
+        let host = FakeHost::new();
+        host.add_file(ISCSI_INITIATOR_FILE, "InitiatorName=../../etc/x\n");
+        host.add_file(NVME_HOSTNQN_FILE, "nqn.2014-08.org.nvmexpress:uuid:a/b\n");
+        assert_eq!(read(&host), Initiators::default());
     }
 
     #[test]

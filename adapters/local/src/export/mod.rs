@@ -20,6 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use volbridge_proto::csp::{PublishInfo, PROTOCOL_LOCAL};
+use volbridge_proto::initiators::{self, InitiatorKind};
 
 pub const PROTOCOL_ISCSI: &str = "iscsi";
 pub const PROTOCOL_NVME: &str = "nvmetcp";
@@ -118,7 +119,7 @@ pub fn wanted(s: &State, id: &str, image: PathBuf) -> Option<Wanted> {
             _ => h.nqns.clone(),
         })
         .map(|i| i.trim().to_owned())
-        .filter(|i| !i.is_empty())
+        .filter(|i| !i.is_empty() && usable_initiator(protocol, id, i))
         .collect();
     if v.hosts.is_empty() {
         return None;
@@ -130,6 +131,23 @@ pub fn wanted(s: &State, id: &str, image: PathBuf) -> Option<Wanted> {
         protocol,
         initiators,
     })
+}
+
+/// Whether initiator `name` may name an ACL or an allowed host of volume `id`'s export.
+/// Hosts are checked when registered; a record stored before that check may still hold a
+/// name that is not one, and such a name never becomes a configfs path.
+fn usable_initiator(protocol: &str, id: &str, name: &str) -> bool {
+    let kind = match protocol {
+        PROTOCOL_ISCSI => InitiatorKind::Iqn,
+        _ => InitiatorKind::Nqn,
+    };
+    match initiators::check(kind, name) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(volume = id, initiator = %name.escape_debug(), %why, "a host's initiator name is not one; it is left out of the export");
+            false
+        }
+    }
 }
 
 /// The network exports of one data dir.

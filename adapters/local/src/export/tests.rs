@@ -1,6 +1,6 @@
 //! What can be checked without a kernel target: the publish answers, the protocols served,
 //! the instance id. The configfs set-up itself runs against LIO and nvmet in the VM lane
-//! (tests/vm_network_csp.rs).
+//! (`volbridge_two_hosts_over_iscsi_and_nvme`, tests/vm/two_hosts.rs).
 
 use super::*;
 
@@ -88,4 +88,41 @@ fn instance_id_is_made_once() {
     assert_eq!(a.len(), 8);
     assert_eq!(instance_id(&dir).unwrap(), a);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A host record stored before initiator names were checked may hold a path; it never
+/// reaches the export (whose ACL and host directories are named by it).
+#[test]
+fn an_initiator_that_is_not_a_name_is_left_out_of_the_export() {
+    use crate::model::{Change, Tables, VolumeRec};
+    use volbridge_proto::csp::{Config, Host};
+    let mut state = State::new(Tables::default());
+    let mut config = Config::new();
+    config.insert("access_protocol".into(), "iscsi".into());
+    state.apply(Change::PutHost(Host {
+        uuid: Some("h1".into()),
+        iqns: vec![
+            "iqn.1993-08.org.debian:01:good".into(),
+            "../../../../etc/cron.d/x".into(),
+            "/etc/passwd".into(),
+        ],
+        ..Host::default()
+    }));
+    state.apply(Change::PutVolume(VolumeRec {
+        id: ID.into(),
+        name: "v".into(),
+        size: 1 << 20,
+        description: None,
+        base_snapshot_id: String::new(),
+        parent_volume_id: String::new(),
+        volume_group_id: String::new(),
+        config,
+        hosts: ["h1".to_owned()].into(),
+        creation_time: 1,
+    }));
+    let w = wanted(&state, ID, PathBuf::from("/data/volumes/v.img")).expect("published");
+    assert_eq!(
+        w.initiators.into_iter().collect::<Vec<_>>(),
+        ["iqn.1993-08.org.debian:01:good"]
+    );
 }

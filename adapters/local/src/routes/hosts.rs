@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use std::sync::Arc;
 use volbridge_proto::csp::{Host, PROTOCOL_LOCAL};
+use volbridge_proto::initiators::{self, InitiatorKind};
 
 fn not_found(uuid: &str) -> ApiError {
     ApiError::not_found(format!("host '{uuid}' not found"))
@@ -41,6 +42,7 @@ pub async fn upsert(State(sh): State<Arc<Shared>>, Body(req): Body<Host>) -> Api
     if let Some(name) = req.name.as_deref() {
         crate::ids::check_name("host name", Some(name))?;
     }
+    check_initiators(&uuid, &req)?;
     let protocol = match req.access_protocol.as_deref().map(str::trim) {
         None | Some("") => PROTOCOL_LOCAL.to_owned(),
         Some(p) => crate::ids::check_name("access_protocol", Some(p))?.to_ascii_lowercase(),
@@ -79,6 +81,30 @@ pub async fn upsert(State(sh): State<Arc<Shared>>, Body(req): Body<Host>) -> Api
         })
         .await?;
     Ok(Json(views::host(&stored)))
+}
+
+/// The host's IQNs and NQNs must be initiator names: a target made for the host names it by
+/// them (a directory of LIO's or nvmet's configfs), so a path in their place is refused here.
+/// Blank entries are no name (a node without one may send `[""]`) and are passed over, as
+/// the export passes them over; surrounding blanks are not part of the name.
+fn check_initiators(uuid: &str, req: &Host) -> ApiResult<()> {
+    let named = req
+        .iqns
+        .iter()
+        .map(|n| (InitiatorKind::Iqn, n.trim()))
+        .chain(req.nqns.iter().map(|n| (InitiatorKind::Nqn, n.trim())))
+        .filter(|(_, n)| !n.is_empty());
+    for (kind, name) in named {
+        if let Err(why) = initiators::check(kind, name) {
+            return Err(ApiError::bad_request(format!(
+                "host '{uuid}': '{}' is not {}: {why} (a Linux node's own is in {})",
+                name.escape_debug(),
+                kind.noun(),
+                kind.node_file()
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn remove(sh: &Shared, uuid: &str) -> ApiResult<StatusCode> {
