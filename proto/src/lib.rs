@@ -8,6 +8,7 @@ pub mod admin;
 pub mod csp;
 pub mod initiators;
 pub mod lenient;
+pub mod mkfs_args;
 pub mod names;
 pub mod options;
 pub mod publish_context;

@@ -190,6 +190,8 @@ pub const CSP_PREFIX: &str = "csp.";
 /// The prefix volbridge keeps for itself.
 pub const RESERVED_PREFIX: &str = "volbridge.";
 pub const FS_TYPES: [&str; 3] = ["ext4", "xfs", "btrfs"];
+/// The filesystem a volume gets when no `fsType` is given.
+pub const DEFAULT_FS_TYPE: &str = "ext4";
 pub const MAX_DESCRIPTION: usize = 256;
 const FORBIDDEN_MOUNT_OPTIONS: [&str; 5] = ["ro", "rw", "bind", "rbind", "remount"];
 const SIZE_HINT: &str = "use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)";
@@ -371,6 +373,13 @@ pub fn parse<'a>(
         return bad(
             "mkfsOptions cannot be combined with fromSnapshot or cloneOf (a clone is never formatted)",
         );
+    }
+    // Checked here when the filesystem is named with them (FlexVolume names it outside this
+    // table, in kubernetes.io/fsType); the node checks them again, always, before mkfs.
+    if let (Some(m), Some(fs_type)) = (&o.mkfs_options, &o.fs_type) {
+        if let Err(why) = crate::mkfs_args::check(fs_type, m) {
+            return bad(format!("mkfsOptions={m:?}: {why}"));
+        }
     }
     Ok(o)
 }

@@ -48,7 +48,7 @@ fn every_option() {
     let o = docker(&[
         ("SIZE", "1Gi"),
         ("fstype", "XFS"),
-        ("mkfsOptions", "-m 0  -i 8192"),
+        ("mkfsOptions", "-m crc=1  -i size=512"),
         ("mountOptions", "noatime, discard"),
         ("fsOwner", "999:998"),
         ("fsMode", "0770"),
@@ -62,7 +62,7 @@ fn every_option() {
     .unwrap();
     assert_eq!(o.size, Some(1 << 30));
     assert_eq!(o.fs_type.as_deref(), Some("xfs"));
-    assert_eq!(o.mkfs_options.as_deref(), Some("-m 0 -i 8192"));
+    assert_eq!(o.mkfs_options.as_deref(), Some("-m crc=1 -i size=512"));
     assert_eq!(o.mount_options, ["noatime", "discard"]);
     assert_eq!(o.fs_owner, Some((999, 998)));
     assert_eq!(o.fs_mode, Some(0o770));
@@ -191,14 +191,14 @@ fn the_cli_takes_csp_settings_and_points_the_rest_at_its_flags() {
     // How the first format is made goes to the volume's config, as Docker puts it.
     let o = cli(&[
         ("fstype", "XFS"),
-        ("mkfsOptions", "-m 0"),
+        ("mkfsOptions", "-m reflink=1"),
         ("fsOwner", "1:2"),
         ("fsMode", "0710"),
     ])
     .unwrap();
     let config = o.volume_config();
     assert_eq!(config["fsType"], "xfs");
-    assert_eq!(config["fsCreateOptions"], "-m 0");
+    assert_eq!(config["fsCreateOptions"], "-m reflink=1");
     assert_eq!(config["fsOwner"], "1:2");
     assert_eq!(config["fsMode"], "0710");
     for key in [
@@ -221,4 +221,32 @@ fn the_cli_takes_csp_settings_and_points_the_rest_at_its_flags() {
         .0
         .contains("csp.<name>=<value>"));
     assert!(cli(&[("thick", "maybe")]).is_err());
+}
+
+/// mkfsOptions given with fsType are checked against that mkfs before anything is made; a
+/// file, a device or a flag not on its list is refused, naming it.
+#[test]
+fn mkfs_options_with_a_filesystem_are_checked_at_once() {
+    for (fs, m, says) in [
+        (
+            "ext4",
+            "-d /etc",
+            "'-d' is not an option volbridge passes to mkfs.ext4",
+        ),
+        ("ext4", "-L /etc", "'/' is not allowed in a value"),
+        ("xfs", "-l logdev=sdc", "'logdev' is not a setting"),
+        (
+            "btrfs",
+            "-qf",
+            "is not an option volbridge passes to mkfs.btrfs",
+        ),
+    ] {
+        let e = docker(&[("fsType", fs), ("mkfsOptions", m)]).unwrap_err();
+        assert!(
+            e.0.starts_with("mkfsOptions=") && e.0.contains(says),
+            "{fs} {m}: {e}"
+        );
+    }
+    // Without fsType (FlexVolume names it in kubernetes.io/fsType) the node checks them.
+    assert!(flex(&[("mkfsOptions", "-d agcount=4")]).is_ok());
 }

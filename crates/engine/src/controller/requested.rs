@@ -161,6 +161,7 @@ impl Engine {
     /// Creates the volume a request asks for, or answers the one an earlier identical
     /// request made. A clone is at least as large as its source (within the limit).
     pub async fn create_requested(&self, req: RequestedVolume, wait: Wait) -> Result<Volume> {
+        check_create_options(&req.params)?;
         let mut size = req.size.resolve(
             "capacity_range.required_bytes",
             self.config.default_volume_size,
@@ -235,6 +236,24 @@ impl Engine {
     }
 }
 
+/// `fsCreateOptions` run as root on the node at the first stage; when the parameters name the
+/// filesystem too, they are checked here, before anything is made, by the rule the node
+/// applies ([`volbridge_proto::mkfs_args`]). Without `fsType` the filesystem is the one the
+/// node is asked for at publish, and the node checks them then.
+fn check_create_options(params: &BTreeMap<String, String>) -> Result<()> {
+    let (Some(options), Some(fs_type)) = (params.get("fsCreateOptions"), params.get("fsType"))
+    else {
+        return Ok(());
+    };
+    let fs_type = match fs_type.trim().to_ascii_lowercase() {
+        t if t.is_empty() => volbridge_proto::options::DEFAULT_FS_TYPE.to_owned(),
+        t => t,
+    };
+    volbridge_proto::mkfs_args::check(&fs_type, options)
+        .map(|_| ())
+        .map_err(|why| Error::invalid("fsCreateOptions", why))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +282,33 @@ mod tests {
         }
         assert_eq!(SnapshotRef::parse("grp/"), SnapshotRef::Nothing);
         assert_eq!(SnapshotRef::parse(""), SnapshotRef::Nothing);
+    }
+
+    #[test]
+    fn create_options_are_checked_when_the_filesystem_is_named() {
+        let params = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let e = check_create_options(&params(&[
+            ("fsType", "ext4"),
+            ("fsCreateOptions", "-L /etc/kubernetes"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("'/' is not allowed"), "{}", e.message);
+        let e = check_create_options(&params(&[("fsType", ""), ("fsCreateOptions", "-qF")]))
+            .unwrap_err();
+        assert!(e.message.contains("mkfs.ext4"), "{}", e.message);
+        assert!(check_create_options(&params(&[
+            ("fsType", "XFS"),
+            ("fsCreateOptions", "-m reflink=1")
+        ]))
+        .is_ok());
+        // Without fsType the node checks them against the filesystem it is asked for.
+        assert!(check_create_options(&params(&[("fsCreateOptions", "-p x")])).is_ok());
     }
 
     #[test]

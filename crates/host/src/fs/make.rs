@@ -6,6 +6,7 @@ use crate::{Cmd, Host};
 use std::path::Path;
 use std::time::Duration;
 use volbridge_base::error::{Error, ErrorKind, Result};
+use volbridge_proto::mkfs_args;
 
 #[derive(Debug, Clone)]
 pub struct FormatOptions<'a> {
@@ -17,18 +18,12 @@ pub struct FormatOptions<'a> {
     pub redo: bool,
 }
 
-/// Arguments that would let mkfs overwrite an existing filesystem.
-const FORCE_FLAGS: [&str; 3] = ["-F", "-f", "--force"];
-
 pub fn make(host: &dyn Host, device: &Path, o: &FormatOptions) -> Result<()> {
     let fs_type = super::validate_fs_type(o.fs_type)?;
-    let extra: Vec<&str> = o.create_options.split_whitespace().collect();
-    if let Some(bad) = extra.iter().find(|a| FORCE_FLAGS.contains(a)) {
-        return Err(Error::invalid(
-            "fsCreateOptions",
-            format!("'{bad}' is not allowed: volbridge never forces a format"),
-        ));
-    }
+    // The publish context comes from outside: whatever a front end checked, the arguments
+    // are checked again where they run as root.
+    let extra = mkfs_args::check(fs_type, o.create_options)
+        .map_err(|why| Error::invalid("fsCreateOptions", why))?;
     let program = format!("mkfs.{fs_type}");
     let mut cmd = Cmd::new(&program).timeout(o.timeout);
     cmd = match fs_type {
@@ -148,6 +143,32 @@ mod tests {
         assert!(e.message.contains("never forces"));
         let e = make(&host, dev, &opts("ntfs", "")).unwrap_err();
         assert!(e.message.contains("ext4, xfs, btrfs"));
+        assert!(host.commands().is_empty());
+    }
+
+    /// The publish context comes from outside (a StorageClass, a pod's inline volume): an
+    /// argument that would have mkfs read a node directory into the volume, or write to
+    /// another device, is refused before mkfs runs, whatever filesystem.
+    #[test]
+    fn arguments_naming_other_files_or_devices_never_run() {
+        let host = FakeHost::new();
+        host.install("mkfs.ext4")
+            .install("mkfs.xfs")
+            .install("mkfs.btrfs");
+        let dev = Path::new("/dev/loop4");
+        for (fs, extra) in [
+            ("ext4", "-d /etc/kubernetes"),
+            ("ext4", "-d etc"),
+            ("ext4", "-qF"),
+            ("xfs", "-p file"),
+            ("xfs", "-l logdev=sdc"),
+            ("btrfs", "--rootdir /etc"),
+            ("btrfs", "/dev/sdc"),
+        ] {
+            let e = make(&host, dev, &opts(fs, extra)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidArgument, "{fs} {extra}");
+            assert!(e.message.contains("fsCreateOptions"), "{}", e.message);
+        }
         assert!(host.commands().is_empty());
     }
 
