@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use volbridge_base::redact::is_secret_key;
 use volbridge_local_csp::PoolChoice;
 
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/volbridge/volbridge.toml";
@@ -452,14 +453,7 @@ pub fn export_address(s: &str, default_port: u16) -> std::result::Result<SocketA
     Ok(addr)
 }
 
-/// Keys whose values are never printed: passwords, tokens, CHAP and other secrets.
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "chap", "key"]
-        .iter()
-        .any(|w| k.contains(w))
-}
-
+/// Values whose key names a secret (`volbridge_base::redact::is_secret_key`) print masked.
 fn mask(value: &mut toml::Value) {
     match value {
         toml::Value::Table(t) => {

@@ -5,6 +5,7 @@ use super::args::{AccessModeArg, CapabilityArgs, SecretArg, TopologyArg};
 use crate::engine::size::parse_size;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use volbridge_base::redact::is_secret_key;
 use volbridge_proto::csi::{self as pb, volume_capability as vc};
 
 pub type Map = HashMap<String, String>;
@@ -142,12 +143,27 @@ pub fn topology(t: &TopologyArg) -> pb::Topology {
 pub trait Secrets: Clone {
     fn secrets_mut(&mut self) -> Option<&mut Map>;
 
+    /// Maps that are not secrets but may hold some (the publish and volume contexts, where
+    /// the CSP puts the CHAP password): their entries whose key names a secret count.
+    fn contexts_mut(&mut self) -> Vec<&mut Map> {
+        Vec::new()
+    }
+
     /// The secret values, to scrub from error text.
     fn secret_values(&self) -> Vec<String> {
         let mut me = self.clone();
-        me.secrets_mut()
+        let mut values: Vec<String> = me
+            .secrets_mut()
             .map(|m| m.values().filter(|v| !v.is_empty()).cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for m in me.contexts_mut() {
+            values.extend(
+                m.iter()
+                    .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        values
     }
 
     /// A copy whose secret values read `<redacted>`, fit for `Debug` in a log line.
@@ -156,6 +172,13 @@ pub trait Secrets: Clone {
         if let Some(m) = me.secrets_mut() {
             for v in m.values_mut() {
                 *v = "<redacted>".into();
+            }
+        }
+        for m in me.contexts_mut() {
+            for (k, v) in m.iter_mut() {
+                if is_secret_key(k) {
+                    *v = "<redacted>".into();
+                }
             }
         }
         me
@@ -177,12 +200,28 @@ macro_rules! secrets {
     };
 }
 
+/// The node's requests carry the publish context, with what the CSP put in it.
+macro_rules! contexts {
+    ($($t:ident),*) => {
+        $(impl Secrets for pb::$t {
+            fn secrets_mut(&mut self) -> Option<&mut Map> {
+                Some(&mut self.secrets)
+            }
+            fn contexts_mut(&mut self) -> Vec<&mut Map> {
+                vec![&mut self.publish_context, &mut self.volume_context]
+            }
+        })*
+    };
+}
+
+contexts!(NodeStageVolumeRequest, NodePublishVolumeRequest);
+
 secrets! {
     with: CreateVolumeRequest, DeleteVolumeRequest, ControllerPublishVolumeRequest,
         ControllerUnpublishVolumeRequest, ValidateVolumeCapabilitiesRequest,
         CreateSnapshotRequest, DeleteSnapshotRequest, ListSnapshotsRequest,
-        ControllerExpandVolumeRequest, ControllerModifyVolumeRequest, NodeStageVolumeRequest,
-        NodePublishVolumeRequest, NodeExpandVolumeRequest, CreateVolumeGroupSnapshotRequest,
+        ControllerExpandVolumeRequest, ControllerModifyVolumeRequest, NodeExpandVolumeRequest,
+        CreateVolumeGroupSnapshotRequest,
         DeleteVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotRequest;
     without: GetPluginInfoRequest, GetPluginCapabilitiesRequest, ProbeRequest,
         ListVolumesRequest, ControllerGetVolumeRequest, GetCapacityRequest,
@@ -195,4 +234,34 @@ secrets! {
 /// [`crate::logging::redact_values`]).
 pub fn scrub(text: &str, secrets: &[String]) -> String {
     crate::logging::redact_values(text, secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `volbridge csi node-stage --publish-context chapPassword=…` logs the request at debug
+    /// level: the CHAP password the CSP put in the context is redacted there as a secret is.
+    #[test]
+    fn node_requests_redact_secrets_in_their_contexts() {
+        let req = pb::NodeStageVolumeRequest {
+            volume_id: "v".into(),
+            publish_context: [
+                ("chapPassword".to_owned(), "s3cr3t-chap-pw".to_owned()),
+                ("accessProtocol".to_owned(), "iscsi".to_owned()),
+            ]
+            .into(),
+            secrets: [("token".to_owned(), "tok-1".to_owned())].into(),
+            ..Default::default()
+        };
+        let shown = format!("{:?}", req.redacted());
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("tok-1"),
+            "{shown}"
+        );
+        assert!(shown.contains("iscsi"), "{shown}");
+        let mut values = req.secret_values();
+        values.sort();
+        assert_eq!(values, ["s3cr3t-chap-pw", "tok-1"]);
+    }
 }

@@ -5,6 +5,7 @@
 use prost::Message;
 use std::collections::HashMap;
 use tonic::Status;
+use volbridge_base::redact::is_secret_key;
 use volbridge_proto::csi as pb;
 
 /// The request as the layer saw it.
@@ -36,6 +37,22 @@ fn redact_map(map: &mut HashMap<String, String>) {
     }
 }
 
+/// A publish or volume context is not a secrets map, but the CSP puts secrets in it (the
+/// CHAP password, a peer array's details): entries whose key names a secret are redacted.
+fn redact_secret_entries(map: &mut HashMap<String, String>) {
+    for (k, v) in map.iter_mut() {
+        if is_secret_key(k) {
+            *v = REDACTED.to_owned();
+        }
+    }
+}
+
+fn secret_entries(map: &HashMap<String, String>) -> impl Iterator<Item = String> + '_ {
+    map.iter()
+        .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
+        .map(|(_, v)| v.clone())
+}
+
 macro_rules! with_secrets {
     ($($t:ident),* $(,)?) => {
         $(impl Secrets for pb::$t {
@@ -57,6 +74,32 @@ macro_rules! without_secrets {
     };
 }
 
+/// The node's requests carry the publish context too, with the secrets the CSP put in it.
+macro_rules! with_secrets_and_contexts {
+    ($($t:ident),* $(,)?) => {
+        $(impl Secrets for pb::$t {
+            fn redact(&mut self) {
+                redact_map(&mut self.secrets);
+                redact_secret_entries(&mut self.publish_context);
+                redact_secret_entries(&mut self.volume_context);
+            }
+            fn values(&self) -> Vec<String> {
+                self.secrets
+                    .values()
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+                    .chain(secret_entries(&self.publish_context))
+                    .chain(secret_entries(&self.volume_context))
+                    .collect()
+            }
+        })*
+        #[cfg(test)]
+        pub const WITH_CONTEXTS: &[&str] = &[$(stringify!($t)),*];
+    };
+}
+
+with_secrets_and_contexts!(NodeStageVolumeRequest, NodePublishVolumeRequest);
+
 with_secrets!(
     CreateVolumeRequest,
     DeleteVolumeRequest,
@@ -72,8 +115,6 @@ with_secrets!(
     CreateVolumeGroupSnapshotRequest,
     DeleteVolumeGroupSnapshotRequest,
     GetVolumeGroupSnapshotRequest,
-    NodeStageVolumeRequest,
-    NodePublishVolumeRequest,
     NodeExpandVolumeRequest,
     GetMetadataAllocatedRequest,
     GetMetadataDeltaRequest,
@@ -453,7 +494,11 @@ mod tests {
             }
         }
         with_secret.sort();
-        let mut listed: Vec<String> = WITH_SECRETS.iter().map(|s| s.to_string()).collect();
+        let mut listed: Vec<String> = WITH_SECRETS
+            .iter()
+            .chain(WITH_CONTEXTS)
+            .map(|s| s.to_string())
+            .collect();
         listed.sort();
         assert!(!with_secret.is_empty());
         assert_eq!(with_secret, listed);
@@ -475,6 +520,48 @@ mod tests {
             .unwrap();
         assert!(!seen.summary.contains("hunter2"), "{}", seen.summary);
         assert!(seen.summary.contains(REDACTED));
+    }
+
+    /// The CSP's CHAP password travels in the publish context (and a peer array's details
+    /// in `secondaryArrayDetailsKey`): the node's requests are logged without them, and an
+    /// answer that echoes them loses them.
+    #[test]
+    fn publish_context_secrets_are_redacted_in_node_requests() {
+        let context = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let req = pb::NodeStageVolumeRequest {
+            volume_id: "v".into(),
+            staging_target_path: "/staging/v".into(),
+            volume_capability: Some(pb::VolumeCapability {
+                access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
+                access_mode: Some(pb::volume_capability::AccessMode { mode: 1 }),
+            }),
+            publish_context: context(&[
+                ("accessProtocol", "iscsi"),
+                ("chapUser", "chap-user-7"),
+                ("chapPassword", "s3cr3t-chap-pw"),
+                (
+                    "secondaryArrayDetailsKey",
+                    "{\"chap_password\":\"peer-pw-9\"}",
+                ),
+            ]),
+            volume_context: context(&[("fsType", "ext4")]),
+            ..Default::default()
+        };
+        let seen = inspect("/csi.v1.Node/NodeStageVolume", &req.encode_to_vec())
+            .unwrap()
+            .unwrap();
+        for secret in ["s3cr3t-chap-pw", "peer-pw-9", "chap-user-7"] {
+            assert!(!seen.summary.contains(secret), "{secret}: {}", seen.summary);
+        }
+        assert!(seen.summary.contains("iscsi") && seen.summary.contains("ext4"));
+        assert!(seen.secrets.iter().any(|s| s == "s3cr3t-chap-pw"));
+        let echoed = Status::internal("iscsiadm: login failed with s3cr3t-chap-pw");
+        assert!(!scrub(echoed, &seen.secrets).message().contains("s3cr3t"));
     }
 
     #[test]

@@ -36,12 +36,25 @@ pub fn mkdir_all(path: &Path) -> io::Result<()> {
 /// Writes an attribute in one `write` call, exactly as given (no newline is added: LIO
 /// keeps one as part of a CHAP name).
 pub fn write(path: &Path, value: &str) -> io::Result<()> {
+    write_shown(path, value, &format!("cannot write '{value}' to"))
+}
+
+fn write_shown(path: &Path, value: &str, failed: &str) -> io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(|e| error("cannot open", path, e))?;
     f.write_all(value.as_bytes())
-        .map_err(|e| error(&format!("cannot write '{value}' to"), path, e))
+        .map_err(|e| error(failed, path, e))
+}
+
+/// [`set`] for a CHAP name or secret: an error names the attribute, never the value (it
+/// would reach the HTTP answer and the log).
+pub fn set_secret(path: &Path, value: &str) -> io::Result<()> {
+    if read(path).as_deref() == Some(value.trim()) {
+        return Ok(());
+    }
+    write_shown(path, value, "cannot write the CHAP setting to")
 }
 
 /// An attribute's value, trimmed; `None` when it cannot be read.

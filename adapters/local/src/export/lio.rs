@@ -107,8 +107,8 @@ impl Lio<'_> {
             cfs::mkdir_all(&acl.join("lun_0"))?;
             cfs::link(&lun, &acl.join("lun_0").join(&name))?;
             if let Some(chap) = self.chap {
-                cfs::set(&acl.join("auth/userid"), &chap.user)?;
-                cfs::set(&acl.join("auth/password"), &chap.password)?;
+                cfs::set_secret(&acl.join("auth/userid"), &chap.user)?;
+                cfs::set_secret(&acl.join("auth/password"), &chap.password)?;
             }
         }
         for stale in cfs::entries(&acls)

@@ -66,6 +66,34 @@ pub struct Chap {
     pub password: String,
 }
 
+/// The longest CHAP name or secret LIO takes (`MAX_CHAP_SECRET_LEN` is 256 with its NUL).
+pub const MAX_CHAP_BYTES: usize = 255;
+
+impl Chap {
+    /// Refuses a pair LIO or the initiators' node records cannot carry; the message names the
+    /// flag, never the password.
+    pub fn check(&self) -> Result<(), String> {
+        for (flag, value) in [
+            ("--chap-user", &self.user),
+            ("--chap-password", &self.password),
+        ] {
+            if value.is_empty() || value.len() > MAX_CHAP_BYTES {
+                return Err(format!(
+                    "{flag} must be 1 to {MAX_CHAP_BYTES} bytes (it is {})",
+                    value.len()
+                ));
+            }
+            if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(format!(
+                    "{flag} must not hold spaces or control characters (an initiator's node \
+                     record keeps it on one line)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Chap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chap")
@@ -162,6 +190,10 @@ impl Exports {
     /// Loads the kernel's target modules and mounts configfs when a protocol is
     /// configured; refuses to start when the kernel cannot serve it.
     pub fn open(cfg: ExportConfig, data_dir: &Path) -> io::Result<Exports> {
+        if let Some(chap) = &cfg.chap {
+            chap.check()
+                .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+        }
         // Made only where something is exported: a data dir that never serves the network
         // holds nothing of it.
         let instance = match cfg.is_empty() {

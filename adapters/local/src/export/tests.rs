@@ -126,3 +126,50 @@ fn an_initiator_that_is_not_a_name_is_left_out_of_the_export() {
         ["iqn.1993-08.org.debian:01:good"]
     );
 }
+
+#[test]
+fn chap_pairs_lio_cannot_carry_are_refused_at_start_without_the_secret() {
+    let chap = |user: &str, password: &str| Chap {
+        user: user.into(),
+        password: password.into(),
+    };
+    assert_eq!(chap("vb", "s3cr3t-s3cr3t").check(), Ok(()));
+    let long = "p".repeat(MAX_CHAP_BYTES + 1);
+    let e = chap("vb", &long).check().unwrap_err();
+    assert!(e.contains("--chap-password must be 1 to 255 bytes") && !e.contains(&long));
+    let e = chap("vb", "pw\nnode.startup = automatic")
+        .check()
+        .unwrap_err();
+    assert!(
+        e.contains("--chap-password") && !e.contains("automatic"),
+        "{e}"
+    );
+    let e = chap("", "pw").check().unwrap_err();
+    assert!(e.contains("--chap-user"), "{e}");
+    let dir = std::env::temp_dir().join(format!("vb-chap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = ExportConfig {
+        iscsi_portals: vec!["127.0.0.1:3260".parse().unwrap()],
+        chap: Some(chap("vb", &long)),
+        configfs: dir.join("configfs"),
+        ..ExportConfig::default()
+    };
+    let e = Exports::open(cfg, &dir).err().expect("refused");
+    assert!(!e.to_string().contains(&long), "{e}");
+    assert!(
+        !dir.join("export-id").exists(),
+        "nothing made before the refusal"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A configfs write that fails names the attribute, not the CHAP value written.
+#[test]
+fn a_failed_chap_write_does_not_show_the_value() {
+    let dir = std::env::temp_dir().join(format!("vb-chap-write-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("password")).unwrap();
+    let e = configfs::set_secret(&dir.join("password"), "s3cr3t-chap-pw").unwrap_err();
+    assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    assert!(e.to_string().contains("password"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
