@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use volbridge_base::error::{Error, ErrorKind, Object, Result};
 use volbridge_proto::csp::SecondaryLunInfo;
+use volbridge_proto::initiators::{self, InitiatorKind};
 use volbridge_proto::lenient;
 use volbridge_proto::publish_context::*;
 
@@ -171,8 +172,9 @@ impl PublishedVolume {
             "iscsi" => AttachTarget::Iscsi(wire.iscsi()?),
             "nvmetcp" => AttachTarget::NvmeTcp(NvmeTcpTarget {
                 serial: wire.serial()?,
-                nqns: wire.required_list(KEY_TARGET_NAMES, "the NVMe subsystem NQN")?,
-                addresses: wire.required_list(KEY_DISCOVERY_IPS, "the NVMe/TCP addresses")?,
+                nqns: wire.target_names(InitiatorKind::Nqn, "the NVMe subsystem NQN")?,
+                addresses: wire
+                    .addresses(wire.required_list(KEY_DISCOVERY_IPS, "the NVMe/TCP addresses")?)?,
                 port: wire.port()?,
                 namespace: wire.lun()?,
                 scope: wire.scope(),
@@ -299,37 +301,104 @@ impl Wire<'_> {
         }
     }
 
+    /// The target names of `targetNames`, each an IQN or NQN: they become iscsiadm and
+    /// nvme-cli arguments and open-iscsi's node record paths.
+    fn target_names(&self, kind: InitiatorKind, what: &str) -> Result<Vec<String>> {
+        let names = self.required_list(KEY_TARGET_NAMES, what)?;
+        self.checked_names(KEY_TARGET_NAMES, kind, names)
+    }
+
+    fn checked_names(
+        &self,
+        key: &str,
+        kind: InitiatorKind,
+        names: Vec<String>,
+    ) -> Result<Vec<String>> {
+        for name in &names {
+            if let Err(why) = initiators::check(kind, name) {
+                let noun = match kind {
+                    InitiatorKind::Iqn => "an iSCSI target name (IQN)",
+                    InitiatorKind::Nqn => "an NVMe subsystem NQN",
+                };
+                return Err(self.error(
+                    key,
+                    format!("{key} '{}' is not {noun}: {why}", name.escape_debug()),
+                ));
+            }
+        }
+        Ok(names)
+    }
+
+    /// Discovery addresses: an IP or host name with an optional port, as iscsiadm `-p` and
+    /// nvme-cli `-a` take them. Nothing else reaches them (a line break would add settings
+    /// to the kernel's fabrics options or to an open-iscsi record).
+    fn addresses(&self, list: Vec<String>) -> Result<Vec<String>> {
+        for a in &list {
+            let plain = a.len() <= 255
+                && a.chars().all(|c| {
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, '.' | ':' | '-' | '[' | ']' | '%' | '_')
+                });
+            if !plain {
+                return Err(self.error(
+                    KEY_DISCOVERY_IPS,
+                    format!(
+                        "{KEY_DISCOVERY_IPS} '{}' is not an address (an IP or host name, with \
+                         :port if not the default)",
+                        a.escape_debug()
+                    ),
+                ));
+            }
+        }
+        Ok(list)
+    }
+
+    /// A CHAP name or secret: iscsiadm writes it into a one-line node record, so it may not
+    /// hold a control character; the error never shows the value.
+    fn chap(&self, key: &str, user: String, password: String) -> Result<Chap> {
+        for (field, value) in [(KEY_CHAP_USER, &user), (KEY_CHAP_PASSWORD, &password)] {
+            if value.len() > 255 || value.chars().any(char::is_control) {
+                return Err(self.error(
+                    key,
+                    format!(
+                        "{field} is longer than 255 bytes or holds a control character \
+                         (a line break would add settings to the node's iSCSI record)"
+                    ),
+                ));
+            }
+        }
+        Ok(Chap { user, password })
+    }
+
     fn iscsi(&self) -> Result<IscsiTarget> {
         let user = self.get(KEY_CHAP_USER);
-        let chap = (!user.is_empty()).then(|| Chap {
-            user,
-            password: self.get(KEY_CHAP_PASSWORD),
-        });
-        let peers = self
-            .peers()?
-            .into_iter()
-            .map(|peer| IscsiArray {
-                iqns: peer.target_names,
-                portals: peer.discovery_ips,
-                // A peer array without its own CHAP pair takes the host's, which the CSP
-                // set on both arrays.
-                chap: peer
-                    .chap_user
-                    .filter(|u| !u.is_empty())
-                    .map(|user| Chap {
-                        user,
-                        password: peer.chap_password.unwrap_or_default(),
-                    })
-                    .or_else(|| chap.clone()),
-            })
-            .collect();
+        let chap = match user.is_empty() {
+            true => None,
+            false => Some(self.chap(KEY_CHAP_USER, user, self.get(KEY_CHAP_PASSWORD))?),
+        };
+        let mut peers = Vec::new();
+        for peer in self.peers()? {
+            // A peer array without its own CHAP pair takes the host's, which the CSP set on
+            // both arrays.
+            let peer_chap = match peer.chap_user.filter(|u| !u.is_empty()) {
+                Some(user) => {
+                    Some(self.chap(KEY_SECONDARY, user, peer.chap_password.unwrap_or_default())?)
+                }
+                None => chap.clone(),
+            };
+            peers.push(IscsiArray {
+                iqns: self.checked_names(KEY_SECONDARY, InitiatorKind::Iqn, peer.target_names)?,
+                portals: self.addresses(peer.discovery_ips)?,
+                chap: peer_chap,
+            });
+        }
         Ok(IscsiTarget {
             serial: self.serial()?,
             lun: self.lun()?,
             scope: self.scope(),
             primary: IscsiArray {
-                iqns: self.required_list(KEY_TARGET_NAMES, "the iSCSI targets to log in to")?,
-                portals: self.list(KEY_DISCOVERY_IPS),
+                iqns: self.target_names(InitiatorKind::Iqn, "the iSCSI targets to log in to")?,
+                portals: self.addresses(self.list(KEY_DISCOVERY_IPS))?,
                 chap,
             },
             peers,
@@ -352,7 +421,13 @@ impl Wire<'_> {
             .map_err(|e| {
                 self.error(
                     KEY_SECONDARY,
-                    format!("{KEY_SECONDARY} is not the JSON of the peer arrays ({e})"),
+                    // serde's text may quote a value (a peer's CHAP secret): only where.
+                    format!(
+                        "{KEY_SECONDARY} is not the JSON of the peer arrays (at line {}, \
+                         column {})",
+                        e.line(),
+                        e.column()
+                    ),
                 )
             })
     }

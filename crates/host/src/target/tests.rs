@@ -299,3 +299,75 @@ fn a_serial_is_never_empty() {
     assert_eq!(e.kind, ErrorKind::InvalidArgument);
     assert_eq!(e.field.as_deref(), Some("serialNumber"));
 }
+
+/// What the CSP sends becomes iscsiadm and nvme-cli arguments, an open-iscsi node record
+/// and the kernel's fabrics option line: a name that is not one, an address with a line
+/// break, a CHAP value with a control character are refused, the secret never shown.
+#[test]
+fn names_addresses_and_chap_that_would_inject_are_refused() {
+    let iscsi = |extra: &[(&'static str, &'static str)]| {
+        let mut pairs = vec![
+            ("accessProtocol", "iscsi"),
+            ("serialNumber", "6001405abc"),
+            ("targetNames", "iqn.2026-12.io.volbridge:a.b"),
+            ("discoveryIps", "10.0.0.9"),
+        ];
+        pairs.extend_from_slice(extra);
+        pairs
+    };
+    refused(
+        &iscsi(&[("targetNames", "../../etc/iscsi")]),
+        "targetNames",
+        "is not an iSCSI target name (IQN)",
+    );
+    refused(
+        &iscsi(&[("discoveryIps", "10.0.0.9\nnode.startup = automatic")]),
+        "discoveryIps",
+        "is not an address",
+    );
+    let e = refused(
+        &iscsi(&[
+            ("chapUser", "u"),
+            ("chapPassword", "pw\nnode.session.auth.username = evil"),
+        ]),
+        "chapUser",
+        "holds a control character",
+    );
+    assert!(!e.message.contains("evil"), "{}", e.message);
+    let e = refused(
+        &iscsi(&[(
+            "secondaryArrayDetailsKey",
+            r#"{"PeerArrayDetails":[{"target_names":["iqn.p"],"chap_user":"u","chap_password":987654321}]}"#,
+        )]),
+        "secondaryArrayDetailsKey",
+        "at line 1",
+    );
+    assert!(!e.message.contains("987654321"), "{}", e.message);
+    refused(
+        &iscsi(&[(
+            "secondaryArrayDetailsKey",
+            r#"{"PeerArrayDetails":[{"target_names":["/etc/x"],"discovery_ips":"10.1.0.1"}]}"#,
+        )]),
+        "secondaryArrayDetailsKey",
+        "is not an iSCSI target name",
+    );
+    let nvme = |nqn: &'static str, addr: &'static str| {
+        vec![
+            ("accessProtocol", "nvmetcp"),
+            ("serialNumber", "0123456789abcdef"),
+            ("targetNames", nqn),
+            ("discoveryIps", addr),
+        ]
+    };
+    refused(
+        &nvme("iqn.2026-12.x:y", "10.0.0.9"),
+        "targetNames",
+        "is not an NVMe subsystem NQN",
+    );
+    refused(
+        &nvme("nqn.2026-12.x:y", "10.0.0.9\nhostnqn=nqn.evil"),
+        "discoveryIps",
+        "is not an address",
+    );
+    assert!(parse(&nvme("nqn.2026-12.x:y", "[fe80::1%eth0]:4420")).is_ok());
+}
