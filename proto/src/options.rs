@@ -194,6 +194,10 @@ pub const FS_TYPES: [&str; 3] = ["ext4", "xfs", "btrfs"];
 pub const DEFAULT_FS_TYPE: &str = "ext4";
 pub const MAX_DESCRIPTION: usize = 256;
 const FORBIDDEN_MOUNT_OPTIONS: [&str; 5] = ["ro", "rw", "bind", "rbind", "remount"];
+/// Mount options that name another device or file for the filesystem to use (xfs's
+/// external log and realtime devices, ext4's external journal, btrfs's other devices).
+const DEVICE_MOUNT_OPTIONS: [&str; 5] =
+    ["logdev", "rtdev", "journal_path", "journal_dev", "device"];
 const SIZE_HINT: &str = "use bytes or Ki, Mi, Gi, Ti (e.g. size=10Gi)";
 
 /// Why the options are refused: a sentence naming the option.
@@ -548,12 +552,34 @@ pub fn refused_mount_option(option: &str) -> Option<String> {
         .then_some(name)
 }
 
+/// Whether a mount option names another device or file for the filesystem (`logdev=`,
+/// `rtdev=`, `journal_path=`, `journal_dev=`, `device=`): a volume's mount uses the volume
+/// only, so whoever sets mount options cannot have the node's other disks written. The
+/// option's name, lower-cased, when it does.
+pub fn device_mount_option(option: &str) -> Option<String> {
+    let name = option
+        .trim()
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    DEVICE_MOUNT_OPTIONS
+        .contains(&name.as_str())
+        .then_some(name)
+}
+
 fn mount_options(raw: &str) -> Result<Vec<String>, OptionError> {
     let mut list = Vec::new();
     for o in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         if refused_mount_option(o).is_some() {
             return bad(format!(
                 "mountOptions={raw:?}: {o:?} is not allowed (ro, rw, bind, rbind, remount are refused; use readOnly=true)"
+            ));
+        }
+        if let Some(name) = device_mount_option(o) {
+            return bad(format!(
+                "mountOptions={raw:?}: {name} names another device; a volume is mounted from \
+                 its own device only"
             ));
         }
         if o.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -61,6 +61,9 @@ pub struct Staged {
 /// Attaches, formats a blank device, checks a dirty one, mounts. If anything after the
 /// attach fails, a device this call attached is detached again.
 pub fn stage(host: &dyn Host, r: &StageRequest) -> Result<Staged> {
+    if let Access::Mount { mount_options, .. } = r.access {
+        check_mount_options(mount_options)?;
+    }
     let was_attached = r.attacher.find(host)?.is_some();
     let device = r.attacher.attach(host)?;
     match stage_on(host, r, &device, !was_attached) {
@@ -73,6 +76,25 @@ pub fn stage(host: &dyn Host, r: &StageRequest) -> Result<Staged> {
             }
             Err(e)
         }
+    }
+}
+
+/// Every front end's mount options meet here before anything is attached: one naming
+/// another device (`logdev=/dev/sdb`) would have the kernel write to it.
+fn check_mount_options(options: &[String]) -> Result<()> {
+    let named = options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .find_map(volbridge_proto::options::device_mount_option);
+    match named {
+        Some(name) => Err(Error::invalid(
+            "mount_options",
+            format!(
+                "mount option {name} names another device; a volume is mounted from its own \
+                 device only"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

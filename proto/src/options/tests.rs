@@ -250,3 +250,17 @@ fn mkfs_options_with_a_filesystem_are_checked_at_once() {
     // Without fsType (FlexVolume names it in kubernetes.io/fsType) the node checks them.
     assert!(flex(&[("mkfsOptions", "-d agcount=4")]).is_ok());
 }
+
+#[test]
+fn mount_options_naming_another_device_are_refused() {
+    for o in [
+        "logdev=/dev/sdb",
+        "noatime,rtdev=/dev/sdc",
+        "journal_path=/dev/sdd",
+        "Device=/dev/sde",
+    ] {
+        let e = flex(&[("mountOptions", o)]).unwrap_err();
+        assert!(e.0.contains("names another device"), "{o}: {e}");
+    }
+    assert!(flex(&[("mountOptions", "noatime,discard,nouuid")]).is_ok());
+}

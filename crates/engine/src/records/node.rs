@@ -103,15 +103,32 @@ pub fn path_component(key: &str) -> String {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if plain {
         key.to_owned()
-    } else {
+    } else if key.len() <= 120 {
         let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("x{}", &hex[..hex.len().min(240)])
+        format!("x{hex}")
+    } else {
+        // Cut short, two long keys with one beginning would share a directory: a digest
+        // keeps them apart within a file name's length.
+        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("h{hex}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_keys_with_one_beginning_stay_apart() {
+        let stem = format!("user@host-{}", "v".repeat(130));
+        let (a, b) = (format!("{stem}-a"), format!("{stem}-b"));
+        let (ca, cb) = (path_component(&a), path_component(&b));
+        assert_ne!(ca, cb);
+        assert_eq!(ca.len(), 65);
+        assert_eq!(ca, path_component(&a), "stable");
+        assert_eq!(path_component("a@b"), "x614062", "short keys as before");
+    }
 
     #[test]
     fn path_components_never_escape() {

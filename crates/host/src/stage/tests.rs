@@ -231,3 +231,25 @@ fn stats_report_a_vanished_device() {
     assert!(!s.healthy);
     assert!(s.message.contains("gone"));
 }
+
+/// A mount option that names another device (xfs `logdev=`, ext4 `journal_path=`, btrfs
+/// `device=`) is refused before anything is attached, whichever front end sent it.
+#[test]
+fn mount_options_naming_another_device_are_refused_before_attaching() {
+    let h = host();
+    for option in [
+        "logdev=/dev/sdb",
+        "noatime,rtdev=/dev/sdc",
+        "JOURNAL_PATH=/dev/sdd",
+        "device=/dev/sde",
+    ] {
+        let access = Access::Mount {
+            fs_type: String::new(),
+            mount_options: vec![option.into()],
+        };
+        let e = stage_with(&h, &ctx(), &access, false).unwrap_err();
+        assert_eq!(e.kind, volbridge_base::error::ErrorKind::InvalidArgument);
+        assert!(e.message.contains("names another device"), "{}", e.message);
+    }
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+}

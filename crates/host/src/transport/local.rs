@@ -161,7 +161,16 @@ impl LocalTransport {
     /// A volume file deleted while attached keeps its loop device; clear it by the path the
     /// kernel remembers.
     fn detach_deleted(&self, host: &dyn Host, target: &LocalTarget) -> Result<()> {
-        let wanted = format!("{} (deleted)", target.file.display());
+        // The file is gone, so it cannot be canonicalized: the path as given must be plainly
+        // inside the roots, or a loop device of someone else's deleted file could be freed.
+        let given = &target.file;
+        if !given.is_absolute()
+            || given.components().any(|c| c == Component::ParentDir)
+            || !paths::is_within(given, &self.roots)
+        {
+            return Ok(());
+        }
+        let wanted = format!("{} (deleted)", given.display());
         let mounts = host.mounts()?;
         for l in host.loops()? {
             if l.backing_file.as_os_str() == wanted.as_str()
@@ -241,6 +250,25 @@ mod tests {
             PathBuf::from("/dev/loop4")
         );
         assert_eq!(attaches(&host), 1);
+    }
+
+    /// A deleted volume file's loop device is freed when the file was inside the roots; a
+    /// recorded path elsewhere never frees another deleted file's loop device.
+    #[test]
+    fn only_deleted_files_inside_the_roots_lose_their_loop_devices() {
+        let host = FakeHost::new();
+        host.add_loop("/dev/loop4", "/data/volumes/gone.img (deleted)", "7:4")
+            .add_loop("/dev/loop5", "/srv/other/gone.img (deleted)", "7:5");
+        let t = transport();
+        t.detach(&host, &ctx("/srv/other/gone.img")).unwrap();
+        t.detach(&host, &ctx("/data/volumes/gone.img")).unwrap();
+        let freed: Vec<_> = host
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::LoopDetach { .. }))
+            .collect();
+        assert_eq!(freed.len(), 1, "{freed:?}");
+        assert!(format!("{freed:?}").contains("loop4"), "{freed:?}");
     }
 
     #[test]
