@@ -19,8 +19,10 @@
 //! Env: VOLBRIDGE_BENCH_DIR (scratch dir on a real disk; default /var/tmp),
 //! VOLBRIDGE_BENCH_ROUNDS (rounds of (1) at each size; default 3), VOLBRIDGE_BENCH_DATA_MIB
 //! (the data sizes of (1) in MiB, comma-separated; default 64,256,1024),
-//! VOLBRIDGE_BENCH_FIO_SECONDS (per fio job; default 8), VOLBRIDGE_BENCH_PLOT_DIR (where the
-//! chart goes).
+//! VOLBRIDGE_BENCH_FIO_SECONDS (per fio job; default 5), VOLBRIDGE_BENCH_FIO_ROUNDS (rounds
+//! of (2), each running every job on the three targets back to back; medians are shown, and
+//! the ratios' range over the rounds; default 3), VOLBRIDGE_BENCH_PLOT_DIR (where the chart
+//! goes).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -314,18 +316,79 @@ fn fio(job: &Fio, file: &Path, seconds: u64) -> f64 {
     j[side]["bw_bytes"].as_f64().unwrap_or(0.0)
 }
 
-/// Each job's bytes per second on a file in a fresh 4 GiB volume of `d`, mounted at `mnt`.
-fn fio_on_volume(d: &Daemon, mnt: &Path, seconds: u64) -> Vec<f64> {
-    let mnt_s = mnt.display().to_string();
-    d.cli(&["volume", "create", "fio", "--size", "4Gi"]);
-    d.cli(&["volume", "mount", "fio", &mnt_s]);
-    let rates = JOBS
+/// A fresh 4 GiB volume of a daemon, mounted while the value lives.
+struct FioVolume<'a> {
+    d: &'a Daemon,
+    mnt: PathBuf,
+}
+
+impl<'a> FioVolume<'a> {
+    fn new(d: &'a Daemon, mnt: &Path) -> FioVolume<'a> {
+        d.cli(&["volume", "create", "fio", "--size", "4Gi"]);
+        d.cli(&["volume", "mount", "fio", &mnt.display().to_string()]);
+        FioVolume {
+            d,
+            mnt: mnt.to_path_buf(),
+        }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.mnt.join("fio.dat")
+    }
+}
+
+impl Drop for FioVolume<'_> {
+    fn drop(&mut self) {
+        self.d
+            .cli(&["volume", "unmount", "fio", &self.mnt.display().to_string()]);
+        self.d.cli(&["volume", "rm", "fio"]);
+    }
+}
+
+/// One fio job's rates on each target, one entry per round.
+struct FioRow {
+    /// `[target][round]`, bytes per second.
+    rates: Vec<Vec<f64>>,
+}
+
+impl FioRow {
+    fn median(&self, target: usize) -> f64 {
+        let mut v = self.rates[target].clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// The ratio of two targets' medians, and its range over the rounds (each round ran the
+    /// targets back to back, so a round's ratio saw one state of the machine).
+    fn ratio(&self, a: usize, b: usize) -> String {
+        let per_round: Vec<f64> = self.rates[a]
+            .iter()
+            .zip(&self.rates[b])
+            .map(|(x, y)| x / y)
+            .collect();
+        let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = per_round.iter().copied().fold(0.0, f64::max);
+        format!("{:.2} ({lo:.2}-{hi:.2})", self.median(a) / self.median(b))
+    }
+}
+
+/// Every job on every target, `rounds` times; within a round each job runs on the targets
+/// back to back, so drift of a noisy machine falls on all of them alike.
+fn fio_rounds(targets: &[PathBuf], rounds: u64, seconds: u64) -> Vec<FioRow> {
+    let mut rows: Vec<FioRow> = JOBS
         .iter()
-        .map(|job| fio(job, &mnt.join("fio.dat"), seconds))
+        .map(|_| FioRow {
+            rates: vec![Vec::new(); targets.len()],
+        })
         .collect();
-    d.cli(&["volume", "unmount", "fio", &mnt_s]);
-    d.cli(&["volume", "rm", "fio"]);
-    rates
+    for _ in 0..rounds {
+        for (job, row) in JOBS.iter().zip(&mut rows) {
+            for (t, file) in targets.iter().enumerate() {
+                row.rates[t].push(fio(job, file, seconds));
+            }
+        }
+    }
+    rows
 }
 
 /// Which way this kernel's loop driver submits I/O, so the fio rows can be read: before Linux
@@ -370,7 +433,8 @@ fn main() {
                 .collect()
         })
         .unwrap_or_else(|_| vec![64, 256, 1024]);
-    let fio_seconds = env_num("VOLBRIDGE_BENCH_FIO_SECONDS", 8).max(1);
+    let fio_seconds = env_num("VOLBRIDGE_BENCH_FIO_SECONDS", 5).max(1);
+    let fio_round_count = env_num("VOLBRIDGE_BENCH_FIO_ROUNDS", 3).max(1);
     let base = std::env::var_os("VOLBRIDGE_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp"));
@@ -399,18 +463,18 @@ fn main() {
         .collect();
 
     // 2. The data path: the pool's volume, a dir pool's volume, a plain host file.
-    let ours = fio_on_volume(&d, &root.join("mnt"), fio_seconds);
-    d.stop();
     let dir_root = root.join("dir-pool");
     std::fs::create_dir_all(&dir_root).unwrap();
     let mut dir_daemon =
         Daemon::start_with(&dir_root, &["--csp-pool", "dir"]).unwrap_or_else(|e| panic!("{e}"));
-    let dir_pool = fio_on_volume(&dir_daemon, &dir_root.join("mnt"), fio_seconds);
+    let rows = {
+        let ours = FioVolume::new(&d, &root.join("mnt"));
+        let dir_pool = FioVolume::new(&dir_daemon, &dir_root.join("mnt"));
+        let targets = [ours.file(), dir_pool.file(), host_dir.join("fio.dat")];
+        fio_rounds(&targets, fio_round_count, fio_seconds)
+    };
     dir_daemon.stop();
-    let host: Vec<f64> = JOBS
-        .iter()
-        .map(|job| fio(job, &host_dir.join("fio.dat"), fio_seconds))
-        .collect();
+    d.stop();
     let (mounts, loops) = sweep(&root);
     let removed = remove_tree(&root, "pool");
 
@@ -465,16 +529,16 @@ fn main() {
     );
     println!();
     println!(
-        "{:<24} {:>14} {:>14} {:>14} {:>10} {:>6} {:>10}",
-        "fio, direct I/O",
+        "{:<24} {:>13} {:>13} {:>13} {:>17} {:>6} {:>17}",
+        format!("fio, direct I/O, x{fio_round_count}"),
         "pool volume",
         "dir volume",
         "host file",
-        "pool/dir",
+        "pool/dir (range)",
         "goal",
-        "pool/host"
+        "pool/host (range)"
     );
-    for (i, job) in JOBS.iter().enumerate() {
+    for (job, row) in JOBS.iter().zip(&rows) {
         let unit = |b: f64| {
             if job.random {
                 format!("{:.0} IOPS", b / 4096.0)
@@ -483,14 +547,14 @@ fn main() {
             }
         };
         println!(
-            "{:<24} {:>14} {:>14} {:>14} {:>10.2} {:>6} {:>10.2}",
+            "{:<24} {:>13} {:>13} {:>13} {:>17} {:>6} {:>17}",
             job.name,
-            unit(ours[i]),
-            unit(dir_pool[i]),
-            unit(host[i]),
-            ours[i] / dir_pool[i],
+            unit(row.median(0)),
+            unit(row.median(1)),
+            unit(row.median(2)),
+            row.ratio(0, 1),
             if job.random { "≥0.70" } else { "≥0.85" },
-            ours[i] / host[i],
+            row.ratio(0, 2),
         );
     }
     println!("pool/dir: the price of the pool layer; pool/host: of a loop-backed volume at all");
@@ -503,7 +567,8 @@ fn main() {
     }
     println!(
         "command: cargo bench --bench pool   (env: VOLBRIDGE_BENCH_DIR, VOLBRIDGE_BENCH_ROUNDS, \
-         VOLBRIDGE_BENCH_DATA_MIB, VOLBRIDGE_BENCH_FIO_SECONDS, VOLBRIDGE_BENCH_PLOT_DIR)"
+         VOLBRIDGE_BENCH_DATA_MIB, VOLBRIDGE_BENCH_FIO_SECONDS, VOLBRIDGE_BENCH_FIO_ROUNDS, \
+         VOLBRIDGE_BENCH_PLOT_DIR)"
     );
     match plot_copies(&all, &pool, &load) {
         Ok(path) => println!("chart: {}", path.display()),
