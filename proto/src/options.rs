@@ -541,15 +541,18 @@ fn mkfs_options(raw: &str) -> Result<String, OptionError> {
 /// `rbind`, `remount`, any case, with or without `=value`): read-only is a setting of its
 /// own, and volbridge makes the bind mounts itself. The option's name, lower-cased, when it is.
 pub fn refused_mount_option(option: &str) -> Option<String> {
+    mount_option_in(option, &FORBIDDEN_MOUNT_OPTIONS)
+}
+
+/// The option's name (before any `=`), lower-cased, when it is one of `names`.
+fn mount_option_in(option: &str, names: &[&str]) -> Option<String> {
     let name = option
         .trim()
         .split('=')
         .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    FORBIDDEN_MOUNT_OPTIONS
-        .contains(&name.as_str())
-        .then_some(name)
+    names.contains(&name.as_str()).then_some(name)
 }
 
 /// Whether a mount option names another device or file for the filesystem (`logdev=`,
@@ -557,15 +560,7 @@ pub fn refused_mount_option(option: &str) -> Option<String> {
 /// only, so whoever sets mount options cannot have the node's other disks written. The
 /// option's name, lower-cased, when it does.
 pub fn device_mount_option(option: &str) -> Option<String> {
-    let name = option
-        .trim()
-        .split('=')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    DEVICE_MOUNT_OPTIONS
-        .contains(&name.as_str())
-        .then_some(name)
+    mount_option_in(option, &DEVICE_MOUNT_OPTIONS)
 }
 
 fn mount_options(raw: &str) -> Result<Vec<String>, OptionError> {
