@@ -84,8 +84,10 @@ async fn leftover_names(base: &str) -> Vec<String> {
 
 // ---- the embedded local CSP ----
 
-/// A scratch data directory, removed on drop.
-struct Scratch(std::path::PathBuf);
+/// A scratch data directory, removed on drop; the CSP opened on it is closed first, so its
+/// image pool is unmounted and its loop device freed even when an assertion failed (the
+/// server task still holds the CSP then, and the test process ends without dropping it).
+struct Scratch(std::path::PathBuf, Option<LocalCsp>);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
@@ -98,12 +100,22 @@ impl Scratch {
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
+        Scratch(dir, None)
+    }
+
+    fn open_csp(&mut self) -> LocalCsp {
+        let csp = LocalCsp::open(LocalCspConfig::new(self.0.clone(), USER, PASSWORD))
+            .expect("open the local CSP");
+        self.1 = Some(csp.clone());
+        csp
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if let Some(csp) = self.1.take() {
+            csp.close();
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -121,9 +133,8 @@ fn files_in(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_csp_passes_every_check() {
-    let data = Scratch::new("local");
-    let csp = LocalCsp::open(LocalCspConfig::new(data.0.clone(), USER, PASSWORD))
-        .expect("open the local CSP");
+    let mut data = Scratch::new("local");
+    let csp = data.open_csp();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -163,8 +174,8 @@ async fn the_local_csp_passes_every_check() {
 /// information) and refuses the publish, naming what it serves; nothing is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_csp_checked_for_iscsi_stores_hosts_and_refuses_publish() {
-    let data = Scratch::new("iscsi");
-    let csp = LocalCsp::open(LocalCspConfig::new(data.0.clone(), USER, PASSWORD)).unwrap();
+    let mut data = Scratch::new("iscsi");
+    let csp = data.open_csp();
     let (addr, _stop) = serve_router(csp.router()).await;
     let base = format!("http://{addr}");
     let mut opts = CheckOptions::new(base.clone(), USER, PASSWORD);
@@ -213,8 +224,8 @@ async fn empty_snapshot_list_is_404(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_fault_in_the_local_csp_fails_only_its_checks() {
-    let data = Scratch::new("fault");
-    let csp = LocalCsp::open(LocalCspConfig::new(data.0.clone(), USER, PASSWORD)).unwrap();
+    let mut data = Scratch::new("fault");
+    let csp = data.open_csp();
     let app = csp
         .router()
         .layer(axum::middleware::from_fn(empty_snapshot_list_is_404));
