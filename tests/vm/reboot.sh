@@ -138,6 +138,10 @@ nvme_target() {
 start_iscsid() {
   modprobe iscsi_tcp
   pidof iscsid >/dev/null || iscsid
+  # iscsiadm makes its lock directory on first use with a racy mkdir: two started at once
+  # on a fresh /run fail with "Could not open /run/lock/iscsi: File exists" (exit 6). The
+  # parallel automatic logins of boot 2 must not trip on that.
+  mkdir -p /run/lock/iscsi
   local i
   for i in $(seq 100); do
     iscsiadm -m session >/dev/null 2>&1 && return 0
