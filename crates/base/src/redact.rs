@@ -37,6 +37,25 @@ pub fn redacted(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 /// What a secret value becomes in text.
 pub const REDACTED: &str = "<redacted>";
 
+/// For a map that is not a secrets map but may hold secrets (a CSI publish or volume
+/// context, where a CSP puts the CHAP password): the values whose key names a secret, to
+/// scrub from text.
+pub fn secret_entries(map: &std::collections::HashMap<String, String>) -> Vec<String> {
+    map.iter()
+        .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// The same map fit for a log line: values whose key names a secret read [`REDACTED`].
+pub fn redact_secret_entries(map: &mut std::collections::HashMap<String, String>) {
+    for (k, v) in map.iter_mut() {
+        if is_secret_key(k) {
+            *v = REDACTED.to_owned();
+        }
+    }
+}
+
 /// `text` with every secret value that stands in it as a whole token replaced by
 /// [`REDACTED`]: a value that begins (ends) with a letter, digit or `_` counts only where
 /// no such character comes right before (after) it. So with the password `p` and the port

@@ -5,7 +5,7 @@ use super::args::{AccessModeArg, CapabilityArgs, SecretArg, TopologyArg};
 use crate::engine::size::parse_size;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use volbridge_base::redact::is_secret_key;
+use volbridge_base::redact::{redact_secret_entries, secret_entries};
 use volbridge_proto::csi::{self as pb, volume_capability as vc};
 
 pub type Map = HashMap<String, String>;
@@ -157,11 +157,7 @@ pub trait Secrets: Clone {
             .map(|m| m.values().filter(|v| !v.is_empty()).cloned().collect())
             .unwrap_or_default();
         for m in me.contexts_mut() {
-            values.extend(
-                m.iter()
-                    .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
-                    .map(|(_, v)| v.clone()),
-            );
+            values.extend(secret_entries(m));
         }
         values
     }
@@ -175,11 +171,7 @@ pub trait Secrets: Clone {
             }
         }
         for m in me.contexts_mut() {
-            for (k, v) in m.iter_mut() {
-                if is_secret_key(k) {
-                    *v = "<redacted>".into();
-                }
-            }
+            redact_secret_entries(m);
         }
         me
     }

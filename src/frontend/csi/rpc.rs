@@ -5,7 +5,7 @@
 use prost::Message;
 use std::collections::HashMap;
 use tonic::Status;
-use volbridge_base::redact::is_secret_key;
+use volbridge_base::redact::{redact_secret_entries, secret_entries};
 use volbridge_proto::csi as pb;
 
 /// The request as the layer saw it.
@@ -35,22 +35,6 @@ fn redact_map(map: &mut HashMap<String, String>) {
     for v in map.values_mut() {
         *v = REDACTED.to_owned();
     }
-}
-
-/// A publish or volume context is not a secrets map, but the CSP puts secrets in it (the
-/// CHAP password, a peer array's details): entries whose key names a secret are redacted.
-fn redact_secret_entries(map: &mut HashMap<String, String>) {
-    for (k, v) in map.iter_mut() {
-        if is_secret_key(k) {
-            *v = REDACTED.to_owned();
-        }
-    }
-}
-
-fn secret_entries(map: &HashMap<String, String>) -> impl Iterator<Item = String> + '_ {
-    map.iter()
-        .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
-        .map(|(_, v)| v.clone())
 }
 
 macro_rules! with_secrets {

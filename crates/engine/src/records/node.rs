@@ -109,9 +109,7 @@ pub fn path_component(key: &str) -> String {
     } else {
         // Cut short, two long keys with one beginning would share a directory: a digest
         // keeps them apart within a file name's length.
-        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("h{hex}")
+        format!("h{}", super::sha256_hex(key))
     }
 }
 

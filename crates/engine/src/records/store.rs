@@ -176,9 +176,7 @@ fn file_name(key: &str) -> String {
         let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
         format!("x-{hex}.json")
     } else {
-        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("h-{hex}.json")
+        format!("h-{}.json", super::sha256_hex(key))
     }
 }
 
