@@ -25,8 +25,10 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Until when a call may wait for a copy: its deadline less a margin (a tenth of the
-/// timeout, at most 2 s), or `now + fallback` when the caller set none.
+/// Until when a call may wait for a copy: its deadline less a margin, or `now + fallback`
+/// when the caller set none. The margin is a tenth of the timeout, but never under 250 ms
+/// (the answer's own trip through a loaded host) unless that is more than half of a short
+/// timeout, and never over 2 s.
 pub fn copy_deadline(metadata: &MetadataMap, fallback: Duration) -> Instant {
     let now = Instant::now();
     let timeout = metadata
@@ -34,9 +36,15 @@ pub fn copy_deadline(metadata: &MetadataMap, fallback: Duration) -> Instant {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout);
     match timeout {
-        Some(t) => now + t.saturating_sub((t / 10).min(Duration::from_secs(2))),
+        Some(t) => now + t.saturating_sub(margin(t)),
         None => now + fallback,
     }
+}
+
+fn margin(timeout: Duration) -> Duration {
+    (timeout / 10)
+        .max(Duration::from_millis(250).min(timeout / 2))
+        .min(Duration::from_secs(2))
 }
 
 #[cfg(test)]
@@ -72,5 +80,15 @@ mod tests {
         m.insert("grpc-timeout", "60S".parse().unwrap());
         let d = copy_deadline(&m, Duration::from_secs(300));
         assert!(d <= Instant::now() + Duration::from_secs(58));
+    }
+
+    #[test]
+    fn a_short_deadline_keeps_room_for_the_answer() {
+        let ms = Duration::from_millis;
+        assert_eq!(margin(ms(600)), ms(250));
+        assert_eq!(margin(ms(300)), ms(150));
+        assert_eq!(margin(ms(5_000)), ms(500));
+        assert_eq!(margin(Duration::from_secs(120)), Duration::from_secs(2));
+        assert_eq!(margin(Duration::ZERO), Duration::ZERO);
     }
 }

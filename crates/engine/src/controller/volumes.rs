@@ -88,10 +88,15 @@ impl Engine {
         };
         let started = Instant::now();
         let volume = loop {
+            let tried = Instant::now();
             match attempt().await {
                 Err(e) if e.kind == ErrorKind::Aborted => {
                     let now = Instant::now();
-                    if now + POLL / 2 >= until {
+                    // The next attempt must end before the deadline too: on a loaded host
+                    // one attempt (CSP calls, an fsync'd intent) takes longer than the
+                    // margin the caller left, and an answer after its deadline is lost.
+                    let took = now.duration_since(tried);
+                    if now + took + POLL / 2 >= until {
                         let waited = now.duration_since(started).as_secs();
                         let hint = match wait {
                             Wait::Bounded => format!(
@@ -101,7 +106,7 @@ impl Engine {
                         };
                         return Err(Error::new(at_deadline, format!("{}: {hint}", e.message)));
                     }
-                    tokio::time::sleep(POLL.min(until - now)).await;
+                    tokio::time::sleep(POLL.min(until - now - took)).await;
                 }
                 other => break other?,
             }
