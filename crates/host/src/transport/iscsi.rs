@@ -22,6 +22,7 @@ const SYS_SESSIONS: &str = "/sys/class/iscsi_session";
 
 // iscsiadm exit codes, open-iscsi include/iscsi_err.h.
 const ERR_TRANS: i32 = 4;
+const ERR_IDBM: i32 = 6;
 const ERR_TRANS_TIMEOUT: i32 = 8;
 const ERR_PDU_TIMEOUT: i32 = 11;
 const ERR_SESS_EXISTS: i32 = 15;
@@ -193,8 +194,24 @@ fn node(iqn: &str, portal: &str) -> Cmd {
     iscsiadm(["-m", "node", "-T", iqn, "-p", portal])
 }
 
-fn run_checked(host: &dyn Host, what: &str, cmd: &Cmd) -> Result<CmdOutput> {
+/// Runs iscsiadm once more when it lost the race to make its own lock directory: on a
+/// fresh /run, iscsiadm checks for the directory and then makes it, so two at once (two
+/// volumes attached in parallel after boot) leave one failing with "Could not open
+/// /run/lock/iscsi: File exists" (exit 6). The directory exists by the second try.
+fn run_iscsiadm(host: &dyn Host, cmd: &Cmd) -> Result<CmdOutput> {
     let out = host.run(cmd)?;
+    let lost_lock_race = out.status == ERR_IDBM
+        && out.stderr.contains("Could not open")
+        && out.stderr.contains("File exists");
+    if lost_lock_race {
+        host.run(cmd)
+    } else {
+        Ok(out)
+    }
+}
+
+fn run_checked(host: &dyn Host, what: &str, cmd: &Cmd) -> Result<CmdOutput> {
+    let out = run_iscsiadm(host, cmd)?;
     if out.success() {
         Ok(out)
     } else {
@@ -204,7 +221,7 @@ fn run_checked(host: &dyn Host, what: &str, cmd: &Cmd) -> Result<CmdOutput> {
 
 fn sessions(host: &dyn Host) -> Result<Vec<Session>> {
     let cmd = iscsiadm(["-m", "session"]);
-    let out = host.run(&cmd)?;
+    let out = run_iscsiadm(host, &cmd)?;
     match out.status {
         0 => Ok(parse_sessions(&out.stdout)),
         // "iscsiadm: No active sessions."
@@ -324,7 +341,7 @@ impl IscsiTransport {
                 "-o",
                 "nonpersistent",
             ]);
-            let out = host.run(&cmd)?;
+            let out = run_iscsiadm(host, &cmd)?;
             if !out.success() {
                 failures.push(iscsiadm_error(
                     &format!("iSCSI discovery at {portal}"),
@@ -390,7 +407,7 @@ impl IscsiTransport {
             )?;
         }
         let cmd = node(iqn, portal).arg("--login");
-        let out = host.run(&cmd)?;
+        let out = run_iscsiadm(host, &cmd)?;
         // A concurrent login (or iscsid's own recovery) got there first.
         let exists = out.status == ERR_SESS_EXISTS || out.stderr.contains("already present");
         if out.success() || exists {
@@ -403,13 +420,13 @@ impl IscsiTransport {
     fn log_out(&self, host: &dyn Host, session: &Session) -> Result<()> {
         let what = format!("iSCSI logout from {} at {}", session.iqn, session.portal);
         let cmd = node(&session.iqn, &session.portal).arg("--logout");
-        let out = host.run(&cmd)?;
+        let out = run_iscsiadm(host, &cmd)?;
         // "No matching sessions found": someone else logged out already.
         if !out.success() && out.status != ERR_NO_OBJS_FOUND {
             return Err(iscsiadm_error(&what, &cmd, &out));
         }
         let cmd = node(&session.iqn, &session.portal).args(["-o", "delete"]);
-        let out = host.run(&cmd)?;
+        let out = run_iscsiadm(host, &cmd)?;
         if !out.success() && out.status != ERR_NO_OBJS_FOUND {
             return Err(iscsiadm_error(&what, &cmd, &out));
         }

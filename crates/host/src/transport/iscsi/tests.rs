@@ -282,6 +282,53 @@ fn session_exists_on_login_counts_as_success() {
 }
 
 #[test]
+fn losing_the_race_for_iscsiadms_lock_dir_is_tried_again() {
+    let host = FakeHost::new();
+    no_sessions(&host);
+    discovery(
+        &host,
+        "10.0.0.5:3260",
+        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
+    );
+    let new_node = ["-m", "node", "-T", IQN, "-p", "10.0.0.5:3260", "-o", "new"];
+    host.script(
+        ISCSIADM,
+        &new_node,
+        CmdOutput::failed(6, "iscsiadm: Could not open /run/lock/iscsi: File exists\n"),
+    );
+    host.script(ISCSIADM, &new_node, CmdOutput::ok("New iSCSI node added\n"));
+    scsi_disk(&host, "sdb", WWID, "8:16");
+    assert_eq!(
+        transport(5000).attach(&host, &ctx("group")).unwrap(),
+        PathBuf::from("/dev/sdb")
+    );
+    let runs = commands(&host);
+    let made = format!("iscsiadm -m node -T {IQN} -p 10.0.0.5:3260 -o new");
+    assert_eq!(runs.iter().filter(|c| **c == made).count(), 2, "{runs:?}");
+
+    // Any other database failure is reported, not retried.
+    let host = FakeHost::new();
+    no_sessions(&host);
+    discovery(
+        &host,
+        "10.0.0.5:3260",
+        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
+    );
+    host.script(
+        ISCSIADM,
+        &new_node,
+        CmdOutput::failed(
+            6,
+            "iscsiadm: Could not open /etc/iscsi/nodes: Permission denied\n",
+        ),
+    );
+    let e = transport(5000).attach(&host, &ctx("group")).unwrap_err();
+    assert!(e.message.contains("Permission denied"), "{}", e.message);
+    let runs = commands(&host);
+    assert_eq!(runs.iter().filter(|c| **c == made).count(), 1, "{runs:?}");
+}
+
+#[test]
 fn multipath_map_is_returned_when_present() {
     let host = FakeHost::new();
     host.script(
