@@ -1,4 +1,4 @@
-//! Node service: rules 1-3 for the node calls, 20-27 and 31, and the node lifecycle end to
+//! Node service: rules 1-3 for the node calls, 20-27, 31 and 36, and the node lifecycle end to
 //! end in mount and block.
 
 use crate::common::{self, mounts_under};
@@ -1062,6 +1062,117 @@ async fn rule_31_node_get_volume_stats_volume_first_then_path() {
             &format!("{access:?} volume after unstage, at its old target"),
         );
         r.delete_ok(&name).await;
+    }
+    r.assert_nothing_left();
+    c.finish();
+}
+
+/// Rule 36 (spec: the second table under NodePublishVolume; csi-sanity v5.5): a volume
+/// published for a single writer (SINGLE_NODE_SINGLE_WRITER, Kubernetes ReadWriteOncePod)
+/// is refused at a second target with FAILED_PRECONDITION, whichever publish asked for it;
+/// the first target is left as it was, and SINGLE_NODE_WRITER (ReadWriteOnce: several pods
+/// of one node) and SINGLE_NODE_MULTI_WRITER keep taking second targets.
+#[tokio::test]
+async fn rule_36_single_writer_refuses_a_second_target() {
+    if !common::require_root_and_tools("rule_36_single_writer_refuses_a_second_target") {
+        return;
+    }
+    let Some(r) = Rig::start("r36").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    for access in Access::BOTH {
+        let v = r
+            .create_ok(&format!("sw-{}", access.tag()), Some(64 * MIB), access)
+            .await;
+        let ctx = r.cpublish_ok(&v, access).await;
+        let staging = r.staging(&v.volume_id);
+        r.stage_ok(&v, &ctx, &staging, access).await;
+        let publish = |target: &str, mode: Mode| {
+            let mut q = r.publish_req(&v, &ctx, &staging, target, access, false);
+            q.volume_capability = Some(cap(access, mode));
+            q
+        };
+        let first = r.target(&v.volume_id, "pod-a");
+        let second = r.target(&v.volume_id, "pod-b");
+        c.ok(
+            t(r.node()
+                .node_publish_volume(publish(&first, Mode::SingleNodeSingleWriter)))
+            .await,
+            &format!("{access:?}: the single writer's publish"),
+        );
+        c.ok(
+            t(r.node()
+                .node_publish_volume(publish(&first, Mode::SingleNodeSingleWriter)))
+            .await,
+            &format!("{access:?}: the same publish again (idempotent)"),
+        );
+        for mode in [
+            Mode::SingleNodeSingleWriter,
+            Mode::SingleNodeMultiWriter,
+            Mode::SingleNodeWriter,
+        ] {
+            let refused = c.code(
+                t(r.node().node_publish_volume(publish(&second, mode))).await,
+                Code::FailedPrecondition,
+                &format!("{access:?}: a second target with {mode:?}"),
+            );
+            if let Some(st) = refused {
+                c.check(
+                    st.message().contains(&first) && st.message().contains("unpublished"),
+                    format!("{access:?}: the refusal names the target and the fix: {st:?}"),
+                );
+            }
+            c.check(
+                !Path::new(&second).exists(),
+                format!("{access:?}: the refused target was not made ({mode:?})"),
+            );
+        }
+        c.eq(
+            r.mounts_at(&first),
+            1,
+            &format!("{access:?}: the first target is still published"),
+        );
+        r.unpublish_ok(&v.volume_id, &first).await;
+        // Once it is gone, the single writer may be published elsewhere.
+        c.ok(
+            t(r.node()
+                .node_publish_volume(publish(&second, Mode::SingleNodeSingleWriter)))
+            .await,
+            &format!("{access:?}: the single writer at another target after unpublish"),
+        );
+        r.unpublish_ok(&v.volume_id, &second).await;
+        // A multi-writer publish first: a single writer may not join it.
+        for (mode, join_ok) in [
+            (Mode::SingleNodeMultiWriter, true),
+            (Mode::SingleNodeWriter, true),
+            (Mode::SingleNodeSingleWriter, false),
+        ] {
+            c.ok(
+                t(r.node()
+                    .node_publish_volume(publish(&first, Mode::SingleNodeMultiWriter)))
+                .await,
+                &format!("{access:?}: a multi-writer publish"),
+            );
+            let joined = t(r.node().node_publish_volume(publish(&second, mode))).await;
+            if join_ok {
+                c.ok(
+                    joined,
+                    &format!("{access:?}: {mode:?} joins a multi-writer"),
+                );
+                r.unpublish_ok(&v.volume_id, &second).await;
+            } else {
+                c.code(
+                    joined,
+                    Code::FailedPrecondition,
+                    &format!("{access:?}: a single writer joining a multi-writer"),
+                );
+            }
+            r.unpublish_ok(&v.volume_id, &first).await;
+        }
+        r.unstage_ok(&v.volume_id, &staging).await;
+        r.cunpublish_ok(&v.volume_id).await;
+        r.delete_ok(&v.volume_id).await;
     }
     r.assert_nothing_left();
     c.finish();

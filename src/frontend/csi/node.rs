@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::node_service_capability::rpc::Type as Rpc;
+use volbridge_proto::csi::volume_capability::access_mode::Mode;
 use volbridge_proto::csi::volume_usage::Unit;
 
 /// Volume-context key of an ephemeral inline volume's size (`1Gi`).
@@ -181,6 +182,7 @@ impl pb::node_server::Node for Csi {
             volume_key: req.volume_id.clone(),
             target_path: req.target_path,
             read_only: req.readonly || cap.read_only_mode(),
+            single_writer: cap.mode == Mode::SingleNodeSingleWriter,
             mount_options: cap.mount_flags,
             remove_target: true,
         };

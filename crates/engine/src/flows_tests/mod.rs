@@ -289,6 +289,7 @@ pub(super) fn publish_request(v: &Volume, target: &Path, read_only: bool) -> Pub
         read_only,
         mount_options: Vec::new(),
         remove_target: true,
+        single_writer: false,
     }
 }
 

@@ -1,10 +1,10 @@
 //! CSI-style node flows, one step at a time: stage, publish, unpublish, unstage of a
-//! filesystem volume and of a raw block volume, each step repeated, and read-only publishes.
+//! filesystem volume and of a raw block volume, each step repeated, read-only publishes, and a single writer kept to one target.
 
 use super::{csi_key, filesystem, is_loop_attach, is_loop_detach, publish_request, Rig};
 use crate::node_records::{Phase, StageRecord, STAGES};
-use crate::Access;
 use crate::Wait;
+use crate::{Access, PublishVolume};
 use std::path::PathBuf;
 use volbridge_base::error::ErrorKind;
 use volbridge_host::Call;
@@ -362,4 +362,34 @@ async fn stats_at_the_staging_path_or_a_target_that_still_exists() {
         .unwrap_err();
     assert_eq!(gone.kind, ErrorKind::NotFound);
     assert!(gone.message.contains("does not exist"), "{}", gone.message);
+}
+
+#[tokio::test]
+async fn a_single_writer_is_published_at_one_target_only() {
+    let rig = Rig::new().await;
+    let v = rig.volume("sw1").await;
+    let req = rig.stage_request(&v, filesystem(), false).await;
+    rig.engine.node_stage(req, Wait::No).await.unwrap();
+    let first = rig.node_path("pods/a/sw1");
+    let second = rig.node_path("pods/b/sw1");
+    let single = |target: &PathBuf| PublishVolume {
+        single_writer: true,
+        ..publish_request(&v, target, false)
+    };
+    rig.engine
+        .node_publish(single(&first), Wait::No)
+        .await
+        .unwrap();
+    rig.host.clear_calls();
+    for req in [single(&second), publish_request(&v, &second, false)] {
+        let e = rig.engine.node_publish(req, Wait::No).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::FailedPrecondition, "{e:?}");
+        assert!(e.message.contains("'sw1'"), "{}", e.message);
+    }
+    assert!(rig.host.calls().is_empty(), "{:?}", rig.host.calls());
+    // The same target again is the idempotent answer, not a second writer.
+    rig.engine
+        .node_publish(single(&first), Wait::No)
+        .await
+        .unwrap();
 }

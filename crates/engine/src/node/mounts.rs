@@ -258,6 +258,7 @@ impl Engine {
             read_only: req.read_only,
             mount_options: Vec::new(),
             remove_target: false,
+            single_writer: false,
         })
         .await?;
         Ok(Mounted {

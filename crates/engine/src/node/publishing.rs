@@ -15,6 +15,10 @@ pub struct PublishVolume {
     pub mount_options: Vec<String>,
     /// Remove the target on unpublish (CSI); the CLI leaves the user's directory.
     pub remove_target: bool,
+    /// One workload only (CSI SINGLE_NODE_SINGLE_WRITER, Kubernetes ReadWriteOncePod): while
+    /// the volume is published at one target, a second target is refused, whichever of the
+    /// two asked for single-writer access.
+    pub single_writer: bool,
 }
 
 impl Engine {
@@ -64,6 +68,18 @@ impl Engine {
                 ));
             }
         }
+        let elsewhere = self
+            .publishes_of(&req.volume_key)?
+            .into_iter()
+            .find(|p| p.target != target && (req.single_writer || p.single_writer));
+        if let Some(other) = elsewhere {
+            return Err(Error::precondition(format!(
+                "volume '{}' is already published at {} for a single writer; a second target ({}) is refused until it is unpublished there",
+                stage.volume_name,
+                other.target.display(),
+                target.display()
+            )));
+        }
         let mut record = PublishRecord {
             volume_key: req.volume_key.clone(),
             target: target.clone(),
@@ -72,6 +88,7 @@ impl Engine {
             read_only,
             mount_options: req.mount_options.clone(),
             remove_target: req.remove_target,
+            single_writer: req.single_writer,
             phase: Phase::Creating,
         };
         let already = existing.is_some_and(|r| r.phase == Phase::Ready);

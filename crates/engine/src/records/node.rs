@@ -84,6 +84,9 @@ pub struct PublishRecord {
     pub mount_options: Vec<String>,
     /// Remove the target on unpublish (CSI: the SP removes what it created).
     pub remove_target: bool,
+    /// Published for one workload only (CSI SINGLE_NODE_SINGLE_WRITER): no second target.
+    #[serde(default)]
+    pub single_writer: bool,
     pub phase: Phase,
 }
 
