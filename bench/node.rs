@@ -396,6 +396,7 @@ async fn publish_loop(engine: &Engine, root: &Path, key: &str) -> Result<Publish
                     read_only: false,
                     mount_options: vec![],
                     remove_target: true,
+                    single_writer: false,
                 },
                 Wait::No,
             )
