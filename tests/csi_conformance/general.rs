@@ -1,5 +1,6 @@
-//! Rules that hold for every service: secrets never reach a log line (rule 4) and the gRPC
-//! server accepts any HTTP/2 `:authority` (rule 34).
+//! Rules that hold for every service: secrets never reach a log line (rule 4), the gRPC
+//! server accepts any HTTP/2 `:authority` (rule 34), and secrets that hold no backend
+//! credential leave the call on the default backend (rule 37).
 
 use crate::common;
 use crate::csi_support::*;
@@ -482,6 +483,83 @@ fn plugin_info_with_authority<S: std::io::Read + std::io::Write>(
         }
         Err(e) => c.check(false, format!("{what}, :authority {shown:?}: {e}")),
     }
+}
+
+/// Rule 37 (csi-sanity `--csi.secrets`): a CO passes every secret a class names to every
+/// call, and those may be for something else (an encryption key, a token). Secrets without
+/// any backend credential key select no backend: the call runs on the default one. A map
+/// with some credential keys but not all is refused, naming the missing key.
+#[tokio::test]
+async fn rule_37_secrets_without_backend_credentials_use_the_default_backend() {
+    if !common::require_root_and_tools("rule_37_secrets_without_backend_credentials") {
+        return;
+    }
+    let Some(r) = Rig::start("r37").await else {
+        return;
+    };
+    let mut c = Checks::new();
+    let other = map(&[("secretKey", "secretval1")]);
+    let mut req = r.create_req("sec37", Some(64 * MIB), vec![Access::Mount.cap()]);
+    req.secrets = other.clone();
+    c.ok(
+        r.create(req).await,
+        "CreateVolume with secrets for something else",
+    );
+    c.ok(
+        t(r.ctrl().create_snapshot(csi::CreateSnapshotRequest {
+            source_volume_id: "sec37".into(),
+            name: "sec37-snap".into(),
+            secrets: other.clone(),
+            ..Default::default()
+        }))
+        .await,
+        "CreateSnapshot with secrets for something else",
+    );
+    let listed = t(r.ctrl().list_snapshots(csi::ListSnapshotsRequest {
+        secrets: other.clone(),
+        ..Default::default()
+    }))
+    .await;
+    c.check(
+        listed
+            .as_ref()
+            .is_ok_and(|l| l.get_ref().entries.len() == 1),
+        format!("ListSnapshots with other secrets lists the default backend's: {listed:?}"),
+    );
+    let partial = map(&[("secretKey", "secretval1"), ("username", "admin")]);
+    let mut req = r.create_req("sec37-partial", Some(64 * MIB), vec![Access::Mount.cap()]);
+    req.secrets = partial;
+    if let Some(st) = c.code(
+        r.create(req).await,
+        Code::InvalidArgument,
+        "CreateVolume with a partial backend credential",
+    ) {
+        c.check(
+            st.message().contains("backend") && !st.message().contains("secretval1"),
+            format!(
+                "the refusal names the missing key, not the values: {}",
+                st.message()
+            ),
+        );
+    }
+    c.ok(
+        t(r.ctrl().delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: "sec37-snap".into(),
+            secrets: other.clone(),
+        }))
+        .await,
+        "DeleteSnapshot with secrets for something else",
+    );
+    c.ok(
+        t(r.ctrl().delete_volume(csi::DeleteVolumeRequest {
+            volume_id: "sec37".into(),
+            secrets: other,
+        }))
+        .await,
+        "DeleteVolume with secrets for something else",
+    );
+    r.assert_nothing_left();
+    c.finish();
 }
 
 #[tokio::test]

@@ -39,6 +39,20 @@ fn is_pem_bundle(pem: &str) -> bool {
         .is_ok_and(|certs| !certs.is_empty())
 }
 
+/// The keys of §1.1. A secrets map with none of them selects no backend: a CO passes every
+/// secret a class names (an encryption key, a token for something else) to every call.
+const KEYS: [&str; 9] = [
+    "backend",
+    "username",
+    "password",
+    "serviceName",
+    "servicePort",
+    "path",
+    "timeoutSeconds",
+    "tlsInsecure",
+    "caBundle",
+];
+
 fn required(map: &BTreeMap<String, String>, key: &str) -> Result<String> {
     match map.get(key).map(|v| v.trim()) {
         Some(v) if !v.is_empty() => Ok(v.to_owned()),
@@ -102,6 +116,12 @@ impl Credentials {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         Credentials::from_map(&map)
+    }
+
+    /// Whether `map` holds any backend credential: if it does, it must hold all that
+    /// `from_map` requires; if not, the request is for the default backend.
+    pub fn named_in(map: &BTreeMap<String, String>) -> bool {
+        KEYS.iter().any(|k| map.contains_key(*k))
     }
 
     /// Parses and validates the backend map; every error is InvalidArgument naming the key,
@@ -283,6 +303,17 @@ mod tests {
             ("username", "admin"),
             ("password", "s3cr3t-pw"),
         ]
+    }
+
+    #[test]
+    fn secrets_for_something_else_name_no_backend() {
+        assert!(!Credentials::named_in(&map(&[])));
+        assert!(!Credentials::named_in(&map(&[("secretKey", "v")])));
+        assert!(Credentials::named_in(&map(&base())));
+        let partial = map(&[("secretKey", "v"), ("serviceName", "csp")]);
+        assert!(Credentials::named_in(&partial));
+        let e = Credentials::from_map(&partial).unwrap_err();
+        assert!(e.to_string().contains("backend"), "{e}");
     }
 
     #[test]

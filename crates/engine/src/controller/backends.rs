@@ -51,9 +51,10 @@ impl Backends {
 
     /// The backend a credentials map (CSI `secrets`) names: a configured backend with the
     /// same identity, or one registered now as `<username>@<backend>`. A changed password
-    /// replaces the registered client. Empty credentials name no backend (the default).
+    /// replaces the registered client. A map without any credential key (empty, or secrets
+    /// meant for something else) names no backend: the default.
     pub fn from_credentials(&self, map: &BTreeMap<String, String>) -> Result<Option<String>> {
-        if map.is_empty() {
+        if !Credentials::named_in(map) {
             return Ok(None);
         }
         let creds = Credentials::from_map(map)?;
