@@ -44,6 +44,18 @@ fn discovery(host: &FakeHost, portal: &str, stdout: &str) {
     );
 }
 
+/// A host with no session yet, whose array's discovery answers the one target.
+fn one_target_host() -> FakeHost {
+    let host = FakeHost::new();
+    no_sessions(&host);
+    discovery(
+        &host,
+        "10.0.0.5:3260",
+        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
+    );
+    host
+}
+
 fn login_ok(iqn: &str, ip: &str) -> CmdOutput {
     CmdOutput::ok(format!(
         "Logging in to [iface: default, target: {iqn}, portal: {ip},3260]\n\
@@ -158,13 +170,7 @@ fn fresh_login_runs_discovery_node_setup_login_then_waits() {
 
 #[test]
 fn a_single_path_keeps_iscsids_replacement_timeout() {
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     let dev = appear_after(
         &host,
         "10.0.0.5:3260 --login",
@@ -184,13 +190,7 @@ fn a_single_path_keeps_iscsids_replacement_timeout() {
 
 #[test]
 fn chap_password_is_passed_but_never_recorded() {
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     let mut c = ctx("volume");
     c.primary.chap = Some(Chap {
         user: "chapuser".into(),
@@ -258,13 +258,7 @@ fn already_logged_in_group_target_is_rescanned_not_logged_in_again() {
 
 #[test]
 fn session_exists_on_login_counts_as_success() {
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     host.script(
         ISCSIADM,
         &["-m", "node", "-T", IQN, "-p", "10.0.0.5:3260", "--login"],
@@ -283,13 +277,7 @@ fn session_exists_on_login_counts_as_success() {
 
 #[test]
 fn losing_the_race_for_iscsiadms_lock_dir_is_tried_again() {
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     let new_node = ["-m", "node", "-T", IQN, "-p", "10.0.0.5:3260", "-o", "new"];
     host.script(
         ISCSIADM,
@@ -307,13 +295,7 @@ fn losing_the_race_for_iscsiadms_lock_dir_is_tried_again() {
     assert_eq!(runs.iter().filter(|c| **c == made).count(), 2, "{runs:?}");
 
     // Any other database failure is reported, not retried.
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     host.script(
         ISCSIADM,
         &new_node,
@@ -360,13 +342,7 @@ fn multipath_map_is_returned_when_present() {
 
 #[test]
 fn device_that_never_appears_is_a_deadline_error() {
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     let started = std::time::Instant::now();
     let e = transport(20).attach(&host, &ctx("volume")).unwrap_err();
     assert_eq!(e.kind, ErrorKind::DeadlineExceeded);
@@ -393,13 +369,7 @@ fn missing_iscsiadm_says_what_to_install() {
 
 #[test]
 fn login_failure_reports_iscsiadm_reason() {
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     host.script(
             ISCSIADM,
             &["-m", "node", "-T", IQN, "-p", "10.0.0.5:3260", "--login"],
@@ -467,13 +437,7 @@ fn discovery_failure_reports_iscsiadm_reason() {
 
 #[test]
 fn peer_array_paths_are_best_effort() {
-    let host = FakeHost::new();
-    no_sessions(&host);
-    discovery(
-        &host,
-        "10.0.0.5:3260",
-        "10.0.0.5:3260,1 iqn.2000-05.com.example:tgt1\n",
-    );
+    let host = one_target_host();
     host.script(
         ISCSIADM,
         &[
