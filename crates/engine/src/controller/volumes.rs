@@ -339,6 +339,9 @@ impl Engine {
             Error::not_found(format!("volume '{name}' does not exist"))
                 .about(Object::Volume(name.to_string()))
         })?;
+        if params.is_empty() {
+            return Ok(Volume::from_csp(&backend.name, &found));
+        }
         let edit = VolumeEdit {
             params: params
                 .iter()
