@@ -136,7 +136,11 @@ pub async fn serve(config: Config) -> Result<()> {
     let mut stop_admin = stop_rx.clone();
     let listener =
         volbridge_local_csp::refusals::RefusalBodies::new(listener, api::error::refusal_body);
-    let served = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+    let router = volbridge_local_csp::refusals::with_header_limit(
+        api::router(state),
+        api::error::refusal_body,
+    );
+    let served = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stop_admin.wait_for(|s| *s).await;
     });
     let signals = tokio::spawn(async move {

@@ -1248,7 +1248,8 @@ fn volumes_made_by_the_cli_are_listed_adopted_and_removed() {
 }
 
 /// A request hyper refuses before the plugin sees it (a path over 64 KiB, bytes that are
-/// not printable ASCII) gets `{"Err": …}` like every other answer.
+/// not printable ASCII), or with headers over 64 KiB, gets `{"Err": …}` like every other
+/// answer.
 #[test]
 fn requests_hyper_refuses_get_an_err_body() {
     let Some((dir, _c)) = setup("dk-refused") else {
@@ -1256,10 +1257,17 @@ fn requests_hyper_refuses_get_an_err_body() {
     };
     let plugin = Plugin::start(&dir, &[]);
     let long = format!("/VolumeDriver.{}", "a".repeat(70_000));
-    for (target, status) in [(long.as_bytes(), 414), (&b"/VolumeDriver.\xff"[..], 400)] {
+    let fill = format!("X-Fill: {}\r\n", "h".repeat(100_000));
+    for (target, extra, status) in [
+        (long.as_bytes(), "", 414),
+        (&b"/VolumeDriver.\xff"[..], "", 400),
+        (&b"/VolumeDriver.List"[..], fill.as_str(), 431),
+    ] {
         let mut req = b"POST ".to_vec();
         req.extend_from_slice(target);
-        req.extend_from_slice(b" HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n");
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n");
+        req.extend_from_slice(extra.as_bytes());
+        req.extend_from_slice(b"\r\n");
         let r = Conn::open(&plugin.socket).raw(&req);
         assert_eq!(r.status, status, "{}", r.body);
         assert!(

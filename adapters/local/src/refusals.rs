@@ -11,6 +11,7 @@
 //! is seen whole. The admin API, the Docker endpoint and this CSP's own listener use it, each
 //! with its own error shape.
 
+use axum::response::IntoResponse;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -128,6 +129,47 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for RefusalIo<T> {
     }
 }
 
+/// The most header bytes a request may carry (names, values and line framing). hyper's own
+/// limit (about 400 KiB of read buffer) is not a bound on the headers: a head that arrives
+/// in one large read is parsed whole, so the same request got 431 or 200 depending on how
+/// the kernel handed it over. This limit, well below hyper's, is checked on every request.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Answers 431 with `body`'s shape for a request whose headers exceed [`MAX_HEADER_BYTES`]
+/// ([`with_header_limit`] installs it).
+async fn header_limit(
+    axum::extract::State(body): axum::extract::State<RefusalBody>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size <= MAX_HEADER_BYTES {
+        return next.run(req).await;
+    }
+    let (content_type, text) = body(431);
+    (
+        axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CONNECTION, "close"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// `router` with the header limit answered in the server's own error shape.
+pub fn with_header_limit<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+    body: RefusalBody,
+) -> axum::Router<S> {
+    router.layer(axum::middleware::from_fn_with_state(body, header_limit))
+}
+
 /// The statuses hyper answers itself after a parse error.
 const CANNED: [u16; 3] = [400, 414, 431];
 
@@ -186,7 +228,7 @@ pub fn csp_body(status: u16) -> (&'static str, String) {
 pub fn refusal_sentence(status: u16) -> &'static str {
     match status {
         414 => "the request's path is longer than the server reads (64 KiB); names and ids are short: check what built the URL",
-        431 => "the request's headers are larger than the server reads; send fewer or shorter headers",
+        431 => "the request's headers are larger than the server reads (64 KiB); send fewer or shorter headers",
         _ => "the request is not valid HTTP/1.1: check the request line (a method, a path of printable ASCII with other bytes percent-encoded, the version) and the headers",
     }
 }

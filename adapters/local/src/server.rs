@@ -118,7 +118,7 @@ impl LocalCsp {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let app = self.router();
+        let app = crate::refusals::with_header_limit(self.router(), crate::refusals::csp_body);
         let listener = crate::refusals::RefusalBodies::new(listener, crate::refusals::csp_body);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

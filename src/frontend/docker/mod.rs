@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use volbridge_local_csp::refusals::RefusalBodies;
+use volbridge_local_csp::refusals::{with_header_limit, RefusalBodies};
 
 /// The directory Docker looks for legacy plugin sockets in (compiled into Docker).
 pub const PLUGINS_DIR: &str = "/run/docker/plugins";
@@ -376,7 +376,7 @@ pub fn serve(
     bound: Bound,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let router = handlers::router(docker);
+    let router = with_header_limit(handlers::router(docker), errors::refusal_body);
     let Bound {
         listener,
         owned_files,
