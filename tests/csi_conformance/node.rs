@@ -1107,6 +1107,13 @@ async fn rule_36_single_writer_refuses_a_second_target() {
             .await,
             &format!("{access:?}: the same publish again (idempotent)"),
         );
+        c.code(
+            t(r.node()
+                .node_publish_volume(publish(&first, Mode::SingleNodeMultiWriter)))
+            .await,
+            Code::AlreadyExists,
+            &format!("{access:?}: the same target with shared access"),
+        );
         for mode in [
             Mode::SingleNodeSingleWriter,
             Mode::SingleNodeMultiWriter,

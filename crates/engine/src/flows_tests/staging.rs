@@ -2,7 +2,7 @@
 //! filesystem volume and of a raw block volume, each step repeated, read-only publishes, and a single writer kept to one target.
 
 use super::{csi_key, filesystem, is_loop_attach, is_loop_detach, publish_request, Rig};
-use crate::node_records::{Phase, StageRecord, STAGES};
+use crate::node_records::{Phase, PublishRecord, StageRecord, PUBLISHES, STAGES};
 use crate::Wait;
 use crate::{Access, PublishVolume};
 use std::path::PathBuf;
@@ -387,9 +387,49 @@ async fn a_single_writer_is_published_at_one_target_only() {
         assert!(e.message.contains("'sw1'"), "{}", e.message);
     }
     assert!(rig.host.calls().is_empty(), "{:?}", rig.host.calls());
-    // The same target again is the idempotent answer, not a second writer.
+    // The same target again is the idempotent answer, not a second writer; the same target
+    // with other access is an incompatible publish.
     rig.engine
         .node_publish(single(&first), Wait::No)
+        .await
+        .unwrap();
+    let e = rig
+        .engine
+        .node_publish(publish_request(&v, &first, false), Wait::No)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_publish_recorded_before_the_single_writer_flag_takes_either_access_again() {
+    let rig = Rig::new().await;
+    let v = rig.volume("old1").await;
+    let req = rig.stage_request(&v, filesystem(), false).await;
+    rig.engine.node_stage(req, Wait::No).await.unwrap();
+    let target = rig.node_path("pods/a/old1");
+    rig.engine
+        .node_publish(publish_request(&v, &target, false), Wait::No)
+        .await
+        .unwrap();
+    // The record as an older volbridge wrote it: no `single_writer` at all.
+    let key = target.display().to_string();
+    let store = rig.engine.store();
+    let record: PublishRecord = store.get(PUBLISHES, &key).unwrap().unwrap();
+    let mut old = serde_json::to_value(&record).unwrap();
+    old.as_object_mut().unwrap().remove("single_writer");
+    let old: PublishRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(old.single_writer, None);
+    store.put(PUBLISHES, &key, &old).unwrap();
+    // kubelet publishing a ReadWriteOncePod volume again after the upgrade.
+    rig.engine
+        .node_publish(
+            PublishVolume {
+                single_writer: true,
+                ..publish_request(&v, &target, false)
+            },
+            Wait::No,
+        )
         .await
         .unwrap();
 }

@@ -57,6 +57,19 @@ impl Engine {
                     target.display()
                 )));
             }
+            let other_access = existing
+                .single_writer
+                .filter(|single| *single != req.single_writer);
+            if let (Phase::Ready, Some(single)) = (existing.phase, other_access) {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is already published with {} access",
+                        target.display(),
+                        if single { "single-writer" } else { "shared" }
+                    ),
+                ));
+            }
             if existing.phase == Phase::Ready && existing.read_only != read_only {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
@@ -71,7 +84,7 @@ impl Engine {
         let elsewhere = self
             .publishes_of(&req.volume_key)?
             .into_iter()
-            .find(|p| p.target != target && (req.single_writer || p.single_writer));
+            .find(|p| p.target != target && (req.single_writer || p.single_writer == Some(true)));
         if let Some(other) = elsewhere {
             return Err(Error::precondition(format!(
                 "volume '{}' is already published at {} for a single writer; a second target ({}) is refused until it is unpublished there",
@@ -88,7 +101,7 @@ impl Engine {
             read_only,
             mount_options: req.mount_options.clone(),
             remove_target: req.remove_target,
-            single_writer: req.single_writer,
+            single_writer: Some(req.single_writer),
             phase: Phase::Creating,
         };
         let already = existing.is_some_and(|r| r.phase == Phase::Ready);

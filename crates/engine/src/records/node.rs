@@ -85,8 +85,9 @@ pub struct PublishRecord {
     /// Remove the target on unpublish (CSI: the SP removes what it created).
     pub remove_target: bool,
     /// Published for one workload only (CSI SINGLE_NODE_SINGLE_WRITER): no second target.
+    /// `None` in a record from before the flag: not known, so neither refused nor refusing.
     #[serde(default)]
-    pub single_writer: bool,
+    pub single_writer: Option<bool>,
     pub phase: Phase,
 }
 
