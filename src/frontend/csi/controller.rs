@@ -235,11 +235,18 @@ impl pb::controller_server::Controller for Csi {
                 .iter()
                 .any(|c| Cap::of(c).multi_node()),
         };
-        let volume = self
-            .engine
-            .create_requested(requested, Wait::Until(until))
-            .await
-            .map_err(status)?;
+        let engine = self.engine.clone();
+        let volume = super::deadline::answer_by(
+            until,
+            || {
+                format!(
+                    "volume '{}' is still being created; retry CreateVolume with the same name to keep waiting for it",
+                    req.name
+                )
+            },
+            async move { engine.create_requested(requested, Wait::Until(until)).await },
+        )
+        .await?;
         Ok(Response::new(pb::CreateVolumeResponse {
             volume: Some(self.csi_volume(&volume, embedded, req.volume_content_source)),
         }))

@@ -3,8 +3,12 @@
 //! a little before it, so that the caller gets our answer (ABORTED: retry with the same
 //! name) rather than its own DEADLINE_EXCEEDED with no word on what is pending.
 
+use super::status::status;
+use crate::Error;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataMap;
+use tonic::Status;
 
 /// `grpc-timeout` as a duration; `None` when absent or malformed.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
@@ -41,6 +45,30 @@ pub fn copy_deadline(metadata: &MetadataMap, fallback: Duration) -> Instant {
     }
 }
 
+/// Runs `work` on its own task and answers by `until` whatever happens: ABORTED with a hint
+/// to retry when the work is not done. The work goes on to its end (or its next safe stop),
+/// so a slow step on a loaded host is never cut at an arbitrary await, and the retry finds
+/// what it made by name. Without this the server's own deadline drops the call mid-way and
+/// the caller hears CANCELLED, with no word on what is pending.
+pub async fn answer_by<T: Send + 'static>(
+    until: Instant,
+    pending: impl FnOnce() -> String,
+    work: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Status> {
+    let task = tokio::spawn(work);
+    match tokio::time::timeout_at(until.into(), task).await {
+        Ok(Ok(done)) => done.map_err(status),
+        Ok(Err(join)) => {
+            tracing::error!(error = %join, "a CSI call's task ended abnormally");
+            Err(Status::internal(format!(
+                "{}: the call failed inside the daemon; see its log, then retry",
+                pending()
+            )))
+        }
+        Err(_) => Err(Status::aborted(pending())),
+    }
+}
+
 fn margin(timeout: Duration) -> Duration {
     (timeout / 10)
         .max(Duration::from_millis(250).min(timeout / 2))
@@ -50,6 +78,33 @@ fn margin(timeout: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn work_past_the_deadline_answers_aborted_and_runs_on() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let until = Instant::now() + Duration::from_millis(50);
+        let answer = answer_by(
+            until,
+            || "volume 'v': retry with the same name".to_owned(),
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.send(());
+                Ok(())
+            },
+        )
+        .await;
+        assert!(Instant::now() < until + Duration::from_millis(200));
+        let st = answer.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::Aborted);
+        assert!(st.message().contains("retry with the same name"));
+        rx.await.expect("the work went on after the answer");
+        let done = answer_by(
+            Instant::now() + Duration::from_secs(5),
+            String::new,
+            async { Ok(7) },
+        );
+        assert_eq!(done.await.unwrap(), 7);
+    }
 
     #[test]
     fn timeouts_parse() {
