@@ -4,6 +4,7 @@
 //! controller service are in `crate::snapshots`.
 
 mod copy_states;
+mod slow_backend;
 
 use crate::common;
 use crate::csi_support::*;

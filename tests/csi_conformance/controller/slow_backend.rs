@@ -1,0 +1,117 @@
+//! Rule 3 of docs/copy-semantics.md when the backend itself is slow: a CreateVolume whose
+//! one CSP call outlasts the caller's deadline still gets our answer in time (ABORTED, retry
+//! with the same name), never the server's CANCELLED; the create goes on, and the retry
+//! answers the volume it made.
+
+use crate::csi_support::*;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+/// How long the fake array takes to create a volume.
+const SLOW: Duration = Duration::from_secs(3);
+
+/// A CSP whose volume create takes `SLOW`; it keeps what it made, by name.
+async fn slow_csp() -> (u16, Arc<Mutex<BTreeMap<String, serde_json::Value>>>) {
+    let volumes = Arc::new(Mutex::new(BTreeMap::new()));
+    let held = volumes.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, body: axum::body::Bytes| {
+            let held = held.clone();
+            async move {
+                let path = uri.path().trim_start_matches("/containers/v1/").to_owned();
+                let query = uri.query().unwrap_or("").to_owned();
+                let reply = |status: u16, body: String| {
+                    (
+                        StatusCode::from_u16(status).unwrap(),
+                        [("content-type", "application/json")],
+                        body,
+                    )
+                        .into_response()
+                };
+                match (method.as_str(), path.as_str()) {
+                    ("POST", "tokens") => reply(200, r#"{"id":"t","session_token":"s"}"#.into()),
+                    ("GET", "capacity") => reply(
+                        200,
+                        r#"{"total_bytes":1099511627776,"free_bytes":1099511627776,"used_bytes":0}"#
+                            .into(),
+                    ),
+                    ("GET", "volumes") => {
+                        let name = query.strip_prefix("name=").unwrap_or("");
+                        let found: Vec<_> = held.lock().unwrap().get(name).cloned().into_iter().collect();
+                        reply(200, serde_json::Value::from(found).to_string())
+                    }
+                    ("POST", "volumes") => {
+                        let asked: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let name = asked["name"].as_str().unwrap_or("").to_owned();
+                        tokio::time::sleep(SLOW).await;
+                        let mut made = asked.clone();
+                        made["id"] = format!("id-{name}").into();
+                        made["published"] = false.into();
+                        held.lock().unwrap().insert(name, made.clone());
+                        reply(200, made.to_string())
+                    }
+                    _ => reply(404, r#"{"errors":[{"code":"Not Found","message":"no"}]}"#.into()),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, volumes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_30_a_slow_backend_still_answers_by_the_deadline() {
+    let (port, volumes) = slow_csp().await;
+    let Some(r) = Rig::start_with(
+        "slow-backend",
+        RigOptions {
+            default_csp: Some(("slow", port, "p4ssword")),
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let req = r.create_req("slow-vol", Some(GIB), vec![Access::Mount.cap()]);
+    let asked = Instant::now();
+    let first = r.create_within(req.clone(), Duration::from_secs(1)).await;
+    let took = asked.elapsed();
+    let st = first.expect_err("a create slower than the deadline cannot be OK");
+    assert_eq!(st.code(), Code::Aborted, "{}", st.message());
+    assert!(
+        st.message().contains("'slow-vol'")
+            && st
+                .message()
+                .contains("retry CreateVolume with the same name"),
+        "{}",
+        st.message()
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    // A retry while the first create still runs: operation pending.
+    let again = r.create_within(req.clone(), Duration::from_secs(1)).await;
+    assert_eq!(
+        again.map(|_| ()).map_err(|s| s.code()),
+        Err(Code::Aborted),
+        "a retry during the create"
+    );
+    // The first create went on to its end; the retry answers what it made.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !volumes.lock().unwrap().contains_key("slow-vol") {
+        assert!(Instant::now() < deadline, "the create never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let made = ok(r.create(req).await, "the retry after the create")
+        .volume
+        .expect("a volume");
+    assert!(made.volume_id.contains("slow-vol"), "{made:?}");
+    assert_eq!(made.capacity_bytes, GIB);
+    assert_eq!(volumes.lock().unwrap().len(), 1, "one volume made");
+}
