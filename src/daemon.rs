@@ -156,7 +156,8 @@ pub async fn serve(config: Config) -> Result<()> {
     gate_timer.abort();
     let _ = std::fs::remove_file(&config.admin_socket);
     if let Some(task) = csi_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let limit = Duration::from_secs(5) + csi::FINISH_LIMIT;
+        let _ = tokio::time::timeout(limit, task).await;
     }
     if let Some(task) = metrics_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

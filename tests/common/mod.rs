@@ -324,7 +324,18 @@ pub fn require_root_and_tools(test: &str) -> bool {
     if !Path::new("/dev/loop-control").exists() {
         missing.push("/dev/loop-control".to_owned());
     }
-    for tool in ["blkid", "mkfs.ext4", "e2fsck", "resize2fs", "losetup"] {
+    // mkfs.xfs and xfs_growfs: on this host's ext4 the daemon's default pool is an xfs
+    // image; without them it quietly falls back to copying, and tests that expect reflink
+    // would fail on their data instead of naming the package.
+    for tool in [
+        "blkid",
+        "mkfs.ext4",
+        "e2fsck",
+        "resize2fs",
+        "losetup",
+        "mkfs.xfs",
+        "xfs_growfs",
+    ] {
         let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
             .iter()
             .any(|d| Path::new(d).join(tool).exists());

@@ -9,6 +9,7 @@ use crate::engine::{
 };
 use crate::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 use tonic::{Request, Response, Status};
 use volbridge_proto::csi as pb;
 use volbridge_proto::csi::controller_service_capability::rpc::Type as Rpc;
@@ -163,8 +164,8 @@ impl pb::controller_server::Controller for Csi {
     ) -> Result<Response<pb::CreateVolumeResponse>, Status> {
         // A clone answers once its data is complete, waiting within the caller's deadline
         // (docs/copy-semantics.md rule 3).
-        let until =
-            super::deadline::copy_deadline(request.metadata(), self.engine.config().copy_wait);
+        let answer = super::deadline::answer_deadline(request.metadata());
+        let until = answer.unwrap_or_else(|| Instant::now() + self.engine.config().copy_wait);
         let mut req = request.into_inner();
         req.name = super::stored_name("name", &req.name).map_err(status)?;
         Self::check_caps(&req.volume_capabilities)?;
@@ -237,13 +238,13 @@ impl pb::controller_server::Controller for Csi {
         };
         let engine = self.engine.clone();
         let volume = super::deadline::answer_by(
-            until,
-            || {
-                format!(
-                    "volume '{}' is still being created; retry CreateVolume with the same name to keep waiting for it",
-                    req.name
-                )
-            },
+            &self.tasks,
+            answer,
+            format!("volume '{}'", req.name),
+            format!(
+                "volume '{}' is still being created; retry CreateVolume with the same name to keep waiting for it",
+                req.name
+            ),
             async move { engine.create_requested(requested, Wait::Until(until)).await },
         )
         .await?;

@@ -7,8 +7,10 @@ use super::status::status;
 use crate::Error;
 use std::future::Future;
 use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
+use tracing::Instrument;
 
 /// `grpc-timeout` as a duration; `None` when absent or malformed.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
@@ -29,43 +31,60 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Until when a call may wait for a copy: its deadline less a margin, or `now + fallback`
-/// when the caller set none. The margin is a tenth of the timeout, but never under 250 ms
-/// (the answer's own trip through a loaded host) unless that is more than half of a short
-/// timeout, and never over 2 s.
-pub fn copy_deadline(metadata: &MetadataMap, fallback: Duration) -> Instant {
+/// When the answer is due: the caller's deadline less a margin; `None` when it set none.
+/// The margin is a tenth of the timeout, but never under 250 ms (the answer's own trip
+/// through a loaded host) unless that is more than half of a short timeout, and never
+/// over 2 s.
+pub fn answer_deadline(metadata: &MetadataMap) -> Option<Instant> {
     let now = Instant::now();
-    let timeout = metadata
+    metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout);
-    match timeout {
-        Some(t) => now + t.saturating_sub(margin(t)),
-        None => now + fallback,
-    }
+        .and_then(parse_grpc_timeout)
+        .map(|t| now + t.saturating_sub(margin(t)))
 }
 
-/// Runs `work` on its own task and answers by `until` whatever happens: ABORTED with a hint
-/// to retry when the work is not done. The work goes on to its end (or its next safe stop),
-/// so a slow step on a loaded host is never cut at an arbitrary await, and the retry finds
-/// what it made by name. Without this the server's own deadline drops the call mid-way and
-/// the caller hears CANCELLED, with no word on what is pending.
+/// Runs `work` on its own task (kept in `tasks`, which shutdown waits for) and answers by
+/// `until` whatever happens: `pending` as ABORTED when the work is not done. The work goes
+/// on to its end (or its next safe stop), so a slow step on a loaded host is never cut at
+/// an arbitrary await, and the retry finds what it made by name; how it ended is logged.
+/// Without this the server's own deadline drops the call mid-way and the caller hears
+/// CANCELLED, with no word on what is pending. No `until`: the answer waits for the work.
 pub async fn answer_by<T: Send + 'static>(
-    until: Instant,
-    pending: impl FnOnce() -> String,
+    tasks: &TaskTracker,
+    until: Option<Instant>,
+    what: String,
+    pending: String,
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Status> {
-    let task = tokio::spawn(work);
-    match tokio::time::timeout_at(until.into(), task).await {
-        Ok(Ok(done)) => done.map_err(status),
-        Ok(Err(join)) => {
-            tracing::error!(error = %join, "a CSI call's task ended abnormally");
-            Err(Status::internal(format!(
-                "{}: the call failed inside the daemon; see its log, then retry",
-                pending()
-            )))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let object = what.clone();
+    tasks.spawn(
+        async move {
+            if let Err(unheard) = tx.send(work.await) {
+                match unheard {
+                    Ok(_) => {
+                        tracing::info!(object = %object, "done after the caller's deadline; its retry finds it")
+                    }
+                    Err(e) => {
+                        tracing::warn!(object = %object, error = %e, "failed after the caller's deadline; its retry tries again")
+                    }
+                }
+            }
         }
-        Err(_) => Err(Status::aborted(pending())),
+        .instrument(tracing::Span::current()),
+    );
+    let answer = match until {
+        Some(t) => tokio::time::timeout_at(t.into(), rx).await,
+        None => Ok(rx.await),
+    };
+    match answer {
+        Ok(Ok(done)) => done.map_err(status),
+        // The task ended without an answer: it panicked (tokio logged it).
+        Ok(Err(_)) => Err(Status::internal(format!(
+            "{what}: the call failed inside the daemon; see its log, then retry"
+        ))),
+        Err(_) => Err(Status::aborted(pending)),
     }
 }
 
@@ -81,29 +100,50 @@ mod tests {
 
     #[tokio::test]
     async fn work_past_the_deadline_answers_aborted_and_runs_on() {
+        let tasks = TaskTracker::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let until = Instant::now() + Duration::from_millis(50);
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
         let answer = answer_by(
-            until,
-            || "volume 'v': retry with the same name".to_owned(),
+            &tasks,
+            Some(Instant::now() + Duration::from_millis(50)),
+            "volume 'v'".into(),
+            "volume 'v': retry with the same name".into(),
             async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = wait.await;
                 let _ = tx.send(());
                 Ok(())
             },
         )
         .await;
-        assert!(Instant::now() < until + Duration::from_millis(200));
         let st = answer.unwrap_err();
         assert_eq!(st.code(), tonic::Code::Aborted);
         assert!(st.message().contains("retry with the same name"));
+        // The work was still running when the answer came, and goes on after it.
+        tasks.close();
+        assert!(!tasks.is_empty());
+        go.send(()).unwrap();
         rx.await.expect("the work went on after the answer");
-        let done = answer_by(
-            Instant::now() + Duration::from_secs(5),
-            String::new,
-            async { Ok(7) },
-        );
-        assert_eq!(done.await.unwrap(), 7);
+        tasks.wait().await;
+    }
+
+    #[tokio::test]
+    async fn without_a_deadline_the_answer_waits_for_the_work() {
+        let tasks = TaskTracker::new();
+        let slow = answer_by(&tasks, None, "v".into(), String::new(), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(7)
+        });
+        assert_eq!(slow.await.unwrap(), 7);
+        let failed = answer_by::<()>(&tasks, None, "volume 'v'".into(), String::new(), async {
+            Err(Error::not_found("volume 'v' does not exist"))
+        });
+        assert_eq!(failed.await.unwrap_err().code(), tonic::Code::NotFound);
+        let panicked = answer_by::<()>(&tasks, None, "volume 'v'".into(), String::new(), async {
+            panic!("a bug")
+        });
+        let st = panicked.await.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::Internal);
+        assert!(st.message().starts_with("volume 'v': "), "{}", st.message());
     }
 
     #[test]
@@ -126,14 +166,13 @@ mod tests {
     fn the_answer_comes_before_the_deadline() {
         let mut m = MetadataMap::new();
         let before = Instant::now();
-        let d = copy_deadline(&m, Duration::from_secs(300));
-        assert!(d >= before + Duration::from_secs(299));
+        assert_eq!(answer_deadline(&m), None);
         m.insert("grpc-timeout", "10S".parse().unwrap());
-        let d = copy_deadline(&m, Duration::from_secs(300));
+        let d = answer_deadline(&m).unwrap();
         assert!(d <= Instant::now() + Duration::from_secs(9));
         assert!(d >= before + Duration::from_millis(8_900));
         m.insert("grpc-timeout", "60S".parse().unwrap());
-        let d = copy_deadline(&m, Duration::from_secs(300));
+        let d = answer_deadline(&m).unwrap();
         assert!(d <= Instant::now() + Duration::from_secs(58));
     }
 

@@ -33,7 +33,7 @@ mod server;
 mod snapshot_metadata;
 mod status;
 
-pub use server::serve;
+pub use server::{serve, FINISH_LIMIT};
 
 pub use endpoint::Endpoint;
 pub use orchestrator::Orchestrator;
@@ -162,6 +162,9 @@ pub struct Csi {
     ready: tokio::sync::watch::Receiver<bool>,
     /// Volume listings kept for the later pages of a ListVolumes walk.
     volume_listings: Arc<paging::Listings<crate::engine::Volume>>,
+    /// Work that goes on after its call was answered (a create past the caller's
+    /// deadline); the server waits for it before the daemon stops.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Csi {
@@ -172,6 +175,7 @@ impl Csi {
             config: Arc::new(config),
             ready,
             volume_listings: Arc::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 

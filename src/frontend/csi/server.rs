@@ -7,7 +7,9 @@ use super::layer::CsiLayer;
 use super::{Csi, Endpoint};
 use crate::error::{Error, Result};
 use std::future::Future;
+use std::time::Duration;
 use tokio_stream::StreamExt;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use volbridge_proto::csi as pb;
 
@@ -39,6 +41,7 @@ pub async fn serve(
         router = router.add_service(pb::node_server::NodeServer::new(csi.clone()));
     }
     let shown = endpoint.to_string();
+    let tasks = csi.tasks.clone();
     let task = match endpoint {
         Endpoint::Unix(path) => {
             let listener = crate::frontend::api::bind(path)?;
@@ -50,6 +53,7 @@ pub async fn serve(
                     tracing::error!(error = %e, "CSI server failed");
                 }
                 let _ = std::fs::remove_file(path);
+                finish(tasks).await;
             })
         }
         Endpoint::Tcp(addr) => {
@@ -62,9 +66,29 @@ pub async fn serve(
                 if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
                     tracing::error!(error = %e, "CSI server failed");
                 }
+                finish(tasks).await;
             })
         }
     };
     tracing::info!(endpoint = %shown, mode = ?mode, driver = %csi.config.driver_name, "CSI serving");
     Ok(task)
+}
+
+/// How long the daemon's stop waits for work that outlived its answer.
+pub const FINISH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits for the work that outlived its answer (see [`super::deadline::answer_by`]), so
+/// that the engine logs out and the embedded CSP closes only after it; work still running
+/// at the limit is left to the next start's reconciler, as after a crash.
+async fn finish(tasks: TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(FINISH_LIMIT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = tasks.len(),
+            "CSI work still running at shutdown; the next start's reconciler finishes it"
+        );
+    }
 }

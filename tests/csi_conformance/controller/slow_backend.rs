@@ -108,10 +108,56 @@ async fn rule_30_a_slow_backend_still_answers_by_the_deadline() {
         assert!(Instant::now() < deadline, "the create never ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let made = ok(r.create(req).await, "the retry after the create")
-        .volume
-        .expect("a volume");
+    // The CSP has answered; the daemon may still be taking that answer in.
+    let made = loop {
+        match r.create(req.clone()).await {
+            Err(st) if st.code() == Code::Aborted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => {
+                break ok(other, "the retry after the create")
+                    .volume
+                    .expect("a volume")
+            }
+        }
+    };
     assert!(made.volume_id.contains("slow-vol"), "{made:?}");
     assert_eq!(made.capacity_bytes, GIB);
     assert_eq!(volumes.lock().unwrap().len(), 1, "one volume made");
+}
+
+/// A daemon told to stop while such a create still runs waits for it (its CSP answer, its
+/// records) before it logs out of the backends and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_30_a_stop_waits_for_a_create_that_outlived_its_answer() {
+    let (port, volumes) = slow_csp().await;
+    let Some(mut r) = Rig::start_with(
+        "slow-stop",
+        RigOptions {
+            default_csp: Some(("slow", port, "p4ssword")),
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let req = r.create_req("late-vol", Some(GIB), vec![Access::Mount.cap()]);
+    let first = r.create_within(req, Duration::from_secs(1)).await;
+    assert_eq!(first.map(|_| ()).map_err(|s| s.code()), Err(Code::Aborted));
+    assert!(
+        volumes.lock().unwrap().is_empty(),
+        "the CSP was faster than SLOW"
+    );
+    tokio::task::block_in_place(|| r.d.stop());
+    assert!(
+        volumes.lock().unwrap().contains_key("late-vol"),
+        "the daemon stopped before the create it had answered ended"
+    );
+    let log = r.d.log_text();
+    assert!(
+        log.contains("done after the caller's deadline") && log.contains("late-vol"),
+        "{}",
+        r.log_tail(30)
+    );
 }

@@ -402,7 +402,7 @@ async fn a_single_writer_is_published_at_one_target_only() {
 }
 
 #[tokio::test]
-async fn a_publish_recorded_before_the_single_writer_flag_takes_either_access_again() {
+async fn a_publish_recorded_before_the_single_writer_flag_takes_either_access_and_learns_it() {
     let rig = Rig::new().await;
     let v = rig.volume("old1").await;
     let req = rig.stage_request(&v, filesystem(), false).await;
@@ -432,4 +432,14 @@ async fn a_publish_recorded_before_the_single_writer_flag_takes_either_access_ag
         )
         .await
         .unwrap();
+    // The record learned the flag: a publish at a second target is now refused.
+    let learned: PublishRecord = store.get(PUBLISHES, &key).unwrap().unwrap();
+    assert_eq!(learned.single_writer, Some(true));
+    let second = rig.node_path("pods/b/old1");
+    let e = rig
+        .engine
+        .node_publish(publish_request(&v, &second, false), Wait::No)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::FailedPrecondition, "{e:?}");
 }

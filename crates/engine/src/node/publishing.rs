@@ -104,14 +104,17 @@ impl Engine {
             single_writer: Some(req.single_writer),
             phase: Phase::Creating,
         };
-        let already = existing.is_some_and(|r| r.phase == Phase::Ready);
+        let already = existing.as_ref().is_some_and(|r| r.phase == Phase::Ready);
+        // A record from before the flag learns it from this re-publish, so that a later
+        // publish elsewhere is judged by what the CO asked for.
+        let learns = already && existing.as_ref().is_some_and(|r| r.single_writer.is_none());
         if !already {
             self.store.put_volatile(PUBLISHES, &key, &record)?;
         }
         let result = self.publish_on_host(&stage, &record).await;
         match result {
             Ok(()) => {
-                if !already {
+                if !already || learns {
                     record.phase = Phase::Ready;
                     self.store.put(PUBLISHES, &key, &record)?;
                 }
