@@ -47,6 +47,18 @@ pub fn secret_entries(map: &std::collections::HashMap<String, String>) -> Vec<St
         .collect()
 }
 
+/// A secrets map's values (every one a secret), to scrub from text; empty ones say nothing.
+pub fn secret_values(map: &std::collections::HashMap<String, String>) -> Vec<String> {
+    map.values().filter(|v| !v.is_empty()).cloned().collect()
+}
+
+/// A secrets map fit for a log line: every value reads [`REDACTED`], the keys stay.
+pub fn redact_all(map: &mut std::collections::HashMap<String, String>) {
+    for v in map.values_mut() {
+        *v = REDACTED.to_owned();
+    }
+}
+
 /// The same map fit for a log line: values whose key names a secret read [`REDACTED`].
 pub fn redact_secret_entries(map: &mut std::collections::HashMap<String, String>) {
     for (k, v) in map.iter_mut() {

@@ -5,7 +5,7 @@ use super::args::{AccessModeArg, CapabilityArgs, SecretArg, TopologyArg};
 use crate::engine::size::parse_size;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use volbridge_base::redact::{redact_secret_entries, secret_entries};
+use volbridge_base::redact::{redact_all, redact_secret_entries, secret_entries, secret_values};
 use volbridge_proto::csi::{self as pb, volume_capability as vc};
 
 pub type Map = HashMap<String, String>;
@@ -154,7 +154,7 @@ pub trait Secrets: Clone {
         let mut me = self.clone();
         let mut values: Vec<String> = me
             .secrets_mut()
-            .map(|m| m.values().filter(|v| !v.is_empty()).cloned().collect())
+            .map(|m| secret_values(m))
             .unwrap_or_default();
         for m in me.contexts_mut() {
             values.extend(secret_entries(m));
@@ -166,9 +166,7 @@ pub trait Secrets: Clone {
     fn redacted(&self) -> Self {
         let mut me = self.clone();
         if let Some(m) = me.secrets_mut() {
-            for v in m.values_mut() {
-                *v = "<redacted>".into();
-            }
+            redact_all(m);
         }
         for m in me.contexts_mut() {
             redact_secret_entries(m);

@@ -5,7 +5,7 @@
 use prost::Message;
 use std::collections::HashMap;
 use tonic::Status;
-use volbridge_base::redact::{redact_secret_entries, secret_entries};
+use volbridge_base::redact::{redact_all, redact_secret_entries, secret_entries, secret_values};
 use volbridge_proto::csi as pb;
 
 /// The request as the layer saw it.
@@ -20,8 +20,6 @@ pub struct Inspected {
     pub secrets: Vec<String>,
 }
 
-const REDACTED: &str = "<redacted>";
-
 /// Requests with a field marked `csi_secret`: the test checks this list against the
 /// descriptor, so a new secret field cannot be forgotten.
 pub trait Secrets {
@@ -31,20 +29,14 @@ pub trait Secrets {
     }
 }
 
-fn redact_map(map: &mut HashMap<String, String>) {
-    for v in map.values_mut() {
-        *v = REDACTED.to_owned();
-    }
-}
-
 macro_rules! with_secrets {
     ($($t:ident),* $(,)?) => {
         $(impl Secrets for pb::$t {
             fn redact(&mut self) {
-                redact_map(&mut self.secrets);
+                redact_all(&mut self.secrets);
             }
             fn values(&self) -> Vec<String> {
-                self.secrets.values().filter(|v| !v.is_empty()).cloned().collect()
+                secret_values(&self.secrets)
             }
         })*
         #[cfg(test)]
@@ -63,7 +55,7 @@ macro_rules! with_secrets_and_contexts {
     ($($t:ident),* $(,)?) => {
         $(impl Secrets for pb::$t {
             fn redact(&mut self) {
-                redact_map(&mut self.secrets);
+                redact_all(&mut self.secrets);
                 redact_secret_entries(&mut self.publish_context);
                 redact_secret_entries(&mut self.volume_context);
             }
@@ -462,6 +454,7 @@ pub fn inspect(path: &str, body: &[u8]) -> Option<Result<Inspected, Status>> {
 mod tests {
     use super::*;
     use prost_types::FileDescriptorSet;
+    use volbridge_base::redact::REDACTED;
 
     #[test]
     fn every_secret_field_is_redacted() {
