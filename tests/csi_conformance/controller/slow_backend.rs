@@ -14,8 +14,10 @@ use tonic::Code;
 /// How long the fake array takes to create a volume.
 const SLOW: Duration = Duration::from_secs(3);
 
+type Volumes = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
+
 /// A CSP whose volume create takes `SLOW`; it keeps what it made, by name.
-async fn slow_csp() -> (u16, Arc<Mutex<BTreeMap<String, serde_json::Value>>>) {
+async fn slow_csp() -> (u16, Volumes) {
     let volumes = Arc::new(Mutex::new(BTreeMap::new()));
     let held = volumes.clone();
     let app = axum::Router::new().fallback(
@@ -66,18 +68,23 @@ async fn slow_csp() -> (u16, Arc<Mutex<BTreeMap<String, serde_json::Value>>>) {
     (port, volumes)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_30_a_slow_backend_still_answers_by_the_deadline() {
+/// A daemon whose default backend is [`slow_csp`], and what that CSP holds.
+async fn slow_rig(tag: &str) -> Option<(Rig, Volumes)> {
     let (port, volumes) = slow_csp().await;
-    let Some(r) = Rig::start_with(
-        "slow-backend",
+    let rig = Rig::start_with(
+        tag,
         RigOptions {
             default_csp: Some(("slow", port, "p4ssword")),
             ..Default::default()
         },
     )
-    .await
-    else {
+    .await?;
+    Some((rig, volumes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_30_a_slow_backend_still_answers_by_the_deadline() {
+    let Some((r, volumes)) = slow_rig("slow-backend").await else {
         return;
     };
     let req = r.create_req("slow-vol", Some(GIB), vec![Access::Mount.cap()]);
@@ -130,16 +137,7 @@ async fn rule_30_a_slow_backend_still_answers_by_the_deadline() {
 /// records) before it logs out of the backends and exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_30_a_stop_waits_for_a_create_that_outlived_its_answer() {
-    let (port, volumes) = slow_csp().await;
-    let Some(mut r) = Rig::start_with(
-        "slow-stop",
-        RigOptions {
-            default_csp: Some(("slow", port, "p4ssword")),
-            ..Default::default()
-        },
-    )
-    .await
-    else {
+    let Some((mut r, volumes)) = slow_rig("slow-stop").await else {
         return;
     };
     let req = r.create_req("late-vol", Some(GIB), vec![Access::Mount.cap()]);
