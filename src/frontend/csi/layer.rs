@@ -2,6 +2,11 @@
 //! with its secrets redacted, and required fields checked (INVALID_ARGUMENT before any
 //! state is touched). Services behind it see only well-formed requests.
 //!
+//! Each call runs to its end on its own task, kept in the server's [`TaskTracker`]: a
+//! caller that gives up (its deadline, a dropped connection) drops only the wait for the
+//! answer, never the engine's work at an arbitrary step between its records and the
+//! backend's state. The retry finds what was made.
+//!
 //! A second call on a busy volume is refused by the engine, not here: the engine's
 //! operation guards are the one lock table, and every CSI call passes `Wait::No` (or
 //! `Wait::Until` for creates), so the engine answers ABORTED at once.
@@ -15,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tonic::body::Body;
 use tonic::Status;
 use tower::{Layer, Service};
@@ -23,11 +29,12 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct CsiLayer {
     ready: watch::Receiver<bool>,
+    tasks: TaskTracker,
 }
 
 impl CsiLayer {
-    pub fn new(ready: watch::Receiver<bool>) -> CsiLayer {
-        CsiLayer { ready }
+    pub fn new(ready: watch::Receiver<bool>, tasks: TaskTracker) -> CsiLayer {
+        CsiLayer { ready, tasks }
     }
 }
 
@@ -38,6 +45,7 @@ impl<S> Layer<S> for CsiLayer {
         CsiService {
             inner,
             ready: self.ready.clone(),
+            tasks: self.tasks.clone(),
         }
     }
 }
@@ -46,6 +54,7 @@ impl<S> Layer<S> for CsiLayer {
 pub struct CsiService<S> {
     inner: S,
     ready: watch::Receiver<bool>,
+    tasks: TaskTracker,
 }
 
 /// Identity answers at once, also during start-up (Probe reports it).
@@ -74,6 +83,7 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let mut ready = self.ready.clone();
+        let tasks = self.tasks.clone();
         Box::pin(async move {
             let id = format!("c{}", NEXT.fetch_add(1, Ordering::Relaxed));
             let started = Instant::now();
@@ -105,7 +115,16 @@ where
             let span = tracing::info_span!("csi", req = %id, rpc = %seen.method);
             span.in_scope(|| tracing::debug!(request = %seen.summary, "received"));
             let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
-            let mut response = inner.call(req).instrument(span.clone()).await?;
+            let work = tasks.spawn(inner.call(req).instrument(span.clone()));
+            let mut response = match work.await {
+                Ok(answer) => answer?,
+                // It panicked; tokio's hook logged where.
+                Err(_) => Status::internal(format!(
+                    "{} failed inside the daemon; see its log, then retry",
+                    seen.method
+                ))
+                .into_http(),
+            };
             if !seen.secrets.is_empty() {
                 scrub_answer(&mut response, &seen.secrets);
             }
@@ -181,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn calls_wait_for_start_up_but_identity_answers_at_once() {
         let (tx, rx) = watch::channel(false);
-        let layer = CsiLayer::new(rx);
+        let layer = CsiLayer::new(rx, TaskTracker::new());
         let info = call(&layer, "/csi.v1.Identity/GetPluginInfo");
         tokio::time::timeout(Duration::from_secs(5), info)
             .await

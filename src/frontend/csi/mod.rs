@@ -162,8 +162,8 @@ pub struct Csi {
     ready: tokio::sync::watch::Receiver<bool>,
     /// Volume listings kept for the later pages of a ListVolumes walk.
     volume_listings: Arc<paging::Listings<crate::engine::Volume>>,
-    /// Work that goes on after its call was answered (a create past the caller's
-    /// deadline); the server waits for it before the daemon stops.
+    /// Every call's work, which runs to its end even when its caller gives up or is
+    /// answered early; the server waits for it before the daemon stops.
     tasks: tokio_util::task::TaskTracker,
 }
 

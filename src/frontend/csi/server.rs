@@ -22,7 +22,7 @@ pub async fn serve(
 ) -> Result<tokio::task::JoinHandle<()>> {
     let mode = csi.config.mode;
     let mut router = Server::builder()
-        .layer(CsiLayer::new(csi.ready.clone()))
+        .layer(CsiLayer::new(csi.ready.clone(), csi.tasks.clone()))
         .add_service(pb::identity_server::IdentityServer::new(csi.clone()));
     if mode.controller() {
         router = router
@@ -77,7 +77,8 @@ pub async fn serve(
 /// How long the daemon's stop waits for work that outlived its answer.
 pub const FINISH_LIMIT: Duration = Duration::from_secs(10);
 
-/// Waits for the work that outlived its answer (see [`super::deadline::answer_by`]), so
+/// Waits for the calls still running, also those whose caller gave up (see
+/// [`super::layer`]) or was answered early ([`super::deadline::answer_by`]), so
 /// that the engine logs out and the embedded CSP closes only after it; work still running
 /// at the limit is left to the next start's reconciler, as after a crash.
 async fn finish(tasks: TaskTracker) {

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-/// How long the fake array takes to create a volume.
+/// How long the fake array takes to create or delete a volume.
 const SLOW: Duration = Duration::from_secs(3);
 
 type Volumes = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
 
-/// A CSP whose volume create takes `SLOW`; it keeps what it made, by name.
+/// A CSP whose volume create and delete take `SLOW`; it keeps what it made, by name.
 async fn slow_csp() -> (u16, Volumes) {
     let volumes = Arc::new(Mutex::new(BTreeMap::new()));
     let held = volumes.clone();
@@ -56,6 +56,13 @@ async fn slow_csp() -> (u16, Volumes) {
                         made["published"] = false.into();
                         held.lock().unwrap().insert(name, made.clone());
                         reply(200, made.to_string())
+                    }
+                    ("GET", "snapshots") => reply(200, "[]".into()),
+                    ("DELETE", _) if path.starts_with("volumes/id-") => {
+                        let name = path.trim_start_matches("volumes/id-").to_owned();
+                        tokio::time::sleep(SLOW).await;
+                        held.lock().unwrap().remove(&name);
+                        reply(204, String::new())
                     }
                     _ => reply(404, r#"{"errors":[{"code":"Not Found","message":"no"}]}"#.into()),
                 }
@@ -158,4 +165,45 @@ async fn rule_30_a_stop_waits_for_a_create_that_outlived_its_answer() {
         "{}",
         r.log_tail(30)
     );
+}
+
+/// Any call whose caller gives up (here DeleteVolume past its deadline: the caller hears
+/// its own timeout) still runs to its end: the backend's delete is not cut off half-way,
+/// and the retry answers OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_30_a_call_the_caller_gave_up_on_still_ends() {
+    let Some((r, volumes)) = slow_rig("slow-delete").await else {
+        return;
+    };
+    r.create_ok("gone-vol", Some(GIB), Access::Mount).await;
+    assert!(volumes.lock().unwrap().contains_key("gone-vol"));
+    let mut req = tonic::Request::new(csi::DeleteVolumeRequest {
+        volume_id: "gone-vol".into(),
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_secs(1));
+    let gave_up = t(r.ctrl().delete_volume(req)).await;
+    assert!(gave_up.is_err(), "the delete answered within its deadline");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while volumes.lock().unwrap().contains_key("gone-vol") {
+        assert!(
+            Instant::now() < deadline,
+            "the delete the caller gave up on was cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = loop {
+        let answer = t(r.ctrl().delete_volume(csi::DeleteVolumeRequest {
+            volume_id: "gone-vol".into(),
+            ..Default::default()
+        }))
+        .await;
+        match answer {
+            Err(st) if st.code() == Code::Aborted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => break other,
+        }
+    };
+    ok(again, "the retry of the delete");
 }
