@@ -12,6 +12,8 @@ use crate::provider::{ClientOptions, Credentials, CspClient};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use volbridge_local_csp::to_the_end::{finish, run_to_the_end, FINISH_LIMIT};
 use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
 
 /// The longest the admin API waits for the start-up reconciliation.
@@ -136,8 +138,13 @@ pub async fn serve(config: Config) -> Result<()> {
     let mut stop_admin = stop_rx.clone();
     let listener =
         volbridge_local_csp::refusals::RefusalBodies::new(listener, api::error::refusal_body);
+    let admin_tasks = TaskTracker::new();
     let router = volbridge_local_csp::refusals::with_header_limit(
-        api::router(state),
+        run_to_the_end(
+            api::router(state),
+            admin_tasks.clone(),
+            api::error::refusal_body,
+        ),
         api::error::refusal_body,
     );
     let served = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -151,24 +158,26 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| Error::internal(format!("admin API failed: {e}")));
 
+    finish(&admin_tasks, FINISH_LIMIT, "admin API").await;
     signals.abort();
     reconciler.abort();
     gate_timer.abort();
     let _ = std::fs::remove_file(&config.admin_socket);
+    // Each server waits up to FINISH_LIMIT for its requests still running.
+    let limit = Duration::from_secs(5) + FINISH_LIMIT;
     if let Some(task) = csi_task {
-        let limit = Duration::from_secs(5) + csi::FINISH_LIMIT;
         let _ = tokio::time::timeout(limit, task).await;
     }
     if let Some(task) = metrics_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     if let Some(task) = docker_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let _ = tokio::time::timeout(limit, task).await;
     }
     engine.shutdown().await;
     let _ = csp_stop_tx.send(true);
     if let Some(task) = csp_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let _ = tokio::time::timeout(limit, task).await;
     }
     tracing::info!("volbridge stopped");
     result

@@ -60,6 +60,7 @@ mod server;
 mod shared;
 mod state;
 mod store;
+pub mod to_the_end;
 mod views;
 
 pub use config::{

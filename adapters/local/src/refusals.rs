@@ -224,11 +224,12 @@ pub fn csp_body(status: u16) -> (&'static str, String) {
     )
 }
 
-/// What went wrong, for a status hyper answered itself.
+/// What went wrong, for a status hyper answered itself (or a request whose task panicked).
 pub fn refusal_sentence(status: u16) -> &'static str {
     match status {
         414 => "the request's path is longer than the server reads (64 KiB); names and ids are short: check what built the URL",
         431 => "the request's headers are larger than the server reads (64 KiB); send fewer or shorter headers",
+        500 => "the server failed while answering; see its log, then retry",
         _ => "the request is not valid HTTP/1.1: check the request line (a method, a path of printable ASCII with other bytes percent-encoded, the version) and the headers",
     }
 }

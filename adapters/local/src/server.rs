@@ -118,11 +118,19 @@ impl LocalCsp {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let app = crate::refusals::with_header_limit(self.router(), crate::refusals::csp_body);
-        let listener = crate::refusals::RefusalBodies::new(listener, crate::refusals::csp_body);
-        axum::serve(listener, app)
+        use crate::refusals::{csp_body, with_header_limit, RefusalBodies};
+        use crate::to_the_end::{finish, run_to_the_end, FINISH_LIMIT};
+        let tasks = tokio_util::task::TaskTracker::new();
+        let app = with_header_limit(
+            run_to_the_end(self.router(), tasks.clone(), csp_body),
+            csp_body,
+        );
+        let listener = RefusalBodies::new(listener, csp_body);
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        finish(&tasks, FINISH_LIMIT, "local CSP").await;
+        served
     }
 
     /// Every issued token becomes invalid.

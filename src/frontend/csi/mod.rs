@@ -33,7 +33,7 @@ mod server;
 mod snapshot_metadata;
 mod status;
 
-pub use server::{serve, FINISH_LIMIT};
+pub use server::serve;
 
 pub use endpoint::Endpoint;
 pub use orchestrator::Orchestrator;

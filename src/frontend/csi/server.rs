@@ -7,10 +7,10 @@ use super::layer::CsiLayer;
 use super::{Csi, Endpoint};
 use crate::error::{Error, Result};
 use std::future::Future;
-use std::time::Duration;
 use tokio_stream::StreamExt;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
+use volbridge_local_csp::to_the_end;
 use volbridge_proto::csi as pb;
 
 /// Binds the endpoint now (so callers know it is reachable once this returns) and serves
@@ -74,22 +74,9 @@ pub async fn serve(
     Ok(task)
 }
 
-/// How long the daemon's stop waits for work that outlived its answer.
-pub const FINISH_LIMIT: Duration = Duration::from_secs(10);
-
 /// Waits for the calls still running, also those whose caller gave up (see
-/// [`super::layer`]) or was answered early ([`super::deadline::answer_by`]), so
-/// that the engine logs out and the embedded CSP closes only after it; work still running
-/// at the limit is left to the next start's reconciler, as after a crash.
+/// [`super::layer`]) or was answered early ([`super::deadline::answer_by`]), so that the
+/// engine logs out and the embedded CSP closes only after them.
 async fn finish(tasks: TaskTracker) {
-    tasks.close();
-    if tokio::time::timeout(FINISH_LIMIT, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            running = tasks.len(),
-            "CSI work still running at shutdown; the next start's reconciler finishes it"
-        );
-    }
+    to_the_end::finish(&tasks, to_the_end::FINISH_LIMIT, "CSI").await;
 }

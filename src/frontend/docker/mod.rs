@@ -16,7 +16,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
 use volbridge_local_csp::refusals::{with_header_limit, RefusalBodies};
+use volbridge_local_csp::to_the_end::{finish, run_to_the_end, FINISH_LIMIT};
 
 /// The directory Docker looks for legacy plugin sockets in (compiled into Docker).
 pub const PLUGINS_DIR: &str = "/run/docker/plugins";
@@ -376,7 +378,15 @@ pub fn serve(
     bound: Bound,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let router = with_header_limit(handlers::router(docker), errors::refusal_body);
+    let tasks = TaskTracker::new();
+    let router = with_header_limit(
+        run_to_the_end(
+            handlers::router(docker),
+            tasks.clone(),
+            errors::refusal_body,
+        ),
+        errors::refusal_body,
+    );
     let Bound {
         listener,
         owned_files,
@@ -396,6 +406,7 @@ pub fn serve(
         if let Err(e) = result {
             tracing::error!(endpoint = %shown, error = %e, "Docker endpoint failed");
         }
+        finish(&tasks, FINISH_LIMIT, "Docker endpoint").await;
         drop(owned_files);
     })
 }
