@@ -1,7 +1,8 @@
-//! Rule 3 of docs/copy-semantics.md when the backend itself is slow: a CreateVolume whose
-//! one CSP call outlasts the caller's deadline still gets our answer in time (ABORTED, retry
-//! with the same name), never the server's CANCELLED; the create goes on, and the retry
-//! answers the volume it made.
+//! A slow backend. Rule 3 of docs/copy-semantics.md: a CreateVolume whose one CSP call
+//! outlasts the caller's deadline still gets our answer in time (ABORTED, retry with the
+//! same name), never the server's CANCELLED; the create goes on, and the retry answers the
+//! volume it made. Rule 38 of docs/csi.md: any call whose caller gave up runs to its end,
+//! and a stop waits for it.
 
 use crate::csi_support::*;
 use axum::http::{Method, StatusCode, Uri};
@@ -143,7 +144,7 @@ async fn rule_30_a_slow_backend_still_answers_by_the_deadline() {
 /// A daemon told to stop while such a create still runs waits for it (its CSP answer, its
 /// records) before it logs out of the backends and exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_30_a_stop_waits_for_a_create_that_outlived_its_answer() {
+async fn rule_38_a_stop_waits_for_a_create_that_outlived_its_answer() {
     let Some((mut r, volumes)) = slow_rig("slow-stop").await else {
         return;
     };
@@ -171,7 +172,7 @@ async fn rule_30_a_stop_waits_for_a_create_that_outlived_its_answer() {
 /// its own timeout) still runs to its end: the backend's delete is not cut off half-way,
 /// and the retry answers OK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_30_a_call_the_caller_gave_up_on_still_ends() {
+async fn rule_38_a_call_the_caller_gave_up_on_still_ends() {
     let Some((r, volumes)) = slow_rig("slow-delete").await else {
         return;
     };
