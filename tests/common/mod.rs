@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod slow_csp;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_volbridge");
 
 /// A scratch directory removed on drop (kept when `VOLBRIDGE_KEEP_TEST_DIRS=1`).

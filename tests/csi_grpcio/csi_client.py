@@ -3,6 +3,8 @@
 socket path as the HTTP/2 :authority), against a running volbridge daemon.
 
     csi_client.py --endpoint unix:///dir/csi.sock --proto proto/csi.proto --dir DIR
+    csi_client.py ... --scenario slow-backend
+
 
 Identity (GetPluginInfo, GetPluginCapabilities, Probe), an error answer, CreateVolume, then
 the node cycle on that mount volume (NodeGetInfo, ControllerPublishVolume, NodeStageVolume,
@@ -19,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 TIMEOUT = 120
 MIB = 1 << 20
@@ -293,6 +296,75 @@ def session(args, grpc, pb, rpc, cleanup):
     channel.close()
 
 
+def slow_backend_session(args, grpc, pb, rpc):
+    """Deadlines as grpcio enforces them (C-core ends the call at its deadline), against a
+    default backend whose create and delete take 3 s: CreateVolume with 1 s gets the
+    daemon's ABORTED in time, not its own DEADLINE_EXCEEDED; a DeleteVolume the client gave
+    up on still deletes; retries with the same name answer as a CO expects."""
+    channel = grpc.insecure_channel(args.endpoint)
+    ctrl = rpc.ControllerStub(channel)
+
+    def expect(cond, what):
+        if not cond:
+            raise Failed(what)
+
+    def until_done(step, method, request):
+        # What the external-provisioner does: retry while the operation is pending.
+        give_up = time.monotonic() + 60
+        while True:
+            try:
+                return method(request, timeout=10)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.ABORTED or time.monotonic() > give_up:
+                    raise Failed("%s: %s: %s" % (step, e.code().name, e.details()))
+                time.sleep(0.2)
+
+    cap = pb.VolumeCapability(
+        mount=pb.VolumeCapability.MountVolume(fs_type="ext4"),
+        access_mode=pb.VolumeCapability.AccessMode(
+            mode=pb.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
+        ),
+    )
+    req = pb.CreateVolumeRequest(
+        name=args.volume,
+        capacity_range=pb.CapacityRange(required_bytes=1 << 30),
+        volume_capabilities=[cap],
+    )
+    started = time.monotonic()
+    try:
+        ctrl.CreateVolume(req, timeout=1.0)
+        raise Failed("CreateVolume slower than its 1 s deadline answered OK")
+    except grpc.RpcError as e:
+        expect(
+            e.code() == grpc.StatusCode.ABORTED
+            and "retry CreateVolume with the same name" in e.details(),
+            "CreateVolume past its deadline: %s: %s" % (e.code().name, e.details()),
+        )
+    print("ok CreateVolume past its deadline: ABORTED after %.2f s" % (time.monotonic() - started), flush=True)
+    vol = until_done("CreateVolume retried", ctrl.CreateVolume, req).volume
+    expect(vol.capacity_bytes == 1 << 30, "the retried CreateVolume: %s" % vol)
+    print("ok CreateVolume retried with the same name:", vol.volume_id, flush=True)
+
+    delete = pb.DeleteVolumeRequest(volume_id=vol.volume_id)
+    try:
+        ctrl.DeleteVolume(delete, timeout=1.0)
+        raise Failed("DeleteVolume slower than its 1 s deadline answered OK")
+    except grpc.RpcError as e:
+        expect(
+            e.code() == grpc.StatusCode.DEADLINE_EXCEEDED,
+            "DeleteVolume past its deadline: %s: %s" % (e.code().name, e.details()),
+        )
+    print("ok DeleteVolume past its deadline: the client's DEADLINE_EXCEEDED", flush=True)
+    until_done("DeleteVolume retried", ctrl.DeleteVolume, delete)
+    listed = until_done("ListVolumes", ctrl.ListVolumes, pb.ListVolumesRequest())
+    expect(
+        all(e.volume.volume_id != vol.volume_id for e in listed.entries),
+        "ListVolumes still lists %s" % vol.volume_id,
+    )
+    print("ok DeleteVolume retried; not listed", flush=True)
+    channel.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True, help="a grpcio target: unix:///path")
@@ -300,6 +372,7 @@ def main():
     parser.add_argument("--dir", required=True, help="where staging and target paths go")
     parser.add_argument("--driver", default="csi.volbridge.io")
     parser.add_argument("--volume", default="grpcio-vol")
+    parser.add_argument("--scenario", choices=["node-cycle", "slow-backend"], default="node-cycle")
     args = parser.parse_args()
 
     import grpc  # noqa: E402  (missing: the test says how to install it)
@@ -312,7 +385,10 @@ def main():
 
         cleanup = []
         try:
-            session(args, grpc, pb, rpc, cleanup)
+            if args.scenario == "slow-backend":
+                slow_backend_session(args, grpc, pb, rpc)
+            else:
+                session(args, grpc, pb, rpc, cleanup)
         except Failed as e:
             print("FAILED:", e, file=sys.stderr, flush=True)
             for undo in reversed(cleanup):

@@ -351,16 +351,8 @@ impl Rig {
             None
         };
         if let Some((name, port, password)) = opts.default_csp {
-            let config = dir.path().join("volbridge.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "default_backend = \"{name}\"\n\n[backends.{name}]\nbackend = \"{name}\"\n\
-                     serviceName = \"127.0.0.1\"\nservicePort = \"{port}\"\nusername = \"u\"\n\
-                     password = \"{password}\"\n"
-                ),
-            )
-            .unwrap();
+            let config =
+                crate::common::slow_csp::default_backend_config(dir.path(), name, port, password);
             args.extend(["--config".into(), config.display().to_string()]);
         }
         args.extend(opts.extra.iter().map(|s| s.to_string()));

@@ -4,79 +4,12 @@
 //! volume it made. Rule 38 of docs/csi.md: any call whose caller gave up runs to its end,
 //! and a stop waits for it.
 
+use crate::common::slow_csp::{slow_csp, Volumes};
 use crate::csi_support::*;
-use axum::http::{Method, StatusCode, Uri};
-use axum::response::IntoResponse;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-/// How long the fake array takes to create or delete a volume.
-const SLOW: Duration = Duration::from_secs(3);
-
-type Volumes = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
-
-/// A CSP whose volume create and delete take `SLOW`; it keeps what it made, by name.
-async fn slow_csp() -> (u16, Volumes) {
-    let volumes = Arc::new(Mutex::new(BTreeMap::new()));
-    let held = volumes.clone();
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, body: axum::body::Bytes| {
-            let held = held.clone();
-            async move {
-                let path = uri.path().trim_start_matches("/containers/v1/").to_owned();
-                let query = uri.query().unwrap_or("").to_owned();
-                let reply = |status: u16, body: String| {
-                    (
-                        StatusCode::from_u16(status).unwrap(),
-                        [("content-type", "application/json")],
-                        body,
-                    )
-                        .into_response()
-                };
-                match (method.as_str(), path.as_str()) {
-                    ("POST", "tokens") => reply(200, r#"{"id":"t","session_token":"s"}"#.into()),
-                    ("GET", "capacity") => reply(
-                        200,
-                        r#"{"total_bytes":1099511627776,"free_bytes":1099511627776,"used_bytes":0}"#
-                            .into(),
-                    ),
-                    ("GET", "volumes") => {
-                        let name = query.strip_prefix("name=").unwrap_or("");
-                        let found: Vec<_> = held.lock().unwrap().get(name).cloned().into_iter().collect();
-                        reply(200, serde_json::Value::from(found).to_string())
-                    }
-                    ("POST", "volumes") => {
-                        let asked: serde_json::Value =
-                            serde_json::from_slice(&body).unwrap_or_default();
-                        let name = asked["name"].as_str().unwrap_or("").to_owned();
-                        tokio::time::sleep(SLOW).await;
-                        let mut made = asked.clone();
-                        made["id"] = format!("id-{name}").into();
-                        made["published"] = false.into();
-                        held.lock().unwrap().insert(name, made.clone());
-                        reply(200, made.to_string())
-                    }
-                    ("GET", "snapshots") => reply(200, "[]".into()),
-                    ("DELETE", _) if path.starts_with("volumes/id-") => {
-                        let name = path.trim_start_matches("volumes/id-").to_owned();
-                        tokio::time::sleep(SLOW).await;
-                        held.lock().unwrap().remove(&name);
-                        reply(204, String::new())
-                    }
-                    _ => reply(404, r#"{"errors":[{"code":"Not Found","message":"no"}]}"#.into()),
-                }
-            }
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (port, volumes)
-}
-
-/// A daemon whose default backend is [`slow_csp`], and what that CSP holds.
+/// A daemon whose default backend is a [`slow_csp`], and what that CSP holds.
 async fn slow_rig(tag: &str) -> Option<(Rig, Volumes)> {
     let (port, volumes) = slow_csp().await;
     let rig = Rig::start_with(
