@@ -154,33 +154,56 @@ pub async fn serve(config: Config) -> Result<()> {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    let result = served
+    // A client still connected at stop (a clone waiting for its copy) keeps the drain open
+    // for at most DRAIN_LIMIT: its work runs on a tracked task, so the connection can go.
+    let result = bounded_drain(async move { served.await }, stop_rx.clone(), DRAIN_LIMIT)
         .await
         .map_err(|e| Error::internal(format!("admin API failed: {e}")));
 
+    // From here every wait shares one budget, so a stop stays within systemd's
+    // TimeoutStopSec (30 s) and Kubernetes' grace period.
+    let stop_by = tokio::time::Instant::now() + FINISH_LIMIT + Duration::from_secs(1);
     finish(&admin_tasks, FINISH_LIMIT, "admin API").await;
     signals.abort();
     reconciler.abort();
     gate_timer.abort();
     let _ = std::fs::remove_file(&config.admin_socket);
-    // Each server waits up to FINISH_LIMIT for its requests still running.
-    let limit = Duration::from_secs(5) + FINISH_LIMIT;
-    if let Some(task) = csi_task {
-        let _ = tokio::time::timeout(limit, task).await;
-    }
-    if let Some(task) = metrics_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
-    if let Some(task) = docker_task {
-        let _ = tokio::time::timeout(limit, task).await;
+    // The servers stopped together and each waits up to FINISH_LIMIT for its requests.
+    for task in [csi_task, metrics_task, docker_task].into_iter().flatten() {
+        let _ = tokio::time::timeout_at(stop_by, task).await;
     }
     engine.shutdown().await;
     let _ = csp_stop_tx.send(true);
     if let Some(task) = csp_task {
-        let _ = tokio::time::timeout(limit, task).await;
+        // Its drain and requests (bounded inside), then the pool's unmount.
+        let _ = tokio::time::timeout(DRAIN_LIMIT + FINISH_LIMIT + CLOSE_LIMIT, task).await;
     }
     tracing::info!("volbridge stopped");
     result
+}
+
+/// How long a server keeps its connections open after the stop.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// The embedded CSP's pool unmount at stop.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// `serving` (a server with graceful shutdown on `stop`) until it ends, or until `limit`
+/// after `stop`: past that its connections are dropped (their requests' work runs on
+/// tracked tasks; see `to_the_end`).
+async fn bounded_drain(
+    serving: impl std::future::Future<Output = std::io::Result<()>>,
+    mut stop: watch::Receiver<bool>,
+    limit: Duration,
+) -> std::io::Result<()> {
+    let limit = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(limit).await;
+        tracing::warn!("connections still open at stop were closed");
+    };
+    tokio::select! {
+        done = serving => done,
+        () = limit => Ok(()),
+    }
 }
 
 async fn start_local_csp(
@@ -220,14 +243,16 @@ async fn start_local_csp(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("local CSP address: {e}")))?;
-    let router = csp.router();
-    let mut stop = stop;
+    let router = csp.whole_request_router();
+    let mut stopping = stop.clone();
     let task = tokio::spawn(async move {
         let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
+            let _ = stopping.wait_for(|s| *s).await;
         };
         let closer = csp.clone();
-        if let Err(e) = csp.serve(listener, shutdown).await {
+        // The drain is bounded here, so that the close below always runs.
+        let served = async move { csp.serve(listener, shutdown).await };
+        if let Err(e) = bounded_drain(served, stop, DRAIN_LIMIT + FINISH_LIMIT).await {
             tracing::error!(error = %e, "local CSP stopped");
         }
         // An image pool is unmounted unless a volume in it is still attached here.

@@ -306,13 +306,28 @@ fn exchange(
     (status, body)
 }
 
-/// A TCP port nobody listens on right now.
+/// A TCP port nobody listens on right now, below the kernel's ephemeral range: a port the
+/// kernel hands to a `:0` bind (another test's embedded CSP, any client socket) could be
+/// taken between this answer and the daemon's bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = below.saturating_sub(10_000).max(1);
+    for _ in 0..1000 {
+        let port = 10_000 + (rand_u64() % u64::from(span)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port between 10000 and {below}");
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).unwrap();
+    u64::from_ne_bytes(b)
 }
 
 /// Whether this test may touch the kernel (root, loop devices, mkfs). In CI it must: a

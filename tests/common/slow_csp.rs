@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the fake array takes to create or delete a volume.
-pub const SLOW: Duration = Duration::from_secs(3);
+pub const SLOW: Duration = Duration::from_secs(6);
 
 /// The volumes the fake holds, by name.
 pub type Volumes = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
@@ -20,8 +20,8 @@ pub type Volumes = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
 pub async fn slow_csp() -> (u16, Volumes) {
     let volumes = Arc::new(Mutex::new(BTreeMap::new()));
     let held = volumes.clone();
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, body: axum::body::Bytes| {
+    let app =
+        axum::Router::new().fallback(move |method: Method, uri: Uri, body: axum::body::Bytes| {
             let held = held.clone();
             async move {
                 let path = uri.path().trim_start_matches("/containers/v1/").to_owned();
@@ -42,8 +42,11 @@ pub async fn slow_csp() -> (u16, Volumes) {
                             .into(),
                     ),
                     ("GET", "volumes") => {
-                        let name = query.strip_prefix("name=").unwrap_or("");
-                        let found: Vec<_> = held.lock().unwrap().get(name).cloned().into_iter().collect();
+                        let held = held.lock().unwrap();
+                        let found: Vec<_> = match query.strip_prefix("name=") {
+                            Some(name) => held.get(name).cloned().into_iter().collect(),
+                            None => held.values().cloned().collect(),
+                        };
                         reply(200, serde_json::Value::from(found).to_string())
                     }
                     ("POST", "volumes") => {
@@ -67,8 +70,7 @@ pub async fn slow_csp() -> (u16, Volumes) {
                     _ => reply(404, r#"{"errors":[{"code":"Not Found","message":"no"}]}"#.into()),
                 }
             }
-        },
-    );
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

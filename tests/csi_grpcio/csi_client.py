@@ -298,15 +298,23 @@ def session(args, grpc, pb, rpc, cleanup):
 
 def slow_backend_session(args, grpc, pb, rpc):
     """Deadlines as grpcio enforces them (C-core ends the call at its deadline), against a
-    default backend whose create and delete take 3 s: CreateVolume with 1 s gets the
+    default backend whose create and delete take 6 s: CreateVolume with 4 s gets the
     daemon's ABORTED in time, not its own DEADLINE_EXCEEDED; a DeleteVolume the client gave
     up on still deletes; retries with the same name answer as a CO expects."""
     channel = grpc.insecure_channel(args.endpoint)
     ctrl = rpc.ControllerStub(channel)
+    ident = rpc.IdentityStub(channel)
 
     def expect(cond, what):
         if not cond:
             raise Failed(what)
+
+    # Calls are held until the daemon's start-up reconciliation is done, and the deadlines
+    # below are about the backend, not the start: wait for Probe's ready first.
+    give_up = time.monotonic() + 60
+    while not ident.Probe(pb.ProbeRequest(), timeout=TIMEOUT).ready.value:
+        expect(time.monotonic() < give_up, "Probe never answered ready")
+        time.sleep(0.1)
 
     def until_done(step, method, request):
         # What the external-provisioner does: retry while the operation is pending.
@@ -332,8 +340,8 @@ def slow_backend_session(args, grpc, pb, rpc):
     )
     started = time.monotonic()
     try:
-        ctrl.CreateVolume(req, timeout=1.0)
-        raise Failed("CreateVolume slower than its 1 s deadline answered OK")
+        ctrl.CreateVolume(req, timeout=4.0)
+        raise Failed("CreateVolume slower than its 4 s deadline answered OK")
     except grpc.RpcError as e:
         expect(
             e.code() == grpc.StatusCode.ABORTED
@@ -347,8 +355,8 @@ def slow_backend_session(args, grpc, pb, rpc):
 
     delete = pb.DeleteVolumeRequest(volume_id=vol.volume_id)
     try:
-        ctrl.DeleteVolume(delete, timeout=1.0)
-        raise Failed("DeleteVolume slower than its 1 s deadline answered OK")
+        ctrl.DeleteVolume(delete, timeout=4.0)
+        raise Failed("DeleteVolume slower than its 4 s deadline answered OK")
     except grpc.RpcError as e:
         expect(
             e.code() == grpc.StatusCode.DEADLINE_EXCEEDED,

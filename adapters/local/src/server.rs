@@ -25,6 +25,8 @@ use volbridge_proto::csp::{API_PREFIX, AUTH_HEADER};
 #[derive(Clone)]
 pub struct LocalCsp {
     shared: Arc<Shared>,
+    /// Every request's work, over HTTP or in-process ([`crate::to_the_end`]).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl LocalCsp {
@@ -94,7 +96,10 @@ impl LocalCsp {
             tracing::info!(volume = %id, "restarting an interrupted clone copy");
             crate::copies::spawn_clone_copy(shared.clone(), id);
         }
-        Ok(LocalCsp { shared })
+        Ok(LocalCsp {
+            shared,
+            tasks: tokio_util::task::TaskTracker::new(),
+        })
     }
 
     /// Serves `/containers/v1/...` and `/csp/containers/v1/...`.
@@ -119,18 +124,25 @@ impl LocalCsp {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         use crate::refusals::{csp_body, with_header_limit, RefusalBodies};
-        use crate::to_the_end::{finish, run_to_the_end, FINISH_LIMIT};
-        let tasks = tokio_util::task::TaskTracker::new();
-        let app = with_header_limit(
-            run_to_the_end(self.router(), tasks.clone(), csp_body),
-            csp_body,
-        );
+        use crate::to_the_end::{finish, FINISH_LIMIT};
+        let app = with_header_limit(self.whole_request_router(), csp_body);
         let listener = RefusalBodies::new(listener, csp_body);
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
-        finish(&tasks, FINISH_LIMIT, "local CSP").await;
+        finish(&self.tasks, FINISH_LIMIT, "local CSP").await;
         served
+    }
+
+    /// [`Self::router`] with each request run to its end on this CSP's tracker, which
+    /// [`Self::serve`] waits for at stop: for an in-process client, whose own timeout
+    /// would otherwise drop a handler half-way (an image made but never recorded).
+    pub fn whole_request_router(&self) -> Router {
+        crate::to_the_end::run_to_the_end(
+            self.router(),
+            self.tasks.clone(),
+            crate::refusals::csp_body,
+        )
     }
 
     /// Every issued token becomes invalid.

@@ -45,8 +45,10 @@ async fn whole_request(
     }
 }
 
-/// How long a server's stop waits for the requests still running.
-pub const FINISH_LIMIT: Duration = Duration::from_secs(10);
+/// How long a server's stop waits for the requests still running. The daemon's whole stop
+/// (every server, the backends' logout, the pool's unmount) stays under systemd's
+/// TimeoutStopSec and Kubernetes' 30 s grace period.
+pub const FINISH_LIMIT: Duration = Duration::from_secs(6);
 
 /// Closes `tasks` and waits for the requests still running, up to `limit`; `false` (and a
 /// warning naming `server`) when some still run then. They are the next start's, as after

@@ -59,7 +59,13 @@ pub fn respond(status: StatusCode, e: Error) -> Response {
 pub fn refusal_body(status: u16) -> (&'static str, String) {
     let body = ApiError {
         error: ErrorDetail {
-            kind: ErrorKind::InvalidArgument.as_str().to_owned(),
+            kind: if status == 500 {
+                ErrorKind::Internal
+            } else {
+                ErrorKind::InvalidArgument
+            }
+            .as_str()
+            .to_owned(),
             message: volbridge_local_csp::refusals::refusal_sentence(status).to_owned(),
             field: (status == 414).then(|| "path".to_owned()),
         },

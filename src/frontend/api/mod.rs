@@ -120,25 +120,7 @@ fn routes_of(state: AdminState) -> Router {
             wait_until_ready,
         ))
         .layer(DefaultBodyLimit::max(json::BODY_LIMIT + 1))
-        .layer(axum::middleware::from_fn(run_to_completion))
         .with_state(state)
-}
-
-/// Runs each request in its own task, so a client that goes away (a FlexVolume call past
-/// its budget, a killed CLI) does not cancel an engine operation half-way: hyper drops the
-/// handler's future when the connection closes, the task keeps running to the end.
-async fn run_to_completion(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match tokio::spawn(next.run(request)).await {
-        Ok(response) => response,
-        Err(e) => {
-            use axum::response::IntoResponse;
-            error::ApiFailure(Error::internal(format!("the request's task failed: {e}")))
-                .into_response()
-        }
-    }
 }
 
 /// Holds requests (all but the probes and metrics) until the start-up reconciliation is done.

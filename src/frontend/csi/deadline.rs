@@ -66,6 +66,10 @@ pub async fn answer_by<T: Send + 'static>(
                     Ok(_) => {
                         tracing::info!(object = %object, "done after the caller's deadline; its retry finds it")
                     }
+                    // Still pending (a copy): the retry waits on; routine.
+                    Err(e) if e.kind == crate::ErrorKind::Aborted => {
+                        tracing::info!(object = %object, "{e}")
+                    }
                     Err(e) => {
                         tracing::warn!(object = %object, error = %e, "failed after the caller's deadline; its retry tries again")
                     }

@@ -115,21 +115,28 @@ where
             let span = tracing::info_span!("csi", req = %id, rpc = %seen.method);
             span.in_scope(|| tracing::debug!(request = %seen.summary, "received"));
             let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
-            let work = tasks.spawn(inner.call(req).instrument(span.clone()));
-            let mut response = match work.await {
-                Ok(answer) => answer?,
+            let method = seen.method;
+            // The answer is scrubbed, logged and counted on the task too: a call whose
+            // caller left still leaves its line and its metric.
+            let work = tasks.spawn(
+                async move {
+                    let mut response = inner.call(req).await?;
+                    if !seen.secrets.is_empty() {
+                        scrub_answer(&mut response, &seen.secrets);
+                    }
+                    log_done(&seen, &response, started);
+                    Ok(response)
+                }
+                .instrument(span),
+            );
+            match work.await {
+                Ok(answer) => answer,
                 // It panicked; tokio's hook logged where.
-                Err(_) => Status::internal(format!(
-                    "{} failed inside the daemon; see its log, then retry",
-                    seen.method
+                Err(_) => Ok(Status::internal(format!(
+                    "{method} failed inside the daemon; see its log, then retry"
                 ))
-                .into_http(),
-            };
-            if !seen.secrets.is_empty() {
-                scrub_answer(&mut response, &seen.secrets);
+                .into_http()),
             }
-            span.in_scope(|| log_done(&seen, &response, started));
-            Ok(response)
         })
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use volbridge_base::redact::secret_values;
 use volbridge_proto::csi as pb;
 use volbridge_proto::ranges::DEFAULT_RANGE_LIMIT;
 
@@ -73,14 +74,6 @@ fn stream<M: Send + 'static>(
         }
     });
     Box::pin(ReceiverStream::new(rx))
-}
-
-fn secret_values(secrets: &std::collections::HashMap<String, String>) -> Vec<String> {
-    secrets
-        .values()
-        .filter(|v| !v.is_empty())
-        .cloned()
-        .collect()
 }
 
 #[tonic::async_trait]

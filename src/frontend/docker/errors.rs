@@ -54,7 +54,13 @@ pub fn malformed(detail: &str) -> String {
 /// The Docker endpoint's bodies for the requests hyper refuses itself (400, 414, 431; see
 /// `volbridge_local_csp::refusals`): `{"Err": …}` as in every other answer.
 pub fn refusal_body(status: u16) -> (&'static str, String) {
-    let text = malformed(volbridge_local_csp::refusals::refusal_sentence(status));
+    let sentence = volbridge_local_csp::refusals::refusal_sentence(status);
+    // A 500 is ours (a request's task failed), not the caller's malformed request.
+    let text = if status == 500 {
+        one_line(sentence)
+    } else {
+        malformed(sentence)
+    };
     (
         "application/vnd.docker.plugins.v1+json",
         serde_json::json!({ "Err": text }).to_string(),

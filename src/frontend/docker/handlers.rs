@@ -388,7 +388,7 @@ async fn budgeted_flag<T: Send + 'static>(
     let opened = tokio::time::timeout(limit, ready.wait_for(|r| *r))
         .await
         .is_ok();
-    let task = tokio::spawn(work);
+    let task = docker.tasks.spawn(work);
     let left = limit.saturating_sub(started.elapsed());
     let result = if !opened {
         Err(())

@@ -146,6 +146,8 @@ pub struct Docker {
     pub ready: tokio::sync::watch::Receiver<bool>,
     /// The default backend's volumes made by other front ends, for List.
     listing: Arc<listing::Listing>,
+    /// Every request's work and the work that outlives its budget; waited for at stop.
+    tasks: TaskTracker,
 }
 
 impl Docker {
@@ -159,6 +161,7 @@ impl Docker {
             config: Arc::new(config),
             ready,
             listing: Arc::default(),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -378,7 +381,7 @@ pub fn serve(
     bound: Bound,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let tasks = TaskTracker::new();
+    let tasks = docker.tasks.clone();
     let router = with_header_limit(
         run_to_the_end(
             handlers::router(docker),

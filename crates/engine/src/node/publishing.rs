@@ -114,9 +114,13 @@ impl Engine {
         let result = self.publish_on_host(&stage, &record).await;
         match result {
             Ok(()) => {
-                if !already || learns {
+                if !already {
                     record.phase = Phase::Ready;
                     self.store.put(PUBLISHES, &key, &record)?;
+                } else if let Some(mut kept) = existing.filter(|_| learns) {
+                    // Only the flag: the target stays as it was made.
+                    kept.single_writer = Some(req.single_writer);
+                    self.store.put(PUBLISHES, &key, &kept)?;
                 }
                 Ok(())
             }
