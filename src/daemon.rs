@@ -20,6 +20,7 @@ use volbridge_local_csp::{load_or_generate_password, LocalCsp, LocalCspConfig};
 const START_GATE_LIMIT: Duration = Duration::from_secs(30);
 
 pub async fn serve(config: Config) -> Result<()> {
+    let stop_signals = StopSignals::watch();
     let store = StateStore::open(&config.state_dir)?;
     // The Docker socket is bound first: Docker (and a managed plugin's enable, which gives
     // up after ~9 s) can connect at once; calls queue until the router serves them.
@@ -151,7 +152,7 @@ pub async fn serve(config: Config) -> Result<()> {
         let _ = stop_admin.wait_for(|s| *s).await;
     });
     let signals = tokio::spawn(async move {
-        wait_for_signal().await;
+        stop_signals.recv().await;
         let _ = stop_tx.send(true);
     });
     // A client still connected at stop (a clone waiting for its copy) keeps the drain open
@@ -338,18 +339,45 @@ async fn reconcile_loop(
     }
 }
 
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            std::future::pending::<()>().await;
-            return;
+/// SIGTERM and SIGINT, watched from the moment this is made, before any socket exists:
+/// tokio installs a handler only when the stream is created, so a watch made later (on a
+/// task's first poll) would leave a window in which a supervisor's SIGTERM takes the
+/// default action and kills the daemon with its pool still mounted.
+pub struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Registers the handlers now (needs a tokio runtime).
+    pub fn watch() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let open = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch {name}");
+                None
+            }
+        };
+        StopSignals {
+            term: open(SignalKind::terminate(), "SIGTERM"),
+            int: open(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+
+    /// The first of them to come (never, when neither could be watched).
+    pub async fn recv(mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.term) => tracing::info!("SIGTERM: stopping"),
+            _ = next(&mut self.int) => tracing::info!("SIGINT: stopping"),
+        }
     }
 }

@@ -472,6 +472,34 @@ fn the_pool_is_mounted_again_after_a_stop_and_after_a_reboot() {
     r.assert_consistent();
 }
 
+/// A SIGTERM the moment the admin socket answers (a supervisor that stops what it just
+/// started) is a graceful stop: the handlers are in place before any socket exists, so the
+/// signal's default action never kills the daemon with its pool mounted.
+#[test]
+fn a_stop_right_after_the_start_is_graceful() {
+    let Some(mut r) = rig("early-stop", &[]) else {
+        return;
+    };
+    for round in 0..3 {
+        r.d.stop();
+        let log = r.d.log_text();
+        assert_eq!(
+            log.matches("volbridge stopped").count(),
+            round + 1,
+            "round {round}: not a graceful stop; log:\n{log}"
+        );
+        assert!(
+            pool_mounts(&r.csp()).is_empty(),
+            "round {round}: pool left mounted"
+        );
+        assert!(
+            pool_loops(&r.csp()).is_empty(),
+            "round {round}: loop device left"
+        );
+        r.d.restart();
+    }
+}
+
 /// `volbridge serve` on the rig's state dir and socket with `extra` flags, not started.
 fn serve(r: &Rig, extra: &[String]) -> Command {
     let mut cmd = Command::new(BIN);

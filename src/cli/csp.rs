@@ -67,6 +67,7 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
             .await
             .map_err(|e| Error::internal(format!("start-up failed: {e}")))?
             .map_err(|e| Error::internal(format!("cannot open {}: {e}", data_dir.display())))?;
+            let stop_signals = crate::daemon::StopSignals::watch();
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| Error::unavailable(format!("cannot listen on {listen}: {e}")))?;
@@ -76,7 +77,7 @@ pub async fn run(command: CspCommand, format: Format) -> Result<()> {
             }
             let closer = csp.clone();
             let served = csp
-                .serve(listener, crate::daemon::wait_for_signal())
+                .serve(listener, stop_signals.recv())
                 .await
                 .map_err(|e| Error::internal(format!("local CSP failed: {e}")));
             let _ = tokio::task::spawn_blocking(move || closer.close()).await;
