@@ -64,6 +64,15 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Root, the disk tools and the venv's python, or `None` (a skip allowed by
+/// `VOLBRIDGE_ALLOW_SKIP=1`; otherwise the checks fail the test).
+fn prerequisites(test: &str) -> Option<PathBuf> {
+    if !require_root_and_tools(test) {
+        return None;
+    }
+    grpcio_python(test)
+}
+
 /// A daemon serving CSI on `dir`/csi.sock, once the socket is there; and its endpoint.
 fn daemon_with_csi(dir: &std::path::Path, extra: &[&str]) -> (Daemon, String) {
     let socket = dir.join("csi.sock");
@@ -119,10 +128,7 @@ fn client_session(
 #[test]
 fn python_grpcio_default_channel_identity_create_delete_and_node_cycle() {
     let test = "python_grpcio_default_channel_identity_create_delete_and_node_cycle";
-    if !require_root_and_tools(test) {
-        return;
-    }
-    let Some(python) = grpcio_python(test) else {
+    let Some(python) = prerequisites(test) else {
         return;
     };
     let dir = TempDir::new("grpcio");
@@ -143,10 +149,7 @@ fn python_grpcio_default_channel_identity_create_delete_and_node_cycle() {
 #[test]
 fn python_grpcio_deadlines_against_a_slow_backend() {
     let test = "python_grpcio_deadlines_against_a_slow_backend";
-    if !require_root_and_tools(test) {
-        return;
-    }
-    let Some(python) = grpcio_python(test) else {
+    let Some(python) = prerequisites(test) else {
         return;
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -105,9 +105,6 @@ impl Engine {
             phase: Phase::Creating,
         };
         let already = existing.as_ref().is_some_and(|r| r.phase == Phase::Ready);
-        // A record from before the flag learns it from this re-publish, so that a later
-        // publish elsewhere is judged by what the CO asked for.
-        let learns = already && existing.as_ref().is_some_and(|r| r.single_writer.is_none());
         if !already {
             self.store.put_volatile(PUBLISHES, &key, &record)?;
         }
@@ -117,8 +114,10 @@ impl Engine {
                 if !already {
                     record.phase = Phase::Ready;
                     self.store.put(PUBLISHES, &key, &record)?;
-                } else if let Some(mut kept) = existing.filter(|_| learns) {
-                    // Only the flag: the target stays as it was made.
+                } else if let Some(mut kept) = existing.filter(|r| r.single_writer.is_none()) {
+                    // A record from before the flag learns it from this re-publish, so that
+                    // a later publish elsewhere is judged by what the CO asked for. Only the
+                    // flag: the target stays as it was made.
                     kept.single_writer = Some(req.single_writer);
                     self.store.put(PUBLISHES, &key, &kept)?;
                 }
